@@ -1,0 +1,24 @@
+// codegen.h — LLVM code generation: IR module -> native object file.
+//
+// Consumes an optimized, fused IrModule and emits, through the LLVM C API, one
+// LLVM module holding the whole training loop (nnc_train: epochs, batches,
+// forward, backward, optimizer update), the forward pass for evaluation
+// (nnc_infer), the `nnc_model` descriptor table the runtime reads (see
+// runtime/nnrt.h) and `main`. No LLVM type appears outside codegen*.c.
+#ifndef NNC_CODEGEN_H
+#define NNC_CODEGEN_H
+
+#include "ir.h"
+
+typedef enum EmitKind { EMIT_OBJ, EMIT_LLVM, EMIT_ASM } EmitKind;
+
+typedef struct CodegenOptions {
+  EmitKind kind;
+  const char *out_path;   // file to write; "-" writes text kinds to stdout
+  int opt_level;          // 0..3: the new pass manager's default<O?> pipeline
+} CodegenOptions;
+
+// Returns 0 on success; problems are reported through ctx->diag.
+int codegen_emit(IrModule *m, Ctx *ctx, const CodegenOptions *o);
+
+#endif

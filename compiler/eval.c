@@ -1,0 +1,290 @@
+// eval.c — the f64 reference interpreter of the IR (see eval.h).
+//
+// Consumes an IrFn whose values are numbered by position (value i has id i,
+// as the builder and ir_renumber leave them) and an EvalEnv holding the batch
+// size and the leaves' data. Produces one arena array per value: B x numel
+// elements when the value is batched, numel otherwise, row-major with the
+// batch axis outermost. Each primitive has one `eval_ID` rule, dispatched
+// from a table generated from prims.def, so a primitive without a rule does
+// not compile. The rules are plain loops: this file is the semantic oracle
+// that the finite-difference tests and the codegen tests trust, so clarity
+// beats speed everywhere.
+#include <assert.h>
+#include <math.h>
+#include <string.h>
+
+#include "eval.h"
+
+typedef struct Eval {
+  const EvalEnv *env;
+  double **res;  // res[id]: the elements of every value evaluated so far
+} Eval;
+
+typedef void EvalRule(const Eval *e, const IrValue *v, double *out);
+
+// Rows of the batch axis a value carries: B when batched, else 1.
+static int64_t rows_of(const Eval *e, bool batched) {
+  return batched ? e->env->batch : 1;
+}
+
+static int64_t size_of(const Eval *e, const IrValue *v) {
+  return rows_of(e, v->batched) * shape_numel(v->shape);
+}
+
+static const double *arg_data(const Eval *e, const IrValue *v, int i) {
+  return e->res[v->arg[i]->id];
+}
+
+// The offset, inside a value of shape `small` (batched or not), of the element
+// that broadcasting maps to batch row r, per-example flat index f of the
+// larger shape `big`. Axes align on the right; an axis of size 1 (or a
+// missing one) repeats, and an unbatched value repeats over the batch axis.
+static int64_t bcast_offset(Shape small, bool small_batched, Shape big,
+                            int64_t r, int64_t f) {
+  assert(small.rank <= big.rank);
+  int64_t off = 0, stride = 1;
+  for (int i = big.rank - 1, j = small.rank - 1; i >= 0; i--, j--) {
+    int64_t idx = f % big.dim[i];
+    f /= big.dim[i];
+    if (j < 0)
+      continue;
+    if (small.dim[j] != 1)
+      off += idx * stride;
+    stride *= small.dim[j];
+  }
+  return (small_batched ? r * shape_numel(small) : 0) + off;
+}
+
+// ---- leaves -------------------------------------------------------------------
+static void copy_rows(const Eval *e, const IrValue *v, const double *src,
+                      double *out) {
+  assert(src && "the environment lacks this leaf's data");
+  memcpy(out, src, sizeof(double) * (size_t)size_of(e, v));
+}
+
+static void eval_INPUT(const Eval *e, const IrValue *v, double *out) {
+  copy_rows(e, v, e->env->input, out);
+}
+static void eval_LABEL(const Eval *e, const IrValue *v, double *out) {
+  copy_rows(e, v, e->env->label, out);
+}
+static void eval_PARAM(const Eval *e, const IrValue *v, double *out) {
+  assert(!v->batched);
+  copy_rows(e, v, e->env->param[v->attr.index], out);
+}
+static void eval_CONST(const Eval *e, const IrValue *v, double *out) {
+  (void)e;
+  out[0] = v->attr.num;
+}
+static void eval_ARG(const Eval *e, const IrValue *v, double *out) {
+  out[0] = e->env->arg[v->attr.index];
+}
+static void eval_BATCH_SIZE(const Eval *e, const IrValue *v, double *out) {
+  (void)v;
+  out[0] = (double)e->env->batch;
+}
+
+// ---- element-wise: one scalar function per primitive, broadcast loops -------
+typedef double ScalarFn(const double *x);
+
+static void ew(const Eval *e, const IrValue *v, double *out, ScalarFn *fn) {
+  int64_t n = shape_numel(v->shape), rows = rows_of(e, v->batched);
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t f = 0; f < n; f++) {
+      double x[MAX_ARGS];
+      for (int i = 0; i < v->narg; i++) {
+        const IrValue *a = v->arg[i];
+        x[i] = arg_data(e, v, i)[bcast_offset(a->shape, a->batched, v->shape,
+                                              r, f)];
+      }
+      out[r * n + f] = fn(x);
+    }
+}
+
+#define EW(id, expr)                                                     \
+  static double scalar_##id(const double *x) { return (expr); }          \
+  static void eval_##id(const Eval *e, const IrValue *v, double *out) {  \
+    ew(e, v, out, scalar_##id);                                          \
+  }
+
+EW(NEG, -x[0])
+EW(EXP, exp(x[0]))
+EW(LOG, log(x[0]))
+EW(SQRT, sqrt(x[0]))
+EW(TANH, tanh(x[0]))
+EW(SIGMOID, 1.0 / (1.0 + exp(-x[0])))
+EW(RELU, x[0] > 0 ? x[0] : 0.0)
+EW(STEP, x[0] > 0 ? 1.0 : 0.0)
+EW(ABS, fabs(x[0]))
+EW(SIGN, (double)((x[0] > 0) - (x[0] < 0)))
+EW(BROADCAST, x[0])  // the output index space is the target; ew maps back
+EW(ADD, x[0] + x[1])
+EW(SUB, x[0] - x[1])
+EW(MUL, x[0] * x[1])
+EW(DIV, x[0] / x[1])
+EW(POW, pow(x[0], x[1]))
+// Ties go to the second argument; grad.c's GT-based rules agree.
+EW(MAX, x[0] > x[1] ? x[0] : x[1])
+EW(MIN, x[1] > x[0] ? x[0] : x[1])
+EW(GT, x[0] > x[1] ? 1.0 : 0.0)
+
+// ---- reductions -----------------------------------------------------------------
+static void reduce_rows(const Eval *e, const IrValue *v, double *out,
+                        bool mean) {
+  const IrValue *x = v->arg[0];
+  const double *in = arg_data(e, v, 0);
+  int64_t n = shape_numel(x->shape), rows = rows_of(e, x->batched);
+  for (int64_t r = 0; r < rows; r++) {
+    double s = 0;
+    for (int64_t f = 0; f < n; f++)
+      s += in[r * n + f];
+    out[r] = mean ? s / (double)n : s;
+  }
+}
+static void eval_SUM(const Eval *e, const IrValue *v, double *out) {
+  reduce_rows(e, v, out, false);
+}
+static void eval_MEAN(const Eval *e, const IrValue *v, double *out) {
+  reduce_rows(e, v, out, true);
+}
+
+// Walks the argument's index space and adds each element to the target
+// element that broadcasting would have copied it from.
+static void eval_SUM_TO(const Eval *e, const IrValue *v, double *out) {
+  const IrValue *x = v->arg[0];
+  const double *in = arg_data(e, v, 0);
+  int64_t n = shape_numel(x->shape), rows = rows_of(e, x->batched);
+  memset(out, 0, sizeof(double) * (size_t)size_of(e, v));
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t f = 0; f < n; f++)
+      out[bcast_offset(v->shape, v->batched, x->shape, r, f)] +=
+          in[r * n + f];
+}
+
+static void eval_BATCH_MEAN(const Eval *e, const IrValue *v, double *out) {
+  const double *in = arg_data(e, v, 0);
+  int64_t n = shape_numel(v->shape), rows = e->env->batch;
+  for (int64_t f = 0; f < n; f++) {
+    double s = 0;
+    for (int64_t r = 0; r < rows; r++)
+      s += in[r * n + f];
+    out[f] = s / (double)rows;
+  }
+}
+
+// Softmax rows along the last axis, shifted by the row maximum so that
+// exp never overflows; log_softmax never takes the log of a rounded 0.
+static void softmax_rows(const Eval *e, const IrValue *v, double *out,
+                         bool log_form) {
+  const double *in = arg_data(e, v, 0);
+  int64_t n = v->shape.dim[v->shape.rank - 1];
+  int64_t rows = size_of(e, v) / n;
+  for (int64_t r = 0; r < rows; r++) {
+    const double *x = in + r * n;
+    double *y = out + r * n, mx = x[0], s = 0;
+    for (int64_t i = 1; i < n; i++)
+      mx = x[i] > mx ? x[i] : mx;
+    for (int64_t i = 0; i < n; i++)
+      s += exp(x[i] - mx);
+    for (int64_t i = 0; i < n; i++)
+      y[i] = log_form ? x[i] - mx - log(s) : exp(x[i] - mx) / s;
+  }
+}
+static void eval_SOFTMAX(const Eval *e, const IrValue *v, double *out) {
+  softmax_rows(e, v, out, false);
+}
+static void eval_LOG_SOFTMAX(const Eval *e, const IrValue *v, double *out) {
+  softmax_rows(e, v, out, true);
+}
+
+static int64_t argmax(const double *x, int64_t n) {
+  int64_t best = 0;
+  for (int64_t i = 1; i < n; i++)
+    if (x[i] > x[best])  // strict: the first maximum wins
+      best = i;
+  return best;
+}
+
+static void eval_CORRECT(const Eval *e, const IrValue *v, double *out) {
+  const IrValue *p = v->arg[0], *l = v->arg[1];
+  int64_t n = p->shape.dim[0];
+  for (int64_t r = 0; r < rows_of(e, v->batched); r++) {
+    const double *pr = arg_data(e, v, 0) + (p->batched ? r * n : 0);
+    const double *lr = arg_data(e, v, 1) + (l->batched ? r * n : 0);
+    bool ok = n > 1 ? argmax(pr, n) == argmax(lr, n)
+                    : (pr[0] > v->attr.num) == (lr[0] > 0.5);
+    out[r] = ok ? 1.0 : 0.0;
+  }
+}
+
+// ---- matrix products: the first argument is a (rows x last dim) matrix ----------
+static int64_t last_dim(const IrValue *v) {
+  return v->shape.dim[v->shape.rank - 1];
+}
+static int64_t matrix_rows(const Eval *e, const IrValue *v) {
+  return size_of(e, v) / last_dim(v);
+}
+
+static void eval_MATMUL(const Eval *e, const IrValue *v, double *out) {
+  const double *a = arg_data(e, v, 0), *b = arg_data(e, v, 1);
+  int64_t rows = matrix_rows(e, v->arg[0]), k = last_dim(v->arg[0]),
+          m = last_dim(v);
+  for (int64_t i = 0; i < rows; i++)
+    for (int64_t j = 0; j < m; j++) {
+      double s = 0;
+      for (int64_t t = 0; t < k; t++)
+        s += a[i * k + t] * b[t * m + j];
+      out[i * m + j] = s;
+    }
+}
+
+static void eval_MATMUL_NT(const Eval *e, const IrValue *v, double *out) {
+  const double *a = arg_data(e, v, 0), *b = arg_data(e, v, 1);
+  int64_t rows = matrix_rows(e, v->arg[0]), m = last_dim(v->arg[0]),
+          k = last_dim(v);
+  for (int64_t i = 0; i < rows; i++)
+    for (int64_t j = 0; j < k; j++) {
+      double s = 0;
+      for (int64_t t = 0; t < m; t++)
+        s += a[i * m + t] * b[j * m + t];
+      out[i * k + j] = s;
+    }
+}
+
+static void eval_MATMUL_TN(const Eval *e, const IrValue *v, double *out) {
+  const double *a = arg_data(e, v, 0), *b = arg_data(e, v, 1);
+  int64_t rows = matrix_rows(e, v->arg[0]), k = last_dim(v->arg[0]),
+          m = last_dim(v->arg[1]);
+  assert(rows == matrix_rows(e, v->arg[1]));
+  for (int64_t i = 0; i < k; i++)
+    for (int64_t j = 0; j < m; j++) {
+      double s = 0;
+      for (int64_t r = 0; r < rows; r++)
+        s += a[r * k + i] * b[r * m + j];
+      out[i * m + j] = s;
+    }
+}
+
+// ---- layout ---------------------------------------------------------------------
+static void eval_RESHAPE(const Eval *e, const IrValue *v, double *out) {
+  memcpy(out, arg_data(e, v, 0), sizeof(double) * (size_t)size_of(e, v));
+}
+
+static EvalRule *const eval_rules[OP_COUNT] = {
+#define PRIM(id, name, arity, kind) [OP_##id] = eval_##id,
+#include "prims.def"
+#undef PRIM
+};
+
+double **eval_fn(Arena *a, const IrFn *fn, const EvalEnv *env) {
+  Eval e = {env, arena_alloc(a, sizeof(double *) * (size_t)(fn->values.n + 1))};
+  for (int i = 0; i < fn->values.n; i++) {
+    const IrValue *v = fn->values.item[i];
+    assert(v->id == i && "values must be numbered by position");
+    for (int j = 0; j < v->narg; j++)
+      assert(v->arg[j]->id < i && "arguments come before their users");
+    e.res[i] = arena_alloc(a, sizeof(double) * (size_t)size_of(&e, v));
+    eval_rules[v->op](&e, v, e.res[i]);
+  }
+  return e.res;
+}

@@ -1,0 +1,202 @@
+// ir.c — building and printing the graph IR (see ir.h).
+//
+// Values are appended in topological order; the builder applies the
+// primitive's shape rule from the prims table, so no value with an
+// inconsistent shape can exist. Printing is deterministic: values are
+// numbered by position, leaves print their names, shapes print as the
+// language writes them with `B` for the batch axis.
+#include <assert.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ir.h"
+
+const char *const init_names[INIT_COUNT] = {
+    "zeros",          "constant",       "uniform",    "normal",
+    "xavier_uniform", "xavier_normal", "he_uniform", "he_normal",
+};
+
+IrFn *ir_fn_new(Arena *a) {
+  IrFn *fn = arena_alloc(a, sizeof *fn);
+  fn->arena = a;
+  return fn;
+}
+
+const char *ir_check(Op op, IrValue **arg, const Attr *attr, Shape *out,
+                     bool *out_batched) {
+  Shape in[MAX_ARGS] = {0};
+  bool inb[MAX_ARGS] = {0};
+  for (int i = 0; i < prims[op].arity; i++) {
+    in[i] = arg[i]->shape;
+    inb[i] = arg[i]->batched;
+  }
+  return prims[op].shape(in, inb, attr, out, out_batched);
+}
+
+IrValue *ir_prim(IrFn *fn, Op op, IrValue **arg, Attr attr, Loc loc) {
+  IrValue *v = arena_alloc(fn->arena, sizeof *v);
+  v->op = op;
+  v->narg = prims[op].arity;
+  for (int i = 0; i < v->narg; i++)
+    v->arg[i] = arg[i];
+  v->attr = attr;
+  v->loc = loc;
+  const char *why = ir_check(op, arg, &attr, &v->shape, &v->batched);
+  assert(!why && "sema admitted an ill-shaped primitive");
+  (void)why;
+  v->id = fn->values.n;
+  ptrvec_push(fn->arena, &fn->values, v);
+  return v;
+}
+
+IrValue *ir_leaf(IrFn *fn, Op op, Shape s, bool batched, int index,
+                 const char *name, Loc loc) {
+  assert(prims[op].kind == PK_LEAF);
+  IrValue *v = ir_prim(fn, op, NULL,
+                       (Attr){.shape = s, .batched = batched, .index = index},
+                       loc);
+  v->name = name;
+  return v;
+}
+
+IrValue *ir_const(IrFn *fn, double c, Loc loc) {
+  return ir_prim(fn, OP_CONST, NULL, (Attr){.num = c}, loc);
+}
+
+IrValue *ir_unary(IrFn *fn, Op op, IrValue *x, Loc loc) {
+  assert(prims[op].arity == 1);
+  return ir_prim(fn, op, (IrValue *[]){x}, (Attr){0}, loc);
+}
+
+IrValue *ir_binary(IrFn *fn, Op op, IrValue *x, IrValue *y, Loc loc) {
+  assert(prims[op].arity == 2);
+  return ir_prim(fn, op, (IrValue *[]){x, y}, (Attr){0}, loc);
+}
+
+IrValue *ir_shaped(IrFn *fn, Op op, IrValue *x, Shape s, bool batched,
+                   Loc loc) {
+  return ir_prim(fn, op, (IrValue *[]){x},
+                 (Attr){.shape = s, .batched = batched}, loc);
+}
+
+void ir_count_uses(IrFn *fn) {
+  for (int i = 0; i < fn->values.n; i++)
+    ((IrValue *)fn->values.item[i])->nuses = 0;
+  for (int i = 0; i < fn->values.n; i++) {
+    IrValue *v = fn->values.item[i];
+    for (int j = 0; j < v->narg; j++)
+      v->arg[j]->nuses++;
+  }
+}
+
+void ir_renumber(IrFn *fn) {
+  for (int i = 0; i < fn->values.n; i++)
+    ((IrValue *)fn->values.item[i])->id = i;
+}
+
+// ---- printing -----------------------------------------------------------------
+// Shortest decimal that reads back as the same double, for stable goldens.
+static void print_num(FILE *out, double x) {
+  char buf[64];
+  for (int prec = 6; prec <= 17; prec++) {
+    snprintf(buf, sizeof buf, "%.*g", prec, x);
+    if (strtod(buf, NULL) == x)
+      break;
+  }
+  fputs(buf, out);
+}
+
+static void print_type(FILE *out, const IrValue *v) {
+  fprintf(out, "f32[%s", v->batched ? "B" : "");
+  for (int i = 0; i < v->shape.rank; i++)
+    fprintf(out, "%s%lld", (i || v->batched) ? ", " : "",
+            (long long)v->shape.dim[i]);
+  fputc(']', out);
+}
+
+static void print_value(FILE *out, const IrValue *v) {
+  fprintf(out, "  %%%d = %s", v->id, prims[v->op].name);
+  if (v->name)
+    fprintf(out, " %s", v->name);
+  if (v->op == OP_CONST) {
+    fputc(' ', out);
+    print_num(out, v->attr.num);
+  }
+  for (int i = 0; i < v->narg; i++)
+    fprintf(out, "%s%%%d", i ? ", " : " ", v->arg[i]->id);
+  if (v->op == OP_CORRECT) {
+    fputs(" threshold ", out);
+    print_num(out, v->attr.num);
+  }
+  fputs(" : ", out);
+  print_type(out, v);
+  if (v->fused)
+    fputs("  (fused)", out);
+  fputc('\n', out);
+}
+
+void ir_print_fn(FILE *out, const IrFn *fn) {
+  for (int i = 0; i < fn->values.n; i++)
+    print_value(out, fn->values.item[i]);
+}
+
+static void print_init(FILE *out, Init init) {
+  fputs(init_names[init.kind], out);
+  if (init.kind == INIT_CONSTANT) {
+    fputc('(', out);
+    print_num(out, init.a);
+    fputc(')', out);
+  } else if (init.kind == INIT_UNIFORM || init.kind == INIT_NORMAL) {
+    fputc('(', out);
+    print_num(out, init.a);
+    fputs(", ", out);
+    print_num(out, init.b);
+    fputc(')', out);
+  }
+}
+
+void ir_print(FILE *out, const IrModule *m) {
+  fprintf(out, "model %s\n", m->name);
+  for (int i = 0; i < m->params.n; i++) {
+    const IrParam *p = m->params.item[i];
+    fprintf(out, "param %s ", p->name);
+    print_type(out, p->value);
+    fputs(" = ", out);
+    print_init(out, p->init);
+    fprintf(out, "  (fan_in %lld, fan_out %lld)\n", (long long)p->fan_in,
+            (long long)p->fan_out);
+  }
+  fputs("fn step {\n", out);
+  ir_print_fn(out, m->fn);
+  fputs("}\n", out);
+  if (m->output)
+    fprintf(out, "output %%%d\n", m->output->id);
+  if (m->loss)
+    fprintf(out, "loss %%%d\n", m->loss->id);
+  if (m->objective)
+    fprintf(out, "objective %%%d\n", m->objective->id);
+  if (m->correct)
+    fprintf(out, "correct %%%d\n", m->correct->id);
+  for (int i = 0; i < m->params.n; i++) {
+    const IrParam *p = m->params.item[i];
+    if (p->grad)
+      fprintf(out, "grad %s = %%%d\n", p->name, p->grad->id);
+  }
+  const IrOptimizer *o = &m->opt;
+  if (o->fn) {
+    fprintf(out, "optimizer %s (p, g, t", o->name);
+    for (int i = 0; i < o->nstate; i++)
+      fprintf(out, ", %s", o->state_name[i]);
+    fputs(") {\n", out);
+    ir_print_fn(out, o->fn);
+    fprintf(out, "  p <- %%%d\n", o->new_p->id);
+    for (int i = 0; i < o->nstate; i++) {
+      fprintf(out, "  %s <- %%%d  (initially ", o->state_name[i],
+              o->new_state[i]->id);
+      print_num(out, o->state_init[i]);
+      fputs(")\n", out);
+    }
+    fputs("}\n", out);
+  }
+}

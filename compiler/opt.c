@@ -1,0 +1,315 @@
+// opt.c — IR simplification and element-wise fusion (see opt.h).
+//
+// Consumes an IrModule after grad (or before it: nothing here needs the
+// gradients); rewrites m->fn and m->opt.fn in place and leaves every pointer
+// that the module, its parameters and its optimizer hold pointing at a live
+// value of the right function. One simplify pass walks a function in
+// topological order and, for each value, first resolves its arguments to
+// their replacements, then tries the rewrites (constant folding, algebraic
+// identities, log(softmax) -> log_softmax), then common subexpression
+// elimination; dead code elimination and renumbering follow. Passes repeat
+// until nothing changes. Invariants: a rewrite never changes a value's shape
+// or batched flag, never changes results (folding uses eval.c, the same
+// semantics the tests check against), and keeps topological order: new
+// values are appended after their arguments.
+#include <assert.h>
+#include <string.h>
+
+#include "eval.h"
+#include "opt.h"
+
+// ---- the pointers a module holds into each function ------------------------------
+// The slots are updated after each rewrite and are the roots of DCE. Leaves the
+// module names (input, label, each PARAM) are kept alive so that the pointers
+// stay valid even when nothing reads them.
+typedef struct Slots {
+  IrValue ***item;  // addresses of the module's pointers into one fn
+  int n;
+} Slots;
+
+static void slots_add(Slots *s, IrValue **p) {
+  if (*p)
+    s->item[s->n++] = p;
+}
+
+// Roots of m->fn: input, label, output, loss, objective, correct, every PARAM
+// leaf and every gradient.
+static Slots slots_main(IrModule *m) {
+  Slots s = {arena_alloc(m->fn->arena,
+                         sizeof(IrValue **) * (size_t)(6 + 2 * m->params.n)),
+             0};
+  slots_add(&s, &m->input);
+  slots_add(&s, &m->label);
+  slots_add(&s, &m->output);
+  slots_add(&s, &m->loss);
+  slots_add(&s, &m->objective);
+  slots_add(&s, &m->correct);
+  for (int i = 0; i < m->params.n; i++) {
+    IrParam *p = m->params.item[i];
+    slots_add(&s, &p->value);
+    slots_add(&s, &p->grad);
+  }
+  return s;
+}
+
+// Roots of the optimizer program: the new parameter and the new states.
+static Slots slots_opt(IrModule *m) {
+  IrOptimizer *o = &m->opt;
+  Slots s = {arena_alloc(o->fn->arena,
+                         sizeof(IrValue **) * (size_t)(1 + o->nstate)),
+             0};
+  slots_add(&s, &o->new_p);
+  for (int i = 0; i < o->nstate; i++)
+    slots_add(&s, &o->new_state[i]);
+  return s;
+}
+
+// ---- one simplify pass -------------------------------------------------------------
+typedef struct Opt {
+  IrFn *fn;
+  IrValue **repl;    // repl[old id]: what replaces that value (itself if kept)
+  IrValue **table;   // CSE hash table of kept values, open addressing
+  uint64_t mask;     // table capacity - 1
+  bool changed;
+} Opt;
+
+static bool same_type(const IrValue *a, const IrValue *b) {
+  return shape_eq(a->shape, b->shape) && a->batched == b->batched;
+}
+
+// A constant c, possibly broadcast: every element of v equals c.
+static bool is_splat(const IrValue *v, double c) {
+  while (v->op == OP_BROADCAST)
+    v = v->arg[0];
+  return v->op == OP_CONST && v->attr.num == c;
+}
+
+static uint64_t mix(uint64_t h, uint64_t x) {
+  h ^= x + 0x9e3779b97f4a7c15u + (h << 6) + (h >> 2);
+  return h;
+}
+
+// Equal keys mean equal values: the same primitive of the same arguments with
+// the same attribute (constants compare bit for bit, so 0 and -0 differ).
+static uint64_t value_hash(const IrValue *v) {
+  uint64_t h = (uint64_t)v->op, bits;
+  for (int i = 0; i < v->narg; i++)
+    h = mix(h, (uint64_t)(uintptr_t)v->arg[i]);
+  memcpy(&bits, &v->attr.num, sizeof bits);
+  h = mix(h, bits);
+  h = mix(h, (uint64_t)v->attr.index);
+  h = mix(h, (uint64_t)v->attr.batched);
+  for (int i = 0; i < v->attr.shape.rank; i++)
+    h = mix(h, (uint64_t)v->attr.shape.dim[i]);
+  return mix(h, (uint64_t)v->attr.shape.rank);
+}
+
+static bool value_same(const IrValue *a, const IrValue *b) {
+  if (a->op != b->op || a->narg != b->narg)
+    return false;
+  for (int i = 0; i < a->narg; i++)
+    if (a->arg[i] != b->arg[i])
+      return false;
+  return memcmp(&a->attr.num, &b->attr.num, sizeof(double)) == 0 &&
+         a->attr.index == b->attr.index &&
+         a->attr.batched == b->attr.batched &&
+         shape_eq(a->attr.shape, b->attr.shape);
+}
+
+// Returns the earlier equal value, or records v and returns it.
+static IrValue *cse(Opt *o, IrValue *v) {
+  for (uint64_t i = value_hash(v) & o->mask;; i = (i + 1) & o->mask) {
+    if (!o->table[i]) {
+      o->table[i] = v;
+      return v;
+    }
+    if (value_same(o->table[i], v))
+      return o->table[i];
+  }
+}
+
+// Folds an element-wise primitive of constants by evaluating it with eval.c,
+// so folding cannot disagree with the interpreter the tests trust.
+static IrValue *fold(Opt *o, IrValue *v) {
+  if (prims[v->op].kind != PK_EW || v->batched || v->shape.rank != 0)
+    return NULL;
+  for (int i = 0; i < v->narg; i++)
+    if (v->arg[i]->op != OP_CONST)
+      return NULL;
+  IrFn *tmp = ir_fn_new(o->fn->arena);
+  IrValue *arg[MAX_ARGS];
+  for (int i = 0; i < v->narg; i++)
+    arg[i] = ir_const(tmp, v->arg[i]->attr.num, v->loc);
+  IrValue *r = ir_prim(tmp, v->op, arg, v->attr, v->loc);
+  double **res = eval_fn(o->fn->arena, tmp, &(EvalEnv){.batch = 1});
+  return ir_const(o->fn, res[r->id][0], v->loc);
+}
+
+// x op c -> x when c is the identity element and x already has the result's
+// shape (otherwise dropping the op would drop a broadcast).
+static IrValue *identity(IrValue *v) {
+  IrValue *a = v->narg > 0 ? v->arg[0] : NULL;
+  IrValue *b = v->narg > 1 ? v->arg[1] : NULL;
+  switch (v->op) {
+  case OP_ADD:
+    if (is_splat(b, 0) && same_type(v, a))
+      return a;
+    if (is_splat(a, 0) && same_type(v, b))
+      return b;
+    return NULL;
+  case OP_SUB:
+    return is_splat(b, 0) && same_type(v, a) ? a : NULL;
+  case OP_MUL:
+    if (is_splat(b, 1) && same_type(v, a))
+      return a;
+    if (is_splat(a, 1) && same_type(v, b))
+      return b;
+    // x * 0 -> the zero operand, when it already has the result's shape.
+    // (Like every compiler that does this, it assumes x is finite.)
+    if (is_splat(b, 0) && same_type(v, b))
+      return b;
+    if (is_splat(a, 0) && same_type(v, a))
+      return a;
+    return NULL;
+  case OP_DIV:
+  case OP_POW:
+    return is_splat(b, 1) && same_type(v, a) ? a : NULL;
+  case OP_NEG:
+    return a->op == OP_NEG ? a->arg[0] : NULL;
+  case OP_BROADCAST:
+  case OP_SUM_TO:
+  case OP_RESHAPE:
+    return same_type(v, a) ? a : NULL;  // to its own shape: a no-op
+  default:
+    return NULL;
+  }
+}
+
+// The rewrites, in order; NULL when none applies.
+static IrValue *rewrite(Opt *o, IrValue *v) {
+  IrValue *r = fold(o, v);
+  if (!r)
+    r = identity(v);
+  // log(softmax(x)) underflows to log(0) for confident predictions.
+  if (!r && v->op == OP_LOG && v->arg[0]->op == OP_SOFTMAX)
+    r = ir_unary(o->fn, OP_LOG_SOFTMAX, v->arg[0]->arg[0], v->loc);
+  return r;
+}
+
+// Rewrites fn, updates the slots and drops dead values. Returns whether
+// anything changed.
+static bool simplify_pass(IrFn *fn, Slots *s) {
+  Arena *a = fn->arena;
+  ir_renumber(fn);
+  PtrVec old = fn->values;
+  uint64_t cap = 16;
+  while (cap < 4 * (uint64_t)old.n)
+    cap *= 2;
+  Opt o = {.fn = fn,
+           .repl = arena_alloc(a, sizeof(IrValue *) * (size_t)(old.n + 1)),
+           .table = arena_alloc(a, sizeof(IrValue *) * cap),
+           .mask = cap - 1};
+
+  // Rebuild the value list: kept values are pushed in order, and values the
+  // rewrites create are appended by the builder right after their arguments.
+  fn->values = (PtrVec){0};
+  for (int i = 0; i < old.n; i++) {
+    IrValue *v = old.item[i];
+    for (int j = 0; j < v->narg; j++)
+      v->arg[j] = o.repl[v->arg[j]->id];
+    IrValue *r = rewrite(&o, v);
+    if (r) {
+      // A value a rewrite created may equal an earlier one (then it dies);
+      // a value already in the list is already in the table and finds itself.
+      r = cse(&o, r);
+    } else {
+      r = cse(&o, v);
+      if (r == v)
+        ptrvec_push(a, &fn->values, v);
+    }
+    o.changed |= r != v;
+    o.repl[i] = r;
+  }
+  for (int i = 0; i < s->n; i++) {
+    IrValue *v = *s->item[i];
+    assert(v->id < old.n && old.item[v->id] == v && "root outside its fn");
+    *s->item[i] = o.repl[v->id];
+  }
+
+  // DCE: keep what the slots reach.
+  ir_renumber(fn);
+  bool *live = arena_alloc(a, (size_t)fn->values.n + 1);
+  for (int i = 0; i < s->n; i++)
+    live[(*s->item[i])->id] = true;
+  for (int i = fn->values.n - 1; i >= 0; i--) {
+    IrValue *v = fn->values.item[i];
+    if (live[i])
+      for (int j = 0; j < v->narg; j++)
+        live[v->arg[j]->id] = true;
+  }
+  int n = 0;
+  for (int i = 0; i < fn->values.n; i++)
+    if (live[i])
+      fn->values.item[n++] = fn->values.item[i];
+  o.changed |= n != old.n;
+  fn->values.n = n;
+  ir_renumber(fn);
+  return o.changed;
+}
+
+static void simplify_fn(IrFn *fn, Slots *s) {
+  for (int round = 0; round < 16 && simplify_pass(fn, s); round++)
+    ;
+}
+
+void opt_simplify(IrModule *m, Ctx *ctx) {
+  (void)ctx;
+  if (m->fn) {
+    Slots s = slots_main(m);
+    simplify_fn(m->fn, &s);
+  }
+  if (m->opt.fn) {
+    Slots s = slots_opt(m);
+    simplify_fn(m->opt.fn, &s);
+  }
+}
+
+// ---- fusion ------------------------------------------------------------------------
+// Users that read their argument element by element over the argument's own
+// index space, so a fused producer can be computed inside their loop.
+static bool reads_elementwise(const IrValue *u, const IrValue *v) {
+  switch (u->op) {
+  case OP_SUM:
+  case OP_MEAN:
+  case OP_SUM_TO:
+  case OP_BATCH_MEAN:
+    return true;
+  default:
+    return prims[u->op].kind == PK_EW && same_type(u, v);
+  }
+}
+
+void kernel_fuse(IrModule *m) {
+  IrFn *fn = m->fn;
+  Arena *a = fn->arena;
+  ir_renumber(fn);
+  ir_count_uses(fn);
+  int n = fn->values.n;
+  IrValue **user = arena_alloc(a, sizeof(IrValue *) * (size_t)(n + 1));
+  bool *root = arena_alloc(a, (size_t)n + 1);
+  for (int i = 0; i < n; i++) {
+    IrValue *u = fn->values.item[i];
+    u->fused = false;
+    for (int j = 0; j < u->narg; j++)
+      user[u->arg[j]->id] = u;
+  }
+  // Roots are read after the step (or by the optimizer), so they need a buffer.
+  Slots s = slots_main(m);
+  for (int i = 0; i < s.n; i++)
+    root[(*s.item[i])->id] = true;
+  for (int i = 0; i < n; i++) {
+    IrValue *v = fn->values.item[i];
+    v->fused = prims[v->op].kind == PK_EW && v->nuses == 1 && !root[i] &&
+               reads_elementwise(user[i], v);
+  }
+}

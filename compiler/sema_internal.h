@@ -1,0 +1,82 @@
+// sema_internal.h — what sema.c (declarations, expressions, layer
+// instantiation) and sema_train.c (train block, optimizer, data) share.
+#ifndef NNC_SEMA_INTERNAL_H
+#define NNC_SEMA_INTERNAL_H
+
+#include "sema.h"
+
+// A compile-time value: what an expression evaluates to in sema.
+typedef enum SValKind {
+  SV_POISON,   // an error was already reported
+  SV_NUM,      // a number (hyperparameters, dimensions)
+  SV_STR,      // a string (file paths)
+  SV_TENSOR,   // an IR value
+  SV_INIT,     // an initializer (he_normal, constant(0.1), ...)
+  SV_FUNC,     // a callable: a declaration or a builtin
+  SV_LIST,     // [a, b, ...]
+} SValKind;
+
+typedef struct SVal SVal;
+struct SVal {
+  SValKind kind;
+  Loc loc;            // where the value was written
+  double num;
+  const char *str;
+  IrValue *t;
+  Init init;
+  Ast *decl;          // SV_FUNC: a layer/loss/model/optimizer declaration
+  int builtin;        // SV_FUNC: index into the builtin table, or -1
+  SVal *items;        // SV_LIST
+  int nitems;
+};
+
+// A lexical binding; frames chain them newest first.
+typedef struct Binding {
+  struct Binding *next;
+  const char *name;
+  SVal val;
+} Binding;
+
+typedef struct Frame {
+  Binding *vars;
+  const char *prefix;  // instance path for parameter names ("" for the model)
+  int depth;           // instantiation depth (recursion guard)
+  int layer_depth;     // for the summary table
+} Frame;
+
+typedef struct Counter {
+  const char *key;     // prefix + "/" + layer name
+  int n;
+} Counter;
+
+typedef struct Sema {
+  Ctx *ctx;
+  Arena *arena;
+  Diag *diag;
+  Program *prog;
+  IrModule *m;
+  IrFn *fn;            // the function being built (m->fn or the optimizer's)
+  PtrVec counters;     // Counter*: instance numbering
+  PtrVec *layers;      // LayerInfo* for the summary
+} Sema;
+
+SVal sval_poison(void);
+SVal sval_num(double v, Loc loc);
+SVal sval_tensor(IrValue *t, Loc loc);
+const char *sval_describe(Sema *s, SVal v);  // "f32[B, 10]", "a number", ...
+
+Ast *sema_find_decl(Sema *s, const char *name);
+void frame_bind(Sema *s, Frame *f, const char *name, SVal v);
+SVal sema_eval(Sema *s, Frame *f, Ast *e);
+// Calls a function value with evaluated arguments; `call` is for messages.
+SVal sema_apply(Sema *s, Frame *f, SVal fn, SVal *pos, int npos,
+                const char **names, SVal *named, int nnamed, Ast *call);
+IrValue *sema_tensor_of(Sema *s, SVal v, Loc loc);  // numbers become CONST
+// Evaluates `e` and requires a number; reports and returns `fallback` if not.
+double sema_number(Sema *s, Frame *f, Ast *e, const char *what,
+                   double fallback);
+
+// sema_train.c: lowers the train block (loss, optimizer, data, settings).
+void sema_train(Sema *s, Ast *train, IrValue *output);
+
+#endif

@@ -1,0 +1,575 @@
+// checkpoint.c — parameters to and from safetensors files.
+//
+// Format: an 8-byte little-endian header length N, N bytes of JSON header
+// (padded with spaces so the data starts at a multiple of 8), then the raw
+// little-endian data. The header maps each tensor name to its dtype, shape and
+// [begin, end) byte offsets into the data; "__metadata__" holds string pairs
+// (we write "model" and "epoch"). Saving writes FILE.tmp in the same folder,
+// flushes and fsyncs it, then renames it over FILE, so FILE is always either
+// the old or the new checkpoint, never half of one. Loading reads the header
+// with a small strict JSON parser whose every read is bounds-checked against
+// the header length (itself checked against the file size), so a malformed
+// or hostile file gives a message naming the file and never a crash. Extra
+// tensors in the file are ignored; every model parameter must be present.
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "nnrt_internal.h"
+
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+               "checkpoints store floats in host order; add byte swapping");
+
+enum { MAX_HEADER = 100 << 20, MAX_DIMS = 16, MAX_DEPTH = 64 };
+
+// ---- saving -----------------------------------------------------------------
+typedef struct Buf {
+  char *p;          // nnrt_alloc'd text, NUL-terminated
+  size_t len, cap;
+  int oom;          // an allocation failed; the text is incomplete
+} Buf;
+
+static void buf_add(Buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void buf_add(Buf *b, const char *fmt, ...) {
+  for (int tries = 0; !b->oom && tries < 2; tries++) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = b->p ? vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap) : -2;
+    va_end(ap);
+    if (n >= 0 && (size_t)n < b->cap - b->len) {
+      b->len += (size_t)n;
+      return;
+    }
+    size_t need = b->len + (n > 0 ? (size_t)n : 0) + 1;
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < need)
+      cap *= 2;
+    char *np = nnrt_alloc(cap);
+    if (!np) {
+      b->oom = 1;
+      return;
+    }
+    if (b->p)
+      memcpy(np, b->p, b->len + 1);
+    nnrt_free(b->p);
+    b->p = np, b->cap = cap;
+  }
+}
+
+static void buf_json_string(Buf *b, const char *s) {
+  buf_add(b, "\"");
+  for (; *s; s++) {
+    unsigned char c = (unsigned char)*s;
+    if (c == '"' || c == '\\')
+      buf_add(b, "\\%c", c);
+    else if (c < 0x20)
+      buf_add(b, "\\u%04x", c);
+    else
+      buf_add(b, "%c", c);
+  }
+  buf_add(b, "\"");
+}
+
+static void build_header(Buf *b, const NnrtModel *m, int64_t epoch) {
+  buf_add(b, "{\"__metadata__\":{\"format\":\"pt\",\"model\":");
+  buf_json_string(b, m->name ? m->name : "");
+  buf_add(b, ",\"epoch\":\"%lld\"}", (long long)epoch);
+  int64_t off = 0;
+  for (int64_t i = 0; i < m->nparams; i++) {
+    const NnrtParamInfo *p = &m->params[i];
+    buf_add(b, ",");
+    buf_json_string(b, p->name);
+    buf_add(b, ":{\"dtype\":\"F32\",\"shape\":[");
+    for (int64_t d = 0; d < p->rank; d++)
+      buf_add(b, "%s%lld", d ? "," : "", (long long)p->dim[d]);
+    int64_t bytes = p->numel * (int64_t)sizeof(float);
+    buf_add(b, "],\"data_offsets\":[%lld,%lld]}", (long long)off,
+            (long long)(off + bytes));
+    off += bytes;
+  }
+  buf_add(b, "}");
+  while (!b->oom && b->len % 8)
+    buf_add(b, " ");
+}
+
+static int write_all(FILE *f, const NnrtModel *m, const float *params,
+                     const Buf *h) {
+  uint8_t len[8];
+  for (int i = 0; i < 8; i++)
+    len[i] = (uint8_t)((uint64_t)h->len >> (8 * i));
+  if (fwrite(len, 1, 8, f) != 8 || fwrite(h->p, 1, h->len, f) != h->len)
+    return -1;
+  for (int64_t i = 0; i < m->nparams; i++) {
+    const NnrtParamInfo *p = &m->params[i];
+    if (fwrite(params + p->offset, sizeof(float), (size_t)p->numel, f) !=
+        (size_t)p->numel)
+      return -1;
+  }
+  if (fflush(f) || fsync(fileno(f)))
+    return -1;
+  return 0;
+}
+
+int nnrt_checkpoint_save(const char *path, const NnrtModel *m,
+                         const float *params, int64_t epoch, NnrtErr *err) {
+  char tmp[4096 + 8];
+  if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
+    return nnrt_fail(err, "%s: path too long", path);
+  Buf h = {0};
+  build_header(&h, m, epoch);
+  if (h.oom) {
+    nnrt_free(h.p);
+    return nnrt_fail(err, "%s: out of memory writing the checkpoint", path);
+  }
+  FILE *f = fopen(tmp, "wb");
+  if (!f) {
+    nnrt_free(h.p);
+    return nnrt_fail(err, "%s: cannot write (%s)", tmp, strerror(errno));
+  }
+  int rc = write_all(f, m, params, &h);
+  int saved = errno;
+  nnrt_free(h.p);
+  if (fclose(f) && !rc)
+    rc = -1, saved = errno;
+  if (!rc && rename(tmp, path))
+    rc = -1, saved = errno;
+  if (rc) {
+    remove(tmp);
+    return nnrt_fail(err, "%s: cannot write (%s)", path, strerror(saved));
+  }
+  // Make the rename itself durable (best effort: some file systems refuse).
+  char dir[sizeof tmp];
+  strcpy(dir, path);
+  int fd = open(dirname(dir), O_RDONLY | O_DIRECTORY);
+  if (fd >= 0) {
+    (void)fsync(fd);
+    close(fd);
+  }
+  return 0;
+}
+
+// ---- loading: a strict JSON reader over [s, end) ----------------------------
+typedef struct Json {
+  const char *s, *p, *end;  // header text, cursor, one past the last byte
+  const char *path;         // for messages
+  NnrtErr *err;
+  char *scratch;            // decoded strings (as long as the header)
+} Json;
+
+typedef struct Entry {      // what the file says about one model parameter
+  int found;
+  char dtype[16];
+  int rank;
+  int64_t dim[MAX_DIMS];
+  uint64_t begin, end;
+} Entry;
+
+static int bad(Json *j, const char *what) {
+  return nnrt_fail(j->err, "%s: malformed safetensors header at byte %lld: %s",
+                   j->path, (long long)(8 + (j->p - j->s)), what);
+}
+
+static void skip_ws(Json *j) {
+  while (j->p < j->end &&
+         (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r'))
+    j->p++;
+}
+
+static int expect(Json *j, char c) {
+  skip_ws(j);
+  if (j->p >= j->end || *j->p != c) {
+    char what[32];
+    snprintf(what, sizeof what, "expected '%c'", c);
+    return bad(j, what);
+  }
+  j->p++;
+  return 0;
+}
+
+static int peek(Json *j, char c) {
+  skip_ws(j);
+  return j->p < j->end && *j->p == c;
+}
+
+static int hex4(Json *j, unsigned *v) {
+  *v = 0;
+  for (int i = 0; i < 4; i++, j->p++) {
+    if (j->p >= j->end)
+      return bad(j, "unfinished \\u escape");
+    char c = *j->p;
+    int d = c >= '0' && c <= '9'   ? c - '0'
+            : c >= 'a' && c <= 'f' ? c - 'a' + 10
+            : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                   : -1;
+    if (d < 0)
+      return bad(j, "bad \\u escape");
+    *v = *v * 16 + (unsigned)d;
+  }
+  return 0;
+}
+
+// A string into j->scratch (decoded, NUL-terminated; never longer than raw).
+static int string(Json *j, const char **out) {
+  if (expect(j, '"'))
+    return -1;
+  char *o = j->scratch;
+  for (;;) {
+    if (j->p >= j->end)
+      return bad(j, "unterminated string");
+    unsigned char c = (unsigned char)*j->p++;
+    if (c == '"')
+      break;
+    if (c < 0x20)
+      return bad(j, "control character in a string");
+    if (c != '\\') {
+      *o++ = (char)c;
+      continue;
+    }
+    if (j->p >= j->end)
+      return bad(j, "unterminated string");
+    char e = *j->p++;
+    const char *simple = strchr("\"\\/bfnrt", e);
+    if (e && simple) {
+      *o++ = "\"\\/\b\f\n\r\t"[simple - "\"\\/bfnrt"];
+      continue;
+    }
+    if (e != 'u')
+      return bad(j, "bad escape in a string");
+    unsigned u, lo;
+    if (hex4(j, &u))
+      return -1;
+    if (u >= 0xD800 && u < 0xDC00) {  // a surrogate pair
+      if (j->end - j->p < 2 || j->p[0] != '\\' || j->p[1] != 'u')
+        return bad(j, "unpaired surrogate");
+      j->p += 2;
+      if (hex4(j, &lo))
+        return -1;
+      if (lo < 0xDC00 || lo > 0xDFFF)
+        return bad(j, "unpaired surrogate");
+      u = 0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00);
+    } else if (u >= 0xDC00 && u <= 0xDFFF) {
+      return bad(j, "unpaired surrogate");
+    }
+    if (u == 0)
+      return bad(j, "NUL character in a string");
+    // UTF-8 of u takes at most as many bytes as its 6- or 12-byte escape.
+    if (u < 0x80) {
+      *o++ = (char)u;
+    } else if (u < 0x800) {
+      *o++ = (char)(0xC0 | u >> 6), *o++ = (char)(0x80 | (u & 0x3F));
+    } else if (u < 0x10000) {
+      *o++ = (char)(0xE0 | u >> 12), *o++ = (char)(0x80 | (u >> 6 & 0x3F));
+      *o++ = (char)(0x80 | (u & 0x3F));
+    } else {
+      *o++ = (char)(0xF0 | u >> 18), *o++ = (char)(0x80 | (u >> 12 & 0x3F));
+      *o++ = (char)(0x80 | (u >> 6 & 0x3F)), *o++ = (char)(0x80 | (u & 0x3F));
+    }
+  }
+  *o = '\0';
+  *out = j->scratch;
+  return 0;
+}
+
+static int is_digit(Json *j) {
+  return j->p < j->end && *j->p >= '0' && *j->p <= '9';
+}
+
+// A non-negative integer below 2^63 (sizes and offsets).
+static int uinteger(Json *j, uint64_t *v) {
+  skip_ws(j);
+  if (!is_digit(j))
+    return bad(j, "expected a non-negative integer");
+  *v = 0;
+  int leading_zero = *j->p == '0';
+  while (is_digit(j)) {
+    if (*v > (UINT64_C(1) << 62) / 5)  // *10 would pass 2^63
+      return bad(j, "integer too large");
+    *v = *v * 10 + (uint64_t)(*j->p++ - '0');
+  }
+  if (leading_zero && *v != 0)
+    return bad(j, "leading zero in a number");
+  if (j->p < j->end && (*j->p == '.' || *j->p == 'e' || *j->p == 'E'))
+    return bad(j, "expected an integer");
+  return 0;
+}
+
+static int skip_value(Json *j, int depth);
+
+static int skip_number(Json *j) {
+  if (j->p < j->end && *j->p == '-')
+    j->p++;
+  if (!is_digit(j))
+    return bad(j, "expected a value");
+  while (is_digit(j))
+    j->p++;
+  if (j->p < j->end && *j->p == '.') {
+    j->p++;
+    if (!is_digit(j))
+      return bad(j, "bad number");
+    while (is_digit(j))
+      j->p++;
+  }
+  if (j->p < j->end && (*j->p == 'e' || *j->p == 'E')) {
+    j->p++;
+    if (j->p < j->end && (*j->p == '+' || *j->p == '-'))
+      j->p++;
+    if (!is_digit(j))
+      return bad(j, "bad number");
+    while (is_digit(j))
+      j->p++;
+  }
+  return 0;
+}
+
+// Any value: checked for syntax, then ignored.
+static int skip_value(Json *j, int depth) {
+  if (depth > MAX_DEPTH)
+    return bad(j, "nested too deeply");
+  skip_ws(j);
+  if (j->p >= j->end)
+    return bad(j, "expected a value");
+  const char *s;
+  char c = *j->p;
+  if (c == '"')
+    return string(j, &s);
+  if (c == '{' || c == '[') {
+    char close = c == '{' ? '}' : ']';
+    j->p++;
+    if (peek(j, close))
+      return j->p++, 0;
+    do {
+      if (c == '{' && (string(j, &s) || expect(j, ':')))
+        return -1;
+      if (skip_value(j, depth + 1))
+        return -1;
+    } while (peek(j, ',') && j->p++);
+    return expect(j, close);
+  }
+  static const char *const words[] = {"true", "false", "null"};
+  for (int i = 0; i < 3; i++) {
+    size_t n = strlen(words[i]);
+    if ((size_t)(j->end - j->p) >= n && !memcmp(j->p, words[i], n))
+      return j->p += n, 0;
+  }
+  return skip_number(j);
+}
+
+static int metadata(Json *j, int64_t *epoch) {
+  if (expect(j, '{'))
+    return -1;
+  if (peek(j, '}'))
+    return j->p++, 0;
+  do {
+    const char *s;
+    if (string(j, &s))
+      return -1;
+    int is_epoch = !strcmp(s, "epoch");
+    if (expect(j, ':') || string(j, &s))
+      return -1;
+    if (is_epoch) {
+      char *stop;
+      long long v = strtoll(s, &stop, 10);
+      *epoch = *s && !*stop && v >= 0 ? v : -1;
+    }
+  } while (peek(j, ',') && j->p++);
+  return expect(j, '}');
+}
+
+static int tensor(Json *j, Entry *e) {
+  int has_dtype = 0, has_shape = 0, has_offsets = 0;
+  if (expect(j, '{'))
+    return -1;
+  if (!peek(j, '}')) {
+    do {
+      const char *key;
+      if (string(j, &key))
+        return -1;
+      char k = !strcmp(key, "dtype")          ? 'd'
+               : !strcmp(key, "shape")        ? 's'
+               : !strcmp(key, "data_offsets") ? 'o'
+                                              : 0;
+      if (expect(j, ':'))
+        return -1;
+      if (k == 'd') {
+        const char *s;
+        if (string(j, &s))
+          return -1;
+        snprintf(e->dtype, sizeof e->dtype, "%s", s);
+        has_dtype = 1;
+      } else if (k == 's') {
+        if (expect(j, '['))
+          return -1;
+        e->rank = 0;
+        if (!peek(j, ']')) {
+          do {
+            uint64_t v;
+            if (e->rank == MAX_DIMS)
+              return bad(j, "too many dimensions");
+            if (uinteger(j, &v))
+              return -1;
+            e->dim[e->rank++] = (int64_t)v;
+          } while (peek(j, ',') && j->p++);
+        }
+        if (expect(j, ']'))
+          return -1;
+        has_shape = 1;
+      } else if (k == 'o') {
+        if (expect(j, '[') || uinteger(j, &e->begin) || expect(j, ',') ||
+            uinteger(j, &e->end) || expect(j, ']'))
+          return -1;
+        has_offsets = 1;
+      } else if (skip_value(j, 1)) {
+        return -1;
+      }
+    } while (peek(j, ',') && j->p++);
+  }
+  if (expect(j, '}'))
+    return -1;
+  if (!has_dtype || !has_shape || !has_offsets)
+    return bad(j, !has_dtype ? "tensor without \"dtype\""
+                  : !has_shape ? "tensor without \"shape\""
+                               : "tensor without \"data_offsets\"");
+  return 0;
+}
+
+static int header(Json *j, const NnrtModel *m, Entry *found, int64_t *epoch) {
+  if (expect(j, '{'))
+    return -1;
+  if (!peek(j, '}')) {
+    do {
+      const char *key;
+      if (string(j, &key))
+        return -1;
+      if (expect(j, ':'))
+        return -1;
+      if (!strcmp(key, "__metadata__")) {
+        if (metadata(j, epoch))
+          return -1;
+        continue;
+      }
+      int64_t i = 0;
+      while (i < m->nparams && strcmp(m->params[i].name, key))
+        i++;
+      Entry tmp = {0}, *e = i < m->nparams ? &found[i] : &tmp;
+      if (e->found)
+        return nnrt_fail(j->err, "%s: tensor '%s' appears twice", j->path,
+                         key);
+      if (tensor(j, e))
+        return -1;
+      e->found = 1;
+    } while (peek(j, ',') && j->p++);
+  }
+  if (expect(j, '}'))
+    return -1;
+  skip_ws(j);  // the padding
+  if (j->p != j->end)
+    return bad(j, "text after the header object");
+  return 0;
+}
+
+static void shape_str(char *buf, size_t cap, int rank, const int64_t *dim) {
+  size_t n = (size_t)snprintf(buf, cap, "[");
+  for (int i = 0; i < rank && n < cap; i++)
+    n += (size_t)snprintf(buf + n, cap - n, "%s%lld", i ? ", " : "",
+                          (long long)dim[i]);
+  if (n < cap)
+    snprintf(buf + n, cap - n, "]");
+}
+
+static int check(const char *path, const NnrtParamInfo *p, const Entry *e,
+                 uint64_t data_size, NnrtErr *err) {
+  if (!e->found)
+    return nnrt_fail(err, "%s: missing tensor '%s'", path, p->name);
+  if (strcmp(e->dtype, "F32"))
+    return nnrt_fail(err, "%s: tensor '%s' has dtype %s; the model expects "
+                     "F32", path, p->name, e->dtype);
+  int same = e->rank == p->rank;
+  for (int d = 0; same && d < e->rank; d++)
+    same = e->dim[d] == p->dim[d];
+  if (!same) {
+    char have[256], want[256];
+    shape_str(have, sizeof have, e->rank, e->dim);
+    shape_str(want, sizeof want, (int)p->rank, p->dim);
+    return nnrt_fail(err, "%s: tensor '%s' has shape %s; the model expects %s",
+                     path, p->name, have, want);
+  }
+  if (e->begin > e->end || e->end > data_size)
+    return nnrt_fail(err, "%s: tensor '%s' has data offsets [%llu, %llu] "
+                     "outside the %llu bytes of data", path, p->name,
+                     (unsigned long long)e->begin, (unsigned long long)e->end,
+                     (unsigned long long)data_size);
+  if (e->end - e->begin != (uint64_t)p->numel * sizeof(float))
+    return nnrt_fail(err, "%s: tensor '%s' has %llu bytes of data; its shape "
+                     "needs %llu", path, p->name,
+                     (unsigned long long)(e->end - e->begin),
+                     (unsigned long long)p->numel * sizeof(float));
+  return 0;
+}
+
+static int load(FILE *f, const char *path, const NnrtModel *m, float *params,
+                int64_t *epoch, char **text, Entry *found, NnrtErr *err) {
+  struct stat st;
+  if (fstat(fileno(f), &st))
+    return nnrt_fail(err, "%s: %s", path, strerror(errno));
+  uint64_t size = (uint64_t)st.st_size;
+  uint8_t len[8];
+  if (size < 8 || fread(len, 1, 8, f) != 8)
+    return nnrt_fail(err, "%s: not a safetensors file (only %llu bytes)", path,
+                     (unsigned long long)size);
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; i--)
+    n = n << 8 | len[i];
+  if (n > size - 8)
+    return nnrt_fail(err, "%s: not a safetensors file (header length %llu "
+                     "exceeds file size %llu)", path, (unsigned long long)n,
+                     (unsigned long long)size);
+  if (n > MAX_HEADER || n < 2)
+    return nnrt_fail(err, "%s: not a safetensors file (header length %llu)",
+                     path, (unsigned long long)n);
+  // The header text, then room for decoded strings (never longer than it).
+  if (!(*text = nnrt_alloc(2 * n + 2)))
+    return nnrt_fail(err, "%s: out of memory", path);
+  char *t = *text;
+  if (fread(t, 1, n, f) != n)
+    return nnrt_fail(err, "%s: read error", path);
+  if (t[0] != '{')
+    return nnrt_fail(err, "%s: not a safetensors file (the header does not "
+                     "start with '{')", path);
+  Json j = {t, t, t + n, path, err, t + n + 1};
+  if (header(&j, m, found, epoch))
+    return -1;
+  uint64_t data_size = size - 8 - n;
+  for (int64_t i = 0; i < m->nparams; i++)
+    if (check(path, &m->params[i], &found[i], data_size, err))
+      return -1;
+  for (int64_t i = 0; i < m->nparams; i++) {
+    const NnrtParamInfo *p = &m->params[i];
+    if (fseeko(f, (off_t)(8 + n + found[i].begin), SEEK_SET) ||
+        fread(params + p->offset, sizeof(float), (size_t)p->numel, f) !=
+            (size_t)p->numel)
+      return nnrt_fail(err, "%s: read error in tensor '%s'", path, p->name);
+  }
+  return 0;
+}
+
+int nnrt_checkpoint_load(const char *path, const NnrtModel *m, float *params,
+                         int64_t *epoch, NnrtErr *err) {
+  *epoch = -1;
+  FILE *f = fopen(path, "rb");
+  if (!f)
+    return nnrt_fail(err, "%s: cannot open (%s)", path, strerror(errno));
+  char *text = NULL;
+  Entry *found = nnrt_alloc_array(m->nparams, sizeof(Entry));
+  int rc = !found ? nnrt_fail(err, "%s: out of memory", path)
+                  : load(f, path, m, params, epoch, &text, found, err);
+  nnrt_free(text);
+  nnrt_free(found);
+  fclose(f);
+  return rc;
+}

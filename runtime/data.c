@@ -1,0 +1,306 @@
+// data.c — finding data files, inline data, labels, and gathering batches.
+//
+// Consumes an NnrtDataSpec of the model (or a file named on the command line)
+// and produces an NnrtData that owns its arrays (nnrt_data_open/close pair).
+// IDX files are loaded by idx.c and CSV files by csv.c; this file holds what
+// they share: the path search, whole-file reading through zlib (plain or
+// gzip), the label rule (class filter, one-hot range check) and the --limit
+// cut. Invariant: after a successful open every stored label is valid for the
+// model (a one-hot index is an integer in [0, out_numel)), so gathering a
+// batch cannot fail and needs no checks.
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "nnrt_internal.h"
+
+static const char *const SYSTEM_DATA_DIR = "/usr/share/datasets";
+
+static int join_path(char *out, size_t cap, const char *dir, size_t dirlen,
+                     const char *name) {
+  int n = snprintf(out, cap, "%.*s%s%s", (int)dirlen, dir,
+                   dirlen && dir[dirlen - 1] != '/' ? "/" : "", name);
+  return n >= 0 && (size_t)n < cap;
+}
+
+// Appends "dir" to the list of folders tried, for the not-found message.
+static void note_tried(char *list, size_t cap, const char *dir, size_t len) {
+  size_t used = strlen(list);
+  if (used + len + 3 < cap)
+    snprintf(list + used, cap - used, "%s%.*s", used ? ", " : "", (int)len,
+             dir);
+}
+
+int nnrt_data_find(const char *name, const char *source_dir, char *out,
+                   size_t cap, NnrtErr *err) {
+  if (!name || !*name)
+    return nnrt_fail(err, "the model names an empty data file");
+  if (name[0] == '/') {
+    if (strlen(name) >= cap)
+      return nnrt_fail(err, "%s: path too long", name);
+    strcpy(out, name);
+    return 0;
+  }
+  char tried[1024] = "";
+  const char *env = getenv("NNC_DATA");
+  for (const char *p = env; p && *p;) {
+    const char *colon = strchr(p, ':');
+    size_t len = colon ? (size_t)(colon - p) : strlen(p);
+    if (len > 0) {
+      if (join_path(out, cap, p, len, name) && access(out, R_OK) == 0)
+        return 0;
+      note_tried(tried, sizeof tried, p, len);
+    }
+    p += len + (colon != NULL);
+  }
+  const char *dirs[] = {source_dir, SYSTEM_DATA_DIR};
+  for (int i = 0; i < 2; i++) {
+    if (!dirs[i] || !*dirs[i])
+      continue;
+    size_t len = strlen(dirs[i]);
+    if (join_path(out, cap, dirs[i], len, name) && access(out, R_OK) == 0)
+      return 0;
+    note_tried(tried, sizeof tried, dirs[i], len);
+  }
+  return nnrt_fail(err, "%s: data file not found (looked in %s%s)", name,
+                   tried, env ? "" : "; set NNC_DATA to add folders");
+}
+
+int nnrt_read_file(const char *path, char **buf, int64_t *len, NnrtErr *err) {
+  *buf = NULL;
+  *len = 0;
+  gzFile f = gzopen(path, "rb");
+  if (!f)
+    return nnrt_fail(err, "%s: cannot open (%s)", path,
+                     errno ? strerror(errno) : "out of memory");
+  size_t cap = 1 << 16, used = 0;
+  char *b = nnrt_alloc(cap + 1);
+  for (;;) {
+    if (!b) {
+      gzclose(f);
+      return nnrt_fail(err, "%s: out of memory reading the file", path);
+    }
+    if (used == cap) {  // grow by doubling; the hook cannot resize
+      char *nb = cap <= SIZE_MAX / 4 ? nnrt_alloc(2 * cap + 1) : NULL;
+      if (nb)
+        memcpy(nb, b, used);
+      nnrt_free(b);
+      b = nb;
+      cap *= 2;
+      continue;
+    }
+    size_t want = cap - used > (1u << 30) ? (1u << 30) : cap - used;
+    int got = gzread(f, b + used, (unsigned)want);
+    if (got < 0) {
+      int code;
+      const char *msg = gzerror(f, &code);
+      nnrt_fail(err, "%s: read error (%s)", path,
+                code == Z_ERRNO ? strerror(errno) : msg);
+      nnrt_free(b);
+      gzclose(f);
+      return -1;
+    }
+    if (got == 0)
+      break;
+    used += (size_t)got;
+  }
+  int code;
+  const char *msg = gzerror(f, &code);
+  if (code != Z_OK) {  // a truncated or corrupt gzip stream
+    nnrt_fail(err, "%s: corrupt gzip data (%s)", path, msg);
+    nnrt_free(b);
+    gzclose(f);
+    return -1;
+  }
+  gzclose(f);
+  b[used] = '\0';
+  *buf = b;
+  *len = (int64_t)used;
+  return 0;
+}
+
+int nnrt_data_label(const NnrtDataSpec *spec, const NnrtData *d, double v,
+                    const char *where, int64_t row, int *keep, float *out,
+                    NnrtErr *err) {
+  char at[64] = "";
+  if (row > 0)
+    snprintf(at, sizeof at, " at row %lld", (long long)row);
+  *keep = 1;
+  if (spec && spec->nclasses > 0) {
+    int64_t k = 0;
+    while (k < spec->nclasses && (double)spec->classes[k] != v)
+      k++;
+    if (k == spec->nclasses) {
+      *keep = 0;
+      return 0;
+    }
+    v = (double)k;  // relabel to the position in the list
+  }
+  if (d->onehot) {
+    if (v != floor(v))
+      return nnrt_fail(err, "%s: label %g%s is not a whole number (a class "
+                       "index)", where, v, at);
+    if (v < 0 || v >= (double)d->out_numel)
+      return nnrt_fail(err, "%s: label %g%s is out of range (the model has "
+                       "%lld outputs, so labels go from 0 to %lld)", where, v,
+                       at, (long long)d->out_numel,
+                       (long long)d->out_numel - 1);
+  }
+  *out = (float)v;
+  return 0;
+}
+
+// Inline rows: the same label rule as CSV (ycols == out_numel used as they
+// are, or one class index expanded to one-hot).
+static int inline_load(NnrtData *d, const NnrtDataSpec *spec, NnrtErr *err) {
+  const char *name = "inline data";
+  if (spec->nrows < 0 || (spec->nrows > 0 && (!spec->x || !spec->y)))
+    return nnrt_fail(err, "%s: no rows", name);
+  if (spec->xcols != d->xcols)
+    return nnrt_fail(err, "%s: rows have %lld inputs; the model takes %lld",
+                     name, (long long)spec->xcols, (long long)d->xcols);
+  if (spec->nclasses > 0 && spec->ycols != 1)
+    return nnrt_fail(err, "%s: a class filter needs one label column (rows "
+                     "have %lld)", name, (long long)spec->ycols);
+  if (spec->ycols == d->out_numel)
+    d->ycols = spec->ycols;
+  else if (spec->ycols == 1 && d->out_numel > 1)
+    d->ycols = 1, d->onehot = 1;
+  else
+    return nnrt_fail(err, "%s: rows have %lld label values; the model has %lld "
+                     "outputs (give %lld values or one class index)", name,
+                     (long long)spec->ycols, (long long)d->out_numel,
+                     (long long)d->out_numel);
+  d->xf = nnrt_alloc_array(spec->nrows * d->xcols, sizeof(float));
+  d->y = nnrt_alloc_array(spec->nrows * d->ycols, sizeof(float));
+  if (!d->xf || !d->y)
+    return nnrt_fail(err, "%s: out of memory", name);
+  int64_t n = 0;
+  for (int64_t r = 0; r < spec->nrows; r++) {
+    const float *ys = spec->y + r * spec->ycols;
+    int keep = 1;
+    if (d->ycols == 1) {
+      if (nnrt_data_label(spec, d, ys[0], name, r + 1, &keep, &d->y[n], err))
+        return -1;
+    } else {
+      memcpy(d->y + n * d->ycols, ys, (size_t)d->ycols * sizeof(float));
+    }
+    if (keep) {
+      memcpy(d->xf + n * d->xcols, spec->x + r * spec->xcols,
+             (size_t)d->xcols * sizeof(float));
+      n++;
+    }
+  }
+  d->rows = n;
+  return 0;
+}
+
+static void data_init(NnrtData *d, const NnrtModel *m, double scale) {
+  memset(d, 0, sizeof *d);
+  d->name = d->path;
+  d->xcols = m->in_numel;
+  d->out_numel = m->out_numel;
+  // 0 means the model gave no scale (a zero scale would erase the inputs).
+  d->scale = scale != 0 ? (float)scale : 1.0f;
+}
+
+int nnrt_data_open(NnrtData *d, const NnrtDataSpec *spec, const NnrtModel *m,
+                   int64_t limit, NnrtErr *err) {
+  data_init(d, m, spec->scale);
+  if (spec->nclasses > 0 && m->out_numel > 1 && spec->nclasses > m->out_numel)
+    return nnrt_fail(err, "the class filter lists %lld classes but the model "
+                     "has %lld outputs", (long long)spec->nclasses,
+                     (long long)m->out_numel);
+  int rc;
+  char path_y[sizeof d->path];
+  switch ((NnrtDataKind)spec->kind) {
+  case NNRT_DATA_IDX:
+    rc = nnrt_data_find(spec->path_x, m->source_dir, d->path, sizeof d->path,
+                        err);
+    if (!rc)
+      rc = nnrt_data_find(spec->path_y, m->source_dir, path_y, sizeof path_y,
+                          err);
+    if (!rc)
+      rc = nnrt_idx_load(d, spec, path_y, err);
+    break;
+  case NNRT_DATA_CSV:
+    rc = nnrt_data_find(spec->path_x, m->source_dir, d->path, sizeof d->path,
+                        err);
+    if (!rc)
+      rc = nnrt_csv_load(d, spec, err);
+    break;
+  case NNRT_DATA_INLINE:
+    d->name = "inline data";
+    rc = inline_load(d, spec, err);
+    break;
+  default:
+    rc = nnrt_fail(err, "the model has no data of this kind (%lld)",
+                   (long long)spec->kind);
+  }
+  if (rc) {
+    nnrt_data_close(d);
+    return -1;
+  }
+  if (limit > 0 && limit < d->rows)
+    d->rows = limit;
+  return 0;
+}
+
+int nnrt_data_open_input(NnrtData *d, const char *path, const NnrtModel *m,
+                         double scale, NnrtErr *err) {
+  data_init(d, m, scale);
+  if (strlen(path) >= sizeof d->path)
+    return nnrt_fail(err, "%s: path too long", path);
+  strcpy(d->path, path);
+  int idx = nnrt_idx_sniff(path, err);
+  int rc = idx < 0 ? -1
+           : idx   ? nnrt_idx_load_images(d, err)
+                   : nnrt_csv_load(d, NULL, err);
+  if (rc)
+    nnrt_data_close(d);
+  return rc;
+}
+
+void nnrt_data_close(NnrtData *d) {
+  nnrt_free(d->x8);
+  nnrt_free(d->xf);
+  nnrt_free(d->y);
+  d->x8 = NULL, d->xf = NULL, d->y = NULL;
+  d->rows = 0;
+}
+
+void nnrt_data_gather(const NnrtData *d, const int64_t *idx, int64_t first,
+                      int64_t rows, float *x, float *y) {
+  float table[256];  // byte -> float times scale, so a pixel is one load
+  if (d->x8)
+    for (int i = 0; i < 256; i++)
+      table[i] = (float)i * d->scale;
+  int64_t xc = d->xcols, yn = d->out_numel;
+  for (int64_t r = 0; r < rows; r++) {
+    int64_t s = idx ? idx[first + r] : first + r;
+    float *xr = x + r * xc;
+    if (d->x8) {
+      const uint8_t *src = d->x8 + s * xc;
+      for (int64_t j = 0; j < xc; j++)
+        xr[j] = table[src[j]];
+    } else {
+      const float *src = d->xf + s * xc;
+      for (int64_t j = 0; j < xc; j++)
+        xr[j] = src[j] * d->scale;
+    }
+    if (!y)
+      continue;
+    float *yr = y + r * yn;
+    if (d->onehot) {
+      memset(yr, 0, (size_t)yn * sizeof(float));
+      yr[(int64_t)d->y[s]] = 1.0f;
+    } else if (d->ycols == yn) {
+      memcpy(yr, d->y + s * yn, (size_t)yn * sizeof(float));
+    } else {
+      memset(yr, 0, (size_t)yn * sizeof(float));  // no labels (predict)
+    }
+  }
+}

@@ -1,0 +1,110 @@
+// nnrt.h — the runtime linked into every training binary, and the ABI
+// between it and the code nnc generates.
+//
+// The generated object defines `nnc_model` (an NnrtModel: the parameter table,
+// training defaults, data sources and the two generated entry points) and a
+// `main` that calls nnrt_main(&nnc_model, argc, argv). The runtime owns the
+// command line, data loading, shuffling and batching, parameter
+// initialization, progress output, metrics, checkpoints and signals. All
+// tensor arithmetic is generated code; the runtime never computes on tensors
+// except to convert data and initialize parameters.
+//
+// Every struct here is read by generated code through a constant LLVM
+// struct, so all fields are 8 bytes wide (int64_t, double or pointers) and
+// the layout must not change without changing compiler/codegen.c too.
+#ifndef NNRT_H
+#define NNRT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define NNRT_MAX_RANK 6
+
+typedef enum NnrtInit {
+  NNRT_INIT_ZEROS, NNRT_INIT_CONSTANT, NNRT_INIT_UNIFORM, NNRT_INIT_NORMAL,
+  NNRT_INIT_XAVIER_UNIFORM, NNRT_INIT_XAVIER_NORMAL, NNRT_INIT_HE_UNIFORM,
+  NNRT_INIT_HE_NORMAL,
+} NnrtInit;  // same order as InitKind in compiler/ir.h
+
+typedef struct NnrtParamInfo {
+  const char *name;              // "dense_1.W"
+  int64_t rank;
+  int64_t dim[NNRT_MAX_RANK];
+  int64_t numel;
+  int64_t offset;                // first float of this parameter in `params`
+  int64_t init;                  // NnrtInit
+  double init_a, init_b;         // constant a; uniform [a, b]; normal (mean a, std b)
+  int64_t fan_in, fan_out;       // for xavier / he
+} NnrtParamInfo;
+
+typedef enum NnrtDataKind {
+  NNRT_DATA_NONE, NNRT_DATA_IDX, NNRT_DATA_CSV, NNRT_DATA_INLINE,
+} NnrtDataKind;
+
+typedef struct NnrtDataSpec {
+  int64_t kind;                  // NnrtDataKind
+  const char *path_x;            // IDX images, or the CSV file
+  const char *path_y;            // IDX labels
+  double scale;                  // inputs are multiplied by this
+  int64_t nclasses;              // >0: keep only rows whose label is listed,
+  const int64_t *classes;        //     relabelled 0..nclasses-1
+  int64_t nrows, xcols, ycols;   // NNRT_DATA_INLINE
+  const float *x, *y;            // NNRT_DATA_INLINE, row-major
+} NnrtDataSpec;
+
+typedef struct NnrtRun NnrtRun;  // the runtime's state for one run (opaque)
+
+// Trains until nnrt_epoch_begin returns 0. Generated.
+typedef void NnrtTrainFn(NnrtRun *run, float *params, float *state,
+                         float *ws, int64_t max_batch);
+// Forward pass over `rows` examples (rows <= max_batch). Writes predictions
+// to `out` (rows x out_numel) when out is not NULL; when y is not NULL adds
+// the loss summed over rows to stats[0] and the correct count to stats[1].
+typedef void NnrtInferFn(const float *params, float *ws, int64_t max_batch,
+                         const float *x, const float *y, int64_t rows,
+                         float *out, double *stats);
+
+typedef struct NnrtModel {
+  const char *name;              // model name
+  const char *source_dir;        // folder of the .nn file (data search)
+  int64_t in_rank;
+  int64_t in_dim[NNRT_MAX_RANK];
+  int64_t in_numel;              // floats per example input
+  int64_t out_numel;             // floats per prediction and per label
+  int64_t nparams;
+  const NnrtParamInfo *params;
+  int64_t param_numel;           // floats of all parameters together
+  int64_t nstate;                // optimizer states per parameter element
+  const double *state_init;      // initial value of each state
+  NnrtDataSpec train, test;
+  int64_t batch, epochs, seed;   // defaults from the .nn file
+  double validation;             // held-out fraction of the training data
+  int64_t accuracy;              // 1: report accuracy
+  int64_t train_ws_per_row, train_ws_fixed;  // workspace floats for train
+  int64_t infer_ws_per_row, infer_ws_fixed;  // workspace floats for infer
+  NnrtTrainFn *train;
+  NnrtInferFn *infer;
+} NnrtModel;
+
+// ---- called by the generated main ------------------------------------------
+int nnrt_main(const NnrtModel *model, int argc, char **argv);
+
+// ---- called by the generated training loop ----------------------------------
+// Starts an epoch (0-based); returns the number of batches, or 0 to stop.
+int64_t nnrt_epoch_begin(NnrtRun *run, int64_t epoch);
+// Gathers batch i of the current epoch (shuffled) into x and y; returns its rows.
+int64_t nnrt_batch_fetch(NnrtRun *run, int64_t i, float *x, float *y);
+// Reports a finished step: loss summed over its rows, correct predictions.
+// Returns nonzero when training must stop (interrupt, loss not finite).
+int64_t nnrt_batch_end(NnrtRun *run, int64_t rows, double loss_sum,
+                       double correct);
+// Ends an epoch: metrics line, evaluation, checkpoint. Nonzero means stop.
+int64_t nnrt_epoch_end(NnrtRun *run, int64_t epoch);
+
+// ---- memory: every runtime allocation goes through one hook -----------------
+typedef void *NnrtAllocFn(void *ud, void *ptr, size_t size);  // size 0 frees
+void nnrt_set_alloc(NnrtAllocFn *fn, void *ud);
+void *nnrt_alloc(size_t size);   // 64-byte aligned, zeroed; NULL on failure
+void nnrt_free(void *ptr);
+
+#endif

@@ -1,0 +1,195 @@
+// nnrt_internal.h — what the runtime's files share with each other and with
+// the unit tests; nothing here is part of the ABI with generated code.
+//
+// Each concern has one file: alloc.c (the allocation hook), rng.c (the
+// counter-based RNG and shuffling), init.c (parameter initializers), data.c,
+// idx.c and csv.c (loading and batching), checkpoint.c (safetensors),
+// progress.c (progress bar, metrics lines), run.c (the training run and the
+// callbacks generated code calls) and main.c (the command line, eval and
+// predict). Functions that can fail return 0 on success and -1 on failure
+// after writing a message into an NnrtErr; they never print and never exit,
+// so only nnrt_main decides what reaches the user and the exit code.
+#ifndef NNRT_INTERNAL_H
+#define NNRT_INTERNAL_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "nnrt.h"
+
+// ---- errors -----------------------------------------------------------------
+typedef struct NnrtErr {
+  char msg[2048];  // "FILE: what is wrong", without the program name
+} NnrtErr;
+
+// Formats the message into err (when err is not NULL); returns -1.
+int nnrt_fail(NnrtErr *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+// ---- alloc.c ----------------------------------------------------------------
+// count * elem bytes through nnrt_alloc; NULL on overflow or failure.
+void *nnrt_alloc_array(int64_t count, size_t elem);
+
+// ---- rng.c ------------------------------------------------------------------
+// Independent random streams derived from the seed, so that drawing more
+// numbers for one purpose never shifts another.
+enum { NNRT_STREAM_INIT = 1, NNRT_STREAM_SHUFFLE = 2 };
+
+// A key for stream `stream`, sub-stream `sub` (parameter index, epoch).
+uint64_t nnrt_rng_key(uint64_t seed, uint64_t stream, uint64_t sub);
+// The counter-th 64-bit number of the key's sequence (a pure function).
+uint64_t nnrt_rng_u64(uint64_t key, uint64_t counter);
+// Uniform in [0, 1) with 53 random bits.
+double nnrt_rng_uniform(uint64_t key, uint64_t counter);
+// Standard normal by Box-Muller from numbers 2*counter and 2*counter + 1.
+double nnrt_rng_normal(uint64_t key, uint64_t counter);
+// perm = a permutation of 0..n-1 that depends only on (seed, epoch).
+void nnrt_shuffle(int64_t *perm, int64_t n, uint64_t seed, int64_t epoch);
+
+// ---- init.c -----------------------------------------------------------------
+// Fills parameter `index` (at params + p->offset) from its initializer.
+int nnrt_init_param(const NnrtParamInfo *p, int64_t index, uint64_t seed,
+                    float *params, NnrtErr *err);
+// Every parameter of the model.
+int nnrt_init_params(const NnrtModel *m, uint64_t seed, float *params,
+                     NnrtErr *err);
+
+// ---- data.c, idx.c, csv.c ---------------------------------------------------
+// A loaded data set. Inputs stay in their file's type (IDX bytes stay bytes)
+// and are converted to float times `scale` only when a batch is gathered.
+// Labels are floats: ycols == out_numel values used as they are, or
+// ycols == 1 holding a class index that gathering expands to one-hot
+// (`onehot`), or ycols == 1 holding a scalar target when out_numel == 1.
+typedef struct NnrtData {
+  const char *name;      // file (or "inline data") for messages
+  int64_t rows;          // examples
+  int64_t xcols;         // inputs per example (the model's in_numel)
+  int64_t ycols;         // label floats stored per example; 0: no labels
+  int64_t out_numel;     // label floats per example after gathering
+  int onehot;            // y holds class indices, expanded at gather time
+  float scale;           // inputs are multiplied by this when gathered
+  uint8_t *x8;           // rows x xcols bytes (IDX), or NULL
+  float *xf;             // rows x xcols floats (CSV, inline), or NULL
+  float *y;              // rows x ycols floats, or NULL
+  char path[4096];       // the file that was found (owned copy)
+} NnrtData;
+
+// What to load: a data spec of the model, or a file given to `predict`.
+// `limit` > 0 keeps only the first `limit` examples (after class filtering).
+// d->path is the file that was found; messages name it.
+int nnrt_data_open(NnrtData *d, const NnrtDataSpec *spec,
+                   const NnrtModel *m, int64_t limit, NnrtErr *err);
+// A file to predict on: CSV (in_numel or more columns) or IDX images.
+int nnrt_data_open_input(NnrtData *d, const char *path, const NnrtModel *m,
+                         double scale, NnrtErr *err);
+void nnrt_data_close(NnrtData *d);
+
+// Rows idx[first .. first+rows) (or first .. first+rows when idx is NULL)
+// into x (rows x xcols) and, when y is not NULL, y (rows x out_numel).
+void nnrt_data_gather(const NnrtData *d, const int64_t *idx, int64_t first,
+                      int64_t rows, float *x, float *y);
+
+// Resolves a relative data path: $NNC_DATA folders, source_dir, then
+// /usr/share/datasets. Absolute paths are used as they are.
+int nnrt_data_find(const char *name, const char *source_dir, char *out,
+                   size_t cap, NnrtErr *err);
+
+// Shared by idx.c and csv.c (data.c); the loaders read d->path, d->xcols,
+// d->out_numel and fill the rest.
+// Reads the whole (possibly gzip-compressed) file into *buf (NUL-terminated,
+// freed with nnrt_free); *len excludes the NUL.
+int nnrt_read_file(const char *path, char **buf, int64_t *len, NnrtErr *err);
+// Checks label value v of row `row` (1-based, for messages) against the class
+// filter and the model's outputs; *keep = 0 drops the row; *out is the label
+// to store.
+int nnrt_data_label(const NnrtDataSpec *spec, const NnrtData *d, double v,
+                    const char *where, int64_t row, int *keep, float *out,
+                    NnrtErr *err);
+// IDX loader (idx.c): spec->path_x images and spec->path_y labels, both found.
+int nnrt_idx_load(NnrtData *d, const NnrtDataSpec *spec, const char *path_y,
+                  NnrtErr *err);
+// IDX images without labels (predict).
+int nnrt_idx_load_images(NnrtData *d, NnrtErr *err);
+// 1 when the file starts like an IDX file (two zero bytes), 0 if not, -1 on
+// an error opening it.
+int nnrt_idx_sniff(const char *path, NnrtErr *err);
+// CSV loader (csv.c); spec is NULL for predict input (labels ignored).
+int nnrt_csv_load(NnrtData *d, const NnrtDataSpec *spec, NnrtErr *err);
+
+// ---- checkpoint.c -----------------------------------------------------------
+// Writes all parameters to `path` atomically (path.tmp, fsync, rename).
+int nnrt_checkpoint_save(const char *path, const NnrtModel *m,
+                         const float *params, int64_t epoch, NnrtErr *err);
+// Reads every model parameter from `path` into params after checking names,
+// dtypes, shapes and offsets; *epoch gets the "epoch" metadata or -1.
+int nnrt_checkpoint_load(const char *path, const NnrtModel *m, float *params,
+                         int64_t *epoch, NnrtErr *err);
+
+// ---- progress.c -------------------------------------------------------------
+double nnrt_now(void);  // monotonic seconds
+
+typedef struct NnrtProgress {
+  int enabled;           // stderr is a terminal and not --quiet
+  int drawn;             // a bar is on the screen and must be cleared
+  double last_draw;      // nnrt_now() of the last redraw
+} NnrtProgress;
+
+// Redraws at most ~10 times a second (always when `force`).
+void nnrt_progress_update(NnrtProgress *p, int64_t epoch, int64_t epochs,
+                          int64_t done, int64_t total, double mean_loss,
+                          double elapsed, int force);
+void nnrt_progress_clear(NnrtProgress *p);
+
+// One epoch's results; has_* say which optional parts exist.
+typedef struct NnrtMetrics {
+  int64_t epoch, epochs;            // 1-based epoch, of epochs
+  double loss, accuracy;            // mean training loss, fraction correct
+  int has_accuracy;                 // the model reports accuracy
+  int has_val;                      // a validation split exists
+  double val_loss, val_accuracy;
+  int has_test;                     // a test set exists
+  double test_loss, test_accuracy;
+  double seconds, samples_per_s;    // training time only
+} NnrtMetrics;
+
+// The human line ("epoch 1/5  loss 0.5123 ...") or one JSON object; no '\n'.
+void nnrt_metrics_format(char *buf, size_t cap, const NnrtMetrics *m,
+                         int json);
+// Appends a JSON number (null when not finite).
+void nnrt_json_number(char *buf, size_t cap, double v);
+
+// ---- run.c, main.c ----------------------------------------------------------
+typedef enum NnrtCommand {
+  NNRT_CMD_TRAIN, NNRT_CMD_EVAL, NNRT_CMD_PREDICT,
+} NnrtCommand;
+
+typedef struct NnrtOptions {
+  NnrtCommand command;
+  int64_t epochs, batch, seed;   // model defaults unless given
+  int64_t limit;                 // 0: all training examples
+  int64_t threads;               // stored; threading comes later
+  int json, quiet, no_save;
+  const char *save, *load;       // NULL: the default checkpoint
+  const char *input;             // predict INPUT
+  const char *prog;              // program name for messages
+  char default_ckpt[4096];       // "<basename of argv[0]>.safetensors"
+} NnrtOptions;
+
+// Buffers for running model->infer over a data set in chunks.
+typedef struct NnrtEval {
+  int64_t max_batch;             // rows per infer call
+  float *x, *y, *out, *ws;
+} NnrtEval;
+
+int nnrt_eval_open(NnrtEval *e, const NnrtModel *m, int64_t rows,
+                   int want_out, NnrtErr *err);
+void nnrt_eval_close(NnrtEval *e);
+// Mean loss and accuracy over rows [first, first+rows) of d.
+void nnrt_evaluate(const NnrtModel *m, const float *params, NnrtEval *e,
+                   const NnrtData *d, int64_t first, int64_t rows,
+                   double *loss, double *accuracy);
+
+// The train command; returns the exit code.
+int nnrt_train_command(const NnrtModel *m, const NnrtOptions *o);
+
+#endif

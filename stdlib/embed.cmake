@@ -1,0 +1,15 @@
+# Embeds stdlib/*.nn into one C include file of string literals (convention 5).
+# Usage: cmake -DOUT=<file> -DDIR=<stdlib dir> -P embed.cmake
+file(GLOB files RELATIVE ${DIR} ${DIR}/*.nn)
+list(SORT files)
+set(text "// Generated from stdlib/*.nn by stdlib/embed.cmake. Do not edit.\n")
+string(APPEND text "static const struct { const char *name, *text; } stdlib_files[] = {\n")
+foreach(f ${files})
+  file(READ ${DIR}/${f} body)
+  string(REPLACE "\\" "\\\\" body "${body}")
+  string(REPLACE "\"" "\\\"" body "${body}")
+  string(REPLACE "\n" "\\n\"\n  \"" body "${body}")
+  string(APPEND text "  {\"${f}\",\n  \"${body}\"},\n")
+endforeach()
+string(APPEND text "};\n")
+file(WRITE ${OUT} "${text}")
