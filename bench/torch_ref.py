@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""PyTorch reference for bench/run.sh: the same networks, optimizers and
+batch sizes as examples/*.nn, on Fashion-MNIST preloaded as tensors.
+Prints one JSON object per epoch, with the keys the nnc binaries print."""
+import argparse, gzip, json, os, struct, time
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+DATA = "/usr/share/datasets/fashion-mnist"
+
+
+def idx(name):
+    with gzip.open(os.path.join(DATA, name), "rb") as f:
+        raw = f.read()
+    nd = raw[3]
+    dims = struct.unpack(">" + "I" * nd, raw[4:4 + 4 * nd])
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * nd).reshape(dims)
+
+
+def model_for(name):
+    if name == "fashion_mlp":
+        return nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128),
+                             nn.ReLU(), nn.Linear(128, 10))
+    if name == "mlp_small":
+        return nn.Sequential(nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, 10))
+    if name == "softmax_regression":
+        return nn.Linear(784, 10)
+    raise SystemExit("unknown model " + name)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model")
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--infer", action="store_true",
+                    help="time inference on the test set at batch 1000")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    x = torch.tensor(idx("train-images-idx3-ubyte.gz").reshape(-1, 784), dtype=torch.float32) / 255
+    y = torch.tensor(idx("train-labels-idx1-ubyte.gz"), dtype=torch.long)
+    tx = torch.tensor(idx("t10k-images-idx3-ubyte.gz").reshape(-1, 784), dtype=torch.float32) / 255
+    ty = torch.tensor(idx("t10k-labels-idx1-ubyte.gz"), dtype=torch.long)
+    net = model_for(a.model)
+    if a.model == "fashion_mlp":
+        opt, batch = torch.optim.Adam(net.parameters(), lr=1e-3), 128
+    else:
+        opt, batch = torch.optim.SGD(net.parameters(), lr=0.1), 32
+    lossf = nn.CrossEntropyLoss()
+    for epoch in range(1, a.epochs + 1):
+        perm = torch.randperm(len(x))
+        total, correct, t0 = 0.0, 0, time.perf_counter()
+        net.train()
+        for i in range(0, len(x), batch):
+            idxs = perm[i:i + batch]
+            xb, yb = x[idxs], y[idxs]
+            out = net(xb)
+            loss = lossf(out, yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idxs)
+            correct += (out.argmax(1) == yb).sum().item()
+        secs = time.perf_counter() - t0
+        with torch.no_grad():
+            net.eval()
+            t1 = time.perf_counter()
+            tc = sum((net(tx[i:i + 1000]).argmax(1) == ty[i:i + 1000]).sum().item()
+                     for i in range(0, len(tx), 1000))
+            isecs = time.perf_counter() - t1
+        print(json.dumps({"epoch": epoch, "loss": total / len(x), "accuracy": correct / len(x),
+                          "test_accuracy": tc / len(tx), "seconds": secs,
+                          "samples_per_s": len(x) / secs,
+                          "infer_samples_per_s": len(tx) / isecs}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
