@@ -26,7 +26,7 @@ for w in $workloads; do
   : >"$out/torch.txt"
   for r in $(seq "$rounds"); do
     (cd "$out" && "./$w" train --epochs 1 --json --quiet --no-save) | seconds >>"$out/nnc.txt"
-    LD_LIBRARY_PATH=$blas OMP_NUM_THREADS=$(nproc) python3 bench/torch_ref.py "$w" --epochs 1 \
+    LD_LIBRARY_PATH=$blas OMP_NUM_THREADS=$(nproc) /usr/bin/python3 bench/torch_ref.py "$w" --epochs 1 \
       | seconds >>"$out/torch.txt"
   done
   n=$(median <"$out/nnc.txt")

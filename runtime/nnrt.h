@@ -76,7 +76,7 @@ typedef struct NnrtModel {
   int64_t param_numel;           // floats of all parameters together
   int64_t nstate;                // optimizer states per parameter element
   const double *state_init;      // initial value of each state
-  NnrtDataSpec train, test;
+  NnrtDataSpec train_data, test_data;  // kind NNRT_DATA_NONE: absent
   int64_t batch, epochs, seed;   // defaults from the .nn file
   double validation;             // held-out fraction of the training data
   int64_t accuracy;              // 1: report accuracy

@@ -169,6 +169,7 @@ typedef struct NnrtOptions {
   int64_t limit;                 // 0: all training examples
   int64_t threads;               // stored; threading comes later
   int json, quiet, no_save;
+  int batch_set;                 // --batch was given (eval, predict)
   const char *save, *load;       // NULL: the default checkpoint
   const char *input;             // predict INPUT
   const char *prog;              // program name for messages
