@@ -242,6 +242,10 @@ static int compile(Options *o, Ctx *ctx) {
                "and an optimizer");
     return 1;
   }
+  // Simplify before differentiating too: log(softmax(x)) must become
+  // log_softmax(x) first, or the backward pass divides by a softmax that
+  // underflows to 0 on confident predictions.
+  opt_simplify(m, ctx);
   grad_emit(m, ctx);
   opt_simplify(m, ctx);
   if (ctx->diag.nerrors)

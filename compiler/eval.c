@@ -55,7 +55,7 @@ static int64_t bcast_offset(Shape small, bool small_batched, Shape big,
   return (small_batched ? r * shape_numel(small) : 0) + off;
 }
 
-// ---- leaves -------------------------------------------------------------------
+// ---- leaves -----------------------------------------------------------------
 static void copy_rows(const Eval *e, const IrValue *v, const double *src,
                       double *out) {
   assert(src && "the environment lacks this leaf's data");
@@ -128,7 +128,7 @@ EW(MAX, x[0] > x[1] ? x[0] : x[1])
 EW(MIN, x[1] > x[0] ? x[0] : x[1])
 EW(GT, x[0] > x[1] ? 1.0 : 0.0)
 
-// ---- reductions -----------------------------------------------------------------
+// ---- reductions -------------------------------------------------------------
 static void reduce_rows(const Eval *e, const IrValue *v, double *out,
                         bool mean) {
   const IrValue *x = v->arg[0];
@@ -217,7 +217,7 @@ static void eval_CORRECT(const Eval *e, const IrValue *v, double *out) {
   }
 }
 
-// ---- matrix products: the first argument is a (rows x last dim) matrix ----------
+// ---- matrix products: the first argument is a (rows x last dim) matrix ------
 static int64_t last_dim(const IrValue *v) {
   return v->shape.dim[v->shape.rank - 1];
 }
@@ -265,7 +265,7 @@ static void eval_MATMUL_TN(const Eval *e, const IrValue *v, double *out) {
     }
 }
 
-// ---- layout ---------------------------------------------------------------------
+// ---- layout -----------------------------------------------------------------
 static void eval_RESHAPE(const Eval *e, const IrValue *v, double *out) {
   memcpy(out, arg_data(e, v, 0), sizeof(double) * (size_t)size_of(e, v));
 }

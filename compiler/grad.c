@@ -70,7 +70,7 @@ NO_ADJ(INPUT) NO_ADJ(LABEL) NO_ADJ(PARAM) NO_ADJ(CONST) NO_ADJ(ARG)
 NO_ADJ(BATCH_SIZE)
 NO_ADJ(STEP) NO_ADJ(SIGN) NO_ADJ(GT) NO_ADJ(CORRECT)  // piecewise constant
 
-// ---- element-wise, one argument -----------------------------------------------
+// ---- element-wise, one argument ---------------------------------------------
 static void adj_NEG(Grad *g, IrValue *y, IrValue *dy) {
   grad_accum(g, y->arg[0], un(g, y, OP_NEG, dy));
 }
@@ -118,7 +118,7 @@ static void adj_BROADCAST(Grad *g, IrValue *y, IrValue *dy) {
   grad_accum(g, y->arg[0], dy);
 }
 
-// ---- element-wise, two arguments ------------------------------------------------
+// ---- element-wise, two arguments --------------------------------------------
 // Contributions have the result's (broadcast) shape; grad_accum unbroadcasts.
 static void adj_ADD(Grad *g, IrValue *y, IrValue *dy) {
   grad_accum(g, y->arg[0], dy);
@@ -181,7 +181,7 @@ static void adj_MIN(Grad *g, IrValue *y, IrValue *dy) {
   adj_select(g, y, dy, bin(g, y, OP_GT, y->arg[1], y->arg[0]));
 }
 
-// ---- reductions ---------------------------------------------------------------------
+// ---- reductions -------------------------------------------------------------
 static void adj_SUM(Grad *g, IrValue *y, IrValue *dy) {
   IrValue *x = y->arg[0];
   grad_accum(g, x, shaped(g, y, OP_BROADCAST, dy, x->shape, x->batched));
@@ -223,7 +223,7 @@ static void adj_LOG_SOFTMAX(Grad *g, IrValue *y, IrValue *dy) {
   grad_accum(g, y->arg[0], bin(g, y, OP_SUB, dy, bin(g, y, OP_MUL, p, s)));
 }
 
-// ---- matrix products ----------------------------------------------------------------
+// ---- matrix products --------------------------------------------------------
 // y = a b: da = dy b^T, db = a^T dy (summed over all rows, batch included)
 static void adj_MATMUL(Grad *g, IrValue *y, IrValue *dy) {
   IrValue *a = y->arg[0], *b = y->arg[1];
@@ -251,7 +251,7 @@ static void adj_MATMUL_TN(Grad *g, IrValue *y, IrValue *dy) {
     grad_accum(g, b, bin(g, y, OP_MATMUL, a, dy));
 }
 
-// ---- layout -------------------------------------------------------------------------
+// ---- layout -----------------------------------------------------------------
 static void adj_RESHAPE(Grad *g, IrValue *y, IrValue *dy) {
   IrValue *x = y->arg[0];
   grad_accum(g, x, shaped(g, y, OP_RESHAPE, dy, x->shape, x->batched));

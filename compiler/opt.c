@@ -9,8 +9,10 @@
 // identities, log(softmax) -> log_softmax), then common subexpression
 // elimination; dead code elimination and renumbering follow. Passes repeat
 // until nothing changes. Invariants: a rewrite never changes a value's shape
-// or batched flag, never changes results (folding uses eval.c, the same
-// semantics the tests check against), and keeps topological order: new
+// or batched flag; it never changes results for finite inputs (folding uses
+// eval.c, the semantics the tests check against; x*0 -> 0 assumes x finite;
+// log_softmax differs from log(softmax) only by rounding, and by staying
+// finite where softmax underflows); and topological order is kept: new
 // values are appended after their arguments.
 #include <assert.h>
 #include <string.h>
@@ -18,10 +20,10 @@
 #include "eval.h"
 #include "opt.h"
 
-// ---- the pointers a module holds into each function ------------------------------
-// The slots are updated after each rewrite and are the roots of DCE. Leaves the
-// module names (input, label, each PARAM) are kept alive so that the pointers
-// stay valid even when nothing reads them.
+// ---- the pointers a module holds into each function -------------------------
+// The slots are updated after each rewrite and are the roots of DCE. The
+// leaves the module names (input, label, each PARAM) are roots too, so those
+// pointers stay valid even when nothing reads the leaf.
 typedef struct Slots {
   IrValue ***item;  // addresses of the module's pointers into one fn
   int n;
@@ -64,7 +66,7 @@ static Slots slots_opt(IrModule *m) {
   return s;
 }
 
-// ---- one simplify pass -------------------------------------------------------------
+// ---- one simplify pass ------------------------------------------------------
 typedef struct Opt {
   IrFn *fn;
   IrValue **repl;    // repl[old id]: what replaces that value (itself if kept)
@@ -274,7 +276,7 @@ void opt_simplify(IrModule *m, Ctx *ctx) {
   }
 }
 
-// ---- fusion ------------------------------------------------------------------------
+// ---- fusion -----------------------------------------------------------------
 // Users that read their argument element by element over the argument's own
 // index space, so a fused producer can be computed inside their loop.
 static bool reads_elementwise(const IrValue *u, const IrValue *v) {

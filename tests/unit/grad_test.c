@@ -52,7 +52,7 @@ typedef struct Case {
 #define M(a, b) {.rank = 2, .dim = {a, b}}
 #define T(a, b, c) {.rank = 3, .dim = {a, b, c}}
 #define P(s) {.shape = s, .batched = false}  // an unbatched leaf (PARAM)
-#define B(s) {.shape = s, .batched = true}   // a batched leaf (INPUT, then LABEL)
+#define B(s) {.shape = s, .batched = true}   // batched (INPUT, then LABEL)
 // A case: the primitive, the domain of its leaves, then its arguments.
 #define C(o, d, ...) {.op = o, .dom = d, .arg = {__VA_ARGS__}}
 
@@ -132,7 +132,7 @@ static Case cases[] = {
     TO(OP_RESHAPE, B(M(2, 3)), T(1, 3, 2), false),
 };
 
-// ---- a deterministic generator (xorshift64*) ----------------------------------
+// ---- a deterministic generator (xorshift64*) --------------------------------
 static double rng_uniform(uint64_t *s, double lo, double hi) {
   *s ^= *s >> 12;
   *s ^= *s << 25;
@@ -154,7 +154,7 @@ static double rng_draw(uint64_t *s, Domain d) {
   }
 }
 
-// ---- the harness ---------------------------------------------------------------------
+// ---- the harness ------------------------------------------------------------
 enum { MAX_LEAVES = 4 };
 
 // A function under test: its leaves with their data, the root and gradients.
@@ -299,7 +299,8 @@ Test(grad, contributions_accumulate) {
   Check c = {.rng = 42};
   c.fn = ir_fn_new(&c.arena);
   IrValue *x = check_leaf(&c, (Leaf){{.rank = 1, .dim = {4}}, true}, ANY, true);
-  IrValue *p = check_leaf(&c, (Leaf){{.rank = 1, .dim = {4}}, false}, ANY, true);
+  IrValue *p =
+      check_leaf(&c, (Leaf){{.rank = 1, .dim = {4}}, false}, ANY, true);
   IrFn *fn = c.fn;
   IrValue *xp = ir_binary(fn, OP_MUL, x, p, (Loc){0});
   IrValue *f = ir_binary(fn, OP_ADD, ir_binary(fn, OP_MUL, xp, xp, (Loc){0}),
@@ -407,7 +408,8 @@ Test(grad, grad_emit_sets_every_parameter) {
   double zero[6] = {0};
   double *param[2] = {w, zero};
   double **res = eval_fn(&a, m.fn,
-                         &(EvalEnv){.batch = BATCH, .input = x, .param = param});
+                         &(EvalEnv){.batch = BATCH, .input = x,
+                                    .param = param});
   double expect[3] = {4, 5, 7};
   for (int i = 0; i < 3; i++)
     cr_expect_float_eq(res[p[0]->grad->id][i], expect[i], 1e-12);
