@@ -71,6 +71,9 @@ static int parse_number(const char *s, const char *e, float *out) {
     return -1;
   memcpy(tmp, s, n);
   tmp[n] = '\0';
+  // Plain decimal only: strtod would also take "nan", "inf" and hex.
+  if (strspn(tmp, "0123456789+-.eE") < n)
+    return -1;
   char *stop;
   double v = strtod(tmp, &stop);
   if (*stop != '\0' || !isfinite(v) || !isfinite((float)v))
@@ -105,6 +108,10 @@ static int layout(NnrtData *d, const NnrtDataSpec *spec, int64_t ncols,
     return nnrt_fail(err, "%s:%lld: a class filter needs one label column "
                      "after the %lld inputs (found %lld)", f, (long long)line,
                      in, (long long)rest);
+  if (rest == 0)
+    return nnrt_fail(err, "%s:%lld: no label columns after the %lld inputs "
+                     "(the model has %lld outputs)", f, (long long)line, in,
+                     out);
   if (rest == d->out_numel) {
     d->ycols = rest;
   } else if (rest == 1 && d->out_numel > 1) {

@@ -72,6 +72,7 @@ int nnrt_data_find(const char *name, const char *source_dir, char *out,
 int nnrt_read_file(const char *path, char **buf, int64_t *len, NnrtErr *err) {
   *buf = NULL;
   *len = 0;
+  errno = 0;
   gzFile f = gzopen(path, "rb");
   if (!f)
     return nnrt_fail(err, "%s: cannot open (%s)", path,
@@ -200,7 +201,6 @@ static int inline_load(NnrtData *d, const NnrtDataSpec *spec, NnrtErr *err) {
 
 static void data_init(NnrtData *d, const NnrtModel *m, double scale) {
   memset(d, 0, sizeof *d);
-  d->name = d->path;
   d->xcols = m->in_numel;
   d->out_numel = m->out_numel;
   // 0 means the model gave no scale (a zero scale would erase the inputs).
@@ -233,7 +233,7 @@ int nnrt_data_open(NnrtData *d, const NnrtDataSpec *spec, const NnrtModel *m,
       rc = nnrt_csv_load(d, spec, err);
     break;
   case NNRT_DATA_INLINE:
-    d->name = "inline data";
+    snprintf(d->path, sizeof d->path, "inline data");
     rc = inline_load(d, spec, err);
     break;
   default:

@@ -95,8 +95,13 @@ static int idx_body(gzFile f, const char *path, IdxFile *x, NnrtErr *err) {
       return nnrt_fail(err, "%s: IDX header declares more data than any file "
                        "could hold", path);
     total *= x->dim[i];
-    if (i > 0)
-      x->per *= x->dim[i];
+    if (i == 0)
+      continue;
+    // With zero items `total` stays 0, so bound the item size on its own.
+    if (x->dim[i] > 0 && x->per > max_total / x->dim[i])
+      return nnrt_fail(err, "%s: IDX header declares more data than any file "
+                       "could hold", path);
+    x->per *= x->dim[i];
   }
   x->count = x->dim[0];
   // Grow toward the declared size as data arrives.

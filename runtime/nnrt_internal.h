@@ -61,7 +61,6 @@ int nnrt_init_params(const NnrtModel *m, uint64_t seed, float *params,
 // ycols == 1 holding a class index that gathering expands to one-hot
 // (`onehot`), or ycols == 1 holding a scalar target when out_numel == 1.
 typedef struct NnrtData {
-  const char *name;      // file (or "inline data") for messages
   int64_t rows;          // examples
   int64_t xcols;         // inputs per example (the model's in_numel)
   int64_t ycols;         // label floats stored per example; 0: no labels
@@ -71,12 +70,12 @@ typedef struct NnrtData {
   uint8_t *x8;           // rows x xcols bytes (IDX), or NULL
   float *xf;             // rows x xcols floats (CSV, inline), or NULL
   float *y;              // rows x ycols floats, or NULL
-  char path[4096];       // the file that was found (owned copy)
+  char path[4096];       // the file that was found, or "inline data"; named
+                         // by every message about this data
 } NnrtData;
 
 // What to load: a data spec of the model, or a file given to `predict`.
 // `limit` > 0 keeps only the first `limit` examples (after class filtering).
-// d->path is the file that was found; messages name it.
 int nnrt_data_open(NnrtData *d, const NnrtDataSpec *spec,
                    const NnrtModel *m, int64_t limit, NnrtErr *err);
 // A file to predict on: CSV (in_numel or more columns) or IDX images.
@@ -173,6 +172,7 @@ typedef struct NnrtOptions {
   const char *save, *load;       // NULL: the default checkpoint
   const char *input;             // predict INPUT
   const char *prog;              // program name for messages
+  const char *argv0;             // as typed, for "try './model --help'"
   char default_ckpt[4096];       // "<basename of argv[0]>.safetensors"
 } NnrtOptions;
 

@@ -67,8 +67,10 @@ void nnrt_progress_update(NnrtProgress *p, int64_t epoch, int64_t epochs,
   char rs[32], ls[32], eta[32];
   fmt_rate(rs, sizeof rs, rate);
   fmt_loss(ls, sizeof ls, mean_loss);
-  fmt_clock(eta, sizeof eta,
-            rate > 0 ? (double)(total - done) / rate : 0);
+  if (rate > 0)
+    fmt_clock(eta, sizeof eta, (double)(total - done) / rate);
+  else
+    snprintf(eta, sizeof eta, "-");
   char tail[256];
   snprintf(tail, sizeof tail, " %lld/%lld  %s samples/s  loss %s  ETA %s",
            (long long)done, (long long)total, rs, done ? ls : "-", eta);
@@ -76,8 +78,14 @@ void nnrt_progress_update(NnrtProgress *p, int64_t epoch, int64_t epochs,
   snprintf(head, sizeof head, "epoch %lld/%lld ", (long long)epoch,
            (long long)epochs);
   // The bar takes what the terminal has left, up to 30 cells; a line that
-  // wrapped could not be redrawn in place.
-  int width = term_width() - 1 - (int)strlen(head) - (int)strlen(tail) - 2;
+  // wrapped could not be redrawn in place. The room kept for the tail is
+  // its longest likely form, so the bar does not change width as it fills.
+  char widest[256];
+  snprintf(widest, sizeof widest, " %lld/%lld  999.9k samples/s  loss "
+           "0.0000  ETA 0:00:00", (long long)total, (long long)total);
+  int tail_room = (int)(strlen(tail) > strlen(widest) ? strlen(tail)
+                                                       : strlen(widest));
+  int width = term_width() - 1 - (int)strlen(head) - tail_room - 2;
   if (width > 30)
     width = 30;
   char bar[40] = "";

@@ -1,0 +1,380 @@
+// main.c — nnrt_main: the command line of a training binary, and the eval
+// and predict commands (train lives in run.c).
+//
+// Consumes argv and the model table; produces an exit code: 0 success,
+// 1 a runtime error (bad data, bad checkpoint, out of memory, divergence),
+// 2 a usage error, 130 interrupted by Ctrl-C. nnrt_main returns the code and
+// never calls exit(), so tests can run it in-process. stdout carries only
+// results (epoch lines or JSON, eval metrics, predictions); everything else
+// goes to stderr, each error as "PROGRAM: FILE: what is wrong".
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "nnrt_internal.h"
+
+int nnrt_fail(NnrtErr *err, const char *fmt, ...) {
+  if (err) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    va_end(ap);
+  }
+  return -1;
+}
+
+// ---- the command line -------------------------------------------------------
+enum { T = 1 << NNRT_CMD_TRAIN, E = 1 << NNRT_CMD_EVAL,
+       P = 1 << NNRT_CMD_PREDICT };
+
+static const struct Option {
+  const char *name;  // without "--"
+  int value;         // takes a value
+  int commands;      // where it is allowed (T, E, P)
+} options[] = {
+    {"epochs", 1, T}, {"batch", 1, T | E | P}, {"seed", 1, T},
+    {"limit", 1, T},  {"save", 1, T},          {"no-save", 0, T},
+    {"load", 1, T | E | P}, {"json", 0, T | E}, {"quiet", 0, T | E | P},
+    {"threads", 1, T | E | P}, {"help", 0, T | E | P},
+};
+
+static const char *const command_names[] = {"train", "eval", "predict"};
+
+// The model's training defaults, with fallbacks for a table that gives none.
+static void set_defaults(const NnrtModel *m, NnrtOptions *o) {
+  o->epochs = m->epochs > 0 ? m->epochs : 1;
+  o->batch = m->batch > 0 ? m->batch : 32;
+  o->seed = m->seed;
+  o->threads = 1;
+}
+
+static void usage(FILE *f, const NnrtModel *m, const char *prog) {
+  NnrtOptions d;
+  set_defaults(m, &d);
+  fprintf(f,
+          "usage: %s [train] [options]   train the model '%s'\n"
+          "       %s eval [--load FILE] [--json]   test-set loss and "
+          "accuracy\n"
+          "       %s predict [--load FILE] INPUT   predictions for a CSV or "
+          "IDX file\n"
+          "\n"
+          "options:\n"
+          "  --epochs N      epochs to train (default %lld)\n"
+          "  --batch N       examples per step (default %lld)\n"
+          "  --seed N        seed for initialization and shuffling "
+          "(default %lld)\n"
+          "  --limit N       use only the first N training examples\n"
+          "  --save FILE     checkpoint file (default %s.safetensors)\n"
+          "  --no-save       do not write a checkpoint\n"
+          "  --load FILE     start from (or evaluate) saved weights\n"
+          "  --json          one JSON object per epoch on stdout\n"
+          "  --quiet         no progress bar or notes\n"
+          "  --threads N     worker threads (accepted; one thread for now)\n"
+          "  --help          this text\n"
+          "\n"
+          "Relative data paths are searched in $NNC_DATA (folders separated "
+          "by ':'),\nthe model's source folder and /usr/share/datasets.\n",
+          prog, m->name ? m->name : "", prog, prog, (long long)d.epochs,
+          (long long)d.batch, (long long)d.seed, prog);
+}
+
+static int usage_error(const NnrtOptions *o, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static int usage_error(const NnrtOptions *o, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "%s: ", o->prog);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fprintf(stderr, "\ntry '%s --help' for usage\n", o->argv0);
+  return 2;
+}
+
+// A whole number >= min; 0 on success.
+static int number(const NnrtOptions *o, const char *opt, const char *s,
+                  int64_t min, int64_t *out) {
+  errno = 0;
+  char *stop;
+  long long v = strtoll(s, &stop, 10);
+  if (!*s || *stop || errno == ERANGE || (*s == ' ' || *s == '\t'))
+    return usage_error(o, "--%s: '%s' is not a whole number", opt, s);
+  if (v < min)
+    return usage_error(o, "--%s: %lld is too small (the least is %lld)",
+                       opt, v, (long long)min);
+  *out = v;
+  return 0;
+}
+
+// Fills o from argv; returns -1 to go on, else the exit code (2, or 0 after
+// --help).
+static int parse_args(const NnrtModel *m, int argc, char **argv,
+                      NnrtOptions *o) {
+  const char *prog = o->prog;
+  int i = 1;
+  o->command = NNRT_CMD_TRAIN;
+  if (i < argc && argv[i][0] != '-') {
+    int c = 0;
+    while (c < 3 && strcmp(argv[i], command_names[c]))
+      c++;
+    if (c == 3)
+      return usage_error(o, "unknown command '%s' (expected train, eval "
+                         "or predict)", argv[i]);
+    o->command = (NnrtCommand)c;
+    i++;
+  }
+  const char *cmd = command_names[o->command];
+  int only_operands = 0;
+  for (; i < argc; i++) {
+    const char *a = argv[i];
+    if (only_operands || a[0] != '-' || !strcmp(a, "-")) {
+      if (o->command != NNRT_CMD_PREDICT || o->input)
+        return usage_error(o, "unexpected argument '%s'", a);
+      o->input = a;
+      continue;
+    }
+    if (!strcmp(a, "--")) {
+      only_operands = 1;
+      continue;
+    }
+    if (!strcmp(a, "-h"))
+      a = "--help";
+    if (strncmp(a, "--", 2))
+      return usage_error(o, "unknown option '%s'", a);
+    const char *name = a + 2, *eq = strchr(name, '=');
+    size_t len = eq ? (size_t)(eq - name) : strlen(name);
+    const struct Option *opt = NULL;
+    for (size_t k = 0; k < sizeof options / sizeof options[0]; k++)
+      if (strlen(options[k].name) == len &&
+          !strncmp(options[k].name, name, len))
+        opt = &options[k];
+    if (!opt)
+      return usage_error(o, "unknown option '%.*s'", (int)len + 2, a);
+    if (!(opt->commands & (1 << o->command)))
+      return usage_error(o, "option '--%s' does not apply to '%s'",
+                         opt->name, cmd);
+    const char *v = NULL;
+    if (opt->value) {
+      if (eq)
+        v = eq + 1;
+      else if (i + 1 < argc)
+        v = argv[++i];
+      else
+        return usage_error(o, "option '--%s' needs a value", opt->name);
+    } else if (eq) {
+      return usage_error(o, "option '--%s' takes no value", opt->name);
+    }
+    int rc = -1;
+    const char *n = opt->name;
+    if (!strcmp(n, "help")) {
+      usage(stdout, m, prog);
+      return 0;
+    }
+    if (!strcmp(n, "epochs"))
+      rc = number(o, n, v, 1, &o->epochs);
+    else if (!strcmp(n, "batch"))
+      rc = number(o, n, v, 1, &o->batch);
+    else if (!strcmp(n, "seed"))
+      rc = number(o, n, v, 0, &o->seed);
+    else if (!strcmp(n, "limit"))
+      rc = number(o, n, v, 1, &o->limit);
+    else if (!strcmp(n, "threads"))
+      rc = number(o, n, v, 1, &o->threads);
+    else if (!strcmp(n, "save"))
+      o->save = v;
+    else if (!strcmp(n, "load"))
+      o->load = v;
+    else if (!strcmp(n, "no-save"))
+      o->no_save = 1;
+    else if (!strcmp(n, "json"))
+      o->json = 1;
+    else if (!strcmp(n, "quiet"))
+      o->quiet = 1;
+    if (rc > 0)
+      return rc;
+    o->batch_set |= !strcmp(n, "batch");
+    if (v && !*v)
+      return usage_error(o, "option '--%s' needs a value", n);
+  }
+  if (o->save && o->no_save)
+    return usage_error(o, "--save and --no-save contradict each other");
+  if (o->command == NNRT_CMD_PREDICT && !o->input)
+    return usage_error(o, "predict needs an INPUT file (CSV or IDX)");
+  return -1;
+}
+
+// ---- eval and predict -------------------------------------------------------
+// Parameters from --load or the default checkpoint.
+static float *load_params(const NnrtModel *m, const NnrtOptions *o,
+                          NnrtErr *err) {
+  const char *path = o->load ? o->load : o->default_ckpt;
+  if (!o->load && access(path, F_OK) != 0) {
+    nnrt_fail(err, "%s: no such checkpoint; train first or pass --load FILE",
+              path);
+    return NULL;
+  }
+  float *params = nnrt_alloc_array(m->param_numel, sizeof(float));
+  int64_t epoch;
+  if (!params)
+    nnrt_fail(err, "out of memory (%lld parameters)",
+              (long long)m->param_numel);
+  else if (!nnrt_checkpoint_load(path, m, params, &epoch, err))
+    return params;
+  nnrt_free(params);
+  return NULL;
+}
+
+// Rows per infer call: --batch if given, else up to 1000.
+static int64_t eval_rows(const NnrtOptions *o, int64_t rows) {
+  return o->batch_set && o->batch < rows ? o->batch : rows;
+}
+
+static int eval_command(const NnrtModel *m, const NnrtOptions *o,
+                        NnrtErr *err) {
+  const NnrtDataSpec *spec = &m->test_data;
+  const char *set = "test";
+  if (spec->kind == NNRT_DATA_NONE) {
+    spec = &m->train_data;
+    set = "train";
+    if (!o->quiet)
+      fprintf(stderr, "%s: the model has no test data; evaluating on the "
+              "training data\n", o->prog);
+  }
+  if (spec->kind == NNRT_DATA_NONE)
+    return nnrt_fail(err, "the model has no data to evaluate on");
+  NnrtData d;
+  NnrtEval e = {0};
+  float *params = load_params(m, o, err);
+  if (!params)
+    return -1;
+  int rc = nnrt_data_open(&d, spec, m, 0, err);
+  if (!rc && d.rows == 0)
+    rc = nnrt_fail(err, "%s: no examples", d.path);
+  if (!rc)
+    rc = nnrt_eval_open(&e, m, eval_rows(o, d.rows), 0, err);
+  if (!rc) {
+    double loss, acc;
+    nnrt_evaluate(m, params, &e, &d, 0, d.rows, &loss, &acc);
+    char line[512];
+    if (o->json) {
+      snprintf(line, sizeof line, "{\"%s_loss\":", set);
+      nnrt_json_number(line, sizeof line, loss);
+      if (m->accuracy == 1) {
+        snprintf(line + strlen(line), sizeof line - strlen(line),
+                 ",\"%s_accuracy\":", set);
+        nnrt_json_number(line, sizeof line, acc);
+      }
+      snprintf(line + strlen(line), sizeof line - strlen(line),
+               ",\"examples\":%lld}", (long long)d.rows);
+    } else {
+      int n = snprintf(line, sizeof line, "%s_loss %.4f", set, loss);
+      if (m->accuracy == 1)
+        n += snprintf(line + n, sizeof line - (size_t)n,
+                      "  %s_accuracy %.2f%%", set, 100 * acc);
+      snprintf(line + n, sizeof line - (size_t)n, "  (%lld examples)",
+               (long long)d.rows);
+    }
+    printf("%s\n", line);
+  }
+  nnrt_eval_close(&e);
+  nnrt_data_close(&d);
+  nnrt_free(params);
+  return rc;
+}
+
+static void print_prediction(const float *out, int64_t n) {
+  int64_t best = 0;
+  for (int64_t j = 1; j < n; j++)
+    if (out[j] > out[best])
+      best = j;
+  if (n == 1)
+    printf("%d", out[0] >= 0.5f);
+  else
+    printf("%lld", (long long)best);
+  for (int64_t j = 0; j < n; j++)
+    printf(",%.6g", out[j]);
+  putchar('\n');
+}
+
+static int predict_command(const NnrtModel *m, const NnrtOptions *o,
+                           NnrtErr *err) {
+  NnrtData d;
+  NnrtEval e = {0};
+  float *params = load_params(m, o, err);
+  if (!params)
+    return -1;
+  int rc = nnrt_data_open_input(&d, o->input, m, m->train_data.scale, err);
+  if (!rc)
+    rc = nnrt_eval_open(&e, m, eval_rows(o, d.rows), 1, err);
+  for (int64_t s = 0; !rc && s < d.rows; s += e.max_batch) {
+    int64_t n = d.rows - s < e.max_batch ? d.rows - s : e.max_batch;
+    nnrt_data_gather(&d, NULL, s, n, e.x, NULL);
+    double stats[2] = {0, 0};
+    m->infer(params, e.ws, e.max_batch, e.x, NULL, n, e.out, stats);
+    for (int64_t r = 0; r < n; r++)
+      print_prediction(e.out + r * m->out_numel, m->out_numel);
+  }
+  if (!rc && (fflush(stdout) || ferror(stdout)))
+    rc = nnrt_fail(err, "error writing the predictions (%s)", strerror(errno));
+  nnrt_eval_close(&e);
+  nnrt_data_close(&d);
+  nnrt_free(params);
+  return rc;
+}
+
+// ---- nnrt_main --------------------------------------------------------------
+// The table codegen emitted must be self-consistent; this catches a
+// mismatched compiler and runtime before anything indexes out of bounds.
+static int check_model(const NnrtModel *m, NnrtErr *err) {
+  if (!m->train || !m->infer || m->in_numel <= 0 || m->out_numel <= 0 ||
+      m->param_numel < 0 || m->nparams < 0 || (m->nparams && !m->params) ||
+      m->nstate < 0 || (m->nstate && !m->state_init))
+    return nnrt_fail(err, "the model table is inconsistent (rebuild the "
+                     "program with a matching nnc)");
+  for (int64_t i = 0; i < m->nparams; i++) {
+    const NnrtParamInfo *p = &m->params[i];
+    if (!p->name || p->offset < 0 || p->numel < 0 ||
+        p->offset > m->param_numel - p->numel || p->rank < 0 ||
+        p->rank > NNRT_MAX_RANK)
+      return nnrt_fail(err, "the model table is inconsistent (parameter "
+                       "%lld)", (long long)i);
+  }
+  return 0;
+}
+
+int nnrt_main(const NnrtModel *m, int argc, char **argv) {
+  NnrtOptions o;
+  memset(&o, 0, sizeof o);
+  const char *argv0 = argc > 0 && argv[0] && *argv[0] ? argv[0] : NULL;
+  const char *base = argv0 ? strrchr(argv0, '/') : NULL;
+  base = base ? base + 1 : argv0;
+  if (!base || !*base)
+    base = m->name && *m->name ? m->name : "model";
+  o.prog = base;
+  o.argv0 = argv0 ? argv0 : base;
+  snprintf(o.default_ckpt, sizeof o.default_ckpt, "%s.safetensors", base);
+  set_defaults(m, &o);
+  int rc = parse_args(m, argc, argv, &o);
+  if (rc >= 0)
+    return rc;
+  NnrtErr err;
+  if (check_model(m, &err)) {
+    fprintf(stderr, "%s: %s\n", o.prog, err.msg);
+    return 1;
+  }
+  if (o.command == NNRT_CMD_TRAIN) {
+    rc = nnrt_train_command(m, &o);
+  } else {
+    if (o.command == NNRT_CMD_EVAL)
+      rc = eval_command(m, &o, &err);
+    else
+      rc = predict_command(m, &o, &err);
+    if (rc) {
+      fprintf(stderr, "%s: %s\n", o.prog, err.msg);
+      rc = 1;
+    }
+  }
+  fflush(stdout);
+  return rc;
+}

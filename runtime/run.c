@@ -1,0 +1,392 @@
+// run.c — one training run: setup, the callbacks generated code makes, and
+// what happens when it stops (finished, Ctrl-C, divergence, an error).
+//
+// nnrt_train_command loads the data, allocates and initializes (or loads)
+// the parameters, the optimizer state and the workspace, then hands control
+// to model->train, which calls back nnrt_epoch_begin / nnrt_batch_fetch /
+// nnrt_batch_end / nnrt_epoch_end. Invariants: the checkpoint file only ever
+// holds weights from a completed step with a finite loss (after every epoch,
+// and on Ctrl-C); a run that diverged never overwrites it. Epoch metrics
+// time only training: evaluation and saving happen after `seconds` is taken.
+// Callbacks never exit: they record why the run stops in NnrtRun.stop and
+// return nonzero, and nnrt_train_command reports it and picks the exit code.
+// A stop is also honoured by generated code that ignores the return values,
+// since nnrt_epoch_begin then returns 0.
+#include <math.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "nnrt_internal.h"
+
+enum { EVAL_BATCH = 1000 };
+
+typedef enum NnrtStop {
+  STOP_NONE, STOP_INTERRUPT, STOP_DIVERGED, STOP_BAD_WEIGHTS, STOP_ERROR,
+} NnrtStop;
+
+struct NnrtRun {
+  const NnrtModel *m;
+  const NnrtOptions *o;
+  NnrtData train, test;          // training rows then validation rows
+  int has_test;
+  int64_t ntrain, nval;          // rows [0, ntrain) train, then nval held out
+  int64_t batch, epochs, nbatches;
+  uint64_t seed;
+  int64_t *perm;                 // this epoch's order of the training rows
+  float *params, *state, *ws;
+  NnrtEval eval;                 // validation and test evaluation buffers
+  const char *save_path;         // NULL with --no-save
+  FILE *human;                   // stdout, or stderr with --json
+  NnrtProgress progress;
+  // The current epoch.
+  int64_t epoch;                 // 0-based
+  int64_t step;                  // batches finished in this epoch
+  int64_t seen;                  // examples finished in this epoch
+  double loss_sum, correct, t0;
+  // The whole run.
+  int64_t epochs_done;           // completed epochs
+  int64_t saved_epoch;           // epoch in the checkpoint file; 0: none yet
+  int64_t unsaved_steps;         // steps since the checkpoint was written
+  NnrtStop stop;
+  int64_t stop_epoch, stop_step; // where it stopped (1-based)
+  NnrtErr err;                   // STOP_ERROR's message
+};
+
+// Global mutable state, unavoidable: a signal handler can only reach the
+// program through a static flag. Counts SIGINTs since training started.
+static volatile sig_atomic_t interrupts;
+
+static void on_sigint(int sig) {
+  (void)sig;
+  if (interrupts++ > 0) {  // a second Ctrl-C: the user insists
+    static const char msg[] = "\ninterrupted again; exiting without saving\n";
+    ssize_t n = write(STDERR_FILENO, msg, sizeof msg - 1);
+    (void)n;
+    _exit(130);
+  }
+}
+
+static void stop_at(NnrtRun *r, NnrtStop why, int64_t epoch, int64_t step) {
+  if (r->stop)
+    return;
+  r->stop = why;
+  r->stop_epoch = epoch;
+  r->stop_step = step;
+}
+
+// ---- evaluation -------------------------------------------------------------
+int nnrt_eval_open(NnrtEval *e, const NnrtModel *m, int64_t rows,
+                   int want_out, NnrtErr *err) {
+  memset(e, 0, sizeof *e);
+  e->max_batch = rows < EVAL_BATCH ? (rows > 0 ? rows : 1) : EVAL_BATCH;
+  int64_t ws;
+  if (__builtin_mul_overflow(m->infer_ws_per_row, e->max_batch, &ws) ||
+      __builtin_add_overflow(ws, m->infer_ws_fixed, &ws))
+    ws = -1;
+  e->x = nnrt_alloc_array(e->max_batch * m->in_numel, sizeof(float));
+  e->y = nnrt_alloc_array(e->max_batch * m->out_numel, sizeof(float));
+  e->out = want_out ? nnrt_alloc_array(e->max_batch * m->out_numel,
+                                       sizeof(float))
+                    : NULL;
+  e->ws = nnrt_alloc_array(ws, sizeof(float));
+  if (!e->x || !e->y || (want_out && !e->out) || !e->ws) {
+    nnrt_eval_close(e);
+    return nnrt_fail(err, "out of memory (evaluation buffers)");
+  }
+  return 0;
+}
+
+void nnrt_eval_close(NnrtEval *e) {
+  nnrt_free(e->x);
+  nnrt_free(e->y);
+  nnrt_free(e->out);
+  nnrt_free(e->ws);
+  memset(e, 0, sizeof *e);
+}
+
+void nnrt_evaluate(const NnrtModel *m, const float *params, NnrtEval *e,
+                   const NnrtData *d, int64_t first, int64_t rows,
+                   double *loss, double *accuracy) {
+  double sum[2] = {0, 0};
+  for (int64_t s = 0; s < rows; s += e->max_batch) {
+    int64_t n = rows - s < e->max_batch ? rows - s : e->max_batch;
+    nnrt_data_gather(d, NULL, first + s, n, e->x, e->y);
+    double stats[2] = {0, 0};
+    m->infer(params, e->ws, e->max_batch, e->x, e->y, n, NULL, stats);
+    sum[0] += stats[0];
+    sum[1] += stats[1];
+  }
+  *loss = rows ? sum[0] / (double)rows : 0;
+  *accuracy = rows ? sum[1] / (double)rows : 0;
+}
+
+// ---- callbacks from generated code ------------------------------------------
+int64_t nnrt_epoch_begin(NnrtRun *r, int64_t epoch) {
+  if (interrupts)
+    stop_at(r, STOP_INTERRUPT, epoch + 1, 0);
+  if (r->stop || epoch < 0 || epoch >= r->epochs)
+    return 0;
+  r->epoch = epoch;
+  r->step = r->seen = 0;
+  r->loss_sum = r->correct = 0;
+  nnrt_shuffle(r->perm, r->ntrain, r->seed, epoch);
+  r->t0 = nnrt_now();
+  nnrt_progress_update(&r->progress, epoch + 1, r->epochs, 0, r->ntrain, 0, 0,
+                       1);
+  return r->nbatches;
+}
+
+int64_t nnrt_batch_fetch(NnrtRun *r, int64_t i, float *x, float *y) {
+  if (i < 0 || i >= r->nbatches)
+    return 0;
+  int64_t first = i * r->batch;
+  int64_t rows = r->ntrain - first < r->batch ? r->ntrain - first : r->batch;
+  nnrt_data_gather(&r->train, r->perm, first, rows, x, y);
+  return rows;
+}
+
+int64_t nnrt_batch_end(NnrtRun *r, int64_t rows, double loss_sum,
+                       double correct) {
+  r->step++;
+  if (!isfinite(loss_sum)) {
+    stop_at(r, STOP_DIVERGED, r->epoch + 1, r->step);
+    return 1;
+  }
+  r->unsaved_steps++;
+  r->seen += rows;
+  r->loss_sum += loss_sum;
+  r->correct += correct;
+  if (interrupts) {
+    stop_at(r, STOP_INTERRUPT, r->epoch + 1, r->step);
+    return 1;
+  }
+  nnrt_progress_update(&r->progress, r->epoch + 1, r->epochs, r->seen,
+                       r->ntrain, r->loss_sum / (double)r->seen,
+                       nnrt_now() - r->t0, 0);
+  return 0;
+}
+
+static int params_finite(const NnrtRun *r) {
+  for (int64_t i = 0; i < r->m->param_numel; i++)
+    if (!isfinite(r->params[i]))
+      return 0;
+  return 1;
+}
+
+int64_t nnrt_epoch_end(NnrtRun *r, int64_t epoch) {
+  (void)epoch;  // r->epoch is the one nnrt_epoch_begin started
+  if (r->stop)
+    return 1;
+  double seconds = nnrt_now() - r->t0;
+  nnrt_progress_clear(&r->progress);
+  if (!params_finite(r)) {
+    stop_at(r, STOP_BAD_WEIGHTS, r->epoch + 1, r->step);
+    return 1;
+  }
+  const NnrtModel *m = r->m;
+  NnrtMetrics mt = {0};
+  mt.epoch = r->epoch + 1;
+  mt.epochs = r->epochs;
+  double seen = r->seen > 0 ? (double)r->seen : 1;
+  mt.loss = r->loss_sum / seen;
+  mt.accuracy = r->correct / seen;
+  mt.has_accuracy = m->accuracy == 1;
+  mt.seconds = seconds;
+  mt.samples_per_s = seconds > 0 ? (double)r->seen / seconds : 0;
+  if (r->nval > 0) {
+    mt.has_val = 1;
+    nnrt_evaluate(m, r->params, &r->eval, &r->train, r->ntrain, r->nval,
+                  &mt.val_loss, &mt.val_accuracy);
+  }
+  if (r->has_test) {
+    mt.has_test = 1;
+    nnrt_evaluate(m, r->params, &r->eval, &r->test, 0, r->test.rows,
+                  &mt.test_loss, &mt.test_accuracy);
+  }
+  char line[1024];
+  if (r->o->json) {
+    nnrt_metrics_format(line, sizeof line, &mt, 1);
+    printf("%s\n", line);
+    fflush(stdout);
+  }
+  if (!r->o->json || !r->o->quiet) {
+    nnrt_metrics_format(line, sizeof line, &mt, 0);
+    fprintf(r->human, "%s\n", line);
+    fflush(r->human);
+  }
+  r->epochs_done = r->epoch + 1;
+  if (r->save_path) {
+    if (nnrt_checkpoint_save(r->save_path, m, r->params, r->epochs_done,
+                             &r->err)) {
+      stop_at(r, STOP_ERROR, r->epoch + 1, r->step);
+      return 1;
+    }
+    r->saved_epoch = r->epochs_done;
+    r->unsaved_steps = 0;
+  }
+  if (interrupts) {
+    stop_at(r, STOP_INTERRUPT, r->epoch + 1, r->step);
+    return 1;
+  }
+  return 0;
+}
+
+// ---- the train command ------------------------------------------------------
+static int setup(NnrtRun *r, const NnrtModel *m, const NnrtOptions *o) {
+  NnrtErr *err = &r->err;
+  if (m->train_data.kind == NNRT_DATA_NONE)
+    return nnrt_fail(err, "the model has no training data");
+  if (!(m->validation >= 0 && m->validation < 1))
+    return nnrt_fail(err, "the validation fraction %g is not in [0, 1)",
+                     m->validation);
+  if (nnrt_data_open(&r->train, &m->train_data, m, o->limit, err))
+    return -1;
+  r->nval = (int64_t)floor((double)r->train.rows * m->validation);
+  if (m->validation > 0 && r->nval == 0 && r->train.rows > 1)
+    r->nval = 1;
+  r->ntrain = r->train.rows - r->nval;
+  if (r->ntrain <= 0)
+    return nnrt_fail(err, "%s: no training examples%s", r->train.path,
+                     m->train_data.nclasses > 0 ? " with the listed classes"
+                                                : "");
+  if (m->test_data.kind != NNRT_DATA_NONE) {
+    if (nnrt_data_open(&r->test, &m->test_data, m, 0, err))
+      return -1;
+    r->has_test = r->test.rows > 0;
+  }
+  r->batch = o->batch;
+  r->epochs = o->epochs;
+  r->seed = (uint64_t)o->seed;
+  r->nbatches = (r->ntrain + r->batch - 1) / r->batch;
+  int64_t max_batch = r->batch < r->ntrain ? r->batch : r->ntrain;
+  r->perm = nnrt_alloc_array(r->ntrain, sizeof(int64_t));
+  r->params = nnrt_alloc_array(m->param_numel, sizeof(float));
+  int64_t nstate, ws;
+  if (__builtin_mul_overflow(m->nstate, m->param_numel, &nstate))
+    nstate = -1;
+  if (__builtin_mul_overflow(m->train_ws_per_row, max_batch, &ws) ||
+      __builtin_add_overflow(ws, m->train_ws_fixed, &ws))
+    ws = -1;
+  r->state = nnrt_alloc_array(nstate, sizeof(float));
+  r->ws = nnrt_alloc_array(ws, sizeof(float));
+  if (!r->perm || !r->params || !r->state || !r->ws)
+    return nnrt_fail(err, "out of memory (%lld parameters, %lld workspace "
+                     "floats)", (long long)m->param_numel, (long long)ws);
+  for (int64_t k = 0; k < m->nstate; k++)
+    for (int64_t i = 0; i < m->param_numel; i++)
+      r->state[k * m->param_numel + i] = (float)m->state_init[k];
+  int64_t eval_rows = r->nval > r->test.rows ? r->nval : r->test.rows;
+  if (eval_rows > 0 && nnrt_eval_open(&r->eval, m, eval_rows, 0, err))
+    return -1;
+  if (o->load) {
+    int64_t epoch;
+    if (nnrt_checkpoint_load(o->load, m, r->params, &epoch, err))
+      return -1;
+    if (!o->quiet)
+      fprintf(stderr, "loaded weights from %s\n", o->load);
+  } else if (nnrt_init_params(m, r->seed, r->params, err)) {
+    return -1;
+  }
+  r->save_path = o->no_save ? NULL : o->save ? o->save : o->default_ckpt;
+  r->human = o->json ? stderr : stdout;
+  r->progress.enabled = !o->quiet && isatty(STDERR_FILENO);
+  return 0;
+}
+
+static void teardown(NnrtRun *r) {
+  nnrt_eval_close(&r->eval);
+  nnrt_free(r->ws);
+  nnrt_free(r->state);
+  nnrt_free(r->params);
+  nnrt_free(r->perm);
+  nnrt_data_close(&r->test);
+  nnrt_data_close(&r->train);
+}
+
+// What the user is told when the run stops early; returns the exit code.
+static int report_stop(NnrtRun *r) {
+  const NnrtOptions *o = r->o;
+  const char *prog = o->prog;
+  char kept[4096 + 64];
+  if (r->saved_epoch > 0)
+    snprintf(kept, sizeof kept, "keeping the last saved weights (epoch %lld)",
+             (long long)r->saved_epoch);
+  else
+    snprintf(kept, sizeof kept, "no weights were saved");
+  switch (r->stop) {
+  case STOP_NONE:
+    break;
+  case STOP_DIVERGED:
+    fprintf(stderr, "%s: loss is not finite at epoch %lld, step %lld; %s\n",
+            prog, (long long)r->stop_epoch, (long long)r->stop_step, kept);
+    return 1;
+  case STOP_BAD_WEIGHTS:
+    fprintf(stderr, "%s: weights are not finite after epoch %lld; %s\n", prog,
+            (long long)r->stop_epoch, kept);
+    return 1;
+  case STOP_ERROR:
+    fprintf(stderr, "%s: %s\n", prog, r->err.msg);
+    return 1;
+  case STOP_INTERRUPT:
+    if (!r->save_path) {
+      fprintf(stderr, "%s: interrupted at epoch %lld, step %lld; not saved "
+              "(--no-save)\n", prog, (long long)r->stop_epoch,
+              (long long)r->stop_step);
+    } else if (r->unsaved_steps == 0) {
+      fprintf(stderr, "%s: interrupted at epoch %lld, step %lld; %s\n", prog,
+              (long long)r->stop_epoch, (long long)r->stop_step,
+              r->saved_epoch ? kept : "nothing trained, nothing saved");
+    } else if (nnrt_checkpoint_save(r->save_path, r->m, r->params,
+                                    r->epochs_done, &r->err)) {
+      fprintf(stderr, "%s: interrupted, and saving failed: %s\n", prog,
+              r->err.msg);
+      return 1;
+    } else {
+      fprintf(stderr, "%s: interrupted at epoch %lld, step %lld; weights "
+              "saved to %s\n", prog, (long long)r->stop_epoch,
+              (long long)r->stop_step, r->save_path);
+    }
+    return 130;
+  }
+  return 0;
+}
+
+int nnrt_train_command(const NnrtModel *m, const NnrtOptions *o) {
+  NnrtRun r;
+  memset(&r, 0, sizeof r);
+  r.m = m;
+  r.o = o;
+  if (setup(&r, m, o)) {
+    fprintf(stderr, "%s: %s\n", o->prog, r.err.msg);
+    teardown(&r);
+    return 1;
+  }
+  // Ctrl-C lets the current step finish; restored afterwards so a host
+  // program (the tests) keeps its own handler.
+  struct sigaction sa, old;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_sigint;
+  sa.sa_flags = SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  interrupts = 0;
+  sigaction(SIGINT, &sa, &old);
+  if (old.sa_handler == SIG_IGN)  // started with Ctrl-C ignored (nohup, &)
+    sigaction(SIGINT, &old, NULL);
+  int64_t max_batch = r.batch < r.ntrain ? r.batch : r.ntrain;
+  m->train(&r, r.params, r.state, r.ws, max_batch);
+  if (interrupts && !r.stop)
+    stop_at(&r, STOP_INTERRUPT, r.epoch + 1, r.step);
+  sigaction(SIGINT, &old, NULL);
+  nnrt_progress_clear(&r.progress);
+  int rc = report_stop(&r);
+  if (rc == 0 && !o->quiet) {
+    if (r.save_path && r.saved_epoch > 0)
+      fprintf(stderr, "weights saved to %s\n", r.save_path);
+    if (r.epochs_done < r.epochs)
+      fprintf(stderr, "%s: training stopped after %lld of %lld epochs\n",
+              o->prog, (long long)r.epochs_done, (long long)r.epochs);
+  }
+  teardown(&r);
+  return rc;
+}
