@@ -13,6 +13,7 @@
 #define NNC_CODEGEN_INTERNAL_H
 
 #include <llvm-c/Core.h>
+#include <llvm-c/TargetMachine.h>
 
 #include "codegen.h"
 
@@ -31,6 +32,7 @@ typedef struct Cg {
   Arena *arena;
   LLVMContextRef lc;
   LLVMModuleRef mod;
+  LLVMTargetMachineRef tm;  // host CPU and features, PIC
   LLVMBuilderRef b;         // the builder every emitter uses
   LLVMBuilderRef ab;        // places allocas at the top of an entry block
   LLVMTypeRef t_void, t_i1, t_i8, t_i32, t_i64, t_f32, t_f64, t_ptr;

@@ -1,0 +1,830 @@
+// codegen_kernels.c — loop nests and one emitter per primitive (the `emit_ID`
+// column of prims.def), building the kernel functions codegen.c calls.
+//
+// Consumes IR values whose storage codegen.c has planned (cg->inl says which
+// values are computed inline instead of stored) and produces, per
+// materialized value v, an internal function
+//     void kN.op(ptr noalias out, ptr noalias in0, ..., i64 rows)
+// where `out` is v's buffer, `in*` are the buffers of the stored values v
+// reads (its arguments, or the leaves of its fused element-wise tree), and
+// `rows` is the batch size B of this call. Buffers are row-major with the
+// batch axis outermost; a batched value holds rows x numel floats.
+//
+// Invariants: a kernel only writes `out`, which never shares memory with an
+// input (the planner gives each value its own region), so noalias holds.
+// Element-wise trees are addressed through an Idx in the *iteration space*
+// of the kernel (the shape being looped over); broadcasting composes, so a
+// leaf at any depth of a fused tree is addressed directly from that space.
+#include <assert.h>
+#include <math.h>
+#include <string.h>
+
+#include "codegen_internal.h"
+
+// ---- builder helpers -----------------------------------------------------------
+LLVMValueRef cg_i64(Cg *cg, int64_t v) {
+  return LLVMConstInt(cg->t_i64, (unsigned long long)v, 1);
+}
+
+LLVMValueRef cg_f32(Cg *cg, double v) { return LLVMConstReal(cg->t_f32, v); }
+
+LLVMValueRef cg_gep(Cg *cg, LLVMValueRef p, LLVMValueRef i) {
+  return LLVMBuildInBoundsGEP2(cg->b, cg->t_f32, p, &i, 1, "");
+}
+
+LLVMValueRef cg_load(Cg *cg, LLVMValueRef p, LLVMValueRef i) {
+  LLVMValueRef l = LLVMBuildLoad2(cg->b, cg->t_f32, cg_gep(cg, p, i), "");
+  LLVMSetAlignment(l, 4);
+  return l;
+}
+
+void cg_store(Cg *cg, LLVMValueRef v, LLVMValueRef p, LLVMValueRef i) {
+  LLVMValueRef s = LLVMBuildStore(cg->b, v, cg_gep(cg, p, i));
+  LLVMSetAlignment(s, 4);
+}
+
+static bool is_const_int(LLVMValueRef v, int64_t c) {
+  return LLVMIsAConstantInt(v) && LLVMConstIntGetSExtValue(v) == c;
+}
+
+// Index arithmetic folds the trivial cases so O0 output stays readable.
+LLVMValueRef cg_mul(Cg *cg, LLVMValueRef a, LLVMValueRef b) {
+  if (is_const_int(a, 1) || is_const_int(b, 0))
+    return b;
+  if (is_const_int(b, 1) || is_const_int(a, 0))
+    return a;
+  return LLVMBuildNSWMul(cg->b, a, b, "");
+}
+
+LLVMValueRef cg_add(Cg *cg, LLVMValueRef a, LLVMValueRef b) {
+  if (is_const_int(a, 0))
+    return b;
+  if (is_const_int(b, 0))
+    return a;
+  return LLVMBuildNSWAdd(cg->b, a, b, "");
+}
+
+LLVMValueRef cg_intrinsic(Cg *cg, const char *name, LLVMValueRef *args,
+                          int n) {
+  unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+  assert(id && "unknown intrinsic");
+  LLVMTypeRef t = cg->t_f32;
+  LLVMValueRef fn = LLVMGetIntrinsicDeclaration(cg->mod, id, &t, 1);
+  LLVMTypeRef ty = LLVMIntrinsicGetType(cg->lc, id, &t, 1);
+  return LLVMBuildCall2(cg->b, ty, fn, args, (unsigned)n, "");
+}
+
+LLVMValueRef cg_alloca(Cg *cg, LLVMTypeRef ty, const char *name) {
+  LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(cg->b));
+  LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(fn);
+  LLVMValueRef first = LLVMGetFirstInstruction(entry);
+  if (first)
+    LLVMPositionBuilderBefore(cg->ab, first);
+  else
+    LLVMPositionBuilderAtEnd(cg->ab, entry);
+  return LLVMBuildAlloca(cg->ab, ty, name);
+}
+
+static LLVMAttributeRef enum_attr(Cg *cg, const char *name) {
+  unsigned kind = LLVMGetEnumAttributeKindForName(name, strlen(name));
+  assert(kind);
+  return LLVMCreateEnumAttribute(cg->lc, kind, 0);
+}
+
+LLVMValueRef cg_function(Cg *cg, const char *name, LLVMTypeRef ty,
+                         bool internal) {
+  LLVMValueRef fn = LLVMAddFunction(cg->mod, name, ty);
+  if (internal) {
+    LLVMSetLinkage(fn, LLVMInternalLinkage);
+    // Only internal kernels get noalias: their callers pass distinct
+    // buffers. The exported entry points share `params` with the runtime
+    // (checkpoints read it inside callbacks), so they must not.
+    unsigned n = LLVMCountParams(fn);
+    for (unsigned i = 0; i < n; i++)
+      if (LLVMGetTypeKind(LLVMTypeOf(LLVMGetParam(fn, i))) ==
+          LLVMPointerTypeKind)
+        LLVMAddAttributeAtIndex(fn, i + 1, enum_attr(cg, "noalias"));
+  }
+  LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex,
+                          enum_attr(cg, "nounwind"));
+  // The X86 tuning would otherwise vectorize with 256-bit vectors only.
+  LLVMAddAttributeAtIndex(
+      fn, LLVMAttributeFunctionIndex,
+      LLVMCreateStringAttribute(cg->lc, "prefer-vector-width", 19, "512", 3));
+  return fn;
+}
+
+// Fast-math flags on an FP instruction (constant-folded results have none).
+static LLVMValueRef fmf(LLVMValueRef v, LLVMFastMathFlags f) {
+  if (LLVMIsAInstruction(v) && LLVMCanValueUseFastMathFlags(v))
+    LLVMSetFastMathFlags(v, f);
+  return v;
+}
+enum {
+  FM_CONTRACT = LLVMFastMathAllowContract,
+  // Sums may be reordered so the vectorizer can split them into lanes.
+  FM_REDUCE = LLVMFastMathAllowContract | LLVMFastMathAllowReassoc,
+};
+
+// ---- loops ---------------------------------------------------------------------
+LLVMValueRef loop_begin(Cg *cg, Loop *l, LLVMValueRef n, const char *name) {
+  LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(cg->b));
+  LLVMValueRef zero = cg_i64(cg, 0);
+  l->n = n;
+  l->pre = LLVMGetInsertBlock(cg->b);
+  l->body = LLVMAppendBasicBlockInContext(cg->lc, fn, name);
+  l->exit = LLVMAppendBasicBlockInContext(cg->lc, fn, "");
+  LLVMBuildCondBr(cg->b, LLVMBuildICmp(cg->b, LLVMIntSGT, n, zero, ""),
+                  l->body, l->exit);
+  LLVMPositionBuilderAtEnd(cg->b, l->body);
+  l->i = LLVMBuildPhi(cg->b, cg->t_i64, name);
+  LLVMAddIncoming(l->i, &zero, &l->pre, 1);
+  return l->i;
+}
+
+void loop_end(Cg *cg, Loop *l) {
+  LLVMBasicBlockRef latch = LLVMGetInsertBlock(cg->b);
+  LLVMValueRef next = LLVMBuildNSWAdd(cg->b, l->i, cg_i64(cg, 1), "");
+  LLVMBuildCondBr(cg->b, LLVMBuildICmp(cg->b, LLVMIntSLT, next, l->n, ""),
+                  l->body, l->exit);
+  LLVMAddIncoming(l->i, &next, &latch, 1);
+  LLVMMoveBasicBlockAfter(l->exit, latch);  // keeps the printed IR in order
+  LLVMPositionBuilderAtEnd(cg->b, l->exit);
+}
+
+// A stack of loops closed together.
+typedef struct Nest {
+  Loop l[MAX_RANK + 1];
+  int n;
+} Nest;
+
+static void nest_end(Cg *cg, Nest *ns) {
+  while (ns->n > 0)
+    loop_end(cg, &ns->l[--ns->n]);
+}
+
+// ---- the kernel being built, and addressing in an iteration space ---------------
+typedef struct Kern {
+  Cg *cg;
+  const Kernel *k;
+  LLVMValueRef out, rows;
+  LLVMValueRef *inp;        // the pointer argument of each k->in
+} Kern;
+
+static LLVMValueRef kern_ptr(Kern *k, const IrValue *v) {
+  for (int i = 0; i < k->k->nin; i++)
+    if (k->k->in[i] == v)
+      return k->inp[i];
+  assert(!"a kernel reads a value it did not collect (fused into a user "
+          "that cannot inline it?)");
+  unreachable();
+}
+
+typedef struct Space {
+  Shape shape;
+  bool batched;
+} Space;
+
+// How loops over a space are laid out; an operand may need a richer form.
+typedef enum IxMode {
+  IX_FLAT,  // one loop over rows x numel (operands: same layout, or scalars)
+  IX_ROWS,  // a row loop, then one loop over the example's elements
+  IX_AXES,  // a row loop, then one loop per axis (general broadcasting)
+} IxMode;
+
+typedef struct Idx {
+  Space sp;
+  IxMode mode;
+  LLVMValueRef row;            // batch row; NULL when unbatched or IX_FLAT
+  LLVMValueRef flat;           // IX_FLAT: over all rows; else within a row
+  LLVMValueRef ax[MAX_RANK];   // IX_AXES: index along each axis of sp
+} Idx;
+
+static bool same_layout(Shape s, Space sp) {
+  int64_t n = shape_numel(s);
+  return shape_eq(s, sp.shape) || (n == 1 && shape_numel(sp.shape) == 1);
+}
+
+// The simplest mode in which an operand (s, batched) broadcast to sp can be
+// addressed.
+static IxMode ix_need(Shape s, bool batched, Space sp) {
+  assert(!batched || sp.batched);
+  bool same = same_layout(s, sp);
+  int64_t n = shape_numel(s);
+  if ((same && batched == sp.batched) || (n == 1 && !batched))
+    return IX_FLAT;
+  if (same || n == 1)
+    return IX_ROWS;
+  return IX_AXES;
+}
+
+// The float offset of an operand's element at ix. Broadcasting is
+// right-aligned: axis p of s lines up with axis p + (rank(sp) - rank(s)),
+// and an axis of size 1 contributes nothing.
+static LLVMValueRef ix_offset(Cg *cg, const Idx *ix, Shape s, bool batched) {
+  int64_t n = shape_numel(s);
+  bool same = same_layout(s, ix->sp);
+  if (ix->mode == IX_FLAT) {
+    if (same && batched == ix->sp.batched)
+      return ix->flat;
+    assert(n == 1 && !batched);
+    return cg_i64(cg, 0);
+  }
+  assert(!batched || ix->row);
+  LLVMValueRef off =
+      batched ? cg_mul(cg, ix->row, cg_i64(cg, n)) : cg_i64(cg, 0);
+  if (same)
+    return cg_add(cg, off, ix->flat);
+  if (n == 1)
+    return off;
+  assert(ix->mode == IX_AXES);
+  int64_t stride = 1;
+  for (int p = s.rank - 1; p >= 0; p--) {
+    int q = p + ix->sp.shape.rank - s.rank;
+    if (s.dim[p] != 1) {
+      assert(q >= 0 && s.dim[p] == ix->sp.shape.dim[q]);
+      off = cg_add(cg, off, cg_mul(cg, ix->ax[q], cg_i64(cg, stride)));
+    }
+    stride *= s.dim[p];
+  }
+  return off;
+}
+
+static IxMode max_mode(IxMode a, IxMode b) { return a > b ? a : b; }
+
+// The mode needed to evaluate v's inline tree in space sp.
+static IxMode tree_mode(Cg *cg, const IrValue *v, Space sp) {
+  if (!cg->inl[v->id])
+    return ix_need(v->shape, v->batched, sp);
+  IxMode m = IX_FLAT;
+  for (int i = 0; i < v->narg; i++)
+    m = max_mode(m, tree_mode(cg, v->arg[i], sp));
+  return m;
+}
+
+// A row loop over the batch when sp is batched.
+static void rows_begin(Kern *k, Nest *ns, Space sp, Idx *ix) {
+  ix->row = sp.batched ? loop_begin(k->cg, &ns->l[ns->n++], k->rows, "row")
+                       : NULL;
+}
+
+// Loops over one example of shape s: a flat loop, or one loop per axis.
+static void elems_begin(Kern *k, Nest *ns, Shape s, bool axes, Idx *ix) {
+  Cg *cg = k->cg;
+  if (!axes) {
+    ix->flat =
+        loop_begin(cg, &ns->l[ns->n++], cg_i64(cg, shape_numel(s)), "j");
+    return;
+  }
+  LLVMValueRef flat = cg_i64(cg, 0);
+  for (int q = 0; q < s.rank; q++) {
+    ix->ax[q] = loop_begin(cg, &ns->l[ns->n++], cg_i64(cg, s.dim[q]), "ax");
+    flat = cg_add(cg, cg_mul(cg, flat, cg_i64(cg, s.dim[q])), ix->ax[q]);
+  }
+  ix->flat = flat;
+}
+
+// Opens every loop over space sp in the given mode.
+static void space_begin(Kern *k, Nest *ns, Space sp, IxMode mode, Idx *ix) {
+  Cg *cg = k->cg;
+  *ix = (Idx){.sp = sp, .mode = mode};
+  if (mode == IX_FLAT) {
+    LLVMValueRef n = cg_i64(cg, shape_numel(sp.shape));
+    if (sp.batched)
+      n = cg_mul(cg, k->rows, n);
+    ix->flat = loop_begin(cg, &ns->l[ns->n++], n, "i");
+    return;
+  }
+  rows_begin(k, ns, sp, ix);
+  elems_begin(k, ns, sp.shape, mode == IX_AXES, ix);
+}
+
+// ---- element-wise scalars ---------------------------------------------------------
+static LLVMValueRef select_f(Cg *cg, LLVMValueRef c, double a, double b) {
+  return LLVMBuildSelect(cg->b, c, cg_f32(cg, a), cg_f32(cg, b), "");
+}
+
+static LLVMValueRef fcmp(Cg *cg, LLVMRealPredicate p, LLVMValueRef a,
+                         LLVMValueRef b) {
+  return LLVMBuildFCmp(cg->b, p, a, b, "");
+}
+
+static LLVMValueRef call1(Cg *cg, const char *name, LLVMValueRef x) {
+  return cg_intrinsic(cg, name, &x, 1);
+}
+
+// One element of an element-wise op from its arguments' elements. Every op
+// is listed (no default), so -Wswitch catches a primitive added to prims.def.
+static LLVMValueRef ew_scalar(Cg *cg, const IrValue *v, LLVMValueRef *x) {
+  LLVMBuilderRef b = cg->b;
+  switch (v->op) {
+  case OP_NEG: return LLVMBuildFNeg(b, x[0], "");
+  case OP_EXP: return call1(cg, "llvm.exp", x[0]);
+  case OP_LOG: return call1(cg, "llvm.log", x[0]);
+  case OP_SQRT: return call1(cg, "llvm.sqrt", x[0]);
+  case OP_TANH: return call1(cg, "llvm.tanh", x[0]);
+  case OP_SIGMOID: {
+    LLVMValueRef e = call1(cg, "llvm.exp", LLVMBuildFNeg(b, x[0], ""));
+    return LLVMBuildFDiv(b, cg_f32(cg, 1),
+                         LLVMBuildFAdd(b, cg_f32(cg, 1), e, ""), "");
+  }
+  case OP_RELU:
+    return LLVMBuildSelect(b, fcmp(cg, LLVMRealOGT, x[0], cg_f32(cg, 0)),
+                           x[0], cg_f32(cg, 0), "");
+  case OP_STEP: return select_f(cg, fcmp(cg, LLVMRealOGT, x[0], cg_f32(cg, 0)), 1, 0);
+  case OP_ABS: return call1(cg, "llvm.fabs", x[0]);
+  case OP_SIGN: {
+    LLVMValueRef neg = select_f(cg, fcmp(cg, LLVMRealOLT, x[0], cg_f32(cg, 0)), -1, 0);
+    return LLVMBuildSelect(b, fcmp(cg, LLVMRealOGT, x[0], cg_f32(cg, 0)),
+                           cg_f32(cg, 1), neg, "");
+  }
+  case OP_BROADCAST: return x[0];  // the index mapping did the work
+  case OP_ADD: return fmf(LLVMBuildFAdd(b, x[0], x[1], ""), FM_CONTRACT);
+  case OP_SUB: return fmf(LLVMBuildFSub(b, x[0], x[1], ""), FM_CONTRACT);
+  case OP_MUL: return fmf(LLVMBuildFMul(b, x[0], x[1], ""), FM_CONTRACT);
+  case OP_DIV: return LLVMBuildFDiv(b, x[0], x[1], "");
+  case OP_POW: {
+    const IrValue *e = v->arg[1];
+    if (e->op == OP_CONST && e->attr.num == 2)
+      return fmf(LLVMBuildFMul(b, x[0], x[0], ""), FM_CONTRACT);
+    if (e->op == OP_CONST && e->attr.num == 0.5)
+      return call1(cg, "llvm.sqrt", x[0]);
+    if (e->op == OP_CONST && e->attr.num == 1)
+      return x[0];
+    return cg_intrinsic(cg, "llvm.pow", x, 2);
+  }
+  // Ties go to the second argument, as in eval.c (grad.c's rules agree).
+  case OP_MAX:
+    return LLVMBuildSelect(b, fcmp(cg, LLVMRealOGT, x[0], x[1]), x[0], x[1], "");
+  case OP_MIN:
+    return LLVMBuildSelect(b, fcmp(cg, LLVMRealOGT, x[1], x[0]), x[0], x[1], "");
+  case OP_GT: return select_f(cg, fcmp(cg, LLVMRealOGT, x[0], x[1]), 1, 0);
+  case OP_INPUT: case OP_LABEL: case OP_PARAM: case OP_CONST: case OP_ARG:
+  case OP_BATCH_SIZE: case OP_SUM: case OP_MEAN: case OP_SUM_TO:
+  case OP_BATCH_MEAN: case OP_SOFTMAX: case OP_LOG_SOFTMAX: case OP_CORRECT:
+  case OP_MATMUL: case OP_MATMUL_NT: case OP_MATMUL_TN: case OP_RESHAPE:
+  case OP_COUNT:
+    break;
+  }
+  assert(!"not an element-wise primitive");
+  unreachable();
+}
+
+static LLVMValueRef elem(Kern *k, const IrValue *v, const Idx *ix);
+
+// The value of v at ix, computed (v inline, or v the kernel's own value).
+static LLVMValueRef compute(Kern *k, const IrValue *v, const Idx *ix) {
+  Cg *cg = k->cg;
+  if (v->op == OP_CONST)
+    return cg_f32(cg, v->attr.num);
+  if (v->op == OP_BATCH_SIZE)
+    return LLVMBuildSIToFP(cg->b, k->rows, cg->t_f32, "");
+  assert(prims[v->op].kind == PK_EW);
+  LLVMValueRef x[MAX_ARGS];
+  for (int i = 0; i < v->narg; i++)
+    x[i] = elem(k, v->arg[i], ix);
+  return ew_scalar(cg, v, x);
+}
+
+// The value of v at ix: inline, or loaded from v's buffer.
+static LLVMValueRef elem(Kern *k, const IrValue *v, const Idx *ix) {
+  if (k->cg->inl[v->id])
+    return compute(k, v, ix);
+  return cg_load(k->cg, kern_ptr(k, v),
+                 ix_offset(k->cg, ix, v->shape, v->batched));
+}
+
+// ---- kernels per primitive ----------------------------------------------------------
+// Element-wise: one loop nest over the value's space, fused args inline.
+static void kernel_ew(Kern *k, const IrValue *v) {
+  Space sp = {v->shape, v->batched};
+  IxMode mode = IX_FLAT;
+  for (int i = 0; i < v->narg; i++)
+    mode = max_mode(mode, tree_mode(k->cg, v->arg[i], sp));
+  Nest ns = {0};
+  Idx ix;
+  space_begin(k, &ns, sp, mode, &ix);
+  cg_store(k->cg, compute(k, v, &ix), k->out,
+           ix_offset(k->cg, &ix, v->shape, v->batched));
+  nest_end(k->cg, &ns);
+}
+
+// Values that never get a kernel: leaves have storage of their own and
+// RESHAPE aliases its argument (see plan_storage in codegen.c).
+static void kernel_none(Kern *k, const IrValue *v) {
+  (void)k, (void)v;
+  assert(!"this primitive has no kernel");
+}
+
+// SUM / MEAN: every element of one example to a scalar, per row.
+static void kernel_sum(Kern *k, const IrValue *v, bool mean) {
+  Cg *cg = k->cg;
+  const IrValue *x = v->arg[0];
+  Space sp = {x->shape, x->batched};
+  Nest rows = {0}, els = {0};
+  Idx ix = {.sp = sp, .mode = max_mode(IX_ROWS, tree_mode(cg, x, sp))};
+  rows_begin(k, &rows, sp, &ix);
+  LLVMValueRef acc = cg_alloca(cg, cg->t_f32, "acc");
+  LLVMBuildStore(cg->b, cg_f32(cg, 0), acc);
+  elems_begin(k, &els, sp.shape, ix.mode == IX_AXES, &ix);
+  LLVMValueRef a = LLVMBuildLoad2(cg->b, cg->t_f32, acc, "");
+  LLVMBuildStore(cg->b, fmf(LLVMBuildFAdd(cg->b, a, elem(k, x, &ix), ""),
+                            FM_REDUCE), acc);
+  nest_end(cg, &els);
+  LLVMValueRef s = LLVMBuildLoad2(cg->b, cg->t_f32, acc, "");
+  if (mean)
+    s = LLVMBuildFMul(cg->b, s,
+                      cg_f32(cg, 1.0 / (double)shape_numel(x->shape)), "");
+  cg_store(cg, s, k->out, ix.row ? ix.row : cg_i64(cg, 0));
+  nest_end(cg, &rows);
+}
+
+// SUM_TO / BATCH_MEAN: accumulate x into the target it is a broadcast of.
+// Loops run over x's space; with the target's index invariant in the inner
+// loop LICM keeps the sum in a register, else the store is unit-stride.
+static void kernel_sum_to(Kern *k, const IrValue *v, bool batch_mean) {
+  Cg *cg = k->cg;
+  const IrValue *x = v->arg[0];
+  Space sp = {x->shape, x->batched};
+  int64_t tn = shape_numel(v->shape);
+  LLVMValueRef len = cg_i64(cg, tn * 4);
+  if (v->batched)
+    len = cg_mul(cg, k->rows, len);
+  LLVMBuildMemSet(cg->b, k->out, LLVMConstInt(cg->t_i8, 0, 0), len, 4);
+  IxMode mode =
+      max_mode(tree_mode(cg, x, sp), ix_need(v->shape, v->batched, sp));
+  Nest ns = {0};
+  Idx ix;
+  space_begin(k, &ns, sp, mode, &ix);
+  LLVMValueRef off = ix_offset(cg, &ix, v->shape, v->batched);
+  LLVMValueRef sum = LLVMBuildFAdd(cg->b, cg_load(cg, k->out, off),
+                                   elem(k, x, &ix), "");
+  cg_store(cg, fmf(sum, FM_REDUCE), k->out, off);
+  nest_end(cg, &ns);
+  if (batch_mean) {
+    LLVMValueRef inv =
+        LLVMBuildFDiv(cg->b, cg_f32(cg, 1),
+                      LLVMBuildSIToFP(cg->b, k->rows, cg->t_f32, ""), "");
+    Loop l;
+    LLVMValueRef j = loop_begin(cg, &l, cg_i64(cg, tn), "j");
+    cg_store(cg, LLVMBuildFMul(cg->b, cg_load(cg, k->out, j), inv, ""),
+             k->out, j);
+    loop_end(cg, &l);
+  }
+}
+
+// Rows of a viewed as a matrix: (B if batched) x its leading axes.
+static LLVMValueRef matrix_rows(Kern *k, const IrValue *a) {
+  int64_t lead = shape_numel(a->shape) / a->shape.dim[a->shape.rank - 1];
+  return a->batched ? cg_mul(k->cg, k->rows, cg_i64(k->cg, lead))
+                    : cg_i64(k->cg, lead);
+}
+
+// SOFTMAX / LOG_SOFTMAX along the last axis, stable: the row max is
+// subtracted before exponentiating.
+static void kernel_softmax(Kern *k, const IrValue *v, bool log) {
+  Cg *cg = k->cg;
+  const IrValue *x = v->arg[0];
+  LLVMValueRef xp = kern_ptr(k, x);
+  int64_t n = x->shape.dim[x->shape.rank - 1];
+  Loop lr, lj;
+  LLVMValueRef r = loop_begin(cg, &lr, matrix_rows(k, x), "r");
+  LLVMValueRef base = cg_mul(cg, r, cg_i64(cg, n));
+  LLVMValueRef mx = cg_alloca(cg, cg->t_f32, "max");
+  LLVMBuildStore(cg->b, cg_f32(cg, -INFINITY), mx);
+  LLVMValueRef j = loop_begin(cg, &lj, cg_i64(cg, n), "j");
+  LLVMValueRef xm[2] = {LLVMBuildLoad2(cg->b, cg->t_f32, mx, ""),
+                        cg_load(cg, xp, cg_add(cg, base, j))};
+  LLVMBuildStore(cg->b, cg_intrinsic(cg, "llvm.maxnum", xm, 2), mx);
+  loop_end(cg, &lj);
+  LLVMValueRef m = LLVMBuildLoad2(cg->b, cg->t_f32, mx, "");
+  LLVMValueRef sum = cg_alloca(cg, cg->t_f32, "sum");
+  LLVMBuildStore(cg->b, cg_f32(cg, 0), sum);
+  j = loop_begin(cg, &lj, cg_i64(cg, n), "j");
+  LLVMValueRef e = call1(
+      cg, "llvm.exp",
+      LLVMBuildFSub(cg->b, cg_load(cg, xp, cg_add(cg, base, j)), m, ""));
+  LLVMValueRef s = LLVMBuildLoad2(cg->b, cg->t_f32, sum, "");
+  LLVMBuildStore(cg->b, fmf(LLVMBuildFAdd(cg->b, s, e, ""), FM_REDUCE), sum);
+  if (!log)
+    cg_store(cg, e, k->out, cg_add(cg, base, j));
+  loop_end(cg, &lj);
+  s = LLVMBuildLoad2(cg->b, cg->t_f32, sum, "");
+  if (log) {
+    // x - max - log(sum)
+    LLVMValueRef c = LLVMBuildFAdd(cg->b, m, call1(cg, "llvm.log", s), "");
+    j = loop_begin(cg, &lj, cg_i64(cg, n), "j");
+    LLVMValueRef o = cg_add(cg, base, j);
+    cg_store(cg, LLVMBuildFSub(cg->b, cg_load(cg, xp, o), c, ""), k->out, o);
+  } else {
+    LLVMValueRef inv = LLVMBuildFDiv(cg->b, cg_f32(cg, 1), s, "");
+    j = loop_begin(cg, &lj, cg_i64(cg, n), "j");
+    LLVMValueRef o = cg_add(cg, base, j);
+    cg_store(cg, LLVMBuildFMul(cg->b, cg_load(cg, k->out, o), inv, ""),
+             k->out, o);
+  }
+  loop_end(cg, &lj);
+  loop_end(cg, &lr);
+}
+
+// The index of the first maximum of p[base .. base+n).
+static LLVMValueRef argmax(Cg *cg, LLVMValueRef p, LLVMValueRef base,
+                           int64_t n) {
+  LLVMValueRef bv = cg_alloca(cg, cg->t_f32, "best");
+  LLVMValueRef bi = cg_alloca(cg, cg->t_i64, "besti");
+  LLVMBuildStore(cg->b, cg_load(cg, p, base), bv);
+  LLVMBuildStore(cg->b, cg_i64(cg, 0), bi);
+  Loop l;
+  LLVMValueRef j = loop_begin(cg, &l, cg_i64(cg, n), "j");
+  LLVMValueRef x = cg_load(cg, p, cg_add(cg, base, j));
+  LLVMValueRef cur = LLVMBuildLoad2(cg->b, cg->t_f32, bv, "");
+  LLVMValueRef gt = fcmp(cg, LLVMRealOGT, x, cur);  // strict: first max wins
+  LLVMBuildStore(cg->b, LLVMBuildSelect(cg->b, gt, x, cur, ""), bv);
+  LLVMBuildStore(cg->b,
+                 LLVMBuildSelect(cg->b, gt, j,
+                                 LLVMBuildLoad2(cg->b, cg->t_i64, bi, ""), ""),
+                 bi);
+  loop_end(cg, &l);
+  return LLVMBuildLoad2(cg->b, cg->t_i64, bi, "");
+}
+
+// ---- the emit_ID column ------------------------------------------------------------
+#define EW(id) \
+  static void emit_##id(Kern *k, const IrValue *v) { kernel_ew(k, v); }
+EW(CONST) EW(BATCH_SIZE)  // only when stored (a root); usually inline
+EW(NEG) EW(EXP) EW(LOG) EW(SQRT) EW(TANH) EW(SIGMOID) EW(RELU) EW(STEP)
+EW(ABS) EW(SIGN) EW(BROADCAST) EW(ADD) EW(SUB) EW(MUL) EW(DIV) EW(POW)
+EW(MAX) EW(MIN) EW(GT)
+#undef EW
+
+#define NONE(id) \
+  static void emit_##id(Kern *k, const IrValue *v) { kernel_none(k, v); }
+NONE(INPUT) NONE(LABEL) NONE(PARAM) NONE(ARG) NONE(RESHAPE)
+#undef NONE
+
+static void emit_SUM(Kern *k, const IrValue *v) { kernel_sum(k, v, false); }
+static void emit_MEAN(Kern *k, const IrValue *v) { kernel_sum(k, v, true); }
+static void emit_SUM_TO(Kern *k, const IrValue *v) {
+  kernel_sum_to(k, v, false);
+}
+static void emit_BATCH_MEAN(Kern *k, const IrValue *v) {
+  kernel_sum_to(k, v, true);
+}
+static void emit_SOFTMAX(Kern *k, const IrValue *v) {
+  kernel_softmax(k, v, false);
+}
+static void emit_LOG_SOFTMAX(Kern *k, const IrValue *v) {
+  kernel_softmax(k, v, true);
+}
+
+// Per example: argmax match, or for one output (pred > threshold) ==
+// (label > 0.5).
+static void emit_CORRECT(Kern *k, const IrValue *v) {
+  Cg *cg = k->cg;
+  const IrValue *p = v->arg[0], *y = v->arg[1];
+  LLVMValueRef pp = kern_ptr(k, p), yp = kern_ptr(k, y);
+  int64_t n = p->shape.dim[0];
+  Loop l;
+  LLVMValueRef r = loop_begin(
+      cg, &l, v->batched ? k->rows : cg_i64(cg, 1), "row");
+  LLVMValueRef pb = p->batched ? cg_mul(cg, r, cg_i64(cg, n)) : cg_i64(cg, 0);
+  LLVMValueRef yb = y->batched ? cg_mul(cg, r, cg_i64(cg, n)) : cg_i64(cg, 0);
+  LLVMValueRef same;
+  if (n == 1) {
+    LLVMValueRef a = fcmp(cg, LLVMRealOGT, cg_load(cg, pp, pb),
+                          cg_f32(cg, v->attr.num));
+    LLVMValueRef b =
+        fcmp(cg, LLVMRealOGT, cg_load(cg, yp, yb), cg_f32(cg, 0.5));
+    same = LLVMBuildICmp(cg->b, LLVMIntEQ, a, b, "");
+  } else {
+    same = LLVMBuildICmp(cg->b, LLVMIntEQ, argmax(cg, pp, pb, n),
+                         argmax(cg, yp, yb, n), "");
+  }
+  cg_store(cg, select_f(cg, same, 1, 0), k->out, r);
+  loop_end(cg, &l);
+}
+
+static void emit_MATMUL(Kern *k, const IrValue *v) {
+  const IrValue *a = v->arg[0], *b = v->arg[1];
+  mm_nn(k->cg, k->out, kern_ptr(k, a), kern_ptr(k, b), matrix_rows(k, a),
+        b->shape.dim[0], b->shape.dim[1]);
+}
+
+static void emit_MATMUL_NT(Kern *k, const IrValue *v) {
+  const IrValue *a = v->arg[0], *b = v->arg[1];
+  mm_nt(k->cg, k->out, kern_ptr(k, a), kern_ptr(k, b), matrix_rows(k, a),
+        b->shape.dim[0], b->shape.dim[1]);
+}
+
+static void emit_MATMUL_TN(Kern *k, const IrValue *v) {
+  const IrValue *a = v->arg[0], *b = v->arg[1];
+  mm_tn(k->cg, k->out, kern_ptr(k, a), kern_ptr(k, b), matrix_rows(k, a),
+        v->shape.dim[0], v->shape.dim[1]);
+}
+
+typedef void EmitFn(Kern *k, const IrValue *v);
+// Defined after every emitter: a primitive without one does not compile.
+static EmitFn *const emitters[OP_COUNT] = {
+#define PRIM(id, name, arity, kind) [OP_##id] = emit_##id,
+#include "prims.def"
+#undef PRIM
+};
+
+// ---- matmuls ----------------------------------------------------------------------
+// Plain loop nests that LLVM vectorizes (the inner loop is unit-stride);
+// register tiling replaces these three functions later.
+void mm_nn(Cg *cg, LLVMValueRef out, LLVMValueRef a, LLVMValueRef b,
+           LLVMValueRef rows, int64_t K, int64_t M) {
+  Loop li, lk, lj;
+  LLVMValueRef i = loop_begin(cg, &li, rows, "i");
+  LLVMValueRef orow = cg_gep(cg, out, cg_mul(cg, i, cg_i64(cg, M)));
+  LLVMValueRef arow = cg_gep(cg, a, cg_mul(cg, i, cg_i64(cg, K)));
+  LLVMBuildMemSet(cg->b, orow, LLVMConstInt(cg->t_i8, 0, 0),
+                  cg_i64(cg, M * 4), 4);
+  LLVMValueRef kk = loop_begin(cg, &lk, cg_i64(cg, K), "k");
+  LLVMValueRef av = cg_load(cg, arow, kk);
+  LLVMValueRef brow = cg_gep(cg, b, cg_mul(cg, kk, cg_i64(cg, M)));
+  LLVMValueRef j = loop_begin(cg, &lj, cg_i64(cg, M), "j");
+  LLVMValueRef args[3] = {av, cg_load(cg, brow, j), cg_load(cg, orow, j)};
+  cg_store(cg, cg_intrinsic(cg, "llvm.fma", args, 3), orow, j);
+  loop_end(cg, &lj);
+  loop_end(cg, &lk);
+  loop_end(cg, &li);
+}
+
+void mm_nt(Cg *cg, LLVMValueRef out, LLVMValueRef a, LLVMValueRef b,
+           LLVMValueRef rows, int64_t K, int64_t M) {
+  Loop li, lk, lj;
+  LLVMValueRef i = loop_begin(cg, &li, rows, "i");
+  LLVMValueRef arow = cg_gep(cg, a, cg_mul(cg, i, cg_i64(cg, M)));
+  LLVMValueRef kk = loop_begin(cg, &lk, cg_i64(cg, K), "k");
+  LLVMValueRef brow = cg_gep(cg, b, cg_mul(cg, kk, cg_i64(cg, M)));
+  LLVMValueRef acc = cg_alloca(cg, cg->t_f32, "dot");
+  LLVMBuildStore(cg->b, cg_f32(cg, 0), acc);
+  LLVMValueRef j = loop_begin(cg, &lj, cg_i64(cg, M), "j");
+  LLVMValueRef prod = fmf(LLVMBuildFMul(cg->b, cg_load(cg, arow, j),
+                                        cg_load(cg, brow, j), ""),
+                          FM_REDUCE);
+  LLVMValueRef s = LLVMBuildLoad2(cg->b, cg->t_f32, acc, "");
+  LLVMBuildStore(cg->b, fmf(LLVMBuildFAdd(cg->b, s, prod, ""), FM_REDUCE),
+                 acc);
+  loop_end(cg, &lj);
+  cg_store(cg, LLVMBuildLoad2(cg->b, cg->t_f32, acc, ""), out,
+           cg_add(cg, cg_mul(cg, i, cg_i64(cg, K)), kk));
+  loop_end(cg, &lk);
+  loop_end(cg, &li);
+}
+
+void mm_tn(Cg *cg, LLVMValueRef out, LLVMValueRef a, LLVMValueRef b,
+           LLVMValueRef rows, int64_t K, int64_t M) {
+  LLVMBuildMemSet(cg->b, out, LLVMConstInt(cg->t_i8, 0, 0),
+                  cg_i64(cg, K * M * 4), 4);
+  Loop lr, lk, lj;
+  LLVMValueRef r = loop_begin(cg, &lr, rows, "r");
+  LLVMValueRef arow = cg_gep(cg, a, cg_mul(cg, r, cg_i64(cg, K)));
+  LLVMValueRef brow = cg_gep(cg, b, cg_mul(cg, r, cg_i64(cg, M)));
+  LLVMValueRef kk = loop_begin(cg, &lk, cg_i64(cg, K), "k");
+  LLVMValueRef av = cg_load(cg, arow, kk);
+  LLVMValueRef orow = cg_gep(cg, out, cg_mul(cg, kk, cg_i64(cg, M)));
+  LLVMValueRef j = loop_begin(cg, &lj, cg_i64(cg, M), "j");
+  LLVMValueRef args[3] = {av, cg_load(cg, brow, j), cg_load(cg, orow, j)};
+  cg_store(cg, cg_intrinsic(cg, "llvm.fma", args, 3), orow, j);
+  loop_end(cg, &lj);
+  loop_end(cg, &lk);
+  loop_end(cg, &lr);
+}
+
+// ---- building kernels --------------------------------------------------------------
+// The stored values v's kernel reads: its arguments, looking through inline
+// (fused, constant) arguments to their own stored leaves.
+static void collect_inputs(Cg *cg, const IrValue *v, PtrVec *in) {
+  for (int i = 0; i < v->narg; i++) {
+    const IrValue *a = v->arg[i];
+    if (cg->inl[a->id]) {
+      collect_inputs(cg, a, in);
+      continue;
+    }
+    bool seen = false;
+    for (int j = 0; j < in->n && !seen; j++)
+      seen = in->item[j] == a;
+    if (!seen)
+      ptrvec_push(cg->arena, in, (void *)a);
+  }
+}
+
+const Kernel *kernel_get(Cg *cg, const IrValue *v) {
+  if (cg->kern[v->id])
+    return cg->kern[v->id];
+  Kernel *k = arena_alloc(cg->arena, sizeof *k);
+  PtrVec in = {0};
+  collect_inputs(cg, v, &in);
+  k->nin = in.n;
+  k->in = (const IrValue **)in.item;
+  int np = k->nin + 2;
+  LLVMTypeRef *pt = arena_alloc(cg->arena, sizeof *pt * (size_t)np);
+  for (int i = 0; i <= k->nin; i++)
+    pt[i] = cg->t_ptr;
+  pt[np - 1] = cg->t_i64;
+  k->ty = LLVMFunctionType(cg->t_void, pt, (unsigned)np, 0);
+  k->fn = cg_function(cg, arena_printf(cg->arena, "k%d.%s", v->id,
+                                       prims[v->op].name),
+                      k->ty, true);
+
+  LLVMBasicBlockRef saved = LLVMGetInsertBlock(cg->b);
+  LLVMPositionBuilderAtEnd(cg->b,
+                           LLVMAppendBasicBlockInContext(cg->lc, k->fn, ""));
+  Kern kern = {.cg = cg, .k = k};
+  kern.out = LLVMGetParam(k->fn, 0);
+  LLVMSetValueName2(kern.out, "out", 3);
+  kern.inp = arena_alloc(cg->arena, sizeof *kern.inp * (size_t)(k->nin + 1));
+  for (int i = 0; i < k->nin; i++) {
+    kern.inp[i] = LLVMGetParam(k->fn, (unsigned)i + 1);
+    const char *name = arena_printf(cg->arena, "v%d", k->in[i]->id);
+    LLVMSetValueName2(kern.inp[i], name, strlen(name));
+  }
+  kern.rows = LLVMGetParam(k->fn, (unsigned)np - 1);
+  LLVMSetValueName2(kern.rows, "rows", 4);
+  emitters[v->op](&kern, v);
+  LLVMBuildRetVoid(cg->b);
+  if (saved)
+    LLVMPositionBuilderAtEnd(cg->b, saved);
+  cg->kern[v->id] = k;
+  return k;
+}
+
+// The optimizer program, evaluated per element: every result is computed
+// before anything is stored.
+LLVMValueRef kernel_optimizer(Cg *cg) {
+  if (cg->opt_fn)
+    return cg->opt_fn;
+  const IrOptimizer *o = &cg->m->opt;
+  LLVMTypeRef pt[6] = {cg->t_ptr, cg->t_ptr, cg->t_ptr,
+                       cg->t_i64, cg->t_i64, cg->t_f32};
+  LLVMTypeRef ty = LLVMFunctionType(cg->t_void, pt, 6, 0);
+  LLVMValueRef fn = cg_function(cg, "nnc.opt", ty, true);
+  // After simplification a gradient may be a parameter's own buffer
+  // (d/dW of W*W/2 is W): g may alias p, which is written.
+  LLVMRemoveEnumAttributeAtIndex(
+      fn, 2, LLVMGetEnumAttributeKindForName("noalias", 7));
+  LLVMValueRef p = LLVMGetParam(fn, 0), g = LLVMGetParam(fn, 1),
+               st = LLVMGetParam(fn, 2), n = LLVMGetParam(fn, 3),
+               stride = LLVMGetParam(fn, 4), t = LLVMGetParam(fn, 5);
+  LLVMBasicBlockRef saved = LLVMGetInsertBlock(cg->b);
+  LLVMPositionBuilderAtEnd(cg->b, LLVMAppendBasicBlockInContext(cg->lc, fn, ""));
+
+  Loop l;
+  LLVMValueRef i = loop_begin(cg, &l, n, "i");
+  int nv = o->fn->values.n;
+  LLVMValueRef *val = arena_alloc(cg->arena, sizeof *val * (size_t)nv);
+  for (int vi = 0; vi < nv; vi++) {
+    const IrValue *u = o->fn->values.item[vi];
+    assert(u->id == vi && "optimizer values must be numbered in order");
+    assert(shape_numel(u->shape) == 1 && !u->batched);
+    LLVMValueRef x[MAX_ARGS];
+    for (int a = 0; a < u->narg; a++)
+      x[a] = val[u->arg[a]->id];
+    switch (prims[u->op].kind) {
+    case PK_LEAF:
+      if (u->op == OP_CONST) {
+        val[vi] = cg_f32(cg, u->attr.num);
+      } else {
+        assert(u->op == OP_ARG);
+        int ai = u->attr.index;
+        if (ai == 0)
+          val[vi] = cg_load(cg, p, i);
+        else if (ai == 1)
+          val[vi] = cg_load(cg, g, i);
+        else if (ai == 2)
+          val[vi] = t;
+        else
+          val[vi] = cg_load(cg, st,
+                            cg_add(cg, cg_mul(cg, cg_i64(cg, ai - 3), stride),
+                                   i));
+      }
+      break;
+    case PK_EW:
+      val[vi] = ew_scalar(cg, u, x);
+      break;
+    case PK_REDUCE:
+    case PK_OTHER:
+      // On a single element SUM, MEAN, SUM_TO and RESHAPE are the identity.
+      assert(u->op == OP_SUM || u->op == OP_MEAN || u->op == OP_SUM_TO ||
+             u->op == OP_RESHAPE);
+      val[vi] = x[0];
+      break;
+    case PK_MATMUL:
+      assert(!"matmul in an optimizer program");
+      unreachable();
+    }
+  }
+  cg_store(cg, val[o->new_p->id], p, i);
+  for (int s = 0; s < o->nstate; s++)
+    cg_store(cg, val[o->new_state[s]->id], st,
+             cg_add(cg, cg_mul(cg, cg_i64(cg, s), stride), i));
+  loop_end(cg, &l);
+  LLVMBuildRetVoid(cg->b);
+  if (saved)
+    LLVMPositionBuilderAtEnd(cg->b, saved);
+  cg->opt_fn = fn;
+  return fn;
+}

@@ -270,6 +270,267 @@ static void eval_RESHAPE(const Eval *e, const IrValue *v, double *out) {
   memcpy(out, arg_data(e, v, 0), sizeof(double) * (size_t)size_of(e, v));
 }
 
+#ifdef NNC_CONV_PRIMS
+// ---- the convolutional family -----------------------------------------------
+// The spatial part of a channels-first example, normalized to three axes: a
+// value with fewer spatial axes gets leading axes of size 1 (kernel 1, stride
+// 1, dilation 1, no padding), which change nothing. Positions inside one
+// channel are flattened row-major.
+typedef struct Geom {
+  int64_t n[3];    // input extents
+  int64_t out[3];  // window counts (output extents)
+  int64_t k[3], s[3], lo[3], d[3];
+  int64_t nin, nout, nk;  // products of n, out, k
+} Geom;
+
+// in: the windowed value's per-example shape; out: the windows' shape;
+// k: the kernel extents (the weight's dims 2.., or attr.win.kernel).
+static Geom geom(Shape in, Shape out, const int64_t *k, const Window *w) {
+  Geom g;
+  int skip = 3 - (in.rank - 1);
+  assert(skip >= 0 && skip < 3 && out.rank == in.rank);
+  for (int i = 0; i < 3; i++) {
+    int j = i - skip;
+    g.n[i] = j >= 0 ? in.dim[1 + j] : 1;
+    g.out[i] = j >= 0 ? out.dim[1 + j] : 1;
+    g.k[i] = j >= 0 ? k[j] : 1;
+    g.s[i] = j >= 0 ? w->stride[j] : 1;
+    g.lo[i] = j >= 0 ? w->pad_lo[j] : 0;
+    g.d[i] = j >= 0 ? w->dilation[j] : 1;
+  }
+  g.nin = g.n[0] * g.n[1] * g.n[2];
+  g.nout = g.out[0] * g.out[1] * g.out[2];
+  g.nk = g.k[0] * g.k[1] * g.k[2];
+  return g;
+}
+
+// The flat input position that tap t (flat over the kernel) of window o
+// (flat over the windows) reads, or -1 when it falls in the padding.
+static int64_t tap(const Geom *g, int64_t o, int64_t t) {
+  int64_t pos = 0, stride = 1;
+  for (int i = 2; i >= 0; i--) {
+    int64_t oi = o % g->out[i], ti = t % g->k[i];
+    o /= g->out[i];
+    t /= g->k[i];
+    int64_t p = oi * g->s[i] - g->lo[i] + ti * g->d[i];
+    if (p < 0 || p >= g->n[i])
+      return -1;
+    pos += p * stride;
+    stride *= g->n[i];
+  }
+  return pos;
+}
+
+// CONV, CONV_T and CONV_W are the three contractions of one sum of terms
+//   y[o, j] ~ x[group(o) * C/g + c, tap(j, t)] * w[o, c, t]
+// over all rows, output channels o, channels c of o's group, windows j and
+// taps t that are not padding. `mode` says which of the three is computed
+// (into `res`, zeroed first) from the other two; the other two pointers are
+// the operands (per-row for x and y, shared for w).
+typedef enum ConvMode { CONV_OUT_Y, CONV_OUT_X, CONV_OUT_W } ConvMode;
+
+static void conv_terms(int64_t rows, Shape xs, Shape ws, Shape ys,
+                       const Window *win, const double *x, const double *w,
+                       const double *y, double *res, ConvMode mode) {
+  Geom g = geom(xs, ys, ws.dim + 2, win);
+  int64_t outc = ws.dim[0], cg = ws.dim[1], og = outc / win->groups;
+  int64_t xn = shape_numel(xs), yn = shape_numel(ys);
+  int64_t resn = mode == CONV_OUT_Y ? rows * yn
+                 : mode == CONV_OUT_X ? rows * xn
+                                      : shape_numel(ws);
+  memset(res, 0, sizeof(double) * (size_t)resn);
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t o = 0; o < outc; o++)
+      for (int64_t c = 0; c < cg; c++) {
+        int64_t ci = o / og * cg + c;  // the input channel
+        for (int64_t j = 0; j < g.nout; j++)
+          for (int64_t t = 0; t < g.nk; t++) {
+            int64_t p = tap(&g, j, t);
+            if (p < 0)
+              continue;
+            int64_t xi = r * xn + ci * g.nin + p;
+            int64_t wi = (o * cg + c) * g.nk + t;
+            int64_t yi = r * yn + o * g.nout + j;
+            switch (mode) {
+            case CONV_OUT_Y: res[yi] += x[xi] * w[wi]; break;
+            case CONV_OUT_X: res[xi] += y[yi] * w[wi]; break;
+            case CONV_OUT_W: res[wi] += x[xi] * y[yi]; break;
+            }
+          }
+      }
+}
+
+static void eval_CONV(const Eval *e, const IrValue *v, double *out) {
+  const IrValue *x = v->arg[0], *w = v->arg[1];
+  conv_terms(rows_of(e, v->batched), x->shape, w->shape, v->shape,
+             &v->attr.win, arg_data(e, v, 0), arg_data(e, v, 1), NULL, out,
+             CONV_OUT_Y);
+}
+
+static void eval_CONV_T(const Eval *e, const IrValue *v, double *out) {
+  const IrValue *dy = v->arg[0], *w = v->arg[1];
+  conv_terms(rows_of(e, v->batched), v->shape, w->shape, dy->shape,
+             &v->attr.win, NULL, arg_data(e, v, 1), arg_data(e, v, 0), out,
+             CONV_OUT_X);
+}
+
+static void eval_CONV_W(const Eval *e, const IrValue *v, double *out) {
+  const IrValue *x = v->arg[0], *dy = v->arg[1];
+  conv_terms(rows_of(e, x->batched), x->shape, v->shape, dy->shape,
+             &v->attr.win, arg_data(e, v, 0), NULL, arg_data(e, v, 1), out,
+             CONV_OUT_W);
+}
+
+// The windows of a pool over `in` (the unpooled per-example shape).
+static Geom pool_geom(Shape in, Shape pooled, const Window *w) {
+  return geom(in, pooled, w->kernel, w);
+}
+
+// The position, within one channel xc, of its window j's maximum: the first
+// in tap order (row-major over the kernel) among equal maxima. Padding never
+// wins; the shape rule guarantees every window reads some input.
+static int64_t window_argmax(const Geom *g, const double *xc, int64_t j) {
+  int64_t best = -1;
+  for (int64_t t = 0; t < g->nk; t++) {
+    int64_t p = tap(g, j, t);
+    if (p >= 0 && (best < 0 || xc[p] > xc[best]))
+      best = p;
+  }
+  assert(best >= 0 && "a window lies entirely in the padding");
+  return best;
+}
+
+// The pool operations below walk rows r, channels c and windows j of a
+// pooled value; the unpooled value has C * g.nin elements per row.
+static void eval_MAXPOOL(const Eval *e, const IrValue *v, double *out) {
+  const IrValue *x = v->arg[0];
+  const double *in = arg_data(e, v, 0);
+  Geom g = pool_geom(x->shape, v->shape, &v->attr.win);
+  int64_t chans = x->shape.dim[0] * rows_of(e, v->batched);
+  for (int64_t rc = 0; rc < chans; rc++) {  // row r, channel c: rc = r C + c
+    const double *xc = in + rc * g.nin;
+    for (int64_t j = 0; j < g.nout; j++)
+      out[rc * g.nout + j] = xc[window_argmax(&g, xc, j)];
+  }
+}
+
+static void eval_UNPOOL(const Eval *e, const IrValue *v, double *out) {
+  const IrValue *x = v->arg[0], *val = v->arg[1];
+  const double *in = arg_data(e, v, 0), *vs = arg_data(e, v, 1);
+  Geom g = pool_geom(x->shape, val->shape, &v->attr.win);
+  int64_t chans = x->shape.dim[0] * rows_of(e, v->batched);
+  memset(out, 0, sizeof(double) * (size_t)size_of(e, v));
+  for (int64_t rc = 0; rc < chans; rc++) {
+    const double *xc = in + rc * g.nin;
+    for (int64_t j = 0; j < g.nout; j++)
+      out[rc * g.nin + window_argmax(&g, xc, j)] += vs[rc * g.nout + j];
+  }
+}
+
+static void eval_POOL_SELECT(const Eval *e, const IrValue *v, double *out) {
+  const IrValue *x = v->arg[0];
+  const double *in = arg_data(e, v, 0), *gs = arg_data(e, v, 1);
+  Geom g = pool_geom(x->shape, v->shape, &v->attr.win);
+  int64_t chans = x->shape.dim[0] * rows_of(e, v->batched);
+  for (int64_t rc = 0; rc < chans; rc++) {
+    const double *xc = in + rc * g.nin;
+    for (int64_t j = 0; j < g.nout; j++)
+      out[rc * g.nout + j] = gs[rc * g.nin + window_argmax(&g, xc, j)];
+  }
+}
+
+// The divisor is the full window size, padding included (PyTorch's
+// count_include_pad=True): padding counts as zeros.
+static void eval_AVGPOOL(const Eval *e, const IrValue *v, double *out) {
+  const IrValue *x = v->arg[0];
+  const double *in = arg_data(e, v, 0);
+  Geom g = pool_geom(x->shape, v->shape, &v->attr.win);
+  int64_t chans = x->shape.dim[0] * rows_of(e, v->batched);
+  for (int64_t rc = 0; rc < chans; rc++)
+    for (int64_t j = 0; j < g.nout; j++) {
+      double s = 0;
+      for (int64_t t = 0; t < g.nk; t++) {
+        int64_t p = tap(&g, j, t);
+        if (p >= 0)
+          s += in[rc * g.nin + p];
+      }
+      out[rc * g.nout + j] = s / (double)g.nk;
+    }
+}
+
+static void eval_AVGPOOL_T(const Eval *e, const IrValue *v, double *out) {
+  const IrValue *dy = v->arg[0];
+  const double *in = arg_data(e, v, 0);
+  Geom g = pool_geom(v->shape, dy->shape, &v->attr.win);
+  int64_t chans = v->shape.dim[0] * rows_of(e, v->batched);
+  memset(out, 0, sizeof(double) * (size_t)size_of(e, v));
+  for (int64_t rc = 0; rc < chans; rc++)
+    for (int64_t j = 0; j < g.nout; j++)
+      for (int64_t t = 0; t < g.nk; t++) {
+        int64_t p = tap(&g, j, t);
+        if (p >= 0)
+          out[rc * g.nin + p] += in[rc * g.nout + j] / (double)g.nk;
+      }
+}
+
+// A per-example shape seen as [outer, dim[axis], inner] around one axis.
+static int64_t outer_of(Shape s, int axis) {
+  int64_t n = 1;
+  for (int i = 0; i < axis; i++)
+    n *= s.dim[i];
+  return n;
+}
+static int64_t inner_of(Shape s, int axis) {
+  int64_t n = 1;
+  for (int i = axis + 1; i < s.rank; i++)
+    n *= s.dim[i];
+  return n;
+}
+
+// Copies between the slab start..start+len of axis `axis` of a value `big`
+// and a value `small` of extent len there (the two agree off the axis): the
+// slab's element (row r; outer index o, axis index start + i, inner index k)
+// is small's element (r; o, i, k). An unbatched small has one row, used for
+// every row of big. to_big says the direction.
+static void slab_copy(const Eval *e, const IrValue *big, double *bigd,
+                      const IrValue *small, double *smalld, int axis,
+                      int64_t start, bool to_big) {
+  int64_t outer = outer_of(big->shape, axis);
+  int64_t inner = inner_of(big->shape, axis);
+  int64_t blen = big->shape.dim[axis], slen = small->shape.dim[axis];
+  int64_t bn = shape_numel(big->shape), sn = shape_numel(small->shape);
+  for (int64_t r = 0; r < rows_of(e, big->batched); r++)
+    for (int64_t o = 0; o < outer; o++)
+      for (int64_t i = 0; i < slen * inner; i++) {
+        double *b = &bigd[r * bn + (o * blen + start) * inner + i];
+        double *s =
+            &smalld[(small->batched ? r * sn : 0) + o * slen * inner + i];
+        if (to_big)
+          *b = *s;
+        else
+          *s = *b;
+      }
+}
+
+static void eval_CONCAT(const Eval *e, const IrValue *v, double *out) {
+  const IrValue *a = v->arg[0], *b = v->arg[1];
+  int ax = v->attr.axis;
+  slab_copy(e, v, out, a, e->res[a->id], ax, 0, true);
+  slab_copy(e, v, out, b, e->res[b->id], ax, a->shape.dim[ax], true);
+}
+
+static void eval_SLICE(const Eval *e, const IrValue *v, double *out) {
+  const IrValue *x = v->arg[0];
+  slab_copy(e, x, e->res[x->id], v, out, v->attr.axis, v->attr.start, false);
+}
+
+static void eval_EMBED(const Eval *e, const IrValue *v, double *out) {
+  const IrValue *x = v->arg[0];
+  memset(out, 0, sizeof(double) * (size_t)size_of(e, v));
+  slab_copy(e, v, out, x, e->res[x->id], v->attr.axis, v->attr.start, true);
+}
+#endif
+
 static EvalRule *const eval_rules[OP_COUNT] = {
 #define PRIM(id, name, arity, kind) [OP_##id] = eval_##id,
 #include "prims.def"

@@ -257,6 +257,104 @@ static void adj_RESHAPE(Grad *g, IrValue *y, IrValue *dy) {
   grad_accum(g, x, shaped(g, y, OP_RESHAPE, dy, x->shape, x->batched));
 }
 
+#ifdef NNC_CONV_PRIMS
+// ---- the convolutional family -----------------------------------------------
+// Every rule here is linear in dy and builds primitives of the same family
+// with y's window (or axis and start). `target` is the result shape of the
+// primitives that take one (CONV_T, CONV_W, AVGPOOL_T, SLICE, EMBED), NULL
+// for the others, so equal values get equal attributes (CSE).
+static IrValue *like(Grad *g, IrValue *y, Op op, IrValue *a, IrValue *b,
+                     const Shape *target) {
+  Attr attr = {.win = y->attr.win, .axis = y->attr.axis,
+               .start = y->attr.start};
+  if (target)
+    attr.shape = *target;
+  return ir_prim(g->fn, op, (IrValue *[]){a, b}, attr, y->loc);
+}
+
+// <conv(x, w), dy> = <x, conv_t(dy, w)> = <w, conv_w(x, dy)>: one trilinear
+// form, so each of CONV, CONV_T, CONV_W differentiates into the other two.
+// y = conv(x, w): dx = conv_t(dy, w), dw = conv_w(x, dy)
+static void adj_CONV(Grad *g, IrValue *y, IrValue *dy) {
+  IrValue *x = y->arg[0], *w = y->arg[1];
+  if (want(g, x))
+    grad_accum(g, x, like(g, y, OP_CONV_T, dy, w, &x->shape));
+  if (want(g, w))
+    grad_accum(g, w, like(g, y, OP_CONV_W, x, dy, &w->shape));
+}
+
+// z = conv_t(u, w): du = conv(dz, w), dw = conv_w(dz, u)
+static void adj_CONV_T(Grad *g, IrValue *y, IrValue *dy) {
+  IrValue *u = y->arg[0], *w = y->arg[1];
+  if (want(g, u))
+    grad_accum(g, u, like(g, y, OP_CONV, dy, w, NULL));
+  if (want(g, w))
+    grad_accum(g, w, like(g, y, OP_CONV_W, dy, u, &w->shape));
+}
+
+// w' = conv_w(x, u): dx = conv_t(u, dw'), du = conv(x, dw')
+static void adj_CONV_W(Grad *g, IrValue *y, IrValue *dy) {
+  IrValue *x = y->arg[0], *u = y->arg[1];
+  if (want(g, x))
+    grad_accum(g, x, like(g, y, OP_CONV_T, u, dy, &x->shape));
+  if (want(g, u))
+    grad_accum(g, u, like(g, y, OP_CONV, x, dy, NULL));
+}
+
+// The argmax positions are piecewise constant in x, so x_ref never receives
+// a contribution; UNPOOL and POOL_SELECT are linear in their second argument
+// and each other's adjoint there.
+static void adj_MAXPOOL(Grad *g, IrValue *y, IrValue *dy) {
+  IrValue *x = y->arg[0];
+  grad_accum(g, x, like(g, y, OP_UNPOOL, x, dy, NULL));
+}
+
+static void adj_UNPOOL(Grad *g, IrValue *y, IrValue *dy) {
+  IrValue *ref = y->arg[0], *v = y->arg[1];
+  if (want(g, v))
+    grad_accum(g, v, like(g, y, OP_POOL_SELECT, ref, dy, NULL));
+}
+
+static void adj_POOL_SELECT(Grad *g, IrValue *y, IrValue *dy) {
+  IrValue *ref = y->arg[0], *v = y->arg[1];
+  if (want(g, v))
+    grad_accum(g, v, like(g, y, OP_UNPOOL, ref, dy, NULL));
+}
+
+static void adj_AVGPOOL(Grad *g, IrValue *y, IrValue *dy) {
+  IrValue *x = y->arg[0];
+  grad_accum(g, x, like(g, y, OP_AVGPOOL_T, dy, NULL, &x->shape));
+}
+
+static void adj_AVGPOOL_T(Grad *g, IrValue *y, IrValue *dy) {
+  IrValue *x = y->arg[0];
+  grad_accum(g, x, like(g, y, OP_AVGPOOL, dy, NULL, NULL));
+}
+
+// Each operand gets its slab of dy (an unbatched operand's is summed over
+// the batch by grad_accum).
+static void adj_CONCAT(Grad *g, IrValue *y, IrValue *dy) {
+  IrValue *a = y->arg[0], *b = y->arg[1];
+  Attr attr = {.axis = y->attr.axis, .shape = a->shape};
+  if (want(g, a))
+    grad_accum(g, a, ir_prim(g->fn, OP_SLICE, &dy, attr, y->loc));
+  attr.start = a->shape.dim[attr.axis];
+  attr.shape = b->shape;
+  if (want(g, b))
+    grad_accum(g, b, ir_prim(g->fn, OP_SLICE, &dy, attr, y->loc));
+}
+
+static void adj_SLICE(Grad *g, IrValue *y, IrValue *dy) {
+  IrValue *x = y->arg[0];
+  grad_accum(g, x, like(g, y, OP_EMBED, dy, NULL, &x->shape));
+}
+
+static void adj_EMBED(Grad *g, IrValue *y, IrValue *dy) {
+  IrValue *x = y->arg[0];
+  grad_accum(g, x, like(g, y, OP_SLICE, dy, NULL, &x->shape));
+}
+#endif
+
 static AdjRule *const adj_rules[OP_COUNT] = {
 #define PRIM(id, name, arity, kind) [OP_##id] = adj_##id,
 #include "prims.def"

@@ -115,6 +115,63 @@ static void print_type(FILE *out, const IrValue *v) {
   fputc(']', out);
 }
 
+#ifdef NNC_CONV_PRIMS
+// " label 3x3": one entry per spatial axis, outermost first.
+static void print_axes(FILE *out, const char *label, const int64_t *x,
+                       int n) {
+  fprintf(out, " %s ", label);
+  for (int i = 0; i < n; i++)
+    fprintf(out, "%s%lld", i ? "x" : "", (long long)x[i]);
+}
+
+// The window of a convolution or pool over arg[0]'s spatial axes:
+// " kernel 2x2" (pools only), " stride 1x1 pad 2,2x2,2" (pad_lo,pad_hi per
+// axis), " dilation 1x1", then " groups 1" (convolutions only).
+static void print_window(FILE *out, const IrValue *v, bool conv) {
+  const Window *w = &v->attr.win;
+  int n = v->arg[0]->shape.rank - 1;
+  if (!conv)
+    print_axes(out, "kernel", w->kernel, n);
+  print_axes(out, "stride", w->stride, n);
+  fputs(" pad ", out);
+  for (int i = 0; i < n; i++)
+    fprintf(out, "%s%lld,%lld", i ? "x" : "", (long long)w->pad_lo[i],
+            (long long)w->pad_hi[i]);
+  print_axes(out, "dilation", w->dilation, n);
+  if (conv)
+    fprintf(out, " groups %d", w->groups);
+}
+
+// The attributes of the convolutional family after the arguments; the
+// target shape of CONV_T, CONV_W, AVGPOOL_T, SLICE and EMBED is the type.
+static void print_conv_attrs(FILE *out, const IrValue *v) {
+  switch (v->op) {
+  case OP_CONV:
+  case OP_CONV_T:
+  case OP_CONV_W:
+    print_window(out, v, true);
+    break;
+  case OP_MAXPOOL:
+  case OP_UNPOOL:
+  case OP_POOL_SELECT:
+  case OP_AVGPOOL:
+  case OP_AVGPOOL_T:
+    print_window(out, v, false);
+    break;
+  case OP_CONCAT:
+    fprintf(out, " axis %d", v->attr.axis);
+    break;
+  case OP_SLICE:
+  case OP_EMBED:
+    fprintf(out, " axis %d start %lld", v->attr.axis,
+            (long long)v->attr.start);
+    break;
+  default:
+    break;
+  }
+}
+#endif
+
 static void print_value(FILE *out, const IrValue *v) {
   fprintf(out, "  %%%d = %s", v->id, prims[v->op].name);
   if (v->name)
@@ -129,6 +186,9 @@ static void print_value(FILE *out, const IrValue *v) {
     fputs(" threshold ", out);
     print_num(out, v->attr.num);
   }
+#ifdef NNC_CONV_PRIMS
+  print_conv_attrs(out, v);
+#endif
   fputs(" : ", out);
   print_type(out, v);
   if (v->fused)

@@ -37,12 +37,30 @@ typedef enum Op {
 
 typedef enum PrimKind { PK_LEAF, PK_EW, PK_REDUCE, PK_MATMUL, PK_OTHER } PrimKind;
 
+// The sliding window of the convolution and pooling primitives, one entry
+// per spatial axis (outermost first; entries past the spatial rank are
+// ignored). Every field is explicit: a zero stride or dilation is an error,
+// not a default.
+typedef struct Window {
+  int64_t kernel[3];    // pools: the window's extent (CONV*: the weight's)
+  int64_t stride[3];    // >= 1
+  int64_t pad_lo[3];    // >= 0, before the first element
+  int64_t pad_hi[3];    // >= 0, after the last element
+  int64_t dilation[3];  // >= 1: distance between window taps
+  int groups;           // CONV, CONV_T, CONV_W: >= 1 channel groups
+} Window;
+
 // Op-specific data; which fields matter is said in prims.def.
 typedef struct Attr {
   double num;     // CONST value; CORRECT threshold
   int index;      // PARAM / ARG index
-  Shape shape;    // SUM_TO / BROADCAST / RESHAPE target
+  Shape shape;    // SUM_TO / BROADCAST / RESHAPE target; CONV_T, CONV_W,
+                  // AVGPOOL_T, SLICE, EMBED result
   bool batched;   // SUM_TO / BROADCAST target carries the batch axis
+  Window win;     // CONV, CONV_T, CONV_W, MAXPOOL, UNPOOL, POOL_SELECT,
+                  // AVGPOOL, AVGPOOL_T
+  int axis;       // CONCAT, SLICE, EMBED: a per-example axis
+  int64_t start;  // SLICE, EMBED: first index along attr.axis
 } Attr;
 
 // The shape rule of a primitive: NULL on success with *out / *out_batched set,

@@ -103,7 +103,28 @@ static uint64_t value_hash(const IrValue *v) {
   h = mix(h, (uint64_t)v->attr.batched);
   for (int i = 0; i < v->attr.shape.rank; i++)
     h = mix(h, (uint64_t)v->attr.shape.dim[i]);
-  return mix(h, (uint64_t)v->attr.shape.rank);
+  h = mix(h, (uint64_t)v->attr.shape.rank);
+  const Window *w = &v->attr.win;
+  for (int i = 0; i < 3; i++) {
+    h = mix(h, (uint64_t)w->kernel[i]);
+    h = mix(h, (uint64_t)w->stride[i]);
+    h = mix(h, (uint64_t)w->pad_lo[i]);
+    h = mix(h, (uint64_t)w->pad_hi[i]);
+    h = mix(h, (uint64_t)w->dilation[i]);
+  }
+  h = mix(h, (uint64_t)w->groups);
+  h = mix(h, (uint64_t)v->attr.axis);
+  return mix(h, (uint64_t)v->attr.start);
+}
+
+// Field by field: a Window has padding bytes, so memcmp would not do.
+static bool window_same(const Window *a, const Window *b) {
+  for (int i = 0; i < 3; i++)
+    if (a->kernel[i] != b->kernel[i] || a->stride[i] != b->stride[i] ||
+        a->pad_lo[i] != b->pad_lo[i] || a->pad_hi[i] != b->pad_hi[i] ||
+        a->dilation[i] != b->dilation[i])
+      return false;
+  return a->groups == b->groups;
 }
 
 static bool value_same(const IrValue *a, const IrValue *b) {
@@ -115,7 +136,9 @@ static bool value_same(const IrValue *a, const IrValue *b) {
   return memcmp(&a->attr.num, &b->attr.num, sizeof(double)) == 0 &&
          a->attr.index == b->attr.index &&
          a->attr.batched == b->attr.batched &&
-         shape_eq(a->attr.shape, b->attr.shape);
+         shape_eq(a->attr.shape, b->attr.shape) &&
+         window_same(&a->attr.win, &b->attr.win) &&
+         a->attr.axis == b->attr.axis && a->attr.start == b->attr.start;
 }
 
 // Returns the earlier equal value, or records v and returns it.
@@ -181,6 +204,10 @@ static IrValue *identity(IrValue *v) {
   case OP_BROADCAST:
   case OP_SUM_TO:
   case OP_RESHAPE:
+#ifdef NNC_CONV_PRIMS
+  case OP_SLICE:  // the whole axis (start 0)
+  case OP_EMBED:  // into a target of its own size (start 0)
+#endif
     return same_type(v, a) ? a : NULL;  // to its own shape: a no-op
   default:
     return NULL;

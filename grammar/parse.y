@@ -36,6 +36,8 @@ typedef struct Parser {
   bool nl_pending;         // a newline was skipped inside brackets...
   const char *nl_tok;      // ...here,
   Loc nl_loc;              // ...at this location
+  bool nl_before;          // one was skipped just before the last token
+  const char *bad_end;     // end of the last bad character reported
   bool quiet;              // an error was reported in this statement
 } Parser;
 }
@@ -72,7 +74,7 @@ static Ast *decl_new(Parser *p, AstKind kind, Loc loc, const char *name,
 static Ast *node_new(Parser *p, AstKind kind, Loc loc, const char *name,
                      Ast *a, Ast *b);
 static Ast *type_new(Parser *p, DType dtype, AstList dims, Loc loc);
-static AstList body_return(Parser *p, Ast *value);
+static AstList body_return(Parser *p, Ast *value, Loc loc);
 static Ast *update_new(Parser *p, AstList names, AstList body, Loc loc);
 static Ast *call_new(Parser *p, const char *name, AstList args, Loc loc);
 static Ast *list_new(Parser *p, AstList items, Loc loc);
@@ -94,6 +96,8 @@ static Ast *expr_checked(Parser *p, Ast *e);
 %token <double> NUMBER "number"
 %token NEWLINE "end of line"
 %token PIPE "'|>'" ARROW "'->'"
+// Keep IMPORT..UPDATE together and in this order: the lexer and
+// expected_items() test ranges of them.
 %token IMPORT "'import'" LAYER "'layer'" MODEL "'model'" LOSS "'loss'"
 %token OPTIMIZER "'optimizer'" TRAIN "'train'" PARAM "'param'"
 %token RETURN "'return'" STATE "'state'" UPDATE "'update'"
@@ -107,6 +111,7 @@ static Ast *expr_checked(Parser *p, Ast *e);
 
 %nterm <Ast *> decl formal type type_opt default_opt result_opt stmt
 %nterm <Ast *> full_expr expr arg
+%nterm <const char *> setting_name
 %nterm <AstList> formals formal_list formal_seq body block stmts
 %nterm <AstList> opt_items opt_item state_list names_opt names settings
 %nterm <AstList> dims_opt dims args_opt args exprs_opt exprs
@@ -117,6 +122,8 @@ file: decls ;
 
 // The lexer ends the last line of a file and of a block with a NEWLINE,
 // and never sends two in a row, so every item here is NEWLINE-terminated.
+// A declaration with a broken header loses its whole block (skip_block),
+// so the block's statements are not read as declarations.
 decls
   : %empty
   | decls decl NEWLINE                { file_add(p, $2); }
@@ -190,7 +197,7 @@ dims
 // `= expr` is stored as a body holding one AST_RETURN.
 body
   : block
-  | '=' full_expr                     { $$ = body_return(p, $2); }
+  | '=' full_expr                     { $$ = body_return(p, $2, @2); }
   ;
 
 block: '{' stmts '}'                  { $$ = $2; } ;
@@ -247,10 +254,20 @@ names
 // The settings of a train block, each `NAME = expr`.
 settings
   : %empty                            { $$ = (AstList){0}; }
-  | settings NAME '=' full_expr NEWLINE
+  | settings setting_name '=' full_expr NEWLINE
       { $$ = list_add(p, $1, node_new(p, AST_ASSIGN, @2, $2, $4, NULL)); }
   | settings error NEWLINE            { $$ = $1; }
   | settings error skip_block NEWLINE { $$ = $1; }
+  ;
+
+// `loss = ...` and `optimizer = ...` are settings: keywords name them too.
+setting_name
+  : NAME
+  | IMPORT { $$ = "import"; } | LAYER { $$ = "layer"; }
+  | MODEL { $$ = "model"; } | LOSS { $$ = "loss"; }
+  | OPTIMIZER { $$ = "optimizer"; } | TRAIN { $$ = "train"; }
+  | PARAM { $$ = "param"; } | RETURN { $$ = "return"; }
+  | STATE { $$ = "state"; } | UPDATE { $$ = "update"; }
   ;
 
 // Error recovery only: skips a whole braced block (nested ones included)
@@ -399,13 +416,14 @@ static bool is_expr_start(yysymbol_kind_t t) {
 static bool is_operator(yysymbol_kind_t t) {
   static const char ops[] = "+-*/@^([";
   for (const char *c = ops; *c; c++)
-    if (t == YYTRANSLATE(*c))
+    if (t == YYTRANSLATE((unsigned char)*c))
       return true;
   return t == YYSYMBOL_PIPE;
 }
 
 // Fills `item` with what the parser expected, folding token families into
-// "an expression", "an operator", "a type" and "a declaration".
+// "an expression", "an operator", "a type" and "a declaration" (and the
+// keywords that may name a train setting into "a name").
 static int expected_items(const yypcontext_t *yc, const char **item) {
   yysymbol_kind_t exp[YYNTOKENS];
   int n = yypcontext_expected_tokens(yc, exp, YYNTOKENS);
@@ -415,6 +433,7 @@ static int expected_items(const yypcontext_t *yc, const char **item) {
   bool expr = has[YYSYMBOL_NUMBER], op = has[YYTRANSLATE('*')];
   bool type = has[YYSYMBOL_F32] && has[YYSYMBOL_INT];
   bool decl = has[YYSYMBOL_LAYER] && has[YYSYMBOL_TRAIN];
+  bool name = has[YYSYMBOL_NAME] && has[YYSYMBOL_IMPORT] && has[YYSYMBOL_UPDATE];
   int m = 0;
   for (int i = 0; i < n; i++) {
     yysymbol_kind_t t = exp[i];
@@ -422,7 +441,8 @@ static int expected_items(const yypcontext_t *yc, const char **item) {
         (type && (t == YYSYMBOL_F32 || t == YYSYMBOL_F64 ||
                   t == YYSYMBOL_INT || t == YYSYMBOL_FLOAT)) ||
         (decl && (t == YYSYMBOL_YYEOF || (t >= YYSYMBOL_IMPORT &&
-                                          t <= YYSYMBOL_TRAIN))))
+                                          t <= YYSYMBOL_TRAIN))) ||
+        (name && t >= YYSYMBOL_IMPORT && t <= YYSYMBOL_UPDATE))
       continue;
     item[m++] = expected_name(t);
   }
@@ -447,6 +467,14 @@ static int yyreport_syntax_error(const yypcontext_t *yc, Parser *p) {
   }
   char what[80], msg[400];
   describe_token(p, t, what, sizeof what);
+  if (p->nl_before) {
+    // An unclosed '(' or '[' swallowed the newline before this token: the
+    // line that ended there is the one to blame.
+    loc = p->nl_loc;
+    snprintf(what, sizeof what, "end of line");
+  }
+  // Forget the open brackets so that recovery stops at this line's end.
+  p->depth = 0;
   const char *item[YYNTOKENS + 4];
   int m = expected_items(yc, item);
   int len = snprintf(msg, sizeof msg, "unexpected %s", what);
@@ -508,8 +536,9 @@ static Ast *type_new(Parser *p, DType dtype, AstList dims, Loc loc) {
   return t;
 }
 
-static AstList body_return(Parser *p, Ast *value) {
-  Loc loc = value ? value->loc : p->tok_loc;
+// `loc` is the expression's first token (the value's own loc is its root,
+// e.g. the operator of a binary node).
+static AstList body_return(Parser *p, Ast *value, Loc loc) {
   return list_one(p, node_new(p, AST_RETURN, loc, NULL, value, NULL));
 }
 
