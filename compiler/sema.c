@@ -140,10 +140,13 @@ void sema_load_stdlib(Ctx *ctx, Program *prog) {
         src = source_load(&ctx->diag, path, (Loc){0});
       }
     }
-    if (!src)
-      src = source_from_string(&ctx->diag,
-                               arena_printf(ctx->arena, "<stdlib>/%s", name),
-                               stdlib_files[i].text);
+    // Messages name stdlib files the same way wherever they were read from,
+    // so diagnostics (and their golden tests) do not depend on the install.
+    const char *shown = arena_printf(ctx->arena, "<stdlib>/%s", name);
+    if (src)
+      src->path = shown;
+    else
+      src = source_from_string(&ctx->diag, shown, stdlib_files[i].text);
     ptrvec_push(ctx->arena, &prog->files, parse_source(ctx, src));
   }
 }
@@ -193,6 +196,9 @@ static int edit_distance(const char *a, const char *b) {
         c = d[i - 1][j] + 1;
       if (d[i][j - 1] + 1 < c)
         c = d[i][j - 1] + 1;
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+          d[i - 2][j - 2] + 1 < c)
+        c = d[i - 2][j - 2] + 1;  // a transposition counts as one edit
       d[i][j] = c;
     }
   return d[la][lb];
