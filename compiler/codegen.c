@@ -40,7 +40,7 @@ _Static_assert((int)DATA_INLINE == (int)NNRT_DATA_INLINE &&
 _Static_assert(sizeof(NnrtModel) == 8 * (21 + NNRT_MAX_RANK + 2 * 11),
                "NnrtModel changed: update build_model");
 
-// ---- which values are live, inline or stored ------------------------------------
+// ---- which values are live, inline or stored --------------------------------
 static void mark_root(bool *set, const IrValue *v) {
   if (v)
     set[v->id] = true;
@@ -58,13 +58,13 @@ static void close_live(const IrFn *fn, bool *live) {
 
 // Where a value lives. Only ST_ROW and ST_FIXED values get a kernel.
 typedef enum Store {
-  ST_NONE,    // computed inline wherever it is used
-  ST_PARAM,   // params + the parameter's offset
-  ST_INPUT,   // the batch inputs (train: workspace; infer: argument x)
-  ST_LABEL,   // the batch labels (train: workspace; infer: argument y)
-  ST_ALIAS,   // RESHAPE: its argument's buffer
-  ST_ROW,     // workspace, per-row part: off x max_batch
-  ST_FIXED,   // workspace, fixed part after all per-row regions
+  ST_NONE,  // computed inline wherever it is used
+  ST_PARAM, // params + the parameter's offset
+  ST_INPUT, // the batch inputs (train: workspace; infer: argument x)
+  ST_LABEL, // the batch labels (train: workspace; infer: argument y)
+  ST_ALIAS, // RESHAPE: its argument's buffer
+  ST_ROW,   // workspace, per-row part: off x max_batch
+  ST_FIXED, // workspace, fixed part after all per-row regions
 } Store;
 
 // The workspace plan of one entry point, in floats. The workspace is
@@ -100,10 +100,18 @@ static void plan_storage(Cg *cg, Plan *p, const bool *live, bool batch_io) {
       continue;
     }
     switch (v->op) {
-    case OP_PARAM: p->st[i] = ST_PARAM; break;
-    case OP_INPUT: p->st[i] = ST_INPUT; break;
-    case OP_LABEL: p->st[i] = ST_LABEL; break;
-    case OP_RESHAPE: p->st[i] = ST_ALIAS; break;
+    case OP_PARAM:
+      p->st[i] = ST_PARAM;
+      break;
+    case OP_INPUT:
+      p->st[i] = ST_INPUT;
+      break;
+    case OP_LABEL:
+      p->st[i] = ST_LABEL;
+      break;
+    case OP_RESHAPE:
+      p->st[i] = ST_ALIAS;
+      break;
     default:
       if (v->batched) {
         p->st[i] = ST_ROW;
@@ -118,12 +126,12 @@ static void plan_storage(Cg *cg, Plan *p, const bool *live, bool batch_io) {
   }
 }
 
-// ---- entry-point frames: buffer pointers of one generated function -------------
+// ---- entry-point frames: buffer pointers of one generated function ----------
 typedef struct Frame {
   const Plan *plan;
-  const int64_t *poff;    // float offset of each parameter in `params`
+  const int64_t *poff; // float offset of each parameter in `params`
   LLVMValueRef params, ws, max_batch, x, y, rows;
-  LLVMValueRef *ptr;      // per value id, once computed
+  LLVMValueRef *ptr; // per value id, once computed
 } Frame;
 
 static LLVMValueRef value_ptr(Cg *cg, Frame *f, const IrValue *v) {
@@ -132,13 +140,21 @@ static LLVMValueRef value_ptr(Cg *cg, Frame *f, const IrValue *v) {
   const Plan *p = f->plan;
   LLVMValueRef r = NULL;
   switch (p->st[v->id]) {
-  case ST_NONE: assert(!"value has no buffer"); break;
+  case ST_NONE:
+    assert(!"value has no buffer");
+    break;
   case ST_PARAM:
     r = cg_gep(cg, f->params, cg_i64(cg, f->poff[v->attr.index]));
     break;
-  case ST_INPUT: r = f->x; break;
-  case ST_LABEL: r = f->y; break;
-  case ST_ALIAS: r = value_ptr(cg, f, v->arg[0]); break;
+  case ST_INPUT:
+    r = f->x;
+    break;
+  case ST_LABEL:
+    r = f->y;
+    break;
+  case ST_ALIAS:
+    r = value_ptr(cg, f, v->arg[0]);
+    break;
   case ST_ROW:
     r = cg_gep(cg, f->ws, cg_mul(cg, f->max_batch, cg_i64(cg, p->off[v->id])));
     break;
@@ -203,7 +219,7 @@ static LLVMBasicBlockRef block(Cg *cg, LLVMValueRef fn, const char *name) {
   return LLVMAppendBasicBlockInContext(cg->lc, fn, name);
 }
 
-// ---- nnc_train -------------------------------------------------------------------
+// ---- nnc_train --------------------------------------------------------------
 // t = 0; for (epoch = 0;; epoch++) {
 //   nb = nnrt_epoch_begin(run, epoch); if (!nb) break;
 //   for (i = 0; i < nb; i++) {
@@ -218,8 +234,8 @@ static LLVMValueRef build_train(Cg *cg, const Plan *plan, const bool *live,
   const IrModule *m = cg->m;
   LLVMTypeRef P = cg->t_ptr, I = cg->t_i64, D = cg->t_f64;
   LLVMTypeRef pt[5] = {P, P, P, P, I};
-  LLVMValueRef fn = cg_function(
-      cg, "nnc_train", LLVMFunctionType(cg->t_void, pt, 5, 0), false);
+  LLVMValueRef fn = cg_function(cg, "nnc_train",
+                                LLVMFunctionType(cg->t_void, pt, 5, 0), false);
   LLVMTypeRef ty_begin, ty_fetch, ty_bend, ty_eend;
   LLVMValueRef f_begin = runtime_fn(cg, "nnrt_epoch_begin", I,
                                     (LLVMTypeRef[]){P, I}, 2, &ty_begin);
@@ -227,8 +243,8 @@ static LLVMValueRef build_train(Cg *cg, const Plan *plan, const bool *live,
                                     (LLVMTypeRef[]){P, I, P, P}, 4, &ty_fetch);
   LLVMValueRef f_bend = runtime_fn(cg, "nnrt_batch_end", I,
                                    (LLVMTypeRef[]){P, I, D, D}, 4, &ty_bend);
-  LLVMValueRef f_eend = runtime_fn(cg, "nnrt_epoch_end", I,
-                                   (LLVMTypeRef[]){P, I}, 2, &ty_eend);
+  LLVMValueRef f_eend =
+      runtime_fn(cg, "nnrt_epoch_end", I, (LLVMTypeRef[]){P, I}, 2, &ty_eend);
 
   LLVMValueRef run = LLVMGetParam(fn, 0), state = LLVMGetParam(fn, 2);
   Frame f = {.plan = plan, .poff = poff};
@@ -280,8 +296,8 @@ static LLVMValueRef build_train(Cg *cg, const Plan *plan, const bool *live,
   f.rows = call(cg, ty_fetch, f_fetch, (LLVMValueRef[]){run, iv, f.x, f.y}, 4);
   LLVMSetValueName2(f.rows, "B", 1);
   call_kernels(cg, &f, live);
-  LLVMValueRef tv = LLVMBuildNSWAdd(cg->b, LLVMBuildLoad2(cg->b, I, t, ""),
-                                    one, "");
+  LLVMValueRef tv =
+      LLVMBuildNSWAdd(cg->b, LLVMBuildLoad2(cg->b, I, t, ""), one, "");
   LLVMBuildStore(cg->b, tv, t);
   if (m->opt.fn) {
     LLVMValueRef opt = kernel_optimizer(cg);
@@ -301,9 +317,9 @@ static LLVMValueRef build_train(Cg *cg, const Plan *plan, const bool *live,
       call(cg, oty, opt, args, 6);
     }
   }
-  LLVMValueRef loss_sum = LLVMBuildFMul(
-      cg->b, load_scalar(cg, &f, m->objective),
-      LLVMBuildSIToFP(cg->b, f.rows, D, ""), "");
+  LLVMValueRef loss_sum =
+      LLVMBuildFMul(cg->b, load_scalar(cg, &f, m->objective),
+                    LLVMBuildSIToFP(cg->b, f.rows, D, ""), "");
   LLVMValueRef correct = load_scalar(cg, &f, m->correct);
   LLVMValueRef stop = call(cg, ty_bend, f_bend,
                            (LLVMValueRef[]){run, f.rows, loss_sum, correct}, 4);
@@ -325,17 +341,17 @@ static LLVMValueRef build_train(Cg *cg, const Plan *plan, const bool *live,
   return fn;
 }
 
-// ---- nnc_infer -------------------------------------------------------------------
-// The output's kernels; the prediction copied to `out` when given; with
-// labels, the loss side too, accumulated into stats.
+// ---- nnc_infer --------------------------------------------------------------
+// The output's kernels; the prediction copied to `out` when given; with labels,
+// the loss side too, accumulated into stats.
 static LLVMValueRef build_infer(Cg *cg, const Plan *plan, const bool *out_set,
                                 const bool *loss_set, const bool *live,
                                 const int64_t *poff) {
   const IrModule *m = cg->m;
   LLVMTypeRef P = cg->t_ptr, I = cg->t_i64, D = cg->t_f64;
   LLVMTypeRef pt[8] = {P, P, I, P, P, I, P, P};
-  LLVMValueRef fn = cg_function(
-      cg, "nnc_infer", LLVMFunctionType(cg->t_void, pt, 8, 0), false);
+  LLVMValueRef fn = cg_function(cg, "nnc_infer",
+                                LLVMFunctionType(cg->t_void, pt, 8, 0), false);
   Frame f = {.plan = plan, .poff = poff};
   f.params = LLVMGetParam(fn, 0);
   f.ws = LLVMGetParam(fn, 1);
@@ -344,8 +360,8 @@ static LLVMValueRef build_infer(Cg *cg, const Plan *plan, const bool *out_set,
   f.y = LLVMGetParam(fn, 4);
   f.rows = LLVMGetParam(fn, 5);
   LLVMValueRef out = LLVMGetParam(fn, 6), stats = LLVMGetParam(fn, 7);
-  const char *names[8] = {"params", "ws", "max_batch", "x",
-                          "y",      "rows", "out",    "stats"};
+  const char *names[8] = {"params", "ws",   "max_batch", "x",
+                          "y",      "rows", "out",       "stats"};
   for (unsigned i = 0; i < 8; i++)
     LLVMSetValueName2(LLVMGetParam(fn, i), names[i], strlen(names[i]));
 
@@ -366,7 +382,7 @@ static LLVMValueRef build_infer(Cg *cg, const Plan *plan, const bool *out_set,
   if (o->batched) {
     LLVMBuildMemCpy(cg->b, out, 4, src, 4,
                     cg_mul(cg, f.rows, cg_i64(cg, bytes)));
-  } else {  // one prediction for every row
+  } else { // one prediction for every row
     Loop l;
     LLVMValueRef r = loop_begin(cg, &l, f.rows, "r");
     LLVMValueRef dst = cg_gep(cg, out, cg_mul(cg, r, cg_i64(cg, bytes / 4)));
@@ -384,9 +400,9 @@ static LLVMValueRef build_infer(Cg *cg, const Plan *plan, const bool *out_set,
 
   LLVMPositionBuilderAtEnd(cg->b, with_y);
   call_kernels(cg, &f, loss_set);
-  LLVMValueRef loss_sum = LLVMBuildFMul(
-      cg->b, load_scalar(cg, &f, m->objective),
-      LLVMBuildSIToFP(cg->b, f.rows, D, ""), "");
+  LLVMValueRef loss_sum =
+      LLVMBuildFMul(cg->b, load_scalar(cg, &f, m->objective),
+                    LLVMBuildSIToFP(cg->b, f.rows, D, ""), "");
   LLVMValueRef correct = load_scalar(cg, &f, m->correct);
   LLVMValueRef vals[2] = {loss_sum, correct};
   for (int i = 0; i < 2; i++) {
@@ -402,9 +418,9 @@ static LLVMValueRef build_infer(Cg *cg, const Plan *plan, const bool *out_set,
   return fn;
 }
 
-// ---- the nnc_model descriptor --------------------------------------------------------
-static LLVMValueRef private_global(Cg *cg, LLVMValueRef init,
-                                   const char *name, unsigned align) {
+// ---- the nnc_model descriptor -----------------------------------------------
+static LLVMValueRef private_global(Cg *cg, LLVMValueRef init, const char *name,
+                                   unsigned align) {
   LLVMValueRef g = LLVMAddGlobal(cg->mod, LLVMTypeOf(init), name);
   LLVMSetInitializer(g, init);
   LLVMSetGlobalConstant(g, 1);
@@ -429,14 +445,12 @@ static LLVMValueRef const_bytes(Cg *cg, const void *data, size_t n,
                                 const char *name) {
   if (!data || !n)
     return null_ptr(cg);
-  return private_global(cg, LLVMConstStringInContext2(cg->lc, data, n, 1),
-                        name, 16);
+  return private_global(cg, LLVMConstStringInContext2(cg->lc, data, n, 1), name,
+                        16);
 }
 
 static LLVMValueRef ci(Cg *cg, int64_t v) { return cg_i64(cg, v); }
-static LLVMValueRef cd(Cg *cg, double v) {
-  return LLVMConstReal(cg->t_f64, v);
-}
+static LLVMValueRef cd(Cg *cg, double v) { return LLVMConstReal(cg->t_f64, v); }
 
 static LLVMValueRef dims(Cg *cg, Shape s) {
   LLVMValueRef d[NNRT_MAX_RANK];
@@ -452,7 +466,8 @@ static LLVMTypeRef struct_type(Cg *cg, LLVMTypeRef *f, unsigned n) {
 static LLVMValueRef data_spec(Cg *cg, const DataSpec *d) {
   LLVMValueRef x = NULL, y = NULL, classes = NULL;
   if (d->kind == DATA_INLINE) {
-    size_t nx = (size_t)(d->nrows * d->xcols), ny = (size_t)(d->nrows * d->ycols);
+    size_t nx = (size_t)(d->nrows * d->xcols),
+           ny = (size_t)(d->nrows * d->ycols);
     float *buf = arena_alloc(cg->arena, sizeof(float) * (nx + ny + 1));
     for (size_t i = 0; i < nx; i++)
       buf[i] = (float)d->x[i];
@@ -465,11 +480,11 @@ static LLVMValueRef data_spec(Cg *cg, const DataSpec *d) {
     classes = const_bytes(cg, d->classes, sizeof(int64_t) * (size_t)d->nclasses,
                           ".data.classes");
   LLVMValueRef f[11] = {
-      ci(cg, d->kind),         const_str(cg, d->path_x),
+      ci(cg, d->kind),          const_str(cg, d->path_x),
       const_str(cg, d->path_y), cd(cg, d->scale),
-      ci(cg, d->nclasses),     classes ? classes : null_ptr(cg),
-      ci(cg, d->nrows),        ci(cg, d->xcols),
-      ci(cg, d->ycols),        x ? x : null_ptr(cg),
+      ci(cg, d->nclasses),      classes ? classes : null_ptr(cg),
+      ci(cg, d->nrows),         ci(cg, d->xcols),
+      ci(cg, d->ycols),         x ? x : null_ptr(cg),
       y ? y : null_ptr(cg),
   };
   return LLVMConstStructInContext(cg->lc, f, 11, 0);
@@ -490,11 +505,11 @@ static void build_model(Cg *cg, const Plan *train, const Plan *infer,
   for (int i = 0; i < np; i++) {
     const IrParam *p = m->params.item[i];
     LLVMValueRef f[10] = {
-        const_str(cg, p->name),     ci(cg, p->shape.rank),
-        dims(cg, p->shape),         ci(cg, poff[i + 1] - poff[i]),
-        ci(cg, poff[i]),            ci(cg, p->init.kind),
-        cd(cg, p->init.a),          cd(cg, p->init.b),
-        ci(cg, p->fan_in),          ci(cg, p->fan_out),
+        const_str(cg, p->name), ci(cg, p->shape.rank),
+        dims(cg, p->shape),     ci(cg, poff[i + 1] - poff[i]),
+        ci(cg, poff[i]),        ci(cg, p->init.kind),
+        cd(cg, p->init.a),      cd(cg, p->init.b),
+        ci(cg, p->fan_in),      ci(cg, p->fan_out),
     };
     rows[i] = LLVMConstNamedStruct(t_param, f, 10);
   }
@@ -509,14 +524,14 @@ static void build_model(Cg *cg, const Plan *train, const Plan *infer,
     LLVMValueRef *si = arena_alloc(cg->arena, sizeof *si * (size_t)o->nstate);
     for (int i = 0; i < o->nstate; i++)
       si[i] = cd(cg, o->state_init[i]);
-    state_init = private_global(
-        cg, LLVMConstArray2(D, si, (uint64_t)o->nstate), ".state_init", 8);
+    state_init = private_global(cg, LLVMConstArray2(D, si, (uint64_t)o->nstate),
+                                ".state_init", 8);
   }
 
   // NnrtDataSpec and NnrtModel.
   LLVMTypeRef df[11] = {I, P, P, D, I, P, I, I, I, P, P};
   LLVMTypeRef t_data = struct_type(cg, df, 11);
-  LLVMTypeRef mf[24] = {P, P, I, A, I, I, I, P, I, I, P, t_data,
+  LLVMTypeRef mf[24] = {P,      P, I, A, I, I, I, P, I, I, P, t_data,
                         t_data, I, I, I, D, I, I, I, I, I, P, P};
   LLVMTypeRef t_model = struct_type(cg, mf, 24);
   assert(LLVMABISizeOfType(td, t_model) == sizeof(NnrtModel));
@@ -572,7 +587,7 @@ static void build_main(Cg *cg) {
   LLVMBuildRet(cg->b, call(cg, ty, nnrt_main, args, 3));
 }
 
-// ---- the whole module ----------------------------------------------------------------
+// ---- the whole module -------------------------------------------------------
 static void build_module(Cg *cg, LLVMTargetDataRef td) {
   IrModule *m = cg->m;
   int n = m->fn->values.n;
@@ -613,11 +628,12 @@ static void build_module(Cg *cg, LLVMTargetDataRef td) {
   cg->kern = arena_alloc(cg->arena, sizeof *cg->kern * (size_t)n);
   for (int i = 0; i < n; i++) {
     const IrValue *v = m->fn->values.item[i];
-    cg->inl[i] = !root[i] && (v->fused || v->op == OP_CONST ||
-                              v->op == OP_BATCH_SIZE);
+    cg->inl[i] =
+        !root[i] && (v->fused || v->op == OP_CONST || v->op == OP_BATCH_SIZE);
   }
 
-  int64_t *poff = arena_alloc(cg->arena, sizeof *poff * (size_t)(m->params.n + 1));
+  int64_t *poff =
+      arena_alloc(cg->arena, sizeof *poff * (size_t)(m->params.n + 1));
   for (int i = 0; i < m->params.n; i++)
     poff[i + 1] = poff[i] + shape_numel(((IrParam *)m->params.item[i])->shape);
 
@@ -631,9 +647,8 @@ static void build_module(Cg *cg, LLVMTargetDataRef td) {
   build_main(cg);
 }
 
-// ---- target, passes, emission -----------------------------------------------------------
-static int write_out(Ctx *ctx, const char *path, const char *data,
-                     size_t n) {
+// ---- target, passes, emission -----------------------------------------------
+static int write_out(Ctx *ctx, const char *path, const char *data, size_t n) {
   bool std = strcmp(path, "-") == 0;
   FILE *f = std ? stdout : fopen(path, "wb");
   if (!f) {

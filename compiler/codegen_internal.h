@@ -21,8 +21,8 @@
 typedef struct Kernel {
   LLVMValueRef fn;
   LLVMTypeRef ty;
-  int nin;                  // pointer arguments after `out`
-  const IrValue **in;       // the storage-backed values they point to
+  int nin;            // pointer arguments after `out`
+  const IrValue **in; // the storage-backed values they point to
 } Kernel;
 
 // The state of one code generation (one LLVM context and module).
@@ -32,14 +32,14 @@ typedef struct Cg {
   Arena *arena;
   LLVMContextRef lc;
   LLVMModuleRef mod;
-  LLVMTargetMachineRef tm;  // host CPU and features, PIC
-  LLVMBuilderRef b;         // the builder every emitter uses
-  LLVMBuilderRef ab;        // places allocas at the top of an entry block
+  LLVMTargetMachineRef tm; // host CPU and features, PIC
+  LLVMBuilderRef b;        // the builder every emitter uses
+  LLVMBuilderRef ab;       // places allocas at the top of an entry block
   LLVMTypeRef t_void, t_i1, t_i8, t_i32, t_i64, t_f32, t_f64, t_ptr;
   // Per value of m->fn, indexed by IrValue.id:
-  bool *inl;                // computed inside its user's loop, never stored
-  Kernel **kern;            // its kernel once built (NULL before)
-  LLVMValueRef opt_fn;      // the optimizer's per-parameter update, or NULL
+  bool *inl;           // computed inside its user's loop, never stored
+  Kernel **kern;       // its kernel once built (NULL before)
+  LLVMValueRef opt_fn; // the optimizer's per-parameter update, or NULL
 } Cg;
 
 // ---- small builder helpers (codegen_kernels.c) ------------------------------
@@ -50,11 +50,10 @@ LLVMValueRef cg_gep(Cg *cg, LLVMValueRef p, LLVMValueRef i);
 // p[i] and p[i] = v, with alignment 4: nothing better is proven.
 LLVMValueRef cg_load(Cg *cg, LLVMValueRef p, LLVMValueRef i);
 void cg_store(Cg *cg, LLVMValueRef v, LLVMValueRef p, LLVMValueRef i);
-LLVMValueRef cg_mul(Cg *cg, LLVMValueRef a, LLVMValueRef b);  // i64, nsw
-LLVMValueRef cg_add(Cg *cg, LLVMValueRef a, LLVMValueRef b);  // i64, nsw
+LLVMValueRef cg_mul(Cg *cg, LLVMValueRef a, LLVMValueRef b); // i64, nsw
+LLVMValueRef cg_add(Cg *cg, LLVMValueRef a, LLVMValueRef b); // i64, nsw
 // A call to an overloaded float intrinsic ("llvm.exp") on f32.
-LLVMValueRef cg_intrinsic(Cg *cg, const char *name, LLVMValueRef *args,
-                          int n);
+LLVMValueRef cg_intrinsic(Cg *cg, const char *name, LLVMValueRef *args, int n);
 // A float slot in the entry block of the current function (SROA promotes it).
 LLVMValueRef cg_alloca(Cg *cg, LLVMTypeRef ty, const char *name);
 // An internal (or external) function with noalias pointer parameters,
@@ -62,7 +61,7 @@ LLVMValueRef cg_alloca(Cg *cg, LLVMTypeRef ty, const char *name);
 LLVMValueRef cg_function(Cg *cg, const char *name, LLVMTypeRef ty,
                          bool internal);
 
-// ---- loops -------------------------------------------------------------------
+// ---- loops ------------------------------------------------------------------
 // `for (i = 0; i < n; i++)` as a guarded, bottom-tested loop whose induction
 // variable is a phi. loop_begin leaves the builder in the body, loop_end after
 // the loop; loops nest by calling them in LIFO order.

@@ -21,7 +21,7 @@
 
 #include "codegen_internal.h"
 
-// ---- builder helpers -----------------------------------------------------------
+// ---- builder helpers --------------------------------------------------------
 LLVMValueRef cg_i64(Cg *cg, int64_t v) {
   return LLVMConstInt(cg->t_i64, (unsigned long long)v, 1);
 }
@@ -64,8 +64,7 @@ LLVMValueRef cg_add(Cg *cg, LLVMValueRef a, LLVMValueRef b) {
   return LLVMBuildNSWAdd(cg->b, a, b, "");
 }
 
-LLVMValueRef cg_intrinsic(Cg *cg, const char *name, LLVMValueRef *args,
-                          int n) {
+LLVMValueRef cg_intrinsic(Cg *cg, const char *name, LLVMValueRef *args, int n) {
   unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
   assert(id && "unknown intrinsic");
   LLVMTypeRef t = cg->t_f32;
@@ -104,6 +103,11 @@ LLVMValueRef cg_function(Cg *cg, const char *name, LLVMTypeRef ty,
       if (LLVMGetTypeKind(LLVMTypeOf(LLVMGetParam(fn, i))) ==
           LLVMPointerTypeKind)
         LLVMAddAttributeAtIndex(fn, i + 1, enum_attr(cg, "noalias"));
+    // Kernels are called from both nnc_train and nnc_infer: inlined, each
+    // would be optimized and compiled twice. A call per kernel is nothing
+    // next to its loops, and profiles then show time per kernel.
+    LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex,
+                            enum_attr(cg, "noinline"));
   }
   LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex,
                           enum_attr(cg, "nounwind"));
@@ -126,7 +130,7 @@ enum {
   FM_REDUCE = LLVMFastMathAllowContract | LLVMFastMathAllowReassoc,
 };
 
-// ---- loops ---------------------------------------------------------------------
+// ---- loops ------------------------------------------------------------------
 LLVMValueRef loop_begin(Cg *cg, Loop *l, LLVMValueRef n, const char *name) {
   LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(cg->b));
   LLVMValueRef zero = cg_i64(cg, 0);
@@ -134,8 +138,8 @@ LLVMValueRef loop_begin(Cg *cg, Loop *l, LLVMValueRef n, const char *name) {
   l->pre = LLVMGetInsertBlock(cg->b);
   l->body = LLVMAppendBasicBlockInContext(cg->lc, fn, name);
   l->exit = LLVMAppendBasicBlockInContext(cg->lc, fn, "");
-  LLVMBuildCondBr(cg->b, LLVMBuildICmp(cg->b, LLVMIntSGT, n, zero, ""),
-                  l->body, l->exit);
+  LLVMBuildCondBr(cg->b, LLVMBuildICmp(cg->b, LLVMIntSGT, n, zero, ""), l->body,
+                  l->exit);
   LLVMPositionBuilderAtEnd(cg->b, l->body);
   l->i = LLVMBuildPhi(cg->b, cg->t_i64, name);
   LLVMAddIncoming(l->i, &zero, &l->pre, 1);
@@ -148,7 +152,7 @@ void loop_end(Cg *cg, Loop *l) {
   LLVMBuildCondBr(cg->b, LLVMBuildICmp(cg->b, LLVMIntSLT, next, l->n, ""),
                   l->body, l->exit);
   LLVMAddIncoming(l->i, &next, &latch, 1);
-  LLVMMoveBasicBlockAfter(l->exit, latch);  // keeps the printed IR in order
+  LLVMMoveBasicBlockAfter(l->exit, latch); // keeps the printed IR in order
   LLVMPositionBuilderAtEnd(cg->b, l->exit);
 }
 
@@ -163,12 +167,12 @@ static void nest_end(Cg *cg, Nest *ns) {
     loop_end(cg, &ns->l[--ns->n]);
 }
 
-// ---- the kernel being built, and addressing in an iteration space ---------------
+// ---- the kernel being built, and addressing in an iteration space -----------
 typedef struct Kern {
   Cg *cg;
   const Kernel *k;
   LLVMValueRef out, rows;
-  LLVMValueRef *inp;        // the pointer argument of each k->in
+  LLVMValueRef *inp; // the pointer argument of each k->in
 } Kern;
 
 static LLVMValueRef kern_ptr(Kern *k, const IrValue *v) {
@@ -187,17 +191,17 @@ typedef struct Space {
 
 // How loops over a space are laid out; an operand may need a richer form.
 typedef enum IxMode {
-  IX_FLAT,  // one loop over rows x numel (operands: same layout, or scalars)
-  IX_ROWS,  // a row loop, then one loop over the example's elements
-  IX_AXES,  // a row loop, then one loop per axis (general broadcasting)
+  IX_FLAT, // one loop over rows x numel (operands: same layout, or scalars)
+  IX_ROWS, // a row loop, then one loop over the example's elements
+  IX_AXES, // a row loop, then one loop per axis (general broadcasting)
 } IxMode;
 
 typedef struct Idx {
   Space sp;
   IxMode mode;
-  LLVMValueRef row;            // batch row; NULL when unbatched or IX_FLAT
-  LLVMValueRef flat;           // IX_FLAT: over all rows; else within a row
-  LLVMValueRef ax[MAX_RANK];   // IX_AXES: index along each axis of sp
+  LLVMValueRef row;          // batch row; NULL when unbatched or IX_FLAT
+  LLVMValueRef flat;         // IX_FLAT: over all rows; else within a row
+  LLVMValueRef ax[MAX_RANK]; // IX_AXES: index along each axis of sp
 } Idx;
 
 static bool same_layout(Shape s, Space sp) {
@@ -264,16 +268,15 @@ static IxMode tree_mode(Cg *cg, const IrValue *v, Space sp) {
 
 // A row loop over the batch when sp is batched.
 static void rows_begin(Kern *k, Nest *ns, Space sp, Idx *ix) {
-  ix->row = sp.batched ? loop_begin(k->cg, &ns->l[ns->n++], k->rows, "row")
-                       : NULL;
+  ix->row =
+      sp.batched ? loop_begin(k->cg, &ns->l[ns->n++], k->rows, "row") : NULL;
 }
 
 // Loops over one example of shape s: a flat loop, or one loop per axis.
 static void elems_begin(Kern *k, Nest *ns, Shape s, bool axes, Idx *ix) {
   Cg *cg = k->cg;
   if (!axes) {
-    ix->flat =
-        loop_begin(cg, &ns->l[ns->n++], cg_i64(cg, shape_numel(s)), "j");
+    ix->flat = loop_begin(cg, &ns->l[ns->n++], cg_i64(cg, shape_numel(s)), "j");
     return;
   }
   LLVMValueRef flat = cg_i64(cg, 0);
@@ -299,7 +302,7 @@ static void space_begin(Kern *k, Nest *ns, Space sp, IxMode mode, Idx *ix) {
   elems_begin(k, ns, sp.shape, mode == IX_AXES, ix);
 }
 
-// ---- element-wise scalars ---------------------------------------------------------
+// ---- element-wise scalars ---------------------------------------------------
 static LLVMValueRef select_f(Cg *cg, LLVMValueRef c, double a, double b) {
   return LLVMBuildSelect(cg->b, c, cg_f32(cg, a), cg_f32(cg, b), "");
 }
@@ -313,36 +316,94 @@ static LLVMValueRef call1(Cg *cg, const char *name, LLVMValueRef x) {
   return cg_intrinsic(cg, name, &x, 1);
 }
 
+static LLVMValueRef fma3(Cg *cg, LLVMValueRef a, LLVMValueRef b,
+                         LLVMValueRef c) {
+  LLVMValueRef x[3] = {a, b, c};
+  return cg_intrinsic(cg, "llvm.fma", x, 3);
+}
+
+// e^x in plain arithmetic, so loops that use it vectorize (LLVM has no
+// vector exp: llvm.exp becomes one expf call per lane). Cody-Waite range
+// reduction x = n ln2 + r, |r| <= ln2/2, Cephes' expf polynomial for e^r
+// (about 1 ulp), then 2^n applied in two halves so that n in [-150, 129]
+// stays representable: results underflow to 0 and overflow to inf the way
+// expf does. x is clamped to [-104, 89] first (beyond, the result is 0 or
+// inf anyway) and NaN passes through.
+static LLVMValueRef emit_exp(Cg *cg, LLVMValueRef x) {
+  LLVMBuilderRef b = cg->b;
+  LLVMValueRef xc = LLVMBuildSelect(b, fcmp(cg, LLVMRealOGT, x, cg_f32(cg, 89)),
+                                    cg_f32(cg, 89), x, "");
+  xc = LLVMBuildSelect(b, fcmp(cg, LLVMRealOLT, xc, cg_f32(cg, -104)),
+                       cg_f32(cg, -104), xc, "");
+  LLVMValueRef n =
+      call1(cg, "llvm.rint", LLVMBuildFMul(b, xc, cg_f32(cg, M_LOG2E), ""));
+  LLVMValueRef r = fma3(cg, n, cg_f32(cg, -0.693359375), xc);
+  r = fma3(cg, n, cg_f32(cg, 2.12194440e-4), r);
+  static const double c[6] = {1.9875691500e-4, 1.3981999507e-3,
+                              8.3334519073e-3, 4.1665795894e-2,
+                              1.6666665459e-1, 5.0000001201e-1};
+  LLVMValueRef p = cg_f32(cg, c[0]);
+  for (int i = 1; i < 6; i++)
+    p = fma3(cg, p, r, cg_f32(cg, c[i]));
+  p = fma3(cg, p, LLVMBuildFMul(b, r, r, ""),
+           LLVMBuildFAdd(b, r, cg_f32(cg, 1), ""));
+  // 2^n = 2^h * 2^(n-h), h = n >> 1, each built from its exponent bits.
+  LLVMTypeRef i32 = cg->t_i32;
+  LLVMValueRef ni = LLVMBuildFPToSI(b, n, i32, "");
+  LLVMValueRef h = LLVMBuildAShr(b, ni, LLVMConstInt(i32, 1, 0), "");
+  LLVMValueRef parts[2] = {h, LLVMBuildSub(b, ni, h, "")};
+  for (int i = 0; i < 2; i++) {
+    LLVMValueRef bits = LLVMBuildShl(
+        b, LLVMBuildAdd(b, parts[i], LLVMConstInt(i32, 127, 0), ""),
+        LLVMConstInt(i32, 23, 0), "");
+    p = LLVMBuildFMul(b, p, LLVMBuildBitCast(b, bits, cg->t_f32, ""), "");
+  }
+  return LLVMBuildSelect(b, fcmp(cg, LLVMRealUNO, x, x), x, p, "");
+}
+
 // One element of an element-wise op from its arguments' elements. Every op
 // is listed (no default), so -Wswitch catches a primitive added to prims.def.
 static LLVMValueRef ew_scalar(Cg *cg, const IrValue *v, LLVMValueRef *x) {
   LLVMBuilderRef b = cg->b;
   switch (v->op) {
-  case OP_NEG: return LLVMBuildFNeg(b, x[0], "");
-  case OP_EXP: return call1(cg, "llvm.exp", x[0]);
-  case OP_LOG: return call1(cg, "llvm.log", x[0]);
-  case OP_SQRT: return call1(cg, "llvm.sqrt", x[0]);
-  case OP_TANH: return call1(cg, "llvm.tanh", x[0]);
+  case OP_NEG:
+    return LLVMBuildFNeg(b, x[0], "");
+  case OP_EXP:
+    return emit_exp(cg, x[0]);
+  case OP_LOG:
+    return call1(cg, "llvm.log", x[0]);
+  case OP_SQRT:
+    return call1(cg, "llvm.sqrt", x[0]);
+  case OP_TANH:
+    return call1(cg, "llvm.tanh", x[0]);
   case OP_SIGMOID: {
-    LLVMValueRef e = call1(cg, "llvm.exp", LLVMBuildFNeg(b, x[0], ""));
+    LLVMValueRef e = emit_exp(cg, LLVMBuildFNeg(b, x[0], ""));
     return LLVMBuildFDiv(b, cg_f32(cg, 1),
                          LLVMBuildFAdd(b, cg_f32(cg, 1), e, ""), "");
   }
   case OP_RELU:
-    return LLVMBuildSelect(b, fcmp(cg, LLVMRealOGT, x[0], cg_f32(cg, 0)),
-                           x[0], cg_f32(cg, 0), "");
-  case OP_STEP: return select_f(cg, fcmp(cg, LLVMRealOGT, x[0], cg_f32(cg, 0)), 1, 0);
-  case OP_ABS: return call1(cg, "llvm.fabs", x[0]);
+    return LLVMBuildSelect(b, fcmp(cg, LLVMRealOGT, x[0], cg_f32(cg, 0)), x[0],
+                           cg_f32(cg, 0), "");
+  case OP_STEP:
+    return select_f(cg, fcmp(cg, LLVMRealOGT, x[0], cg_f32(cg, 0)), 1, 0);
+  case OP_ABS:
+    return call1(cg, "llvm.fabs", x[0]);
   case OP_SIGN: {
-    LLVMValueRef neg = select_f(cg, fcmp(cg, LLVMRealOLT, x[0], cg_f32(cg, 0)), -1, 0);
+    LLVMValueRef neg =
+        select_f(cg, fcmp(cg, LLVMRealOLT, x[0], cg_f32(cg, 0)), -1, 0);
     return LLVMBuildSelect(b, fcmp(cg, LLVMRealOGT, x[0], cg_f32(cg, 0)),
                            cg_f32(cg, 1), neg, "");
   }
-  case OP_BROADCAST: return x[0];  // the index mapping did the work
-  case OP_ADD: return fmf(LLVMBuildFAdd(b, x[0], x[1], ""), FM_CONTRACT);
-  case OP_SUB: return fmf(LLVMBuildFSub(b, x[0], x[1], ""), FM_CONTRACT);
-  case OP_MUL: return fmf(LLVMBuildFMul(b, x[0], x[1], ""), FM_CONTRACT);
-  case OP_DIV: return LLVMBuildFDiv(b, x[0], x[1], "");
+  case OP_BROADCAST:
+    return x[0]; // the index mapping did the work
+  case OP_ADD:
+    return fmf(LLVMBuildFAdd(b, x[0], x[1], ""), FM_CONTRACT);
+  case OP_SUB:
+    return fmf(LLVMBuildFSub(b, x[0], x[1], ""), FM_CONTRACT);
+  case OP_MUL:
+    return fmf(LLVMBuildFMul(b, x[0], x[1], ""), FM_CONTRACT);
+  case OP_DIV:
+    return LLVMBuildFDiv(b, x[0], x[1], "");
   case OP_POW: {
     const IrValue *e = v->arg[1];
     if (e->op == OP_CONST && e->attr.num == 2)
@@ -355,14 +416,30 @@ static LLVMValueRef ew_scalar(Cg *cg, const IrValue *v, LLVMValueRef *x) {
   }
   // Ties go to the second argument, as in eval.c (grad.c's rules agree).
   case OP_MAX:
-    return LLVMBuildSelect(b, fcmp(cg, LLVMRealOGT, x[0], x[1]), x[0], x[1], "");
+    return LLVMBuildSelect(b, fcmp(cg, LLVMRealOGT, x[0], x[1]), x[0], x[1],
+                           "");
   case OP_MIN:
-    return LLVMBuildSelect(b, fcmp(cg, LLVMRealOGT, x[1], x[0]), x[0], x[1], "");
-  case OP_GT: return select_f(cg, fcmp(cg, LLVMRealOGT, x[0], x[1]), 1, 0);
-  case OP_INPUT: case OP_LABEL: case OP_PARAM: case OP_CONST: case OP_ARG:
-  case OP_BATCH_SIZE: case OP_SUM: case OP_MEAN: case OP_SUM_TO:
-  case OP_BATCH_MEAN: case OP_SOFTMAX: case OP_LOG_SOFTMAX: case OP_CORRECT:
-  case OP_MATMUL: case OP_MATMUL_NT: case OP_MATMUL_TN: case OP_RESHAPE:
+    return LLVMBuildSelect(b, fcmp(cg, LLVMRealOGT, x[1], x[0]), x[0], x[1],
+                           "");
+  case OP_GT:
+    return select_f(cg, fcmp(cg, LLVMRealOGT, x[0], x[1]), 1, 0);
+  case OP_INPUT:
+  case OP_LABEL:
+  case OP_PARAM:
+  case OP_CONST:
+  case OP_ARG:
+  case OP_BATCH_SIZE:
+  case OP_SUM:
+  case OP_MEAN:
+  case OP_SUM_TO:
+  case OP_BATCH_MEAN:
+  case OP_SOFTMAX:
+  case OP_LOG_SOFTMAX:
+  case OP_CORRECT:
+  case OP_MATMUL:
+  case OP_MATMUL_NT:
+  case OP_MATMUL_TN:
+  case OP_RESHAPE:
   case OP_COUNT:
     break;
   }
@@ -394,7 +471,7 @@ static LLVMValueRef elem(Kern *k, const IrValue *v, const Idx *ix) {
                  ix_offset(k->cg, ix, v->shape, v->batched));
 }
 
-// ---- kernels per primitive ----------------------------------------------------------
+// ---- kernels per primitive --------------------------------------------------
 // Element-wise: one loop nest over the value's space, fused args inline.
 static void kernel_ew(Kern *k, const IrValue *v) {
   Space sp = {v->shape, v->batched};
@@ -428,13 +505,13 @@ static void kernel_sum(Kern *k, const IrValue *v, bool mean) {
   LLVMBuildStore(cg->b, cg_f32(cg, 0), acc);
   elems_begin(k, &els, sp.shape, ix.mode == IX_AXES, &ix);
   LLVMValueRef a = LLVMBuildLoad2(cg->b, cg->t_f32, acc, "");
-  LLVMBuildStore(cg->b, fmf(LLVMBuildFAdd(cg->b, a, elem(k, x, &ix), ""),
-                            FM_REDUCE), acc);
+  LLVMBuildStore(
+      cg->b, fmf(LLVMBuildFAdd(cg->b, a, elem(k, x, &ix), ""), FM_REDUCE), acc);
   nest_end(cg, &els);
   LLVMValueRef s = LLVMBuildLoad2(cg->b, cg->t_f32, acc, "");
   if (mean)
-    s = LLVMBuildFMul(cg->b, s,
-                      cg_f32(cg, 1.0 / (double)shape_numel(x->shape)), "");
+    s = LLVMBuildFMul(cg->b, s, cg_f32(cg, 1.0 / (double)shape_numel(x->shape)),
+                      "");
   cg_store(cg, s, k->out, ix.row ? ix.row : cg_i64(cg, 0));
   nest_end(cg, &rows);
 }
@@ -457,8 +534,8 @@ static void kernel_sum_to(Kern *k, const IrValue *v, bool batch_mean) {
   Idx ix;
   space_begin(k, &ns, sp, mode, &ix);
   LLVMValueRef off = ix_offset(cg, &ix, v->shape, v->batched);
-  LLVMValueRef sum = LLVMBuildFAdd(cg->b, cg_load(cg, k->out, off),
-                                   elem(k, x, &ix), "");
+  LLVMValueRef sum =
+      LLVMBuildFAdd(cg->b, cg_load(cg, k->out, off), elem(k, x, &ix), "");
   cg_store(cg, fmf(sum, FM_REDUCE), k->out, off);
   nest_end(cg, &ns);
   if (batch_mean) {
@@ -467,8 +544,8 @@ static void kernel_sum_to(Kern *k, const IrValue *v, bool batch_mean) {
                       LLVMBuildSIToFP(cg->b, k->rows, cg->t_f32, ""), "");
     Loop l;
     LLVMValueRef j = loop_begin(cg, &l, cg_i64(cg, tn), "j");
-    cg_store(cg, LLVMBuildFMul(cg->b, cg_load(cg, k->out, j), inv, ""),
-             k->out, j);
+    cg_store(cg, LLVMBuildFMul(cg->b, cg_load(cg, k->out, j), inv, ""), k->out,
+             j);
     loop_end(cg, &l);
   }
 }
@@ -501,9 +578,8 @@ static void kernel_softmax(Kern *k, const IrValue *v, bool log) {
   LLVMValueRef sum = cg_alloca(cg, cg->t_f32, "sum");
   LLVMBuildStore(cg->b, cg_f32(cg, 0), sum);
   j = loop_begin(cg, &lj, cg_i64(cg, n), "j");
-  LLVMValueRef e = call1(
-      cg, "llvm.exp",
-      LLVMBuildFSub(cg->b, cg_load(cg, xp, cg_add(cg, base, j)), m, ""));
+  LLVMValueRef e = emit_exp(
+      cg, LLVMBuildFSub(cg->b, cg_load(cg, xp, cg_add(cg, base, j)), m, ""));
   LLVMValueRef s = LLVMBuildLoad2(cg->b, cg->t_f32, sum, "");
   LLVMBuildStore(cg->b, fmf(LLVMBuildFAdd(cg->b, s, e, ""), FM_REDUCE), sum);
   if (!log)
@@ -520,8 +596,8 @@ static void kernel_softmax(Kern *k, const IrValue *v, bool log) {
     LLVMValueRef inv = LLVMBuildFDiv(cg->b, cg_f32(cg, 1), s, "");
     j = loop_begin(cg, &lj, cg_i64(cg, n), "j");
     LLVMValueRef o = cg_add(cg, base, j);
-    cg_store(cg, LLVMBuildFMul(cg->b, cg_load(cg, k->out, o), inv, ""),
-             k->out, o);
+    cg_store(cg, LLVMBuildFMul(cg->b, cg_load(cg, k->out, o), inv, ""), k->out,
+             o);
   }
   loop_end(cg, &lj);
   loop_end(cg, &lr);
@@ -538,7 +614,7 @@ static LLVMValueRef argmax(Cg *cg, LLVMValueRef p, LLVMValueRef base,
   LLVMValueRef j = loop_begin(cg, &l, cg_i64(cg, n), "j");
   LLVMValueRef x = cg_load(cg, p, cg_add(cg, base, j));
   LLVMValueRef cur = LLVMBuildLoad2(cg->b, cg->t_f32, bv, "");
-  LLVMValueRef gt = fcmp(cg, LLVMRealOGT, x, cur);  // strict: first max wins
+  LLVMValueRef gt = fcmp(cg, LLVMRealOGT, x, cur); // strict: first max wins
   LLVMBuildStore(cg->b, LLVMBuildSelect(cg->b, gt, x, cur, ""), bv);
   LLVMBuildStore(cg->b,
                  LLVMBuildSelect(cg->b, gt, j,
@@ -548,19 +624,36 @@ static LLVMValueRef argmax(Cg *cg, LLVMValueRef p, LLVMValueRef base,
   return LLVMBuildLoad2(cg->b, cg->t_i64, bi, "");
 }
 
-// ---- the emit_ID column ------------------------------------------------------------
-#define EW(id) \
-  static void emit_##id(Kern *k, const IrValue *v) { kernel_ew(k, v); }
-EW(CONST) EW(BATCH_SIZE)  // only when stored (a root); usually inline
-EW(NEG) EW(EXP) EW(LOG) EW(SQRT) EW(TANH) EW(SIGMOID) EW(RELU) EW(STEP)
-EW(ABS) EW(SIGN) EW(BROADCAST) EW(ADD) EW(SUB) EW(MUL) EW(DIV) EW(POW)
-EW(MAX) EW(MIN) EW(GT)
-#undef EW
-
-#define NONE(id) \
-  static void emit_##id(Kern *k, const IrValue *v) { kernel_none(k, v); }
-NONE(INPUT) NONE(LABEL) NONE(PARAM) NONE(ARG) NONE(RESHAPE)
-#undef NONE
+// ---- the emit_ID column -----------------------------------------------------
+// Element-wise primitives share one kernel (CONST and BATCH_SIZE get one
+// only when stored, as roots; usually they are inline).
+#define emit_CONST kernel_ew
+#define emit_BATCH_SIZE kernel_ew
+#define emit_NEG kernel_ew
+#define emit_EXP kernel_ew
+#define emit_LOG kernel_ew
+#define emit_SQRT kernel_ew
+#define emit_TANH kernel_ew
+#define emit_SIGMOID kernel_ew
+#define emit_RELU kernel_ew
+#define emit_STEP kernel_ew
+#define emit_ABS kernel_ew
+#define emit_SIGN kernel_ew
+#define emit_BROADCAST kernel_ew
+#define emit_ADD kernel_ew
+#define emit_SUB kernel_ew
+#define emit_MUL kernel_ew
+#define emit_DIV kernel_ew
+#define emit_POW kernel_ew
+#define emit_MAX kernel_ew
+#define emit_MIN kernel_ew
+#define emit_GT kernel_ew
+// No kernel: leaves have storage of their own, RESHAPE aliases its argument.
+#define emit_INPUT kernel_none
+#define emit_LABEL kernel_none
+#define emit_PARAM kernel_none
+#define emit_ARG kernel_none
+#define emit_RESHAPE kernel_none
 
 static void emit_SUM(Kern *k, const IrValue *v) { kernel_sum(k, v, false); }
 static void emit_MEAN(Kern *k, const IrValue *v) { kernel_sum(k, v, true); }
@@ -585,14 +678,14 @@ static void emit_CORRECT(Kern *k, const IrValue *v) {
   LLVMValueRef pp = kern_ptr(k, p), yp = kern_ptr(k, y);
   int64_t n = p->shape.dim[0];
   Loop l;
-  LLVMValueRef r = loop_begin(
-      cg, &l, v->batched ? k->rows : cg_i64(cg, 1), "row");
+  LLVMValueRef r =
+      loop_begin(cg, &l, v->batched ? k->rows : cg_i64(cg, 1), "row");
   LLVMValueRef pb = p->batched ? cg_mul(cg, r, cg_i64(cg, n)) : cg_i64(cg, 0);
   LLVMValueRef yb = y->batched ? cg_mul(cg, r, cg_i64(cg, n)) : cg_i64(cg, 0);
   LLVMValueRef same;
   if (n == 1) {
-    LLVMValueRef a = fcmp(cg, LLVMRealOGT, cg_load(cg, pp, pb),
-                          cg_f32(cg, v->attr.num));
+    LLVMValueRef a =
+        fcmp(cg, LLVMRealOGT, cg_load(cg, pp, pb), cg_f32(cg, v->attr.num));
     LLVMValueRef b =
         fcmp(cg, LLVMRealOGT, cg_load(cg, yp, yb), cg_f32(cg, 0.5));
     same = LLVMBuildICmp(cg->b, LLVMIntEQ, a, b, "");
@@ -630,7 +723,7 @@ static EmitFn *const emitters[OP_COUNT] = {
 #undef PRIM
 };
 
-// ---- matmuls ----------------------------------------------------------------------
+// ---- matmuls ----------------------------------------------------------------
 // Plain loop nests that LLVM vectorizes (the inner loop is unit-stride);
 // register tiling replaces these three functions later.
 void mm_nn(Cg *cg, LLVMValueRef out, LLVMValueRef a, LLVMValueRef b,
@@ -639,8 +732,8 @@ void mm_nn(Cg *cg, LLVMValueRef out, LLVMValueRef a, LLVMValueRef b,
   LLVMValueRef i = loop_begin(cg, &li, rows, "i");
   LLVMValueRef orow = cg_gep(cg, out, cg_mul(cg, i, cg_i64(cg, M)));
   LLVMValueRef arow = cg_gep(cg, a, cg_mul(cg, i, cg_i64(cg, K)));
-  LLVMBuildMemSet(cg->b, orow, LLVMConstInt(cg->t_i8, 0, 0),
-                  cg_i64(cg, M * 4), 4);
+  LLVMBuildMemSet(cg->b, orow, LLVMConstInt(cg->t_i8, 0, 0), cg_i64(cg, M * 4),
+                  4);
   LLVMValueRef kk = loop_begin(cg, &lk, cg_i64(cg, K), "k");
   LLVMValueRef av = cg_load(cg, arow, kk);
   LLVMValueRef brow = cg_gep(cg, b, cg_mul(cg, kk, cg_i64(cg, M)));
@@ -662,12 +755,11 @@ void mm_nt(Cg *cg, LLVMValueRef out, LLVMValueRef a, LLVMValueRef b,
   LLVMValueRef acc = cg_alloca(cg, cg->t_f32, "dot");
   LLVMBuildStore(cg->b, cg_f32(cg, 0), acc);
   LLVMValueRef j = loop_begin(cg, &lj, cg_i64(cg, M), "j");
-  LLVMValueRef prod = fmf(LLVMBuildFMul(cg->b, cg_load(cg, arow, j),
-                                        cg_load(cg, brow, j), ""),
-                          FM_REDUCE);
+  LLVMValueRef prod =
+      fmf(LLVMBuildFMul(cg->b, cg_load(cg, arow, j), cg_load(cg, brow, j), ""),
+          FM_REDUCE);
   LLVMValueRef s = LLVMBuildLoad2(cg->b, cg->t_f32, acc, "");
-  LLVMBuildStore(cg->b, fmf(LLVMBuildFAdd(cg->b, s, prod, ""), FM_REDUCE),
-                 acc);
+  LLVMBuildStore(cg->b, fmf(LLVMBuildFAdd(cg->b, s, prod, ""), FM_REDUCE), acc);
   loop_end(cg, &lj);
   cg_store(cg, LLVMBuildLoad2(cg->b, cg->t_f32, acc, ""), out,
            cg_add(cg, cg_mul(cg, i, cg_i64(cg, K)), kk));
@@ -694,7 +786,7 @@ void mm_tn(Cg *cg, LLVMValueRef out, LLVMValueRef a, LLVMValueRef b,
   loop_end(cg, &lr);
 }
 
-// ---- building kernels --------------------------------------------------------------
+// ---- building kernels -------------------------------------------------------
 // The stored values v's kernel reads: its arguments, looking through inline
 // (fused, constant) arguments to their own stored leaves.
 static void collect_inputs(Cg *cg, const IrValue *v, PtrVec *in) {
@@ -726,9 +818,9 @@ const Kernel *kernel_get(Cg *cg, const IrValue *v) {
     pt[i] = cg->t_ptr;
   pt[np - 1] = cg->t_i64;
   k->ty = LLVMFunctionType(cg->t_void, pt, (unsigned)np, 0);
-  k->fn = cg_function(cg, arena_printf(cg->arena, "k%d.%s", v->id,
-                                       prims[v->op].name),
-                      k->ty, true);
+  k->fn = cg_function(
+      cg, arena_printf(cg->arena, "k%d.%s", v->id, prims[v->op].name), k->ty,
+      true);
 
   LLVMBasicBlockRef saved = LLVMGetInsertBlock(cg->b);
   LLVMPositionBuilderAtEnd(cg->b,
@@ -764,13 +856,14 @@ LLVMValueRef kernel_optimizer(Cg *cg) {
   LLVMValueRef fn = cg_function(cg, "nnc.opt", ty, true);
   // After simplification a gradient may be a parameter's own buffer
   // (d/dW of W*W/2 is W): g may alias p, which is written.
-  LLVMRemoveEnumAttributeAtIndex(
-      fn, 2, LLVMGetEnumAttributeKindForName("noalias", 7));
+  LLVMRemoveEnumAttributeAtIndex(fn, 2,
+                                 LLVMGetEnumAttributeKindForName("noalias", 7));
   LLVMValueRef p = LLVMGetParam(fn, 0), g = LLVMGetParam(fn, 1),
                st = LLVMGetParam(fn, 2), n = LLVMGetParam(fn, 3),
                stride = LLVMGetParam(fn, 4), t = LLVMGetParam(fn, 5);
   LLVMBasicBlockRef saved = LLVMGetInsertBlock(cg->b);
-  LLVMPositionBuilderAtEnd(cg->b, LLVMAppendBasicBlockInContext(cg->lc, fn, ""));
+  LLVMPositionBuilderAtEnd(cg->b,
+                           LLVMAppendBasicBlockInContext(cg->lc, fn, ""));
 
   Loop l;
   LLVMValueRef i = loop_begin(cg, &l, n, "i");
@@ -797,9 +890,8 @@ LLVMValueRef kernel_optimizer(Cg *cg) {
         else if (ai == 2)
           val[vi] = t;
         else
-          val[vi] = cg_load(cg, st,
-                            cg_add(cg, cg_mul(cg, cg_i64(cg, ai - 3), stride),
-                                   i));
+          val[vi] = cg_load(
+              cg, st, cg_add(cg, cg_mul(cg, cg_i64(cg, ai - 3), stride), i));
       }
       break;
     case PK_EW:
