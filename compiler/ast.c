@@ -99,7 +99,7 @@ const char *dtype_str(DType t) {
   return "?";
 }
 
-// ---- printing -----------------------------------------------------------------
+// ---- printing ---------------------------------------------------------------
 
 // The first of %.15g, %.16g, %.17g that reads back as `v` (%g alone would
 // print 1e-08 and 1.0000000001e-08 alike; 15 digits keep 0.1 and 1000 short).

@@ -89,13 +89,24 @@ static int lex_tok(Parser *p, const unsigned char *tok,
   return kind;
 }
 
-// "unexpected character": printable ones quoted, other bytes in hex. A run
-// of bad bytes (binary junk) is reported once, at its start.
-static void lex_bad_char(Parser *p, const unsigned char *at,
+// Whether the junk bytes [at, end) continue a run already reported: binary
+// junk gets one error, not one per byte.
+static bool lex_junk_run(Parser *p, const unsigned char *at,
                          const unsigned char *end) {
   bool run = (const char *)at == p->bad_end;
   p->bad_end = (const char *)end;
-  if (run)
+  return run;
+}
+
+static void lex_nul(Parser *p, const unsigned char *at) {
+  if (!lex_junk_run(p, at, at + 1))
+    lex_error(p, lex_loc(p, (const char *)at), "unexpected NUL byte");
+}
+
+// "unexpected character": printable ones quoted, other bytes in hex.
+static void lex_bad_char(Parser *p, const unsigned char *at,
+                         const unsigned char *end) {
+  if (lex_junk_run(p, at, end))
     return;
   Loc loc = lex_loc(p, (const char *)at);
   if (end - at > 1)
@@ -141,10 +152,7 @@ static int lex_string(Parser *p, const unsigned char *tok,
         continue;
       }
       "\\"           { continue; }
-      [\x00]         {
-        lex_error(p, lex_loc(p, (const char *)s), "unexpected NUL byte");
-        continue;
-      }
+      [\x00]         { lex_nul(p, s); continue; }
       [^"\\\n\x00]+  { continue; }
       "\n"           { end = cur = s; goto unterminated; }
       $              { end = cur = s; goto unterminated; }
@@ -210,10 +218,7 @@ static int lex_scan(Parser *p, YYSTYPE *val) {
       }
       ["]            { return lex_string(p, tok, cur, val); }
 
-      [\x00] {
-        lex_error(p, lex_loc(p, (const char *)tok), "unexpected NUL byte");
-        continue;
-      }
+      [\x00]         { lex_nul(p, tok); continue; }
       utf8           { lex_bad_char(p, tok, cur); continue; }
       *              { lex_bad_char(p, tok, cur); continue; }
     */
@@ -313,7 +318,9 @@ int lex_next(YYSTYPE *val, Loc *loc, Parser *p) {
   int t;
   for (;;) {
     t = lex_scan(p, val);
-    if (t == RAW_NL) {
+    if (p->stop) {
+      t = YYEOF;  // too many errors: pretend the file ends here
+    } else if (t == RAW_NL) {
       if (lex_skip_newline(p))
         continue;
       t = NEWLINE;

@@ -6,8 +6,9 @@
 // `a |> f(args)` is desugared here into f(a, args). Every full expression is
 // checked against EXPR_DEPTH_MAX so later phases may recurse freely.
 // Syntax errors go to ctx->diag; recovery happens at statement and
-// declaration boundaries (`error NEWLINE`, `error skip_block NEWLINE`), and
-// at most one error is reported per statement (Parser.quiet).
+// declaration boundaries (`error NEWLINE`, `error skip_block NEWLINE`), at
+// most one error is reported per statement (Parser.quiet), and parsing stops
+// after ERRORS_MAX errors in a file.
 
 %code requires {
 #include "ast.h"
@@ -37,8 +38,10 @@ typedef struct Parser {
   const char *nl_tok;      // ...here,
   Loc nl_loc;              // ...at this location
   bool nl_before;          // one was skipped just before the last token
-  const char *bad_end;     // end of the last bad character reported
+  const char *bad_end;     // end of the last junk byte run reported
   bool quiet;              // an error was reported in this statement
+  int nerrors;             // errors reported in this file
+  bool stop;               // too many: the lexer ends the file early
 } Parser;
 }
 
@@ -61,6 +64,9 @@ void lex_error(Parser *p, Loc loc, const char *fmt, ...)
 
 // Deeper expressions are rejected, so every later phase may recurse.
 enum { EXPR_DEPTH_MAX = 1000 };
+// Past this many errors in one file the rest is not parsed: each error
+// prints its source line, so a flood on one long line would be quadratic.
+enum { ERRORS_MAX = 100 };
 
 static void yyerror(Loc *loc, Parser *p, const char *msg);
 static void parse_error(Parser *p, Loc loc, const char *fmt, ...)
@@ -339,10 +345,17 @@ exprs
 // ---- diagnostics ------------------------------------------------------------
 
 static void parse_verror(Parser *p, Loc loc, const char *fmt, va_list ap) {
+  if (p->stop)
+    return;
+  p->quiet = true;
+  if (p->nerrors++ == ERRORS_MAX) {
+    diag_error(&p->ctx->diag, loc, "too many errors, stopping here");
+    p->stop = true;
+    return;
+  }
   char msg[512];
   vsnprintf(msg, sizeof msg, fmt, ap);
   diag_error(&p->ctx->diag, loc, "%s", msg);
-  p->quiet = true;
 }
 
 void lex_error(Parser *p, Loc loc, const char *fmt, ...) {
@@ -414,9 +427,9 @@ static bool is_expr_start(yysymbol_kind_t t) {
 }
 
 static bool is_operator(yysymbol_kind_t t) {
-  static const char ops[] = "+-*/@^([";
-  for (const char *c = ops; *c; c++)
-    if (t == YYTRANSLATE((unsigned char)*c))
+  static const int ops[] = {'+', '-', '*', '/', '@', '^', '(', '['};
+  for (size_t i = 0; i < sizeof ops / sizeof *ops; i++)
+    if (t == YYTRANSLATE(ops[i]))
       return true;
   return t == YYSYMBOL_PIPE;
 }
@@ -433,7 +446,8 @@ static int expected_items(const yypcontext_t *yc, const char **item) {
   bool expr = has[YYSYMBOL_NUMBER], op = has[YYTRANSLATE('*')];
   bool type = has[YYSYMBOL_F32] && has[YYSYMBOL_INT];
   bool decl = has[YYSYMBOL_LAYER] && has[YYSYMBOL_TRAIN];
-  bool name = has[YYSYMBOL_NAME] && has[YYSYMBOL_IMPORT] && has[YYSYMBOL_UPDATE];
+  bool name = has[YYSYMBOL_NAME] && has[YYSYMBOL_IMPORT] &&
+              has[YYSYMBOL_UPDATE];
   int m = 0;
   for (int i = 0; i < n; i++) {
     yysymbol_kind_t t = exp[i];
@@ -488,7 +502,7 @@ static int yyreport_syntax_error(const yypcontext_t *yc, Parser *p) {
   return 0;
 }
 
-// ---- tree building --------------------------------------------------------
+// ---- tree building ----------------------------------------------------------
 
 static AstList list_one(Parser *p, Ast *x) {
   AstList l = {0};
@@ -581,7 +595,8 @@ static const Ast *expr_too_deep(const Ast *e, int left) {
   if (left == 0)
     return e;
   const Ast *d;
-  if ((d = expr_too_deep(e->a, left - 1)) || (d = expr_too_deep(e->b, left - 1)))
+  if ((d = expr_too_deep(e->a, left - 1)) ||
+      (d = expr_too_deep(e->b, left - 1)))
     return d;
   for (int i = 0; i < e->list.n; i++)
     if ((d = expr_too_deep(e->list.item[i], left - 1)))
@@ -598,7 +613,7 @@ static Ast *expr_checked(Parser *p, Ast *e) {
   return NULL;
 }
 
-// ---- entry point -------------------------------------------------------------
+// ---- entry point ------------------------------------------------------------
 
 AstFile *parse_source(Ctx *ctx, Source *src) {
   Parser p = {.ctx = ctx, .arena = ctx->arena, .file = src->path};
