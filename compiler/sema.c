@@ -122,9 +122,11 @@ void sema_load_file(Ctx *ctx, Program *prog, const char *path, Loc from) {
   Source *src = source_load(&ctx->diag, path, from);
   if (!src)
     return;
+  int errors = ctx->diag.nerrors;
   AstFile *f = parse_source(ctx, src);
   ptrvec_push(ctx->arena, &prog->files, f);
-  load_imports(ctx, prog, f);
+  if (ctx->diag.nerrors == errors)  // a broken import line would cascade
+    load_imports(ctx, prog, f);
 }
 
 void sema_load_stdlib(Ctx *ctx, Program *prog) {

@@ -361,14 +361,20 @@ RULE(CONV_W) {
 }
 
 // Whether some window along spatial axis i reads padding only (a max over
-// nothing). Tap t of window j is at j s - lo + t d.
+// nothing). Tap t of window j is at j s - lo + t d; the window reads input
+// iff its first tap at or after position 0 exists (t < k) and is before n.
+// Expects window_count(n, k) == count > 0, so j s - lo cannot overflow.
 static bool window_in_padding(int64_t n, int64_t k, int64_t count,
                               const Window *w, int i) {
   int64_t s = w->stride[i], lo = w->pad_lo[i], d = w->dilation[i];
   for (int64_t j = 0; j < count; j++) {
-    int64_t first = j * s - lo;
-    int64_t t = first >= 0 ? 0 : (-first + d - 1) / d;  // first tap >= 0
-    if (t >= k || first + t * d >= n)
+    int64_t first = j * s - lo, t = 0, pos = first;
+    if (first < 0) {  // t = ceil(-first / d), pos in [0, d): no overflow
+      int64_t r = -first % d;
+      t = -first / d + (r != 0);
+      pos = r ? d - r : 0;
+    }
+    if (t >= k || pos >= n)
       return true;
   }
   return false;

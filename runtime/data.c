@@ -2,12 +2,13 @@
 //
 // Consumes an NnrtDataSpec of the model (or a file named on the command line)
 // and produces an NnrtData that owns its arrays (nnrt_data_open/close pair).
-// IDX files are loaded by idx.c and CSV files by csv.c; this file holds what
-// they share: the path search, whole-file reading through zlib (plain or
-// gzip), the label rule (class filter, one-hot range check) and the --limit
-// cut. Invariant: after a successful open every stored label is valid for the
-// model (a one-hot index is an integer in [0, out_numel)), so gathering a
-// batch cannot fail and needs no checks.
+// IDX files are loaded by idx.c, CSV files by csv.c and NPY files by npy.c;
+// this file holds what they share: the path search, reading through zlib
+// (plain or gzip; whole files, or the data a header declares), the label
+// rule (class filter, one-hot range check) and the --limit cut. Invariant:
+// after a successful open every stored label is valid for the model (a
+// one-hot index is an integer in [0, out_numel)), so gathering a batch
+// cannot fail and needs no checks.
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -67,6 +68,101 @@ int nnrt_data_find(const char *name, const char *source_dir, char *out,
   }
   return nnrt_fail(err, "%s: data file not found (looked in %s%s)", name,
                    tried, env ? "" : "; set NNC_DATA to add folders");
+}
+
+int nnrt_gz_open(const char *path, gzFile *f, NnrtErr *err) {
+  errno = 0;
+  *f = gzopen(path, "rb");
+  if (!*f)
+    return nnrt_fail(err, "%s: cannot open (%s)", path,
+                     errno ? strerror(errno) : "out of memory");
+  return 0;
+}
+
+int64_t nnrt_gz_read(gzFile f, void *buf, int64_t n) {
+  int64_t done = 0;
+  while (done < n) {
+    int64_t want = n - done > (1 << 30) ? (1 << 30) : n - done;
+    int got = gzread(f, (char *)buf + done, (unsigned)want);
+    if (got < 0)
+      return -1;
+    if (got == 0)
+      break;
+    done += got;
+  }
+  return done;
+}
+
+int nnrt_gz_error(gzFile f, const char *path, NnrtErr *err) {
+  int code;
+  const char *msg = gzerror(f, &code);
+  return nnrt_fail(err, "%s: read error (%s)", path,
+                   code == Z_ERRNO ? strerror(errno) : msg);
+}
+
+int nnrt_gz_read_data(gzFile f, const char *path, int64_t total,
+                      uint8_t **out, NnrtErr *err) {
+  // Grow toward the declared size as data arrives.
+  int64_t cap = total < (1 << 20) ? total : (1 << 20), have = 0, got;
+  uint8_t *data = nnrt_alloc((size_t)cap);
+  *out = NULL;
+  for (;;) {
+    if (!data)
+      return nnrt_fail(err, "%s: out of memory (%lld bytes of data)", path,
+                       (long long)total);
+    got = nnrt_gz_read(f, data + have, cap - have);
+    if (got < 0) {
+      nnrt_free(data);
+      return nnrt_gz_error(f, path, err);
+    }
+    have += got;
+    if (have < cap || cap == total)
+      break;
+    int64_t ncap = cap > total / 2 ? total : 2 * cap;
+    uint8_t *nd = nnrt_alloc((size_t)ncap);
+    if (nd)
+      memcpy(nd, data, (size_t)have);
+    nnrt_free(data);
+    data = nd;
+    cap = ncap;
+  }
+  if (have < total) {
+    int code;
+    const char *msg = gzerror(f, &code);
+    nnrt_free(data);
+    return nnrt_fail(err, "%s: truncated: the header declares %lld bytes of "
+                     "data, the file holds %lld%s%s%s", path, (long long)total,
+                     (long long)have, code != Z_OK ? " (gzip: " : "",
+                     code != Z_OK ? msg : "", code != Z_OK ? ")" : "");
+  }
+  int64_t extra = 0;
+  uint8_t tail[4096];
+  while ((got = nnrt_gz_read(f, tail, sizeof tail)) > 0)
+    extra += got;
+  if (got < 0 || extra > 0)
+    nnrt_free(data);
+  if (got < 0)
+    return nnrt_gz_error(f, path, err);
+  if (extra > 0)
+    return nnrt_fail(err, "%s: %lld bytes after the %lld bytes of data the "
+                     "header declares", path, (long long)extra,
+                     (long long)total);
+  *out = data;
+  return 0;
+}
+
+int nnrt_data_sniff(const char *path, NnrtErr *err) {
+  gzFile f;
+  if (nnrt_gz_open(path, &f, err))
+    return -1;
+  uint8_t head[6];
+  int64_t got = nnrt_gz_read(f, head, 6);
+  gzclose(f);
+  if (got >= 2 && head[0] == 0 && head[1] == 0)
+    return NNRT_DATA_IDX;
+  if (got == 6 && !memcmp(head, "\x93NUMPY", 6))
+    return NNRT_DATA_NPY;
+  return NNRT_DATA_CSV;
 }
 
 int nnrt_read_file(const char *path, char **buf, int64_t *len, NnrtErr *err) {
@@ -232,6 +328,15 @@ int nnrt_data_open(NnrtData *d, const NnrtDataSpec *spec, const NnrtModel *m,
     if (!rc)
       rc = nnrt_csv_load(d, spec, err);
     break;
+  case NNRT_DATA_NPY:
+    rc = nnrt_data_find(spec->path_x, m->source_dir, d->path, sizeof d->path,
+                        err);
+    if (!rc)
+      rc = nnrt_data_find(spec->path_y, m->source_dir, path_y, sizeof path_y,
+                          err);
+    if (!rc)
+      rc = nnrt_npy_load(d, spec, path_y, err);
+    break;
   case NNRT_DATA_INLINE:
     snprintf(d->path, sizeof d->path, "inline data");
     rc = inline_load(d, spec, err);
@@ -255,10 +360,11 @@ int nnrt_data_open_input(NnrtData *d, const char *path, const NnrtModel *m,
   if (strlen(path) >= sizeof d->path)
     return nnrt_fail(err, "%s: path too long", path);
   strcpy(d->path, path);
-  int idx = nnrt_idx_sniff(path, err);
-  int rc = idx < 0 ? -1
-           : idx   ? nnrt_idx_load_images(d, err)
-                   : nnrt_csv_load(d, NULL, err);
+  int kind = nnrt_data_sniff(path, err);
+  int rc = kind < 0                ? -1
+           : kind == NNRT_DATA_IDX ? nnrt_idx_load_images(d, err)
+           : kind == NNRT_DATA_NPY ? nnrt_npy_load_inputs(d, err)
+                                   : nnrt_csv_load(d, NULL, err);
   if (rc)
     nnrt_data_close(d);
   return rc;

@@ -7,7 +7,7 @@
 // Only unsigned bytes (type 0x08) are accepted. A file must hold exactly the
 // bytes its header declares; the buffer grows as data arrives, so a header
 // that lies about its size cannot make us allocate more than the file holds
-// (times two). Every failure names the file.
+// (times two; nnrt_gz_read_data in data.c). Every failure names the file.
 #include <errno.h>
 #include <string.h>
 #include <zlib.h>
@@ -35,33 +35,11 @@ static const char *type_name(int t) {
   }
 }
 
-// Reads up to n bytes; returns how many, or -1 on a read error.
-static int64_t read_some(gzFile f, uint8_t *buf, int64_t n) {
-  int64_t done = 0;
-  while (done < n) {
-    int64_t want = n - done > (1 << 30) ? (1 << 30) : n - done;
-    int got = gzread(f, buf + done, (unsigned)want);
-    if (got < 0)
-      return -1;
-    if (got == 0)
-      break;
-    done += got;
-  }
-  return done;
-}
-
-static int gz_failed(gzFile f, const char *path, NnrtErr *err) {
-  int code;
-  const char *msg = gzerror(f, &code);
-  return nnrt_fail(err, "%s: read error (%s)", path,
-                   code == Z_ERRNO ? strerror(errno) : msg);
-}
-
 static int idx_body(gzFile f, const char *path, IdxFile *x, NnrtErr *err) {
   uint8_t head[4];
-  int64_t got = read_some(f, head, 4);
+  int64_t got = nnrt_gz_read(f, head, 4);
   if (got < 0)
-    return gz_failed(f, path, err);
+    return nnrt_gz_error(f, path, err);
   if (got < 4)
     return nnrt_fail(err, "%s: not an IDX file (only %lld bytes)", path,
                      (long long)got);
@@ -77,9 +55,9 @@ static int idx_body(gzFile f, const char *path, IdxFile *x, NnrtErr *err) {
   if (x->nd == 0)
     return nnrt_fail(err, "%s: IDX file declares no dimensions", path);
   uint8_t dims[4 * IDX_MAX_DIMS];
-  got = read_some(f, dims, 4 * x->nd);
+  got = nnrt_gz_read(f, dims, 4 * x->nd);
   if (got < 0)
-    return gz_failed(f, path, err);
+    return nnrt_gz_error(f, path, err);
   if (got < 4 * x->nd)
     return nnrt_fail(err, "%s: truncated IDX header (%d dimensions need %d "
                      "bytes, found %lld)", path, x->nd, 4 * x->nd,
@@ -104,55 +82,14 @@ static int idx_body(gzFile f, const char *path, IdxFile *x, NnrtErr *err) {
     x->per *= x->dim[i];
   }
   x->count = x->dim[0];
-  // Grow toward the declared size as data arrives.
-  int64_t cap = total < (1 << 20) ? total : (1 << 20), have = 0;
-  x->data = nnrt_alloc((size_t)cap);
-  for (;;) {
-    if (!x->data)
-      return nnrt_fail(err, "%s: out of memory (%lld bytes of data)", path,
-                       (long long)total);
-    got = read_some(f, x->data + have, cap - have);
-    if (got < 0)
-      return gz_failed(f, path, err);
-    have += got;
-    if (have < cap || cap == total)
-      break;
-    int64_t ncap = cap > total / 2 ? total : 2 * cap;
-    uint8_t *nd = nnrt_alloc((size_t)ncap);
-    if (nd)
-      memcpy(nd, x->data, (size_t)have);
-    nnrt_free(x->data);
-    x->data = nd;
-    cap = ncap;
-  }
-  if (have < total) {
-    int code;
-    const char *msg = gzerror(f, &code);
-    return nnrt_fail(err, "%s: truncated: the header declares %lld bytes of "
-                     "data, the file holds %lld%s%s%s", path, (long long)total,
-                     (long long)have, code != Z_OK ? " (gzip: " : "",
-                     code != Z_OK ? msg : "", code != Z_OK ? ")" : "");
-  }
-  int64_t extra = 0;
-  uint8_t tail[4096];
-  while ((got = read_some(f, tail, sizeof tail)) > 0)
-    extra += got;
-  if (got < 0)
-    return gz_failed(f, path, err);
-  if (extra > 0)
-    return nnrt_fail(err, "%s: %lld bytes after the %lld bytes of data the "
-                     "header declares", path, (long long)extra,
-                     (long long)total);
-  return 0;
+  return nnrt_gz_read_data(f, path, total, &x->data, err);
 }
 
 static int idx_read(const char *path, IdxFile *x, NnrtErr *err) {
   memset(x, 0, sizeof *x);
-  errno = 0;
-  gzFile f = gzopen(path, "rb");
-  if (!f)
-    return nnrt_fail(err, "%s: cannot open (%s)", path,
-                     errno ? strerror(errno) : "out of memory");
+  gzFile f;
+  if (nnrt_gz_open(path, &f, err))
+    return -1;
   int rc = idx_body(f, path, x, err);
   gzclose(f);
   if (rc) {
@@ -160,18 +97,6 @@ static int idx_read(const char *path, IdxFile *x, NnrtErr *err) {
     x->data = NULL;
   }
   return rc;
-}
-
-int nnrt_idx_sniff(const char *path, NnrtErr *err) {
-  errno = 0;
-  gzFile f = gzopen(path, "rb");
-  if (!f)
-    return nnrt_fail(err, "%s: cannot open (%s)", path,
-                     errno ? strerror(errno) : "out of memory");
-  uint8_t head[2];
-  int64_t got = read_some(f, head, 2);
-  gzclose(f);
-  return got == 2 && head[0] == 0 && head[1] == 0;
 }
 
 static int check_images(const IdxFile *x, const NnrtData *d, NnrtErr *err) {

@@ -37,7 +37,8 @@ static const struct Option {
     {"epochs", 1, T}, {"batch", 1, T | E | P}, {"seed", 1, T},
     {"limit", 1, T},  {"save", 1, T},          {"no-save", 0, T},
     {"load", 1, T | E | P}, {"json", 0, T | E}, {"quiet", 0, T | E | P},
-    {"threads", 1, T | E | P}, {"help", 0, T | E | P},
+    {"threads", 1, T | E | P}, {"pin-threads", 0, T | E | P},
+    {"help", 0, T | E | P},
 };
 
 static const char *const command_names[] = {"train", "eval", "predict"};
@@ -47,7 +48,7 @@ static void set_defaults(const NnrtModel *m, NnrtOptions *o) {
   o->epochs = m->epochs > 0 ? m->epochs : 1;
   o->batch = m->batch > 0 ? m->batch : 32;
   o->seed = m->seed;
-  o->threads = 1;
+  o->threads = 0;  // one per CPU available
 }
 
 static void usage(FILE *f, const NnrtModel *m, const char *prog) {
@@ -57,8 +58,8 @@ static void usage(FILE *f, const NnrtModel *m, const char *prog) {
           "usage: %s [train] [options]   train the model '%s'\n"
           "       %s eval [--load FILE] [--json]   test-set loss and "
           "accuracy\n"
-          "       %s predict [--load FILE] INPUT   predictions for a CSV or "
-          "IDX file\n"
+          "       %s predict [--load FILE] INPUT   predictions for a CSV, IDX "
+          "or NPY file\n"
           "\n"
           "options:\n"
           "  --epochs N      epochs to train (default %lld)\n"
@@ -71,7 +72,9 @@ static void usage(FILE *f, const NnrtModel *m, const char *prog) {
           "  --load FILE     start from (or evaluate) saved weights\n"
           "  --json          one JSON object per epoch on stdout\n"
           "  --quiet         no progress bar or notes\n"
-          "  --threads N     worker threads (accepted; one thread for now)\n"
+          "  --threads N     threads for the model's arithmetic (default: one "
+          "per CPU)\n"
+          "  --pin-threads   bind each thread to its own CPU\n"
           "  --help          this text\n"
           "\n"
           "Relative data paths are searched in $NNC_DATA (folders separated "
@@ -181,6 +184,8 @@ static int parse_args(const NnrtModel *m, int argc, char **argv,
       rc = number(o, n, v, 1, &o->limit);
     else if (!strcmp(n, "threads"))
       rc = number(o, n, v, 1, &o->threads);
+    else if (!strcmp(n, "pin-threads"))
+      o->pin_threads = 1;
     else if (!strcmp(n, "save"))
       o->save = v;
     else if (!strcmp(n, "load"))
@@ -197,10 +202,13 @@ static int parse_args(const NnrtModel *m, int argc, char **argv,
     if (v && !*v)
       return usage_error(o, "option '--%s' needs a value", n);
   }
+  if (o->threads > NNRT_MAX_THREADS)
+    return usage_error(o, "--threads: %lld is too large (the most is %d)",
+                       (long long)o->threads, NNRT_MAX_THREADS);
   if (o->save && o->no_save)
     return usage_error(o, "--save and --no-save contradict each other");
   if (o->command == NNRT_CMD_PREDICT && !o->input)
-    return usage_error(o, "predict needs an INPUT file (CSV or IDX)");
+    return usage_error(o, "predict needs an INPUT file (CSV, IDX or NPY)");
   return -1;
 }
 
@@ -343,6 +351,22 @@ static int check_model(const NnrtModel *m, NnrtErr *err) {
   return 0;
 }
 
+// The thread pool for the generated kernels, for the whole command.
+static void start_threads(const NnrtOptions *o) {
+  int64_t cpus = nnrt_pool_default_threads();  // before pinning changes it
+  int64_t want = o->threads > 0 ? o->threads : cpus;
+  int64_t got = nnrt_pool_start(want, o->pin_threads);
+  if (o->quiet)
+    return;
+  if (got < want)
+    fprintf(stderr, "%s: could only start %lld of %lld threads\n", o->prog,
+            (long long)got, (long long)want);
+  else if (want > cpus)
+    fprintf(stderr, "%s: note: %lld threads on %lld CPU%s; idle threads spin "
+            "and may slow the others down\n", o->prog, (long long)want,
+            (long long)cpus, cpus == 1 ? "" : "s");
+}
+
 int nnrt_main(const NnrtModel *m, int argc, char **argv) {
   NnrtOptions o;
   memset(&o, 0, sizeof o);
@@ -363,6 +387,7 @@ int nnrt_main(const NnrtModel *m, int argc, char **argv) {
     fprintf(stderr, "%s: %s\n", o.prog, err.msg);
     return 1;
   }
+  start_threads(&o);
   if (o.command == NNRT_CMD_TRAIN) {
     rc = nnrt_train_command(m, &o);
   } else {
@@ -375,6 +400,7 @@ int nnrt_main(const NnrtModel *m, int argc, char **argv) {
       rc = 1;
     }
   }
+  nnrt_pool_stop();
   fflush(stdout);
   return rc;
 }

@@ -39,12 +39,13 @@ typedef struct NnrtParamInfo {
 
 typedef enum NnrtDataKind {
   NNRT_DATA_NONE, NNRT_DATA_IDX, NNRT_DATA_CSV, NNRT_DATA_INLINE,
+  NNRT_DATA_NPY,
 } NnrtDataKind;
 
 typedef struct NnrtDataSpec {
   int64_t kind;                  // NnrtDataKind
-  const char *path_x;            // IDX images, or the CSV file
-  const char *path_y;            // IDX labels
+  const char *path_x;            // IDX images, the CSV file, or NPY inputs
+  const char *path_y;            // IDX labels or NPY labels
   double scale;                  // inputs are multiplied by this
   int64_t nclasses;              // >0: keep only rows whose label is listed,
   const int64_t *classes;        //     relabelled 0..nclasses-1
@@ -106,5 +107,19 @@ typedef void *NnrtAllocFn(void *ud, void *ptr, size_t size);  // size 0 frees
 void nnrt_set_alloc(NnrtAllocFn *fn, void *ud);
 void *nnrt_alloc(size_t size);   // 64-byte aligned, zeroed; NULL on failure
 void nnrt_free(void *ptr);
+
+// ---- threads: called by generated kernels ------------------------------------
+// Runs fn(ctx, i) for every i in [0, ntasks), spread over the pool's threads
+// (the calling thread takes part); returns when all are done. Tasks must be
+// independent (write disjoint memory): which thread runs which task varies.
+// With 1 thread (or ntasks == 1) it just loops on the caller. A call from
+// inside a task runs serially on that thread, and so does a call made while
+// another thread is dispatching. nnrt_main starts the pool (--threads N,
+// default one thread per CPU available) and stops it before returning; used
+// without nnrt_main, the pool starts itself with the default on first use.
+typedef void NnrtTaskFn(void *ctx, int64_t task);
+void nnrt_parallel_for(NnrtTaskFn *fn, void *ctx, int64_t ntasks);
+// Threads nnrt_parallel_for spreads tasks over, counting the caller (>= 1).
+int64_t nnrt_num_threads(void);
 
 #endif

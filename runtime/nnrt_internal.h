@@ -4,7 +4,7 @@
 // Each concern has one file: alloc.c (the allocation hook), rng.c (the
 // counter-based RNG and shuffling), init.c (parameter initializers), data.c,
 // idx.c and csv.c (loading and batching), checkpoint.c (safetensors),
-// progress.c (progress bar, metrics lines), run.c (the training run and the
+// progress.c (progress bar, metrics lines), pool.c (the thread pool), run.c (the training run and the
 // callbacks generated code calls) and main.c (the command line, eval and
 // predict). Functions that can fail return 0 on success and -1 on failure
 // after writing a message into an NnrtErr; they never print and never exit,
@@ -14,6 +14,7 @@
 
 #include <stdint.h>
 #include <stdio.h>
+#include <zlib.h>
 
 #include "nnrt.h"
 
@@ -54,8 +55,8 @@ int nnrt_init_param(const NnrtParamInfo *p, int64_t index, uint64_t seed,
 int nnrt_init_params(const NnrtModel *m, uint64_t seed, float *params,
                      NnrtErr *err);
 
-// ---- data.c, idx.c, csv.c ---------------------------------------------------
-// A loaded data set. Inputs stay in their file's type (IDX bytes stay bytes)
+// ---- data.c, idx.c, csv.c, npy.c ---------------------------------------------
+// A loaded data set. Inputs stay bytes when the file holds bytes (IDX, NPY u1)
 // and are converted to float times `scale` only when a batch is gathered.
 // Labels are floats: ycols == out_numel values used as they are, or
 // ycols == 1 holding a class index that gathering expands to one-hot
@@ -67,8 +68,8 @@ typedef struct NnrtData {
   int64_t out_numel;     // label floats per example after gathering
   int onehot;            // y holds class indices, expanded at gather time
   float scale;           // inputs are multiplied by this when gathered
-  uint8_t *x8;           // rows x xcols bytes (IDX), or NULL
-  float *xf;             // rows x xcols floats (CSV, inline), or NULL
+  uint8_t *x8;           // rows x xcols bytes (IDX, NPY u1), or NULL
+  float *xf;             // rows x xcols floats (CSV, inline, NPY), or NULL
   float *y;              // rows x ycols floats, or NULL
   char path[4096];       // the file that was found, or "inline data"; named
                          // by every message about this data
@@ -78,7 +79,7 @@ typedef struct NnrtData {
 // `limit` > 0 keeps only the first `limit` examples (after class filtering).
 int nnrt_data_open(NnrtData *d, const NnrtDataSpec *spec,
                    const NnrtModel *m, int64_t limit, NnrtErr *err);
-// A file to predict on: CSV (in_numel or more columns) or IDX images.
+// A file to predict on: CSV (in_numel or more columns), IDX images or NPY.
 int nnrt_data_open_input(NnrtData *d, const char *path, const NnrtModel *m,
                          double scale, NnrtErr *err);
 void nnrt_data_close(NnrtData *d);
@@ -93,8 +94,24 @@ void nnrt_data_gather(const NnrtData *d, const int64_t *idx, int64_t first,
 int nnrt_data_find(const char *name, const char *source_dir, char *out,
                    size_t cap, NnrtErr *err);
 
-// Shared by idx.c and csv.c (data.c); the loaders read d->path, d->xcols,
-// d->out_numel and fill the rest.
+// Shared by the loaders (data.c); they read d->path, d->xcols, d->out_numel
+// and fill the rest.
+// gzopen with the runtime's message on failure.
+int nnrt_gz_open(const char *path, gzFile *f, NnrtErr *err);
+// Reads up to n bytes; returns how many, or -1 on a read error.
+int64_t nnrt_gz_read(gzFile f, void *buf, int64_t n);
+// "PATH: read error (...)" from the stream's state; returns -1.
+int nnrt_gz_error(gzFile f, const char *path, NnrtErr *err);
+// Reads the `total` bytes of data that follow a header into *out (64-byte
+// aligned, nnrt_free), failing on fewer bytes or on any byte after them.
+// The buffer grows as data arrives, so a header that lies about its size
+// cannot make us allocate more than twice what the file holds.
+int nnrt_gz_read_data(gzFile f, const char *path, int64_t total,
+                      uint8_t **out, NnrtErr *err);
+// The kind of file by its first bytes (possibly gzip-compressed):
+// NNRT_DATA_IDX (two zero bytes), NNRT_DATA_NPY ("\x93NUMPY"), otherwise
+// NNRT_DATA_CSV; -1 when it cannot be opened.
+int nnrt_data_sniff(const char *path, NnrtErr *err);
 // Reads the whole (possibly gzip-compressed) file into *buf (NUL-terminated,
 // freed with nnrt_free); *len excludes the NUL.
 int nnrt_read_file(const char *path, char **buf, int64_t *len, NnrtErr *err);
@@ -109,11 +126,28 @@ int nnrt_idx_load(NnrtData *d, const NnrtDataSpec *spec, const char *path_y,
                   NnrtErr *err);
 // IDX images without labels (predict).
 int nnrt_idx_load_images(NnrtData *d, NnrtErr *err);
-// 1 when the file starts like an IDX file (two zero bytes), 0 if not, -1 on
-// an error opening it.
-int nnrt_idx_sniff(const char *path, NnrtErr *err);
 // CSV loader (csv.c); spec is NULL for predict input (labels ignored).
 int nnrt_csv_load(NnrtData *d, const NnrtDataSpec *spec, NnrtErr *err);
+// NPY loader (npy.c): d->path the inputs, path_y the labels, both found.
+int nnrt_npy_load(NnrtData *d, const NnrtDataSpec *spec, const char *path_y,
+                  NnrtErr *err);
+// NPY inputs without labels (predict).
+int nnrt_npy_load_inputs(NnrtData *d, NnrtErr *err);
+
+// ---- pool.c -----------------------------------------------------------------
+enum { NNRT_MAX_THREADS = 1024 };
+// CPUs this process may run on (sched_getaffinity), between 1 and
+// NNRT_MAX_THREADS.
+int64_t nnrt_pool_default_threads(void);
+// (Re)starts the pool with n threads counting the caller (n <= 0: the
+// default); pin: each thread (the caller too, until nnrt_pool_stop) bound to
+// its own CPU, one per core first. Returns the threads running, which is
+// fewer than n only when the system refuses to create more. Must not run
+// while another thread is in nnrt_parallel_for.
+int64_t nnrt_pool_start(int64_t n, int pin);
+// Joins the workers (and unpins the caller). A later nnrt_parallel_for or
+// nnrt_num_threads starts the default pool again.
+void nnrt_pool_stop(void);
 
 // ---- checkpoint.c -----------------------------------------------------------
 // Writes all parameters to `path` atomically (path.tmp, fsync, rename).
@@ -166,7 +200,8 @@ typedef struct NnrtOptions {
   NnrtCommand command;
   int64_t epochs, batch, seed;   // model defaults unless given
   int64_t limit;                 // 0: all training examples
-  int64_t threads;               // stored; threading comes later
+  int64_t threads;               // 0: one per CPU available
+  int pin_threads;               // --pin-threads
   int json, quiet, no_save;
   int batch_set;                 // --batch was given (eval, predict)
   const char *save, *load;       // NULL: the default checkpoint

@@ -42,7 +42,7 @@ typedef struct Case {
   Op op;
   Leaf arg[MAX_ARGS];  // the arguments, each a leaf of its own
   Domain dom;
-  Attr attr;           // SUM_TO / BROADCAST / RESHAPE target
+  Attr attr;           // SUM_TO / BROADCAST / RESHAPE target; window, axis
   bool const_b;        // the second argument is CONST `cval`, not a leaf
   double cval;
 } Case;
@@ -51,6 +51,11 @@ typedef struct Case {
 #define V(n) {.rank = 1, .dim = {n}}
 #define M(a, b) {.rank = 2, .dim = {a, b}}
 #define T(a, b, c) {.rank = 3, .dim = {a, b, c}}
+#define Q(a, b, c, d) {.rank = 4, .dim = {a, b, c, d}}
+// A 2-D window: kernel 3 (pools), stride 2, padding 1, one group.
+#define WIN3                                                          \
+  {.kernel = {3, 3}, .stride = {2, 2}, .pad_lo = {1, 1},            \
+   .pad_hi = {1, 1}, .dilation = {1, 1}, .groups = 1}
 #define P(s) {.shape = s, .batched = false}  // an unbatched leaf (PARAM)
 #define B(s) {.shape = s, .batched = true}   // batched (INPUT, then LABEL)
 // A case: the primitive, the domain of its leaves, then its arguments.
@@ -130,6 +135,36 @@ static Case cases[] = {
     TO(OP_RESHAPE, B(M(2, 3)), V(6), false),
     TO(OP_RESHAPE, P(V(6)), M(3, 2), false),
     TO(OP_RESHAPE, B(M(2, 3)), T(1, 3, 2), false),
+
+#ifdef NNC_CONV_PRIMS
+    // The convolutional family, one 2-D geometry each (kernel 3, stride 2,
+    // padding 1: overlapping windows that read padding); conv_test.c checks
+    // many more (1-D to 3-D, dilation, groups, asymmetric padding).
+    {.op = OP_CONV, .dom = ANY, .arg = {B(T(2, 5, 5)), P(Q(3, 2, 3, 3))},
+     .attr = {.win = WIN3}},
+    {.op = OP_CONV_T, .dom = ANY, .arg = {B(T(3, 3, 3)), P(Q(3, 2, 3, 3))},
+     .attr = {.win = WIN3, .shape = T(2, 5, 5)}},
+    {.op = OP_CONV_W, .dom = ANY, .arg = {B(T(2, 5, 5)), B(T(3, 3, 3))},
+     .attr = {.win = WIN3, .shape = Q(3, 2, 3, 3)}},
+    {.op = OP_MAXPOOL, .dom = ANY, .arg = {B(T(2, 5, 5))},
+     .attr = {.win = WIN3}},
+    {.op = OP_UNPOOL, .dom = ANY, .arg = {B(T(2, 5, 5)), B(T(2, 3, 3))},
+     .attr = {.win = WIN3}},
+    {.op = OP_POOL_SELECT, .dom = ANY, .arg = {B(T(2, 5, 5)), B(T(2, 5, 5))},
+     .attr = {.win = WIN3}},
+    {.op = OP_AVGPOOL, .dom = ANY, .arg = {B(T(2, 5, 5))},
+     .attr = {.win = WIN3}},
+    {.op = OP_AVGPOOL_T, .dom = ANY, .arg = {B(T(2, 3, 3))},
+     .attr = {.win = WIN3, .shape = T(2, 5, 5)}},
+    {.op = OP_CONCAT, .dom = ANY, .arg = {B(M(2, 3)), B(M(1, 3))},
+     .attr = {.axis = 0}},
+    {.op = OP_CONCAT, .dom = ANY, .arg = {B(M(2, 3)), P(M(2, 2))},
+     .attr = {.axis = 1}},
+    {.op = OP_SLICE, .dom = ANY, .arg = {B(M(4, 3))},
+     .attr = {.axis = 0, .start = 1, .shape = M(2, 3)}},
+    {.op = OP_EMBED, .dom = ANY, .arg = {P(M(2, 3))},
+     .attr = {.axis = 1, .start = 1, .shape = M(2, 5)}},
+#endif
 };
 
 // ---- a deterministic generator (xorshift64*) --------------------------------

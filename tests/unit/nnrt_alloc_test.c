@@ -2,8 +2,8 @@
 // allocation of whole runs (train, eval, predict) balanced by a free, and
 // failure injection at each allocation in turn, which must end in a clear
 // "out of memory" error (exit 1) and no leak, never a crash. The runs use a
-// tiny fake model (logistic regression, one output) on small IDX, CSV and
-// inline data, which also covers the one-output predict format and the
+// tiny fake model (logistic regression, one output) on small IDX, CSV, NPY
+// and inline data, which also covers the one-output predict format and the
 // validation split.
 #include <math.h>
 
@@ -227,4 +227,22 @@ Test(alloc, failure_injection) {
   write_text(in_dir(dir, "in.csv"), "0,0\n9,9\n");
   inject(&m, dir, (char *[]){"tiny", "predict", "in.csv", NULL});
   inject(&m, dir, (char *[]){"tiny", "predict", "x.idx.gz", NULL});
+  // NPY: doubles converted to floats, 64-bit labels, a header to parse.
+  double x[200];
+  int64_t y[100];
+  for (int i = 0; i < 100; i++) {
+    x[2 * i] = i % 10, x[2 * i + 1] = i / 10 + 1;
+    y[i] = x[2 * i] + x[2 * i + 1] > 10;
+  }
+  uint8_t buf[4096];
+  size_t n = npy_build(buf, 1, "{'descr': '<f8', 'fortran_order': False, "
+                       "'shape': (100, 2), }", x, sizeof x);
+  write_file(in_dir(dir, "x.npy"), buf, n);
+  n = npy_build(buf, 2, "{'descr': '<i8', 'fortran_order': False, "
+                "'shape': (100,), }", y, sizeof y);
+  write_file(in_dir(dir, "y.npy"), buf, n);
+  m.train_data.kind = NNRT_DATA_NPY;
+  m.train_data.path_x = "x.npy", m.train_data.path_y = "y.npy";
+  inject(&m, dir, (char *[]){"tiny", "train", "--quiet", NULL});
+  inject(&m, dir, (char *[]){"tiny", "predict", "x.npy", NULL});
 }

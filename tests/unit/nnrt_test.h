@@ -1,6 +1,6 @@
 // nnrt_test.h — helpers shared by the runtime's unit tests (nnrt_*_test.c):
-// a scratch folder, writing raw and gzip files, building IDX images in
-// memory, and running nnrt_main with stdout and stderr captured. Everything
+// a scratch folder, writing raw and gzip files, building IDX and NPY files
+// in memory, and running nnrt_main with stdout and stderr captured. Everything
 // is static: each test file is its own executable.
 #ifndef NNRT_TEST_H
 #define NNRT_TEST_H
@@ -103,6 +103,26 @@ static inline size_t idx_build(uint8_t *out, int type, int nd,
   }
   memcpy(out + n, data, ndata);
   return n + ndata;
+}
+
+// A .npy file in memory: magic, version, header length, the dict padded with
+// spaces to a multiple of 64 and ended by '\n', then the data. `dict` is the
+// header text as is (so malformed ones can be written too).
+static inline size_t npy_build(uint8_t *out, int major, const char *dict,
+                        const void *data, size_t ndata) {
+  size_t lenbytes = major == 1 ? 2 : 4, pre = 8 + lenbytes;
+  size_t hlen = strlen(dict) + 1;
+  while ((pre + hlen) % 64)
+    hlen++;
+  memcpy(out, "\x93NUMPY", 6);
+  out[6] = (uint8_t)major, out[7] = 0;
+  for (size_t i = 0; i < lenbytes; i++)
+    out[8 + i] = (uint8_t)(hlen >> (8 * i));
+  memset(out + pre, ' ', hlen);
+  memcpy(out + pre, dict, strlen(dict));
+  out[pre + hlen - 1] = '\n';
+  memcpy(out + pre + hlen, data, ndata);
+  return pre + hlen + ndata;
 }
 
 typedef struct Captured {
