@@ -141,24 +141,94 @@ static double now(void) {
   return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+// Floating-point operations one example costs in value v's kernel (a
+// multiply-add counts as two), for the summary's forward-FLOPs line.
+static int64_t value_flops(const IrValue *v) {
+  int64_t out = shape_numel(v->shape);
+  switch (prims[v->op].kind) {
+  case PK_LEAF:
+    return 0;
+  case PK_MATMUL: {
+    const Shape *a = &v->arg[0]->shape;
+    return 2 * shape_numel(*a) * v->shape.dim[v->shape.rank - 1];
+  }
+  case PK_REDUCE:
+    return shape_numel(v->arg[0]->shape);
+  default:
+    break;
+  }
+#ifdef NNC_CONV_PRIMS
+  if (v->op == OP_CONV) {  // each output: C/groups x kernel multiply-adds
+    Shape w = v->arg[1]->shape;
+    return 2 * out * (shape_numel(w) / w.dim[0]);
+  }
+  if (v->op == OP_MAXPOOL || v->op == OP_AVGPOOL) {
+    const Window *win = &v->attr.win;
+    int64_t taps = 1;
+    for (int i = 0; i + 1 < v->shape.rank; i++)
+      taps *= win->kernel[i];
+    return out * taps;
+  }
+  if (v->op == OP_CONV_T) {
+    Shape w = v->arg[1]->shape;
+    return 2 * shape_numel(v->arg[0]->shape) * (shape_numel(w) / w.dim[0]);
+  }
+#endif
+  return v->op == OP_RESHAPE ? 0 : out;
+}
+
+// Sums value_flops over what the model's output depends on.
+static int64_t forward_flops(const IrModule *m) {
+  int n = m->fn->values.n;
+  bool *need = calloc((size_t)n, 1);
+  int64_t total = 0;
+  need[m->output->id] = true;
+  for (int i = n - 1; i >= 0; i--) {
+    const IrValue *v = m->fn->values.item[i];
+    if (!need[i])
+      continue;
+    total += value_flops(v);
+    for (int j = 0; j < v->narg; j++)
+      need[v->arg[j]->id] = true;
+  }
+  free(need);
+  return total;
+}
+
+static const char *human(Arena *a, double x, const char *unit) {
+  const char *prefix[] = {"", "k", "M", "G", "T"};
+  int k = 0;
+  while (x >= 1000 && k < 4)
+    x /= 1000, k++;
+  return arena_printf(a, k ? "%.2f %s%s" : "%.0f %s%s", x, prefix[k], unit);
+}
+
 static void print_summary(FILE *out, SemaResult *r) {
   IrModule *m = r->module;
+  Arena *a = m->fn->arena;
   fprintf(out, "model %s\n", m->name);
   fprintf(out, "%-28s %-20s %12s\n", "layer", "output", "params");
   fprintf(out, "%-28s %-20s %12s\n", "input",
-          shape_str(m->fn->arena, m->input->shape, false) + 3, "0");
-  int64_t total = 0;
+          shape_str(a, m->input->shape, false) + 3, "0");
   for (int i = 0; i < r->layers.n; i++) {
     LayerInfo *li = r->layers.item[i];
     fprintf(out, "%*s%-*s %-20s %12lld\n", 2 * li->depth, "",
-            28 - 2 * li->depth, li->name,
-            shape_str(m->fn->arena, li->shape, false) + 3,
+            28 - 2 * li->depth, li->name, shape_str(a, li->shape, false) + 3,
             (long long)li->nparams);
   }
+  int64_t total = 0;
   for (int i = 0; i < m->params.n; i++)
     total += shape_numel(((IrParam *)m->params.item[i])->shape);
-  fprintf(out, "total parameters: %lld (%lld bytes as f32)\n",
-          (long long)total, (long long)total * 4);
+  fprintf(out, "total parameters: %lld (%s)\n", (long long)total,
+          human(a, 4.0 * (double)total, "B"));
+  fprintf(out, "forward FLOPs per example: %s\n",
+          human(a, (double)forward_flops(m), "FLOP"));
+  if (m->opt.fn) {
+    int64_t floats = total * (2 + m->opt.nstate);
+    fprintf(out, "training memory for parameters, gradients and %d optimizer "
+            "state%s: %s\n", m->opt.nstate, m->opt.nstate == 1 ? "" : "s",
+            human(a, 4.0 * (double)floats, "B"));
+  }
 }
 
 // Runs `cc OBJECT RUNTIME -lz -lm -lpthread -o OUTPUT` without a shell.

@@ -148,13 +148,15 @@ typedef struct IrOptimizer {
   IrValue **new_state;    // the updated states
 } IrOptimizer;
 
-typedef enum DataKind { DATA_NONE, DATA_IDX, DATA_CSV, DATA_INLINE } DataKind;
+typedef enum DataKind {
+  DATA_NONE, DATA_IDX, DATA_CSV, DATA_INLINE, DATA_NPY,  // = NnrtDataKind
+} DataKind;
 
 typedef struct DataSpec {
   DataKind kind;
   Loc loc;
-  const char *path_x;     // IDX images or the CSV file
-  const char *path_y;     // IDX labels
+  const char *path_x;     // IDX images, the CSV file, NPY inputs
+  const char *path_y;     // IDX labels, NPY labels
   double scale;           // multiply inputs by this (1/255 for images)
   int nclasses;           // >0: keep only these labels, renumbered 0..n-1
   int64_t *classes;

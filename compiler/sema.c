@@ -53,6 +53,7 @@ typedef enum BuiltinKind {
   BK_FLATTEN,  // reshape to one axis
   BK_INIT,     // an initializer
   BK_TRAIN,    // only meaningful in a train block (accuracy, idx, csv, inline)
+  BK_WINDOW,   // convolution, pooling, concat, reshape: see sema_window.c
 } BuiltinKind;
 
 typedef struct Builtin {
@@ -84,6 +85,11 @@ static const Builtin builtins[] = {
     {"he_normal", BK_INIT, INIT_HE_NORMAL, 0, 0},
     {"accuracy", BK_TRAIN, 0, 0, 0},     {"idx", BK_TRAIN, 0, 0, 0},
     {"csv", BK_TRAIN, 0, 0, 0},          {"inline", BK_TRAIN, 0, 0, 0},
+    {"npy", BK_TRAIN, 0, 0, 0},
+    {"conv", BK_WINDOW, 0, 0, 0},        {"conv_transpose", BK_WINDOW, 0, 0, 0},
+    {"maxpool", BK_WINDOW, 0, 0, 0},     {"avgpool", BK_WINDOW, 0, 0, 0},
+    {"maxunpool", BK_WINDOW, 0, 0, 0},   {"concat", BK_WINDOW, 0, 0, 0},
+    {"reshape", BK_WINDOW, 0, 0, 0},
 };
 enum { NBUILTINS = sizeof builtins / sizeof builtins[0] };
 
@@ -292,8 +298,8 @@ static void note_origin(Sema *s, SVal v) {
 
 // Builds `op` over tensors after checking its shape rule; reports both
 // shapes on failure.
-static SVal build_prim(Sema *s, Op op, SVal *args, Attr attr, Loc loc,
-                       const char *opname) {
+SVal sema_build(Sema *s, Op op, SVal *args, Attr attr, Loc loc,
+                const char *opname) {
   IrValue *in[MAX_ARGS];
   for (int i = 0; i < prims[op].arity; i++)
     in[i] = sema_tensor_of(s, args[i], loc);
@@ -366,11 +372,11 @@ static SVal eval_binary(Sema *s, Frame *f, Ast *e) {
       diag_error(s->diag, e->loc, "matmul: both operands must be tensors");
       return sval_poison();
     }
-    return build_prim(s, OP_MATMUL, v, (Attr){0}, e->loc, "matmul");
+    return sema_build(s, OP_MATMUL, v, (Attr){0}, e->loc, "matmul");
   }
   if (v[0].kind == SV_NUM && v[1].kind == SV_NUM)
     return sval_num(fold_binary(e->op, v[0].num, v[1].num), e->loc);
-  return build_prim(s, ops[e->op], v, (Attr){0}, e->loc, opname);
+  return sema_build(s, ops[e->op], v, (Attr){0}, e->loc, opname);
 }
 
 static SVal apply_ew1(Sema *s, Op op, SVal x, Loc loc, const char *name) {
@@ -378,7 +384,7 @@ static SVal apply_ew1(Sema *s, Op op, SVal x, Loc loc, const char *name) {
     return sval_poison();
   if (x.kind == SV_NUM)
     return sval_num(fold_unary(op, x.num), loc);
-  return build_prim(s, op, &x, (Attr){0}, loc, name);
+  return sema_build(s, op, &x, (Attr){0}, loc, name);
 }
 
 // ---- shapes from types ------------------------------------------------------------
@@ -628,15 +634,6 @@ static SVal check_result(Sema *s, Frame *f, Ast *decl, SVal r) {
   return r;
 }
 
-static bool has_params(Ast *decl) {
-  for (int i = 0; i < decl->body.n; i++) {
-    Ast *st = decl->body.item[i];
-    if (st && st->kind == AST_PARAM)
-      return true;
-  }
-  return false;
-}
-
 static SVal instantiate(Sema *s, Frame *f, Ast *decl, SVal *pos, int npos,
                         const char **names, SVal *named, int nnamed,
                         Ast *call) {
@@ -675,7 +672,9 @@ static SVal instantiate(Sema *s, Frame *f, Ast *decl, SVal *pos, int npos,
       return sval_poison();
     }
   }
-  bool layer = has_params(decl);
+  // Every layer call is an instance (dense_1, maxpool2d_1) that names its
+  // parameters and gets a row in the summary; losses are plain functions.
+  bool layer = decl->kind != AST_LOSS;
   Frame callee = {.prefix = layer ? instance_name(s, f, decl->name) : f->prefix,
                   .depth = f->depth + 1,
                   .layer_depth = f->layer_depth + (layer ? 1 : 0)};
@@ -706,7 +705,7 @@ static SVal instantiate(Sema *s, Frame *f, Ast *decl, SVal *pos, int npos,
     return sval_poison();
   int first_param = s->m->params.n;
   SVal r = check_result(s, &callee, decl, eval_body(s, &callee, decl));
-  if (layer && s->layers && r.kind == SV_TENSOR && s->fn == s->m->fn) {
+  if (layer && s->layers && s->in_model && r.kind == SV_TENSOR) {
     LayerInfo *li = arena_alloc(s->arena, sizeof *li);
     li->name = callee.prefix;
     li->shape = r.t->shape;
@@ -725,8 +724,11 @@ static SVal instantiate(Sema *s, Frame *f, Ast *decl, SVal *pos, int npos,
 }
 
 static SVal apply_builtin(Sema *s, const Builtin *b, SVal *pos, int npos,
-                          int nnamed, Ast *call) {
+                          const char **names, SVal *named, int nnamed,
+                          Ast *call) {
   int want = b->kind == BK_EW2 ? 2 : b->kind == BK_INIT ? -1 : 1;
+  if (b->kind == BK_WINDOW)
+    return sema_window(s, b->name, pos, npos, names, named, nnamed, call);
   if (b->kind == BK_TRAIN) {
     diag_error(s->diag, call->loc, "'%s' can only be used in a train block",
                b->name);
@@ -770,7 +772,7 @@ static SVal apply_builtin(Sema *s, const Builtin *b, SVal *pos, int npos,
       return sval_num(b->op == OP_MAX ? fmax(pos[0].num, pos[1].num)
                                       : fmin(pos[0].num, pos[1].num),
                       call->loc);
-    return build_prim(s, b->op, pos, (Attr){0}, call->loc, b->name);
+    return sema_build(s, b->op, pos, (Attr){0}, call->loc, b->name);
   case BK_REDUCE:
     if (pos[0].kind == SV_POISON)
       return pos[0];
@@ -779,7 +781,7 @@ static SVal apply_builtin(Sema *s, const Builtin *b, SVal *pos, int npos,
                  sval_describe(s, pos[0]));
       return sval_poison();
     }
-    return build_prim(s, b->op, pos, (Attr){0}, call->loc, b->name);
+    return sema_build(s, b->op, pos, (Attr){0}, call->loc, b->name);
   case BK_FLATTEN:
     if (pos[0].kind == SV_POISON)
       return pos[0];
@@ -788,7 +790,7 @@ static SVal apply_builtin(Sema *s, const Builtin *b, SVal *pos, int npos,
                  sval_describe(s, pos[0]));
       return sval_poison();
     }
-    return build_prim(s, OP_RESHAPE, pos,
+    return sema_build(s, OP_RESHAPE, pos,
                       (Attr){.shape = shape_vec(shape_numel(pos[0].t->shape))},
                       call->loc, "flatten");
   default:
@@ -817,7 +819,8 @@ SVal sema_apply(Sema *s, Frame *f, SVal fn, SVal *pos, int npos,
   }
   if (fn.decl)
     return instantiate(s, f, fn.decl, pos, npos, names, named, nnamed, call);
-  return apply_builtin(s, &builtins[fn.builtin], pos, npos, nnamed, call);
+  return apply_builtin(s, &builtins[fn.builtin], pos, npos, names, named,
+                       nnamed, call);
 }
 
 static SVal eval_call(Sema *s, Frame *f, Ast *e) {
@@ -936,7 +939,9 @@ static IrValue *lower_model(Sema *s, Ast *model) {
     return NULL;
   s->m->input = ir_leaf(s->fn, OP_INPUT, in, true, 0, x->name, x->loc);
   frame_bind(s, &f, x->name, sval_tensor(s->m->input, x->loc));
+  s->in_model = true;
   SVal r = check_result(s, &f, model, eval_body(s, &f, model));
+  s->in_model = false;
   if (r.kind == SV_POISON)
     return NULL;
   if (r.kind != SV_TENSOR || !r.t->batched) {

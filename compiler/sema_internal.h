@@ -58,6 +58,7 @@ typedef struct Sema {
   IrFn *fn;            // the function being built (m->fn or the optimizer's)
   PtrVec counters;     // Counter*: instance numbering
   PtrVec *layers;      // LayerInfo* for the summary
+  bool in_model;       // lowering the model's body (not its loss)
 } Sema;
 
 SVal sval_poison(void);
@@ -72,9 +73,18 @@ SVal sema_eval(Sema *s, Frame *f, Ast *e);
 SVal sema_apply(Sema *s, Frame *f, SVal fn, SVal *pos, int npos,
                 const char **names, SVal *named, int nnamed, Ast *call);
 IrValue *sema_tensor_of(Sema *s, SVal v, Loc loc);  // numbers become CONST
+// Builds a primitive after checking its shape rule; on failure reports both
+// shapes (and where they came from) and returns poison.
+SVal sema_build(Sema *s, Op op, SVal *args, Attr attr, Loc loc,
+                const char *opname);
 // Evaluates `e` and requires a number; reports and returns `fallback` if not.
 double sema_number(Sema *s, Frame *f, Ast *e, const char *what,
                    double fallback);
+
+// sema_window.c: conv, conv_transpose, maxpool, avgpool, maxunpool, concat
+// and reshape, with positional or named arguments.
+SVal sema_window(Sema *s, const char *name, SVal *pos, int npos,
+                 const char **names, SVal *named, int nnamed, Ast *call);
 
 // sema_train.c: lowers the train block (loss, optimizer, data, settings).
 void sema_train(Sema *s, Ast *train, IrValue *output);

@@ -169,22 +169,23 @@ static void lower_data(Sema *s, Frame *f, Ast *e, DataSpec *d) {
   IrModule *m = s->m;
   d->loc = e->loc;
   if (e->kind != AST_CALL || (strcmp(e->name, "idx") && strcmp(e->name, "csv") &&
+                              strcmp(e->name, "npy") &&
                               strcmp(e->name, "inline"))) {
     diag_error(s->diag, e->loc,
-               "expected a data source: idx(images, labels), csv(path) or "
-               "inline(xs, ys)");
+               "expected a data source: idx(images, labels), npy(inputs, "
+               "labels), csv(path) or inline(xs, ys)");
     return;
   }
   DataArgs a;
-  bool is_idx = strcmp(e->name, "idx") == 0, is_csv = strcmp(e->name, "csv") == 0;
+  bool is_csv = strcmp(e->name, "csv") == 0;
   if (!data_args(s, f, e, &a, is_csv ? 1 : 2))
     return;
   d->scale = a.scale.num;
   lower_classes(s, a.classes, d);
-  if (is_idx) {
-    d->kind = DATA_IDX;
-    d->path_x = path_arg(s, a.pos[0], "idx");
-    d->path_y = path_arg(s, a.pos[1], "idx");
+  if (strcmp(e->name, "idx") == 0 || strcmp(e->name, "npy") == 0) {
+    d->kind = e->name[0] == 'i' ? DATA_IDX : DATA_NPY;
+    d->path_x = path_arg(s, a.pos[0], e->name);
+    d->path_y = path_arg(s, a.pos[1], e->name);
     return;
   }
   if (is_csv) {
