@@ -403,15 +403,39 @@ static const char *type_str(Sema *s, Ast *type) {
   return arena_printf(s->arena, "%s]", out);
 }
 
+// Source text of a small dimension expression, for messages ("c / groups").
+static const char *dim_text(Sema *s, Ast *e) {
+  switch (e->kind) {
+  case AST_NAME: return e->name;
+  case AST_NUM: return arena_printf(s->arena, "%g", e->num);
+  case AST_BINARY:
+    return arena_printf(s->arena, "%s %s %s", dim_text(s, e->a),
+                        ast_op_str(e->op), dim_text(s, e->b));
+  default: return "...";
+  }
+}
+
 static bool eval_dim(Sema *s, Frame *f, Ast *e, int64_t *out) {
   SVal v = sema_eval(s, f, e);
   if (v.kind == SV_POISON)
     return false;
   if (v.kind != SV_NUM || v.num != floor(v.num) || v.num < 1 || v.num > 1e12) {
-    diag_error(s->diag, e->loc,
-               "a dimension must be a positive integer, got %s",
-               v.kind == SV_NUM ? arena_printf(s->arena, "%g", v.num)
-                                : sval_describe(s, v));
+    const char *got = v.kind == SV_NUM ? arena_printf(s->arena, "%g", v.num)
+                                       : sval_describe(s, v);
+    if (f->call) {  // inside a layer: say it at the user's call
+      diag_error(s->diag, f->call->loc,
+                 "%s: dimension '%s' must be a positive integer, got %s",
+                 f->call->name, dim_text(s, e), got);
+      for (Binding *b = f->vars; b; b = b->next)
+        if (b->val.kind == SV_TENSOR) {  // the tensor argument, last bound
+          diag_note(s->diag, b->val.t->loc, "the input is %s",
+                    shape_str(s->arena, b->val.t->shape, false));
+          break;
+        }
+    } else {
+      diag_error(s->diag, e->loc,
+                 "a dimension must be a positive integer, got %s", got);
+    }
     return false;
   }
   *out = (int64_t)v.num;
@@ -676,6 +700,7 @@ static SVal instantiate(Sema *s, Frame *f, Ast *decl, SVal *pos, int npos,
   // parameters and gets a row in the summary; losses are plain functions.
   bool layer = decl->kind != AST_LOSS;
   Frame callee = {.prefix = layer ? instance_name(s, f, decl->name) : f->prefix,
+                  .call = call,
                   .depth = f->depth + 1,
                   .layer_depth = f->layer_depth + (layer ? 1 : 0)};
   bool ok = true;
@@ -703,8 +728,12 @@ static SVal instantiate(Sema *s, Frame *f, Ast *decl, SVal *pos, int npos,
   }
   if (!ok)
     return sval_poison();
-  int first_param = s->m->params.n;
+  int first_param = s->m->params.n, errors = s->diag->nerrors;
   SVal r = check_result(s, &callee, decl, eval_body(s, &callee, decl));
+  // An error inside a stdlib layer points into the stdlib; say which call.
+  if (s->diag->nerrors > errors && decl->loc.file &&
+      strncmp(decl->loc.file, "<stdlib>", 8) == 0)
+    diag_note(s->diag, call->loc, "in '%s' called here", decl->name);
   if (layer && s->layers && s->in_model && r.kind == SV_TENSOR) {
     LayerInfo *li = arena_alloc(s->arena, sizeof *li);
     li->name = callee.prefix;

@@ -42,6 +42,7 @@ typedef struct Frame {
   const char *prefix;  // instance path for parameter names ("" for the model)
   int depth;           // instantiation depth (recursion guard)
   int layer_depth;     // for the summary table
+  Ast *call;           // the call that instantiated this frame, or NULL
 } Frame;
 
 typedef struct Counter {
