@@ -74,6 +74,7 @@ typedef enum Store {
 typedef struct Plan {
   Store *st;              // per value id
   int64_t *off;           // ST_ROW / ST_FIXED: region offset in its part
+  int64_t *scr;           // kernel scratch: offset in the fixed part, or -1
   int64_t per_row, fixed; // sizes of the two parts
   int64_t x_off, y_off;   // train: batch inputs and labels (per-row part)
 } Plan;
@@ -85,6 +86,7 @@ static void plan_storage(Cg *cg, Plan *p, const bool *live, bool batch_io) {
   int n = m->fn->values.n;
   p->st = arena_alloc(cg->arena, sizeof *p->st * (size_t)n);
   p->off = arena_alloc(cg->arena, sizeof *p->off * (size_t)n);
+  p->scr = arena_alloc(cg->arena, sizeof *p->scr * (size_t)n);
   p->per_row = p->fixed = 0;
   p->x_off = p->y_off = -1;
   if (batch_io) {
@@ -124,6 +126,13 @@ static void plan_storage(Cg *cg, Plan *p, const bool *live, bool batch_io) {
       }
     }
   }
+  for (int i = 0; i < n; i++) {
+    int64_t sn = p->st[i] == ST_ROW || p->st[i] == ST_FIXED
+                     ? kernel_scratch(cg, m->fn->values.item[i])
+                     : 0;
+    p->scr[i] = sn > 0 ? p->fixed : -1;
+    p->fixed += round16(sn);
+  }
 }
 
 // ---- entry-point frames: buffer pointers of one generated function ----------
@@ -133,6 +142,13 @@ typedef struct Frame {
   LLVMValueRef params, ws, max_batch, x, y, rows;
   LLVMValueRef *ptr; // per value id, once computed
 } Frame;
+
+// The fixed part of the workspace at float offset off.
+static LLVMValueRef fixed_ptr(Cg *cg, Frame *f, int64_t off) {
+  return cg_gep(cg, f->ws,
+                cg_add(cg, cg_mul(cg, f->max_batch, cg_i64(cg, f->plan->per_row)),
+                       cg_i64(cg, off)));
+}
 
 static LLVMValueRef value_ptr(Cg *cg, Frame *f, const IrValue *v) {
   if (f->ptr[v->id])
@@ -159,9 +175,7 @@ static LLVMValueRef value_ptr(Cg *cg, Frame *f, const IrValue *v) {
     r = cg_gep(cg, f->ws, cg_mul(cg, f->max_batch, cg_i64(cg, p->off[v->id])));
     break;
   case ST_FIXED:
-    r = cg_gep(cg, f->ws,
-               cg_add(cg, cg_mul(cg, f->max_batch, cg_i64(cg, p->per_row)),
-                      cg_i64(cg, p->off[v->id])));
+    r = fixed_ptr(cg, f, p->off[v->id]);
     break;
   }
   return f->ptr[v->id] = r;
@@ -182,11 +196,15 @@ static void call_kernels(Cg *cg, Frame *f, const bool *set) {
     if (!set[i] || (f->plan->st[i] != ST_ROW && f->plan->st[i] != ST_FIXED))
       continue;
     const Kernel *k = kernel_get(cg, v);
-    int n = k->nin + 2;
+    int n = k->nin + 2 + k->scratch;
     LLVMValueRef *args = arena_alloc(cg->arena, sizeof *args * (size_t)n);
     args[0] = value_ptr(cg, f, v);
     for (int a = 0; a < k->nin; a++)
       args[a + 1] = value_ptr(cg, f, k->in[a]);
+    if (k->scratch) {
+      assert(f->plan->scr[i] >= 0);
+      args[k->nin + 1] = fixed_ptr(cg, f, f->plan->scr[i]);
+    }
     args[n - 1] = f->rows;
     LLVMBuildCall2(cg->b, k->ty, k->fn, args, (unsigned)n, "");
   }

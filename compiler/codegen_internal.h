@@ -17,12 +17,14 @@
 
 #include "codegen.h"
 
-// A kernel function computing one materialized value.
+// A kernel function computing one materialized value:
+//   void kN.op(ptr out, ptr in0, ..., [ptr scratch,] i64 rows)
 typedef struct Kernel {
   LLVMValueRef fn;
   LLVMTypeRef ty;
   int nin;            // pointer arguments after `out`
   const IrValue **in; // the storage-backed values they point to
+  bool scratch;       // a scratch pointer follows the inputs (kernel_scratch)
 } Kernel;
 
 // The state of one code generation (one LLVM context and module).
@@ -39,7 +41,9 @@ typedef struct Cg {
   // Per value of m->fn, indexed by IrValue.id:
   bool *inl;           // computed inside its user's loop, never stored
   Kernel **kern;       // its kernel once built (NULL before)
-  LLVMValueRef opt_fn; // the optimizer's per-parameter update, or NULL
+  LLVMValueRef opt_fn; // the optimizer's update, or NULL
+  LLVMValueRef par_fn; // nnrt_parallel_for, declared on first use
+  LLVMTypeRef par_ty;
 } Cg;
 
 // ---- small builder helpers (codegen_kernels.c) ------------------------------
@@ -52,7 +56,8 @@ LLVMValueRef cg_load(Cg *cg, LLVMValueRef p, LLVMValueRef i);
 void cg_store(Cg *cg, LLVMValueRef v, LLVMValueRef p, LLVMValueRef i);
 LLVMValueRef cg_mul(Cg *cg, LLVMValueRef a, LLVMValueRef b); // i64, nsw
 LLVMValueRef cg_add(Cg *cg, LLVMValueRef a, LLVMValueRef b); // i64, nsw
-// A call to an overloaded float intrinsic ("llvm.exp") on f32.
+// A call to an overloaded float intrinsic ("llvm.exp"), overloaded on the
+// type of args[0] (f32 or <16 x float>).
 LLVMValueRef cg_intrinsic(Cg *cg, const char *name, LLVMValueRef *args, int n);
 // A float slot in the entry block of the current function (SROA promotes it).
 LLVMValueRef cg_alloca(Cg *cg, LLVMTypeRef ty, const char *name);
@@ -75,20 +80,44 @@ void loop_end(Cg *cg, Loop *l);
 // ---- kernels (codegen_kernels.c) --------------------------------------------
 // The kernel materializing v (built on first use, then cached in cg->kern).
 const Kernel *kernel_get(Cg *cg, const IrValue *v);
+// Floats of scratch memory v's kernel needs while it runs (0: none). Pure
+// function of the IR and cg->inl, so the planner can call it before any
+// kernel is built.
+int64_t kernel_scratch(Cg *cg, const IrValue *v);
 // void nnc.opt(ptr p, ptr g, ptr state, i64 n, i64 state_stride, float t):
 // applies m->opt to n elements; state k of element i is state[k*stride + i].
+// Splits big updates into tasks of a fixed size (see nnrt_parallel_for).
 LLVMValueRef kernel_optimizer(Cg *cg);
 
-// The matmul forms, one replaceable function each. `rows` is the runtime row
-// count of the first argument (batch x leading axes); all pointers are f32.
-// out[r, j] = sum_k a[r, k] b[k, j]          (a: rows x K, b: K x M)
-void mm_nn(Cg *cg, LLVMValueRef out, LLVMValueRef a, LLVMValueRef b,
-           LLVMValueRef rows, int64_t K, int64_t M);
-// out[r, k] = sum_j a[r, j] b[k, j]          (a: rows x M, b: K x M)
-void mm_nt(Cg *cg, LLVMValueRef out, LLVMValueRef a, LLVMValueRef b,
-           LLVMValueRef rows, int64_t K, int64_t M);
-// out[k, j] = sum_r a[r, k] b[r, j]          (a: rows x K, b: rows x M)
-void mm_tn(Cg *cg, LLVMValueRef out, LLVMValueRef a, LLVMValueRef b,
-           LLVMValueRef rows, int64_t K, int64_t M);
+// The kernel being built. Emitters read their inputs through kern_ptr and
+// write `out`; a parallel emitter moves all of these to its body function
+// (kern_parallel).
+typedef struct Kern {
+  Cg *cg;
+  const Kernel *k;
+  LLVMValueRef out, rows, scratch;
+  LLVMValueRef *inp; // the pointer argument of each k->in
+} Kern;
+LLVMValueRef kern_ptr(Kern *k, const IrValue *v);
+// Turns the kernel into `ntasks` tasks: the current function (kN.op) gets
+// `ntasks <= 1 ? body(args, 0) : nnrt_parallel_for(task, &args, ntasks)`
+// and a return; the builder moves into a new function kN.body(args, task)
+// whose arguments replace k->out, k->inp, k->rows and k->scratch. Returns
+// the task index. `ntasks` must depend only on shapes and `rows`, never on
+// the thread count, so results are the same for any --threads.
+LLVMValueRef kern_parallel(Kern *k, LLVMValueRef ntasks, const char *name);
+// One element-wise op on scalars or on <16 x float> vectors (every operand
+// the same type); semantics of eval.c.
+LLVMValueRef ew_op(Cg *cg, const IrValue *v, LLVMValueRef *x);
+
+// ---- matmuls (codegen_matmul.c) ---------------------------------------------
+// The MATMUL* value computed inside v's kernel (v itself, or the one fused
+// matmul in v's inline element-wise tree), or NULL.
+const IrValue *kernel_matmul(Cg *cg, const IrValue *v);
+// The register-tiled matmul kernel of `mm`, storing `root` (mm itself, or an
+// element-wise tree over mm evaluated in the tile's epilogue).
+void mm_kernel(Kern *k, const IrValue *root, const IrValue *mm);
+// Scratch floats mm_kernel needs (the packed B^T of MATMUL_NT).
+int64_t mm_scratch(const IrValue *mm);
 
 #endif

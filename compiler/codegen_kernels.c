@@ -21,6 +21,9 @@
 
 #include "codegen_internal.h"
 
+// Elements per optimizer task (a multiple of 16).
+enum { OPT_CHUNK = 16384 };
+
 // ---- builder helpers --------------------------------------------------------
 LLVMValueRef cg_i64(Cg *cg, int64_t v) {
   return LLVMConstInt(cg->t_i64, (unsigned long long)v, 1);
@@ -67,7 +70,7 @@ LLVMValueRef cg_add(Cg *cg, LLVMValueRef a, LLVMValueRef b) {
 LLVMValueRef cg_intrinsic(Cg *cg, const char *name, LLVMValueRef *args, int n) {
   unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
   assert(id && "unknown intrinsic");
-  LLVMTypeRef t = cg->t_f32;
+  LLVMTypeRef t = LLVMTypeOf(args[0]);
   LLVMValueRef fn = LLVMGetIntrinsicDeclaration(cg->mod, id, &t, 1);
   LLVMTypeRef ty = LLVMIntrinsicGetType(cg->lc, id, &t, 1);
   return LLVMBuildCall2(cg->b, ty, fn, args, (unsigned)n, "");
@@ -168,14 +171,7 @@ static void nest_end(Cg *cg, Nest *ns) {
 }
 
 // ---- the kernel being built, and addressing in an iteration space -----------
-typedef struct Kern {
-  Cg *cg;
-  const Kernel *k;
-  LLVMValueRef out, rows;
-  LLVMValueRef *inp; // the pointer argument of each k->in
-} Kern;
-
-static LLVMValueRef kern_ptr(Kern *k, const IrValue *v) {
+LLVMValueRef kern_ptr(Kern *k, const IrValue *v) {
   for (int i = 0; i < k->k->nin; i++)
     if (k->k->in[i] == v)
       return k->inp[i];
@@ -302,9 +298,41 @@ static void space_begin(Kern *k, Nest *ns, Space sp, IxMode mode, Idx *ix) {
   elems_begin(k, ns, sp.shape, mode == IX_AXES, ix);
 }
 
-// ---- element-wise scalars ---------------------------------------------------
-static LLVMValueRef select_f(Cg *cg, LLVMValueRef c, double a, double b) {
-  return LLVMBuildSelect(cg->b, c, cg_f32(cg, a), cg_f32(cg, b), "");
+// ---- element-wise scalars (and vectors) -------------------------------------
+// The code below works on f32 or on <N x float>: constants take the shape of
+// a reference operand, so the same emitters serve scalar loops and matmul
+// epilogues.
+static LLVMValueRef splat_const(LLVMTypeRef like, LLVMValueRef c) {
+  if (LLVMGetTypeKind(like) != LLVMVectorTypeKind)
+    return c;
+  unsigned n = LLVMGetVectorSize(like);
+  LLVMValueRef e[64];
+  assert(n <= 64);
+  for (unsigned i = 0; i < n; i++)
+    e[i] = c;
+  return LLVMConstVector(e, n);
+}
+
+// The float constant c shaped like `like` (a scalar or vector value).
+static LLVMValueRef fk(Cg *cg, LLVMValueRef like, double c) {
+  return splat_const(LLVMTypeOf(like), cg_f32(cg, c));
+}
+
+// i32, or <N x i32> when `like` is a vector.
+static LLVMTypeRef i32_like(Cg *cg, LLVMValueRef like) {
+  LLVMTypeRef t = LLVMTypeOf(like);
+  return LLVMGetTypeKind(t) == LLVMVectorTypeKind
+             ? LLVMVectorType(cg->t_i32, LLVMGetVectorSize(t))
+             : cg->t_i32;
+}
+
+static LLVMValueRef ik(Cg *cg, LLVMValueRef like, int c) {
+  return splat_const(LLVMTypeOf(like), LLVMConstInt(cg->t_i32, (unsigned)c, 1));
+}
+
+static LLVMValueRef select_f(Cg *cg, LLVMValueRef like, LLVMValueRef c,
+                             double a, double b) {
+  return LLVMBuildSelect(cg->b, c, fk(cg, like, a), fk(cg, like, b), "");
 }
 
 static LLVMValueRef fcmp(Cg *cg, LLVMRealPredicate p, LLVMValueRef a,
@@ -331,39 +359,38 @@ static LLVMValueRef fma3(Cg *cg, LLVMValueRef a, LLVMValueRef b,
 // inf anyway) and NaN passes through.
 static LLVMValueRef emit_exp(Cg *cg, LLVMValueRef x) {
   LLVMBuilderRef b = cg->b;
-  LLVMValueRef xc = LLVMBuildSelect(b, fcmp(cg, LLVMRealOGT, x, cg_f32(cg, 89)),
-                                    cg_f32(cg, 89), x, "");
-  xc = LLVMBuildSelect(b, fcmp(cg, LLVMRealOLT, xc, cg_f32(cg, -104)),
-                       cg_f32(cg, -104), xc, "");
+  LLVMValueRef xc = LLVMBuildSelect(b, fcmp(cg, LLVMRealOGT, x, fk(cg, x, 89)),
+                                    fk(cg, x, 89), x, "");
+  xc = LLVMBuildSelect(b, fcmp(cg, LLVMRealOLT, xc, fk(cg, x, -104)),
+                       fk(cg, x, -104), xc, "");
   LLVMValueRef n =
-      call1(cg, "llvm.rint", LLVMBuildFMul(b, xc, cg_f32(cg, M_LOG2E), ""));
-  LLVMValueRef r = fma3(cg, n, cg_f32(cg, -0.693359375), xc);
-  r = fma3(cg, n, cg_f32(cg, 2.12194440e-4), r);
+      call1(cg, "llvm.rint", LLVMBuildFMul(b, xc, fk(cg, x, M_LOG2E), ""));
+  LLVMValueRef r = fma3(cg, n, fk(cg, x, -0.693359375), xc);
+  r = fma3(cg, n, fk(cg, x, 2.12194440e-4), r);
   static const double c[6] = {1.9875691500e-4, 1.3981999507e-3,
                               8.3334519073e-3, 4.1665795894e-2,
                               1.6666665459e-1, 5.0000001201e-1};
-  LLVMValueRef p = cg_f32(cg, c[0]);
+  LLVMValueRef p = fk(cg, x, c[0]);
   for (int i = 1; i < 6; i++)
-    p = fma3(cg, p, r, cg_f32(cg, c[i]));
+    p = fma3(cg, p, r, fk(cg, x, c[i]));
   p = fma3(cg, p, LLVMBuildFMul(b, r, r, ""),
-           LLVMBuildFAdd(b, r, cg_f32(cg, 1), ""));
+           LLVMBuildFAdd(b, r, fk(cg, x, 1), ""));
   // 2^n = 2^h * 2^(n-h), h = n >> 1, each built from its exponent bits.
-  LLVMTypeRef i32 = cg->t_i32;
-  LLVMValueRef ni = LLVMBuildFPToSI(b, n, i32, "");
-  LLVMValueRef h = LLVMBuildAShr(b, ni, LLVMConstInt(i32, 1, 0), "");
+  LLVMValueRef ni = LLVMBuildFPToSI(b, n, i32_like(cg, x), "");
+  LLVMValueRef h = LLVMBuildAShr(b, ni, ik(cg, x, 1), "");
   LLVMValueRef parts[2] = {h, LLVMBuildSub(b, ni, h, "")};
   for (int i = 0; i < 2; i++) {
     LLVMValueRef bits = LLVMBuildShl(
-        b, LLVMBuildAdd(b, parts[i], LLVMConstInt(i32, 127, 0), ""),
-        LLVMConstInt(i32, 23, 0), "");
-    p = LLVMBuildFMul(b, p, LLVMBuildBitCast(b, bits, cg->t_f32, ""), "");
+        b, LLVMBuildAdd(b, parts[i], ik(cg, x, 127), ""), ik(cg, x, 23), "");
+    p = LLVMBuildFMul(b, p, LLVMBuildBitCast(b, bits, LLVMTypeOf(x), ""), "");
   }
   return LLVMBuildSelect(b, fcmp(cg, LLVMRealUNO, x, x), x, p, "");
 }
 
-// One element of an element-wise op from its arguments' elements. Every op
-// is listed (no default), so -Wswitch catches a primitive added to prims.def.
-static LLVMValueRef ew_scalar(Cg *cg, const IrValue *v, LLVMValueRef *x) {
+// One element (or vector of elements) of an element-wise op from its
+// arguments'. Every op is listed (no default), so -Wswitch catches a
+// primitive added to prims.def.
+LLVMValueRef ew_op(Cg *cg, const IrValue *v, LLVMValueRef *x) {
   LLVMBuilderRef b = cg->b;
   switch (v->op) {
   case OP_NEG:
@@ -378,21 +405,21 @@ static LLVMValueRef ew_scalar(Cg *cg, const IrValue *v, LLVMValueRef *x) {
     return call1(cg, "llvm.tanh", x[0]);
   case OP_SIGMOID: {
     LLVMValueRef e = emit_exp(cg, LLVMBuildFNeg(b, x[0], ""));
-    return LLVMBuildFDiv(b, cg_f32(cg, 1),
-                         LLVMBuildFAdd(b, cg_f32(cg, 1), e, ""), "");
+    return LLVMBuildFDiv(b, fk(cg, x[0], 1),
+                         LLVMBuildFAdd(b, fk(cg, x[0], 1), e, ""), "");
   }
   case OP_RELU:
-    return LLVMBuildSelect(b, fcmp(cg, LLVMRealOGT, x[0], cg_f32(cg, 0)), x[0],
-                           cg_f32(cg, 0), "");
+    return LLVMBuildSelect(b, fcmp(cg, LLVMRealOGT, x[0], fk(cg, x[0], 0)), x[0],
+                           fk(cg, x[0], 0), "");
   case OP_STEP:
-    return select_f(cg, fcmp(cg, LLVMRealOGT, x[0], cg_f32(cg, 0)), 1, 0);
+    return select_f(cg, x[0], fcmp(cg, LLVMRealOGT, x[0], fk(cg, x[0], 0)), 1, 0);
   case OP_ABS:
     return call1(cg, "llvm.fabs", x[0]);
   case OP_SIGN: {
     LLVMValueRef neg =
-        select_f(cg, fcmp(cg, LLVMRealOLT, x[0], cg_f32(cg, 0)), -1, 0);
-    return LLVMBuildSelect(b, fcmp(cg, LLVMRealOGT, x[0], cg_f32(cg, 0)),
-                           cg_f32(cg, 1), neg, "");
+        select_f(cg, x[0], fcmp(cg, LLVMRealOLT, x[0], fk(cg, x[0], 0)), -1, 0);
+    return LLVMBuildSelect(b, fcmp(cg, LLVMRealOGT, x[0], fk(cg, x[0], 0)),
+                           fk(cg, x[0], 1), neg, "");
   }
   case OP_BROADCAST:
     return x[0]; // the index mapping did the work
@@ -422,7 +449,7 @@ static LLVMValueRef ew_scalar(Cg *cg, const IrValue *v, LLVMValueRef *x) {
     return LLVMBuildSelect(b, fcmp(cg, LLVMRealOGT, x[1], x[0]), x[0], x[1],
                            "");
   case OP_GT:
-    return select_f(cg, fcmp(cg, LLVMRealOGT, x[0], x[1]), 1, 0);
+    return select_f(cg, x[0], fcmp(cg, LLVMRealOGT, x[0], x[1]), 1, 0);
   case OP_INPUT:
   case OP_LABEL:
   case OP_PARAM:
@@ -460,7 +487,7 @@ static LLVMValueRef compute(Kern *k, const IrValue *v, const Idx *ix) {
   LLVMValueRef x[MAX_ARGS];
   for (int i = 0; i < v->narg; i++)
     x[i] = elem(k, v->arg[i], ix);
-  return ew_scalar(cg, v, x);
+  return ew_op(cg, v, x);
 }
 
 // The value of v at ix: inline, or loaded from v's buffer.
@@ -474,6 +501,11 @@ static LLVMValueRef elem(Kern *k, const IrValue *v, const Idx *ix) {
 // ---- kernels per primitive --------------------------------------------------
 // Element-wise: one loop nest over the value's space, fused args inline.
 static void kernel_ew(Kern *k, const IrValue *v) {
+  const IrValue *mm = kernel_matmul(k->cg, v);
+  if (mm) { // a matmul with v's tree as its epilogue
+    mm_kernel(k, v, mm);
+    return;
+  }
   Space sp = {v->shape, v->batched};
   IxMode mode = IX_FLAT;
   for (int i = 0; i < v->narg; i++)
@@ -693,27 +725,13 @@ static void emit_CORRECT(Kern *k, const IrValue *v) {
     same = LLVMBuildICmp(cg->b, LLVMIntEQ, argmax(cg, pp, pb, n),
                          argmax(cg, yp, yb, n), "");
   }
-  cg_store(cg, select_f(cg, same, 1, 0), k->out, r);
+  cg_store(cg, select_f(cg, cg_f32(cg, 0), same, 1, 0), k->out, r);
   loop_end(cg, &l);
 }
 
-static void emit_MATMUL(Kern *k, const IrValue *v) {
-  const IrValue *a = v->arg[0], *b = v->arg[1];
-  mm_nn(k->cg, k->out, kern_ptr(k, a), kern_ptr(k, b), matrix_rows(k, a),
-        b->shape.dim[0], b->shape.dim[1]);
-}
-
-static void emit_MATMUL_NT(Kern *k, const IrValue *v) {
-  const IrValue *a = v->arg[0], *b = v->arg[1];
-  mm_nt(k->cg, k->out, kern_ptr(k, a), kern_ptr(k, b), matrix_rows(k, a),
-        b->shape.dim[0], b->shape.dim[1]);
-}
-
-static void emit_MATMUL_TN(Kern *k, const IrValue *v) {
-  const IrValue *a = v->arg[0], *b = v->arg[1];
-  mm_tn(k->cg, k->out, kern_ptr(k, a), kern_ptr(k, b), matrix_rows(k, a),
-        v->shape.dim[0], v->shape.dim[1]);
-}
+static void emit_MATMUL(Kern *k, const IrValue *v) { mm_kernel(k, v, v); }
+static void emit_MATMUL_NT(Kern *k, const IrValue *v) { mm_kernel(k, v, v); }
+static void emit_MATMUL_TN(Kern *k, const IrValue *v) { mm_kernel(k, v, v); }
 
 typedef void EmitFn(Kern *k, const IrValue *v);
 // Defined after every emitter: a primitive without one does not compile.
@@ -722,69 +740,6 @@ static EmitFn *const emitters[OP_COUNT] = {
 #include "prims.def"
 #undef PRIM
 };
-
-// ---- matmuls ----------------------------------------------------------------
-// Plain loop nests that LLVM vectorizes (the inner loop is unit-stride);
-// register tiling replaces these three functions later.
-void mm_nn(Cg *cg, LLVMValueRef out, LLVMValueRef a, LLVMValueRef b,
-           LLVMValueRef rows, int64_t K, int64_t M) {
-  Loop li, lk, lj;
-  LLVMValueRef i = loop_begin(cg, &li, rows, "i");
-  LLVMValueRef orow = cg_gep(cg, out, cg_mul(cg, i, cg_i64(cg, M)));
-  LLVMValueRef arow = cg_gep(cg, a, cg_mul(cg, i, cg_i64(cg, K)));
-  LLVMBuildMemSet(cg->b, orow, LLVMConstInt(cg->t_i8, 0, 0), cg_i64(cg, M * 4),
-                  4);
-  LLVMValueRef kk = loop_begin(cg, &lk, cg_i64(cg, K), "k");
-  LLVMValueRef av = cg_load(cg, arow, kk);
-  LLVMValueRef brow = cg_gep(cg, b, cg_mul(cg, kk, cg_i64(cg, M)));
-  LLVMValueRef j = loop_begin(cg, &lj, cg_i64(cg, M), "j");
-  LLVMValueRef args[3] = {av, cg_load(cg, brow, j), cg_load(cg, orow, j)};
-  cg_store(cg, cg_intrinsic(cg, "llvm.fma", args, 3), orow, j);
-  loop_end(cg, &lj);
-  loop_end(cg, &lk);
-  loop_end(cg, &li);
-}
-
-void mm_nt(Cg *cg, LLVMValueRef out, LLVMValueRef a, LLVMValueRef b,
-           LLVMValueRef rows, int64_t K, int64_t M) {
-  Loop li, lk, lj;
-  LLVMValueRef i = loop_begin(cg, &li, rows, "i");
-  LLVMValueRef arow = cg_gep(cg, a, cg_mul(cg, i, cg_i64(cg, M)));
-  LLVMValueRef kk = loop_begin(cg, &lk, cg_i64(cg, K), "k");
-  LLVMValueRef brow = cg_gep(cg, b, cg_mul(cg, kk, cg_i64(cg, M)));
-  LLVMValueRef acc = cg_alloca(cg, cg->t_f32, "dot");
-  LLVMBuildStore(cg->b, cg_f32(cg, 0), acc);
-  LLVMValueRef j = loop_begin(cg, &lj, cg_i64(cg, M), "j");
-  LLVMValueRef prod =
-      fmf(LLVMBuildFMul(cg->b, cg_load(cg, arow, j), cg_load(cg, brow, j), ""),
-          FM_REDUCE);
-  LLVMValueRef s = LLVMBuildLoad2(cg->b, cg->t_f32, acc, "");
-  LLVMBuildStore(cg->b, fmf(LLVMBuildFAdd(cg->b, s, prod, ""), FM_REDUCE), acc);
-  loop_end(cg, &lj);
-  cg_store(cg, LLVMBuildLoad2(cg->b, cg->t_f32, acc, ""), out,
-           cg_add(cg, cg_mul(cg, i, cg_i64(cg, K)), kk));
-  loop_end(cg, &lk);
-  loop_end(cg, &li);
-}
-
-void mm_tn(Cg *cg, LLVMValueRef out, LLVMValueRef a, LLVMValueRef b,
-           LLVMValueRef rows, int64_t K, int64_t M) {
-  LLVMBuildMemSet(cg->b, out, LLVMConstInt(cg->t_i8, 0, 0),
-                  cg_i64(cg, K * M * 4), 4);
-  Loop lr, lk, lj;
-  LLVMValueRef r = loop_begin(cg, &lr, rows, "r");
-  LLVMValueRef arow = cg_gep(cg, a, cg_mul(cg, r, cg_i64(cg, K)));
-  LLVMValueRef brow = cg_gep(cg, b, cg_mul(cg, r, cg_i64(cg, M)));
-  LLVMValueRef kk = loop_begin(cg, &lk, cg_i64(cg, K), "k");
-  LLVMValueRef av = cg_load(cg, arow, kk);
-  LLVMValueRef orow = cg_gep(cg, out, cg_mul(cg, kk, cg_i64(cg, M)));
-  LLVMValueRef j = loop_begin(cg, &lj, cg_i64(cg, M), "j");
-  LLVMValueRef args[3] = {av, cg_load(cg, brow, j), cg_load(cg, orow, j)};
-  cg_store(cg, cg_intrinsic(cg, "llvm.fma", args, 3), orow, j);
-  loop_end(cg, &lj);
-  loop_end(cg, &lk);
-  loop_end(cg, &lr);
-}
 
 // ---- building kernels -------------------------------------------------------
 // The stored values v's kernel reads: its arguments, looking through inline
@@ -804,6 +759,11 @@ static void collect_inputs(Cg *cg, const IrValue *v, PtrVec *in) {
   }
 }
 
+int64_t kernel_scratch(Cg *cg, const IrValue *v) {
+  const IrValue *mm = kernel_matmul(cg, v);
+  return mm ? mm_scratch(mm) : 0;
+}
+
 const Kernel *kernel_get(Cg *cg, const IrValue *v) {
   if (cg->kern[v->id])
     return cg->kern[v->id];
@@ -812,9 +772,10 @@ const Kernel *kernel_get(Cg *cg, const IrValue *v) {
   collect_inputs(cg, v, &in);
   k->nin = in.n;
   k->in = (const IrValue **)in.item;
-  int np = k->nin + 2;
+  k->scratch = kernel_scratch(cg, v) > 0;
+  int np = k->nin + 2 + k->scratch;
   LLVMTypeRef *pt = arena_alloc(cg->arena, sizeof *pt * (size_t)np);
-  for (int i = 0; i <= k->nin; i++)
+  for (int i = 0; i < np - 1; i++)
     pt[i] = cg->t_ptr;
   pt[np - 1] = cg->t_i64;
   k->ty = LLVMFunctionType(cg->t_void, pt, (unsigned)np, 0);
@@ -834,6 +795,10 @@ const Kernel *kernel_get(Cg *cg, const IrValue *v) {
     const char *name = arena_printf(cg->arena, "v%d", k->in[i]->id);
     LLVMSetValueName2(kern.inp[i], name, strlen(name));
   }
+  if (k->scratch) {
+    kern.scratch = LLVMGetParam(k->fn, (unsigned)k->nin + 1);
+    LLVMSetValueName2(kern.scratch, "scratch", 7);
+  }
   kern.rows = LLVMGetParam(k->fn, (unsigned)np - 1);
   LLVMSetValueName2(kern.rows, "rows", 4);
   emitters[v->op](&kern, v);
@@ -842,6 +807,97 @@ const Kernel *kernel_get(Cg *cg, const IrValue *v) {
     LLVMPositionBuilderAtEnd(cg->b, saved);
   cg->kern[v->id] = k;
   return k;
+}
+
+// ---- tasks ------------------------------------------------------------------
+// Splits the function the builder is in (`fn`, its entry block current) into
+//   fn(args)            ntasks <= 1 ? body(args, 0)
+//                                   : nnrt_parallel_for(task, &args, ntasks)
+//   name.task(ctx, t)   body(*ctx, t)
+//   name.body(args, t)  left for the caller to fill: the builder is moved
+//                       into its entry block, and it is returned.
+// Arguments travel through a struct of the same types on fn's stack.
+static LLVMValueRef split_tasks(Cg *cg, LLVMValueRef fn, LLVMValueRef ntasks,
+                                const char *name) {
+  unsigned n = LLVMCountParams(fn);
+  LLVMTypeRef *pt = arena_alloc(cg->arena, sizeof *pt * (n + 1));
+  LLVMValueRef *args = arena_alloc(cg->arena, sizeof *args * (n + 1));
+  for (unsigned i = 0; i < n; i++)
+    pt[i] = LLVMTypeOf(LLVMGetParam(fn, i));
+  pt[n] = cg->t_i64;
+  LLVMTypeRef bty = LLVMFunctionType(cg->t_void, pt, n + 1, 0);
+  LLVMValueRef body =
+      cg_function(cg, arena_printf(cg->arena, "%s.body", name), bty, true);
+  // Every pointer argument of fn that is not noalias stays so in the body.
+  unsigned noalias = LLVMGetEnumAttributeKindForName("noalias", 7);
+  for (unsigned i = 0; i < n; i++)
+    if (LLVMGetTypeKind(pt[i]) == LLVMPointerTypeKind &&
+        !LLVMGetEnumAttributeAtIndex(fn, i + 1, noalias))
+      LLVMRemoveEnumAttributeAtIndex(body, i + 1, noalias);
+  LLVMTypeRef st = LLVMStructTypeInContext(cg->lc, pt, n, 0);
+
+  // name.task(ctx, t)
+  if (!cg->par_fn) {
+    LLVMTypeRef ppt[3] = {cg->t_ptr, cg->t_ptr, cg->t_i64};
+    cg->par_ty = LLVMFunctionType(cg->t_void, ppt, 3, 0);
+    cg->par_fn = LLVMAddFunction(cg->mod, "nnrt_parallel_for", cg->par_ty);
+  }
+  LLVMTypeRef tpt[2] = {cg->t_ptr, cg->t_i64};
+  LLVMValueRef task =
+      cg_function(cg, arena_printf(cg->arena, "%s.task", name),
+                  LLVMFunctionType(cg->t_void, tpt, 2, 0), true);
+  LLVMRemoveEnumAttributeAtIndex(task, LLVMAttributeFunctionIndex,
+                                 LLVMGetEnumAttributeKindForName("noinline", 8));
+  LLVMBuilderRef tb = LLVMCreateBuilderInContext(cg->lc);
+  LLVMPositionBuilderAtEnd(tb, LLVMAppendBasicBlockInContext(cg->lc, task, ""));
+  LLVMValueRef ctx = LLVMGetParam(task, 0);
+  for (unsigned i = 0; i < n; i++)
+    args[i] = LLVMBuildLoad2(tb, pt[i], LLVMBuildStructGEP2(tb, st, ctx, i, ""),
+                             "");
+  args[n] = LLVMGetParam(task, 1);
+  LLVMBuildCall2(tb, bty, body, args, n + 1, "");
+  LLVMBuildRetVoid(tb);
+  LLVMDisposeBuilder(tb);
+
+  // fn: run the body here when there is one task, else dispatch.
+  LLVMBasicBlockRef one = LLVMAppendBasicBlockInContext(cg->lc, fn, "serial");
+  LLVMBasicBlockRef many = LLVMAppendBasicBlockInContext(cg->lc, fn, "parallel");
+  LLVMBuildCondBr(cg->b,
+                  LLVMBuildICmp(cg->b, LLVMIntSLE, ntasks, cg_i64(cg, 1), ""),
+                  one, many);
+  LLVMPositionBuilderAtEnd(cg->b, one);
+  for (unsigned i = 0; i < n; i++)
+    args[i] = LLVMGetParam(fn, i);
+  args[n] = cg_i64(cg, 0);
+  LLVMBuildCall2(cg->b, bty, body, args, n + 1, "");
+  LLVMBuildRetVoid(cg->b);
+  LLVMPositionBuilderAtEnd(cg->b, many);
+  LLVMValueRef slot = cg_alloca(cg, st, "args");
+  for (unsigned i = 0; i < n; i++)
+    LLVMBuildStore(cg->b, LLVMGetParam(fn, i),
+                   LLVMBuildStructGEP2(cg->b, st, slot, i, ""));
+  LLVMValueRef pa[3] = {task, slot, ntasks};
+  LLVMBuildCall2(cg->b, cg->par_ty, cg->par_fn, pa, 3, "");
+  LLVMBuildRetVoid(cg->b);
+
+  LLVMPositionBuilderAtEnd(cg->b,
+                           LLVMAppendBasicBlockInContext(cg->lc, body, ""));
+  return body;
+}
+
+LLVMValueRef kern_parallel(Kern *k, LLVMValueRef ntasks, const char *name) {
+  Cg *cg = k->cg;
+  LLVMValueRef body = split_tasks(cg, k->k->fn, ntasks, name);
+  unsigned i = 0;
+  k->out = LLVMGetParam(body, i++);
+  for (int a = 0; a < k->k->nin; a++)
+    k->inp[a] = LLVMGetParam(body, i++);
+  if (k->k->scratch)
+    k->scratch = LLVMGetParam(body, i++);
+  k->rows = LLVMGetParam(body, i++);
+  LLVMValueRef t = LLVMGetParam(body, i);
+  LLVMSetValueName2(t, "task", 4);
+  return t;
 }
 
 // The optimizer program, evaluated per element: every result is computed
@@ -858,15 +914,39 @@ LLVMValueRef kernel_optimizer(Cg *cg) {
   // (d/dW of W*W/2 is W): g may alias p, which is written.
   LLVMRemoveEnumAttributeAtIndex(fn, 2,
                                  LLVMGetEnumAttributeKindForName("noalias", 7));
-  LLVMValueRef p = LLVMGetParam(fn, 0), g = LLVMGetParam(fn, 1),
-               st = LLVMGetParam(fn, 2), n = LLVMGetParam(fn, 3),
-               stride = LLVMGetParam(fn, 4), t = LLVMGetParam(fn, 5);
   LLVMBasicBlockRef saved = LLVMGetInsertBlock(cg->b);
   LLVMPositionBuilderAtEnd(cg->b,
                            LLVMAppendBasicBlockInContext(cg->lc, fn, ""));
+  // Tasks of OPT_CHUNK elements when there are at least two of them; the
+  // split depends only on n.
+  LLVMValueRef n = LLVMGetParam(fn, 3);
+  LLVMValueRef serial =
+      LLVMBuildICmp(cg->b, LLVMIntSLT, n, cg_i64(cg, 2 * OPT_CHUNK), "");
+  LLVMValueRef ntasks = LLVMBuildSelect(
+      cg->b, serial, cg_i64(cg, 1),
+      LLVMBuildSDiv(cg->b, cg_add(cg, n, cg_i64(cg, OPT_CHUNK - 1)),
+                    cg_i64(cg, OPT_CHUNK), ""),
+      "");
+  LLVMValueRef body = split_tasks(cg, fn, ntasks, "nnc.opt");
+  LLVMValueRef task = LLVMGetParam(body, 6);
+  n = LLVMGetParam(body, 3);
+  serial = LLVMBuildICmp(cg->b, LLVMIntSLT, n, cg_i64(cg, 2 * OPT_CHUNK), "");
+  LLVMValueRef lo = LLVMBuildSelect(cg->b, serial, cg_i64(cg, 0),
+                                    cg_mul(cg, task, cg_i64(cg, OPT_CHUNK)), "");
+  LLVMValueRef hi = cg_add(cg, lo, cg_i64(cg, OPT_CHUNK));
+  hi = LLVMBuildSelect(
+      cg->b,
+      LLVMBuildOr(cg->b, serial, LLVMBuildICmp(cg->b, LLVMIntSGT, hi, n, ""),
+                  ""),
+      n, hi, "");
+  LLVMValueRef p = cg_gep(cg, LLVMGetParam(body, 0), lo),
+               g = cg_gep(cg, LLVMGetParam(body, 1), lo),
+               st = cg_gep(cg, LLVMGetParam(body, 2), lo),
+               stride = LLVMGetParam(body, 4), t = LLVMGetParam(body, 5);
 
   Loop l;
-  LLVMValueRef i = loop_begin(cg, &l, n, "i");
+  LLVMValueRef i =
+      loop_begin(cg, &l, LLVMBuildNSWSub(cg->b, hi, lo, ""), "i");
   int nv = o->fn->values.n;
   LLVMValueRef *val = arena_alloc(cg->arena, sizeof *val * (size_t)nv);
   for (int vi = 0; vi < nv; vi++) {
@@ -895,7 +975,7 @@ LLVMValueRef kernel_optimizer(Cg *cg) {
       }
       break;
     case PK_EW:
-      val[vi] = ew_scalar(cg, u, x);
+      val[vi] = ew_op(cg, u, x);
       break;
     case PK_REDUCE:
     case PK_OTHER:

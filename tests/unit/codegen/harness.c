@@ -9,6 +9,8 @@
 // shows up as NaN, and each buffer is followed by a guard zone that must
 // survive.
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,6 +88,88 @@ int64_t nnrt_epoch_end(NnrtRun *run, int64_t epoch) {
   return 0;
 }
 
+// ---- nnrt_parallel_for: a small pool (the real one is runtime/pool.c) ------
+// Workers wait on a condition variable for a new job generation, then claim
+// task indices from an atomic counter, like the runtime's pool; the caller
+// takes part and waits until every task has finished.
+enum { MAX_THREADS = 16 };
+static struct {
+  pthread_mutex_t mu;
+  pthread_cond_t job, done;
+  int nworkers, busy;
+  long gen;
+  NnrtTaskFn *fn;
+  void *ctx;
+  int64_t ntasks;
+  atomic_int_fast64_t next;
+  int64_t calls, tasks, parallel_calls;
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+          PTHREAD_COND_INITIALIZER};
+
+static void run_tasks(NnrtTaskFn *fn, void *ctx, int64_t ntasks) {
+  for (int64_t t; (t = atomic_fetch_add(&pool.next, 1)) < ntasks;)
+    fn(ctx, t);
+}
+
+static void *worker(void *arg) {
+  (void)arg;
+  long seen = 0;
+  pthread_mutex_lock(&pool.mu);
+  for (;;) {
+    while (pool.gen == seen)
+      pthread_cond_wait(&pool.job, &pool.mu);
+    seen = pool.gen;
+    NnrtTaskFn *fn = pool.fn;
+    void *ctx = pool.ctx;
+    int64_t n = pool.ntasks;
+    pthread_mutex_unlock(&pool.mu);
+    run_tasks(fn, ctx, n);
+    pthread_mutex_lock(&pool.mu);
+    if (--pool.busy == 0)
+      pthread_cond_signal(&pool.done);
+  }
+  return NULL;
+}
+
+static void pool_start(int64_t threads) {
+  if (threads > MAX_THREADS)
+    threads = MAX_THREADS;
+  for (int64_t i = 1; i < threads; i++) {
+    pthread_t t;
+    if (pthread_create(&t, NULL, worker, NULL) == 0) {
+      pthread_detach(t);
+      pool.nworkers++;
+    }
+  }
+}
+
+void nnrt_parallel_for(NnrtTaskFn *fn, void *ctx, int64_t ntasks) {
+  pool.calls++;
+  pool.tasks += ntasks > 0 ? ntasks : 0;
+  if (ntasks <= 1 || pool.nworkers == 0) {
+    for (int64_t t = 0; t < ntasks; t++)
+      fn(ctx, t);
+    return;
+  }
+  pool.parallel_calls++;
+  pthread_mutex_lock(&pool.mu);
+  pool.fn = fn;
+  pool.ctx = ctx;
+  pool.ntasks = ntasks;
+  atomic_store(&pool.next, 0);
+  pool.busy = pool.nworkers;
+  pool.gen++;
+  pthread_cond_broadcast(&pool.job);
+  pthread_mutex_unlock(&pool.mu);
+  run_tasks(fn, ctx, ntasks);
+  pthread_mutex_lock(&pool.mu);
+  while (pool.busy > 0)
+    pthread_cond_wait(&pool.done, &pool.mu);
+  pthread_mutex_unlock(&pool.mu);
+}
+
+int64_t nnrt_num_threads(void) { return pool.nworkers + 1; }
+
 static double now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -159,6 +243,7 @@ int nnrt_main(const NnrtModel *m, int argc, char **argv) {
       fread(y, 4, (size_t)(total * in.ycols), f) != (size_t)(total * in.ycols))
     return bad("short request (data)");
   fclose(f);
+  pool_start(in.threads);
   FILE *out = fopen(argv[2], "wb");
   if (!out)
     return bad("cannot write the result");
@@ -241,6 +326,10 @@ int nnrt_main(const NnrtModel *m, int argc, char **argv) {
     return bad("unknown mode");
   }
   fclose(out);
+  if (getenv("NNC_HARNESS_VERBOSE"))
+    fprintf(stderr, "harness: %lld parallel_for calls (%lld with threads), "
+            "%lld tasks\n", (long long)pool.calls,
+            (long long)pool.parallel_calls, (long long)pool.tasks);
   free(params);
   free(x);
   free(y);

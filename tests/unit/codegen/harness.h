@@ -9,6 +9,8 @@
 //   float y[sum(rows) * ycols]     labels, batch after batch
 // OUT depends on the mode (see below). Exit status: 0 fine, 2 bad input,
 // 3 a guard zone past the workspace, params or state was overwritten.
+// The harness also provides nnrt_parallel_for (HarnessIn.threads threads);
+// it counts calls and tasks, printed to stderr with NNC_HARNESS_VERBOSE.
 #ifndef NNC_TEST_HARNESS_H
 #define NNC_TEST_HARNESS_H
 
@@ -38,6 +40,8 @@ typedef struct HarnessIn {
                       // (0: never)
   int64_t reps;       // H_BENCH
   int64_t ycols;      // floats per label (the label's numel)
+  int64_t threads;    // nnrt_parallel_for spreads tasks over this many
+                      // threads, the caller included (0 or 1: none)
 } HarnessIn;
 
 #endif
