@@ -4,13 +4,19 @@
 // (padded with spaces so the data starts at a multiple of 8), then the raw
 // little-endian data. The header maps each tensor name to its dtype, shape and
 // [begin, end) byte offsets into the data; "__metadata__" holds string pairs
-// (we write "model" and "epoch"). Saving writes FILE.tmp in the same folder,
-// flushes and fsyncs it, then renames it over FILE, so FILE is always either
-// the old or the new checkpoint, never half of one. Loading reads the header
-// with a small strict JSON parser whose every read is bounds-checked against
-// the header length (itself checked against the file size), so a malformed
-// or hostile file gives a message naming the file and never a crash. Extra
-// tensors in the file are ignored; every model parameter must be present.
+// (we write "model" and "epoch", and for training checkpoints "step" and
+// "epoch_examples"). A training checkpoint also holds the optimizer state:
+// state k of parameter P is the tensor "optimizer.<k>.<P>", shaped like P,
+// after all the parameters. Saving writes FILE.tmp in the same folder,
+// flushes and fsyncs it, then renames it over FILE (nnrt_write_atomic), so
+// FILE is always either the old or the new checkpoint, never half of one.
+// Loading reads the header with a small strict JSON parser whose every read
+// is bounds-checked against the header length (itself checked against the
+// file size), so a malformed or hostile file gives a message naming the file
+// and never a crash. Extra tensors in the file are ignored; every model
+// parameter must be present. The optimizer state is read only when asked
+// for, and only when it is complete; otherwise the caller is told why not
+// and the state buffer is left as it was.
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -62,8 +68,7 @@ static void buf_add(Buf *b, const char *fmt, ...) {
   }
 }
 
-static void buf_json_string(Buf *b, const char *s) {
-  buf_add(b, "\"");
+static void buf_json_chars(Buf *b, const char *s) {
   for (; *s; s++) {
     unsigned char c = (unsigned char)*s;
     if (c == '"' || c == '\\')
@@ -73,68 +78,65 @@ static void buf_json_string(Buf *b, const char *s) {
     else
       buf_add(b, "%c", c);
   }
+}
+
+static void buf_json_string(Buf *b, const char *s) {
+  buf_add(b, "\"");
+  buf_json_chars(b, s);
   buf_add(b, "\"");
 }
 
-static void build_header(Buf *b, const NnrtModel *m, int64_t epoch) {
+// One tensor entry shaped like parameter p, named prefix + p->name.
+static void buf_tensor(Buf *b, const char *prefix, const NnrtParamInfo *p,
+                       int64_t *off) {
+  buf_add(b, ",\"%s", prefix);
+  buf_json_chars(b, p->name);
+  buf_add(b, "\":{\"dtype\":\"F32\",\"shape\":[");
+  for (int64_t d = 0; d < p->rank; d++)
+    buf_add(b, "%s%lld", d ? "," : "", (long long)p->dim[d]);
+  int64_t bytes = p->numel * (int64_t)sizeof(float);
+  buf_add(b, "],\"data_offsets\":[%lld,%lld]}", (long long)*off,
+          (long long)(*off + bytes));
+  *off += bytes;
+}
+
+static void build_header(Buf *b, const NnrtModel *m, int with_state,
+                         const NnrtTrainPos *pos) {
   buf_add(b, "{\"__metadata__\":{\"format\":\"pt\",\"model\":");
   buf_json_string(b, m->name ? m->name : "");
-  buf_add(b, ",\"epoch\":\"%lld\"}", (long long)epoch);
+  buf_add(b, ",\"epoch\":\"%lld\"", (long long)pos->epoch);
+  if (pos->step >= 0)
+    buf_add(b, ",\"step\":\"%lld\"", (long long)pos->step);
+  if (pos->examples >= 0)
+    buf_add(b, ",\"epoch_examples\":\"%lld\"", (long long)pos->examples);
+  buf_add(b, "}");
   int64_t off = 0;
-  for (int64_t i = 0; i < m->nparams; i++) {
-    const NnrtParamInfo *p = &m->params[i];
-    buf_add(b, ",");
-    buf_json_string(b, p->name);
-    buf_add(b, ":{\"dtype\":\"F32\",\"shape\":[");
-    for (int64_t d = 0; d < p->rank; d++)
-      buf_add(b, "%s%lld", d ? "," : "", (long long)p->dim[d]);
-    int64_t bytes = p->numel * (int64_t)sizeof(float);
-    buf_add(b, "],\"data_offsets\":[%lld,%lld]}", (long long)off,
-            (long long)(off + bytes));
-    off += bytes;
+  for (int64_t i = 0; i < m->nparams; i++)
+    buf_tensor(b, "", &m->params[i], &off);
+  for (int64_t k = 0; with_state && k < m->nstate; k++) {
+    char prefix[48];
+    snprintf(prefix, sizeof prefix, "optimizer.%lld.", (long long)k);
+    for (int64_t i = 0; i < m->nparams; i++)
+      buf_tensor(b, prefix, &m->params[i], &off);
   }
   buf_add(b, "}");
   while (!b->oom && b->len % 8)
     buf_add(b, " ");
 }
 
-static int write_all(FILE *f, const NnrtModel *m, const float *params,
-                     const Buf *h) {
-  uint8_t len[8];
-  for (int i = 0; i < 8; i++)
-    len[i] = (uint8_t)((uint64_t)h->len >> (8 * i));
-  if (fwrite(len, 1, 8, f) != 8 || fwrite(h->p, 1, h->len, f) != h->len)
-    return -1;
-  for (int64_t i = 0; i < m->nparams; i++) {
-    const NnrtParamInfo *p = &m->params[i];
-    if (fwrite(params + p->offset, sizeof(float), (size_t)p->numel, f) !=
-        (size_t)p->numel)
-      return -1;
-  }
-  if (fflush(f) || fsync(fileno(f)))
-    return -1;
-  return 0;
-}
-
-int nnrt_checkpoint_save(const char *path, const NnrtModel *m,
-                         const float *params, int64_t epoch, NnrtErr *err) {
+int nnrt_write_atomic(const char *path, NnrtWriteFn *fn, void *ctx,
+                      NnrtErr *err) {
   char tmp[4096 + 8];
   if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
     return nnrt_fail(err, "%s: path too long", path);
-  Buf h = {0};
-  build_header(&h, m, epoch);
-  if (h.oom) {
-    nnrt_free(h.p);
-    return nnrt_fail(err, "%s: out of memory writing the checkpoint", path);
-  }
   FILE *f = fopen(tmp, "wb");
-  if (!f) {
-    nnrt_free(h.p);
+  if (!f)
     return nnrt_fail(err, "%s: cannot write (%s)", tmp, strerror(errno));
-  }
-  int rc = write_all(f, m, params, &h);
-  int saved = errno;
-  nnrt_free(h.p);
+  errno = 0;
+  int rc = fn(f, ctx);
+  if (!rc && (fflush(f) || fsync(fileno(f))))
+    rc = -1;
+  int saved = errno ? errno : EIO;
   if (fclose(f) && !rc)
     rc = -1, saved = errno;
   if (!rc && rename(tmp, path))
@@ -152,6 +154,57 @@ int nnrt_checkpoint_save(const char *path, const NnrtModel *m,
     close(fd);
   }
   return 0;
+}
+
+typedef struct SaveCtx {
+  const NnrtModel *m;
+  const float *params, *state;  // state NULL: parameters only
+  const Buf *h;
+} SaveCtx;
+
+static int write_floats(FILE *f, const float *p, int64_t n) {
+  return fwrite(p, sizeof(float), (size_t)n, f) == (size_t)n ? 0 : -1;
+}
+
+static int write_all(FILE *f, void *ctx) {
+  const SaveCtx *c = ctx;
+  const NnrtModel *m = c->m;
+  uint8_t len[8];
+  for (int i = 0; i < 8; i++)
+    len[i] = (uint8_t)((uint64_t)c->h->len >> (8 * i));
+  if (fwrite(len, 1, 8, f) != 8 ||
+      fwrite(c->h->p, 1, c->h->len, f) != c->h->len)
+    return -1;
+  for (int64_t i = 0; i < m->nparams; i++)
+    if (write_floats(f, c->params + m->params[i].offset, m->params[i].numel))
+      return -1;
+  for (int64_t k = 0; c->state && k < m->nstate; k++)
+    for (int64_t i = 0; i < m->nparams; i++)
+      if (write_floats(f, c->state + k * m->param_numel + m->params[i].offset,
+                       m->params[i].numel))
+        return -1;
+  return 0;
+}
+
+int nnrt_checkpoint_write(const char *path, const NnrtModel *m,
+                          const float *params, const float *state,
+                          const NnrtTrainPos *pos, NnrtErr *err) {
+  Buf h = {0};
+  build_header(&h, m, state != NULL, pos);
+  if (h.oom) {
+    nnrt_free(h.p);
+    return nnrt_fail(err, "%s: out of memory writing the checkpoint", path);
+  }
+  SaveCtx c = {m, params, state, &h};
+  int rc = nnrt_write_atomic(path, write_all, &c, err);
+  nnrt_free(h.p);
+  return rc;
+}
+
+int nnrt_checkpoint_save(const char *path, const NnrtModel *m,
+                         const float *params, int64_t epoch, NnrtErr *err) {
+  NnrtTrainPos pos = {epoch, -1, -1};
+  return nnrt_checkpoint_write(path, m, params, NULL, &pos, err);
 }
 
 // ---- loading: a strict JSON reader over [s, end) ----------------------------
@@ -360,7 +413,19 @@ static int skip_value(Json *j, int depth) {
   return skip_number(j);
 }
 
-static int metadata(Json *j, int64_t *epoch) {
+// A metadata value that should be a whole number in [0, 2^60]; -1
+// otherwise (the bound leaves the run room to count on without overflow).
+static int64_t meta_number(const char *s) {
+  char *stop;
+  errno = 0;
+  long long v = strtoll(s, &stop, 10);
+  return *s >= '0' && *s <= '9' && !*stop && errno != ERANGE &&
+                 v <= (INT64_C(1) << 60)
+             ? v
+             : -1;
+}
+
+static int metadata(Json *j, NnrtTrainPos *pos) {
   if (expect(j, '{'))
     return -1;
   if (peek(j, '}'))
@@ -369,14 +434,14 @@ static int metadata(Json *j, int64_t *epoch) {
     const char *s;
     if (string(j, &s))
       return -1;
-    int is_epoch = !strcmp(s, "epoch");
+    int64_t *field = !strcmp(s, "epoch")            ? &pos->epoch
+                     : !strcmp(s, "step")           ? &pos->step
+                     : !strcmp(s, "epoch_examples") ? &pos->examples
+                                                    : NULL;
     if (expect(j, ':') || string(j, &s))
       return -1;
-    if (is_epoch) {
-      char *stop;
-      long long v = strtoll(s, &stop, 10);
-      *epoch = *s && !*stop && v >= 0 ? v : -1;
-    }
+    if (field)
+      *field = meta_number(s);
   } while (peek(j, ',') && j->p++);
   return expect(j, '}');
 }
@@ -438,7 +503,49 @@ static int tensor(Json *j, Entry *e) {
   return 0;
 }
 
-static int header(Json *j, const NnrtModel *m, Entry *found, int64_t *epoch) {
+// What the loader looks for: the parameters (found[0, nparams)) and, when
+// the caller wants the optimizer state, state k of parameter i at
+// found[nparams + k * nparams + i].
+typedef struct Want {
+  const NnrtModel *m;
+  int64_t nstate;           // states looked for; 0 when not asked
+  int stray;                // "optimizer.<k>.<P>" with k >= nstate was seen
+} Want;
+
+// The index of the model parameter called `name`, or -1.
+static int64_t param_index(const NnrtModel *m, const char *name) {
+  for (int64_t i = 0; i < m->nparams; i++)
+    if (!strcmp(m->params[i].name, name))
+      return i;
+  return -1;
+}
+
+// The entry for tensor `key`, or NULL for a tensor the loader ignores.
+static Entry *entry_for(Want *w, Entry *found, const char *key) {
+  const NnrtModel *m = w->m;
+  int64_t i = param_index(m, key);
+  if (i >= 0)
+    return &found[i];
+  static const char prefix[] = "optimizer.";
+  if (strncmp(key, prefix, sizeof prefix - 1))
+    return NULL;
+  const char *s = key + sizeof prefix - 1;
+  int64_t k = 0;
+  if (*s < '0' || *s > '9' || (s[0] == '0' && s[1] >= '0' && s[1] <= '9'))
+    return NULL;
+  for (; *s >= '0' && *s <= '9'; s++)
+    if ((k = k * 10 + (*s - '0')) > 1000000000)
+      return NULL;
+  if (*s != '.' || (i = param_index(m, s + 1)) < 0)
+    return NULL;
+  if (k >= w->nstate) {
+    w->stray = 1;
+    return NULL;
+  }
+  return &found[m->nparams + k * m->nparams + i];
+}
+
+static int header(Json *j, Want *w, Entry *found, NnrtTrainPos *pos) {
   if (expect(j, '{'))
     return -1;
   if (!peek(j, '}')) {
@@ -449,14 +556,13 @@ static int header(Json *j, const NnrtModel *m, Entry *found, int64_t *epoch) {
       if (expect(j, ':'))
         return -1;
       if (!strcmp(key, "__metadata__")) {
-        if (metadata(j, epoch))
+        if (metadata(j, pos))
           return -1;
         continue;
       }
-      int64_t i = 0;
-      while (i < m->nparams && strcmp(m->params[i].name, key))
-        i++;
-      Entry tmp = {0}, *e = i < m->nparams ? &found[i] : &tmp;
+      Entry tmp = {0}, *e = entry_for(w, found, key);
+      if (!e)
+        e = &tmp;
       if (e->found)
         return nnrt_fail(j->err, "%s: tensor '%s' appears twice", j->path,
                          key);
@@ -482,13 +588,15 @@ static void shape_str(char *buf, size_t cap, int rank, const int64_t *dim) {
     snprintf(buf + n, cap - n, "]");
 }
 
-static int check(const char *path, const NnrtParamInfo *p, const Entry *e,
-                 uint64_t data_size, NnrtErr *err) {
+// Checks the entry of a tensor shaped like p, called prefix + p->name.
+static int check(const char *path, const char *prefix, const NnrtParamInfo *p,
+                 const Entry *e, uint64_t data_size, NnrtErr *err) {
+  const char *name = p->name;
   if (!e->found)
-    return nnrt_fail(err, "%s: missing tensor '%s'", path, p->name);
+    return nnrt_fail(err, "%s: missing tensor '%s%s'", path, prefix, name);
   if (strcmp(e->dtype, "F32"))
-    return nnrt_fail(err, "%s: tensor '%s' has dtype %s; the model expects "
-                     "F32", path, p->name, e->dtype);
+    return nnrt_fail(err, "%s: tensor '%s%s' has dtype %s; the model expects "
+                     "F32", path, prefix, name, e->dtype);
   int same = e->rank == p->rank;
   for (int d = 0; same && d < e->rank; d++)
     same = e->dim[d] == p->dim[d];
@@ -496,24 +604,50 @@ static int check(const char *path, const NnrtParamInfo *p, const Entry *e,
     char have[256], want[256];
     shape_str(have, sizeof have, e->rank, e->dim);
     shape_str(want, sizeof want, (int)p->rank, p->dim);
-    return nnrt_fail(err, "%s: tensor '%s' has shape %s; the model expects %s",
-                     path, p->name, have, want);
+    return nnrt_fail(err, "%s: tensor '%s%s' has shape %s; the model expects "
+                     "%s", path, prefix, name, have, want);
   }
   if (e->begin > e->end || e->end > data_size)
-    return nnrt_fail(err, "%s: tensor '%s' has data offsets [%llu, %llu] "
-                     "outside the %llu bytes of data", path, p->name,
+    return nnrt_fail(err, "%s: tensor '%s%s' has data offsets [%llu, %llu] "
+                     "outside the %llu bytes of data", path, prefix, name,
                      (unsigned long long)e->begin, (unsigned long long)e->end,
                      (unsigned long long)data_size);
   if (e->end - e->begin != (uint64_t)p->numel * sizeof(float))
-    return nnrt_fail(err, "%s: tensor '%s' has %llu bytes of data; its shape "
-                     "needs %llu", path, p->name,
+    return nnrt_fail(err, "%s: tensor '%s%s' has %llu bytes of data; its "
+                     "shape needs %llu", path, prefix, name,
                      (unsigned long long)(e->end - e->begin),
                      (unsigned long long)p->numel * sizeof(float));
   return 0;
 }
 
-static int load(FILE *f, const char *path, const NnrtModel *m, float *params,
-                int64_t *epoch, char **text, Entry *found, NnrtErr *err) {
+// Reads the tensor of entry e into dst.
+static int read_tensor(FILE *f, const char *path, uint64_t data_start,
+                       const char *prefix, const NnrtParamInfo *p,
+                       const Entry *e, float *dst, NnrtErr *err) {
+  if (fseeko(f, (off_t)(data_start + e->begin), SEEK_SET) ||
+      fread(dst, sizeof(float), (size_t)p->numel, f) != (size_t)p->numel)
+    return nnrt_fail(err, "%s: read error in tensor '%s%s'", path, prefix,
+                     p->name);
+  return 0;
+}
+
+// Whether the state the file holds can be restored: all of it, and the step.
+static NnrtStateLoad state_status(const Want *w, const Entry *st,
+                                  const NnrtTrainPos *pos) {
+  int64_t n = w->nstate * w->m->nparams, present = 0;
+  for (int64_t i = 0; i < n; i++)
+    present += st[i].found;
+  if (w->stray || (present > 0 && present < n))
+    return NNRT_STATE_MISMATCH;
+  if (present == 0 && (n > 0 || pos->step < 0))
+    return NNRT_STATE_ABSENT;
+  return pos->step < 0 ? NNRT_STATE_MISMATCH : NNRT_STATE_RESTORED;
+}
+
+static int load(FILE *f, const char *path, Want *w, float *params,
+                float *state, NnrtTrainPos *pos, NnrtStateLoad *status,
+                char **text, Entry *found, NnrtErr *err) {
+  const NnrtModel *m = w->m;
   struct stat st;
   if (fstat(fileno(f), &st))
     return nnrt_fail(err, "%s: %s", path, strerror(errno));
@@ -542,34 +676,72 @@ static int load(FILE *f, const char *path, const NnrtModel *m, float *params,
     return nnrt_fail(err, "%s: not a safetensors file (the header does not "
                      "start with '{')", path);
   Json j = {t, t, t + n, path, err, t + n + 1};
-  if (header(&j, m, found, epoch))
+  if (header(&j, w, found, pos))
     return -1;
   uint64_t data_size = size - 8 - n;
   for (int64_t i = 0; i < m->nparams; i++)
-    if (check(path, &m->params[i], &found[i], data_size, err))
+    if (check(path, "", &m->params[i], &found[i], data_size, err))
       return -1;
-  for (int64_t i = 0; i < m->nparams; i++) {
-    const NnrtParamInfo *p = &m->params[i];
-    if (fseeko(f, (off_t)(8 + n + found[i].begin), SEEK_SET) ||
-        fread(params + p->offset, sizeof(float), (size_t)p->numel, f) !=
-            (size_t)p->numel)
-      return nnrt_fail(err, "%s: read error in tensor '%s'", path, p->name);
+  const Entry *sf = found + m->nparams;  // the optimizer state's entries
+  if (state) {
+    *status = state_status(w, sf, pos);
+    for (int64_t k = 0; *status == NNRT_STATE_RESTORED && k < m->nstate; k++)
+      for (int64_t i = 0; i < m->nparams; i++) {
+        char prefix[48];
+        snprintf(prefix, sizeof prefix, "optimizer.%lld.", (long long)k);
+        if (check(path, prefix, &m->params[i], &sf[k * m->nparams + i],
+                  data_size, err))
+          return -1;
+      }
   }
+  for (int64_t i = 0; i < m->nparams; i++)
+    if (read_tensor(f, path, 8 + n, "", &m->params[i], &found[i],
+                    params + m->params[i].offset, err))
+      return -1;
+  for (int64_t k = 0; state && *status == NNRT_STATE_RESTORED &&
+                      k < m->nstate; k++)
+    for (int64_t i = 0; i < m->nparams; i++) {
+      char prefix[48];
+      snprintf(prefix, sizeof prefix, "optimizer.%lld.", (long long)k);
+      const NnrtParamInfo *p = &m->params[i];
+      if (read_tensor(f, path, 8 + n, prefix, p, &sf[k * m->nparams + i],
+                      state + k * m->param_numel + p->offset, err))
+        return -1;
+    }
   return 0;
 }
 
-int nnrt_checkpoint_load(const char *path, const NnrtModel *m, float *params,
-                         int64_t *epoch, NnrtErr *err) {
-  *epoch = -1;
+int nnrt_checkpoint_read(const char *path, const NnrtModel *m, float *params,
+                         float *state, NnrtTrainPos *pos,
+                         NnrtStateLoad *status, NnrtErr *err) {
+  pos->epoch = pos->step = pos->examples = -1;
+  if (status)
+    *status = NNRT_STATE_NOT_ASKED;
+  NnrtStateLoad ignored;
+  if (!status)
+    state = NULL, status = &ignored;
+  Want w = {m, state ? m->nstate : 0, 0};
   FILE *f = fopen(path, "rb");
   if (!f)
     return nnrt_fail(err, "%s: cannot open (%s)", path, strerror(errno));
   char *text = NULL;
-  Entry *found = nnrt_alloc_array(m->nparams, sizeof(Entry));
+  int64_t nentries;
+  if (__builtin_mul_overflow(w.nstate + 1, m->nparams, &nentries))
+    nentries = -1;
+  Entry *found = nnrt_alloc_array(nentries, sizeof(Entry));
   int rc = !found ? nnrt_fail(err, "%s: out of memory", path)
-                  : load(f, path, m, params, epoch, &text, found, err);
+                  : load(f, path, &w, params, state, pos, status, &text,
+                         found, err);
   nnrt_free(text);
   nnrt_free(found);
   fclose(f);
+  return rc;
+}
+
+int nnrt_checkpoint_load(const char *path, const NnrtModel *m, float *params,
+                         int64_t *epoch, NnrtErr *err) {
+  NnrtTrainPos pos;
+  int rc = nnrt_checkpoint_read(path, m, params, NULL, &pos, NULL, err);
+  *epoch = pos.epoch;
   return rc;
 }

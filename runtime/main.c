@@ -1,5 +1,5 @@
 // main.c — nnrt_main: the command line of a training binary, and the eval
-// and predict commands (train lives in run.c).
+// and predict commands (train lives in run.c, reconstruct in reconstruct.c).
 //
 // Consumes argv and the model table; produces an exit code: 0 success,
 // 1 a runtime error (bad data, bad checkpoint, out of memory, divergence),
@@ -27,21 +27,24 @@ int nnrt_fail(NnrtErr *err, const char *fmt, ...) {
 
 // ---- the command line -------------------------------------------------------
 enum { T = 1 << NNRT_CMD_TRAIN, E = 1 << NNRT_CMD_EVAL,
-       P = 1 << NNRT_CMD_PREDICT };
+       P = 1 << NNRT_CMD_PREDICT, R = 1 << NNRT_CMD_RECONSTRUCT };
 
 static const struct Option {
   const char *name;  // without "--"
   int value;         // takes a value
   int commands;      // where it is allowed (T, E, P)
 } options[] = {
-    {"epochs", 1, T}, {"batch", 1, T | E | P}, {"seed", 1, T},
+    {"epochs", 1, T}, {"batch", 1, T | E | P | R}, {"seed", 1, T},
     {"limit", 1, T},  {"save", 1, T},          {"no-save", 0, T},
-    {"load", 1, T | E | P}, {"json", 0, T | E}, {"quiet", 0, T | E | P},
-    {"threads", 1, T | E | P}, {"pin-threads", 0, T | E | P},
-    {"help", 0, T | E | P},
+    {"load", 1, T | E | P | R}, {"json", 0, T | E},
+    {"quiet", 0, T | E | P | R}, {"out", 1, R}, {"count", 1, R},
+    {"threads", 1, T | E | P | R}, {"pin-threads", 0, T | E | P | R},
+    {"help", 0, T | E | P | R},
 };
 
-static const char *const command_names[] = {"train", "eval", "predict"};
+enum { NCOMMANDS = 4 };
+static const char *const command_names[NCOMMANDS] = {"train", "eval",
+                                                     "predict", "reconstruct"};
 
 // The model's training defaults, with fallbacks for a table that gives none.
 static void set_defaults(const NnrtModel *m, NnrtOptions *o) {
@@ -49,6 +52,7 @@ static void set_defaults(const NnrtModel *m, NnrtOptions *o) {
   o->batch = m->batch > 0 ? m->batch : 32;
   o->seed = m->seed;
   o->threads = 0;  // one per CPU available
+  o->count = 16;
 }
 
 static void usage(FILE *f, const NnrtModel *m, const char *prog) {
@@ -60,6 +64,9 @@ static void usage(FILE *f, const NnrtModel *m, const char *prog) {
           "accuracy\n"
           "       %s predict [--load FILE] INPUT   predictions for a CSV, IDX "
           "or NPY file\n"
+          "       %s reconstruct [--load FILE] [--out FILE.pgm] [--count N]\n"
+          "              a picture of test inputs above their reconstructions "
+          "(autoencoders)\n"
           "\n"
           "options:\n"
           "  --epochs N      epochs to train (default %lld)\n"
@@ -69,18 +76,24 @@ static void usage(FILE *f, const NnrtModel *m, const char *prog) {
           "  --limit N       use only the first N training examples\n"
           "  --save FILE     checkpoint file (default %s.safetensors)\n"
           "  --no-save       do not write a checkpoint\n"
-          "  --load FILE     start from (or evaluate) saved weights\n"
+          "  --load FILE     saved weights to use; train resumes from them "
+          "(with the\n"
+          "                  optimizer state and epoch count saved with "
+          "them)\n"
           "  --json          one JSON object per epoch on stdout\n"
           "  --quiet         no progress bar or notes\n"
           "  --threads N     threads for the model's arithmetic (default: one "
           "per CPU)\n"
           "  --pin-threads   bind each thread to its own CPU\n"
+          "  --out FILE      reconstruct: the picture (default "
+          "%s-reconstruct.pgm)\n"
+          "  --count N       reconstruct: examples to show (default 16)\n"
           "  --help          this text\n"
           "\n"
           "Relative data paths are searched in $NNC_DATA (folders separated "
           "by ':'),\nthe model's source folder and /usr/share/datasets.\n",
-          prog, m->name ? m->name : "", prog, prog, (long long)d.epochs,
-          (long long)d.batch, (long long)d.seed, prog);
+          prog, m->name ? m->name : "", prog, prog, prog, (long long)d.epochs,
+          (long long)d.batch, (long long)d.seed, prog, prog);
 }
 
 static int usage_error(const NnrtOptions *o, const char *fmt, ...)
@@ -119,11 +132,11 @@ static int parse_args(const NnrtModel *m, int argc, char **argv,
   o->command = NNRT_CMD_TRAIN;
   if (i < argc && argv[i][0] != '-') {
     int c = 0;
-    while (c < 3 && strcmp(argv[i], command_names[c]))
+    while (c < NCOMMANDS && strcmp(argv[i], command_names[c]))
       c++;
-    if (c == 3)
-      return usage_error(o, "unknown command '%s' (expected train, eval "
-                         "or predict)", argv[i]);
+    if (c == NCOMMANDS)
+      return usage_error(o, "unknown command '%s' (expected train, eval, "
+                         "predict or reconstruct)", argv[i]);
     o->command = (NnrtCommand)c;
     i++;
   }
@@ -184,6 +197,10 @@ static int parse_args(const NnrtModel *m, int argc, char **argv,
       rc = number(o, n, v, 1, &o->limit);
     else if (!strcmp(n, "threads"))
       rc = number(o, n, v, 1, &o->threads);
+    else if (!strcmp(n, "count"))
+      rc = number(o, n, v, 1, &o->count);
+    else if (!strcmp(n, "out"))
+      o->out = v;
     else if (!strcmp(n, "pin-threads"))
       o->pin_threads = 1;
     else if (!strcmp(n, "save"))
@@ -264,6 +281,9 @@ static int eval_command(const NnrtModel *m, const NnrtOptions *o,
   if (!rc) {
     double loss, acc;
     nnrt_evaluate(m, params, &e, &d, 0, d.rows, &loss, &acc);
+    // Inference alone: gathering the batches is not timed.
+    double seconds = e.infer_seconds;
+    double rate = seconds > 0 ? (double)d.rows / seconds : 0;
     char line[512];
     if (o->json) {
       snprintf(line, sizeof line, "{\"%s_loss\":", set);
@@ -274,14 +294,22 @@ static int eval_command(const NnrtModel *m, const NnrtOptions *o,
         nnrt_json_number(line, sizeof line, acc);
       }
       snprintf(line + strlen(line), sizeof line - strlen(line),
-               ",\"examples\":%lld}", (long long)d.rows);
+               ",\"examples\":%lld,\"seconds\":", (long long)d.rows);
+      nnrt_json_number(line, sizeof line, seconds);
+      snprintf(line + strlen(line), sizeof line - strlen(line),
+               ",\"samples_per_s\":");
+      nnrt_json_number(line, sizeof line, rate);
+      snprintf(line + strlen(line), sizeof line - strlen(line), "}");
     } else {
+      char rs[32];
+      nnrt_format_rate(rs, sizeof rs, rate);
       int n = snprintf(line, sizeof line, "%s_loss %.4f", set, loss);
       if (m->accuracy == 1)
         n += snprintf(line + n, sizeof line - (size_t)n,
                       "  %s_accuracy %.2f%%", set, 100 * acc);
-      snprintf(line + n, sizeof line - (size_t)n, "  (%lld examples)",
-               (long long)d.rows);
+      snprintf(line + n, sizeof line - (size_t)n,
+               "  (%lld examples)  %.3f s  %s samples/s", (long long)d.rows,
+               seconds, rs);
     }
     printf("%s\n", line);
   }
@@ -327,6 +355,16 @@ static int predict_command(const NnrtModel *m, const NnrtOptions *o,
     rc = nnrt_fail(err, "error writing the predictions (%s)", strerror(errno));
   nnrt_eval_close(&e);
   nnrt_data_close(&d);
+  nnrt_free(params);
+  return rc;
+}
+
+static int reconstruct_command(const NnrtModel *m, const NnrtOptions *o,
+                               NnrtErr *err) {
+  float *params = load_params(m, o, err);
+  if (!params)
+    return -1;
+  int rc = nnrt_reconstruct_command(m, o, params, err);
   nnrt_free(params);
   return rc;
 }
@@ -378,6 +416,7 @@ int nnrt_main(const NnrtModel *m, int argc, char **argv) {
   o.prog = base;
   o.argv0 = argv0 ? argv0 : base;
   snprintf(o.default_ckpt, sizeof o.default_ckpt, "%s.safetensors", base);
+  snprintf(o.default_pgm, sizeof o.default_pgm, "%s-reconstruct.pgm", base);
   set_defaults(m, &o);
   int rc = parse_args(m, argc, argv, &o);
   if (rc >= 0)
@@ -387,14 +426,23 @@ int nnrt_main(const NnrtModel *m, int argc, char **argv) {
     fprintf(stderr, "%s: %s\n", o.prog, err.msg);
     return 1;
   }
+  if (o.command == NNRT_CMD_RECONSTRUCT && m->out_numel != m->in_numel) {
+    fprintf(stderr, "%s: reconstruct needs an autoencoder (a model that "
+            "predicts as many values as it takes in); '%s' takes %lld and "
+            "predicts %lld\n", o.prog, m->name ? m->name : "",
+            (long long)m->in_numel, (long long)m->out_numel);
+    return 2;
+  }
   start_threads(&o);
   if (o.command == NNRT_CMD_TRAIN) {
     rc = nnrt_train_command(m, &o);
   } else {
     if (o.command == NNRT_CMD_EVAL)
       rc = eval_command(m, &o, &err);
-    else
+    else if (o.command == NNRT_CMD_PREDICT)
       rc = predict_command(m, &o, &err);
+    else
+      rc = reconstruct_command(m, &o, &err);
     if (rc) {
       fprintf(stderr, "%s: %s\n", o.prog, err.msg);
       rc = 1;

@@ -91,12 +91,20 @@ typedef struct NnrtModel {
 int nnrt_main(const NnrtModel *model, int argc, char **argv);
 
 // ---- called by the generated training loop ----------------------------------
-// Starts an epoch (0-based); returns the number of batches, or 0 to stop.
+// Optimizer steps already taken: 0 for a fresh run, the checkpoint's step
+// count after `train --load` restored the optimizer state. Call it once
+// before the epoch loop and count the optimizer's t on from it (the first
+// update of the run uses t = nnrt_step_start(run) + 1).
+int64_t nnrt_step_start(NnrtRun *run);
+// Starts an epoch (0-based in this run; a resumed run continues the saved
+// run's numbering and shuffles internally); returns the number of batches,
+// or 0 to stop.
 int64_t nnrt_epoch_begin(NnrtRun *run, int64_t epoch);
 // Gathers batch i of the current epoch (shuffled) into x and y; returns its rows.
 int64_t nnrt_batch_fetch(NnrtRun *run, int64_t i, float *x, float *y);
-// Reports a finished step: loss summed over its rows, correct predictions.
-// Returns nonzero when training must stop (interrupt, loss not finite).
+// Reports a finished step (called after the optimizer update; counts the
+// step): loss summed over its rows, correct predictions. Returns nonzero
+// when training must stop (interrupt, loss not finite).
 int64_t nnrt_batch_end(NnrtRun *run, int64_t rows, double loss_sum,
                        double correct);
 // Ends an epoch: metrics line, evaluation, checkpoint. Nonzero means stop.

@@ -4,8 +4,9 @@
 // Each concern has one file: alloc.c (the allocation hook), rng.c (the
 // counter-based RNG and shuffling), init.c (parameter initializers), data.c,
 // idx.c and csv.c (loading and batching), checkpoint.c (safetensors),
-// progress.c (progress bar, metrics lines), pool.c (the thread pool), run.c (the training run and the
-// callbacks generated code calls) and main.c (the command line, eval and
+// progress.c (progress bar, metrics lines), pool.c (the thread pool), run.c
+// (the training run and the callbacks generated code calls), reconstruct.c
+// (the autoencoder picture) and main.c (the command line, eval and
 // predict). Functions that can fail return 0 on success and -1 on failure
 // after writing a message into an NnrtErr; they never print and never exit,
 // so only nnrt_main decides what reaches the user and the exit code.
@@ -150,11 +151,49 @@ int64_t nnrt_pool_start(int64_t n, int pin);
 void nnrt_pool_stop(void);
 
 // ---- checkpoint.c -----------------------------------------------------------
-// Writes all parameters to `path` atomically (path.tmp, fsync, rename).
+// Writes a file atomically: fn writes it to path.tmp (returning 0, or -1 with
+// errno set), which is flushed, fsynced and renamed over path. On failure
+// path.tmp is removed and path is untouched.
+typedef int NnrtWriteFn(FILE *f, void *ctx);
+int nnrt_write_atomic(const char *path, NnrtWriteFn *fn, void *ctx,
+                      NnrtErr *err);
+
+// Where a training run stands, as a checkpoint's metadata records it; -1 in
+// a field means the file does not say.
+typedef struct NnrtTrainPos {
+  int64_t epoch;     // completed epochs ("epoch")
+  int64_t step;      // optimizer steps taken ("step")
+  int64_t examples;  // examples of the next, unfinished epoch already
+                     // trained on ("epoch_examples"; after Ctrl-C)
+} NnrtTrainPos;
+
+// What became of the optimizer state when loading.
+typedef enum NnrtStateLoad {
+  NNRT_STATE_NOT_ASKED,  // the caller passed no state buffer
+  NNRT_STATE_RESTORED,   // every "optimizer.<k>.<param>" and "step" were read
+  NNRT_STATE_ABSENT,     // the file holds none (an older or eval checkpoint)
+  NNRT_STATE_MISMATCH,   // it holds another optimizer's state, or part of one
+} NnrtStateLoad;
+
+// Writes all parameters to `path` atomically, then (when state is not NULL)
+// the model's nstate optimizer states of each parameter as
+// "optimizer.<k>.<param>"; the metadata gets pos->epoch, and pos->step and
+// pos->examples when they are >= 0.
+int nnrt_checkpoint_write(const char *path, const NnrtModel *m,
+                          const float *params, const float *state,
+                          const NnrtTrainPos *pos, NnrtErr *err);
+// Parameters only, with the "epoch" metadata (eval-style files).
 int nnrt_checkpoint_save(const char *path, const NnrtModel *m,
                          const float *params, int64_t epoch, NnrtErr *err);
 // Reads every model parameter from `path` into params after checking names,
-// dtypes, shapes and offsets; *epoch gets the "epoch" metadata or -1.
+// dtypes, shapes and offsets, and *pos from the metadata. With a status
+// pointer and a state buffer, also the optimizer state when the file holds
+// all of it and "step" (*status RESTORED; its tensors are checked like the
+// parameters); otherwise state is left untouched and *status says why.
+int nnrt_checkpoint_read(const char *path, const NnrtModel *m, float *params,
+                         float *state, NnrtTrainPos *pos,
+                         NnrtStateLoad *status, NnrtErr *err);
+// Parameters only; *epoch gets the "epoch" metadata or -1.
 int nnrt_checkpoint_load(const char *path, const NnrtModel *m, float *params,
                          int64_t *epoch, NnrtErr *err);
 
@@ -190,10 +229,12 @@ void nnrt_metrics_format(char *buf, size_t cap, const NnrtMetrics *m,
                          int json);
 // Appends a JSON number (null when not finite).
 void nnrt_json_number(char *buf, size_t cap, double v);
+// A rate for people: 812 -> "812", 39512 -> "39.5k", 1234567 -> "1.23M".
+void nnrt_format_rate(char *buf, size_t cap, double rate);
 
 // ---- run.c, main.c ----------------------------------------------------------
 typedef enum NnrtCommand {
-  NNRT_CMD_TRAIN, NNRT_CMD_EVAL, NNRT_CMD_PREDICT,
+  NNRT_CMD_TRAIN, NNRT_CMD_EVAL, NNRT_CMD_PREDICT, NNRT_CMD_RECONSTRUCT,
 } NnrtCommand;
 
 typedef struct NnrtOptions {
@@ -206,26 +247,54 @@ typedef struct NnrtOptions {
   int batch_set;                 // --batch was given (eval, predict)
   const char *save, *load;       // NULL: the default checkpoint
   const char *input;             // predict INPUT
+  const char *out;               // reconstruct --out; NULL: default_pgm
+  int64_t count;                 // reconstruct --count (default 16)
   const char *prog;              // program name for messages
   const char *argv0;             // as typed, for "try './model --help'"
   char default_ckpt[4096];       // "<basename of argv[0]>.safetensors"
+  char default_pgm[4096];        // "<basename of argv[0]>-reconstruct.pgm"
 } NnrtOptions;
 
 // Buffers for running model->infer over a data set in chunks.
 typedef struct NnrtEval {
   int64_t max_batch;             // rows per infer call
   float *x, *y, *out, *ws;
+  double infer_seconds;          // time spent inside model->infer so far
 } NnrtEval;
 
 int nnrt_eval_open(NnrtEval *e, const NnrtModel *m, int64_t rows,
                    int want_out, NnrtErr *err);
 void nnrt_eval_close(NnrtEval *e);
-// Mean loss and accuracy over rows [first, first+rows) of d.
+// Mean loss and accuracy over rows [first, first+rows) of d; adds the time
+// spent in model->infer to e->infer_seconds.
 void nnrt_evaluate(const NnrtModel *m, const float *params, NnrtEval *e,
                    const NnrtData *d, int64_t first, int64_t rows,
                    double *loss, double *accuracy);
 
 // The train command; returns the exit code.
 int nnrt_train_command(const NnrtModel *m, const NnrtOptions *o);
+
+// ---- reconstruct.c ----------------------------------------------------------
+// A grayscale picture, row-major, one byte per pixel.
+typedef struct NnrtImage {
+  int64_t width, height;
+  uint8_t *pixels;               // nnrt_alloc'd
+} NnrtImage;
+
+// The size one example is drawn at: the last two dimensions of the input
+// (channels, if several, are averaged); a rank-1 input of a square size as
+// the square; otherwise one row of pixels.
+void nnrt_example_size(const NnrtModel *m, int64_t *height, int64_t *width);
+// The grid of n examples: rows of up to 8 inputs (x, n x in_numel), each
+// above a row of their reconstructions (out), with a 2-pixel gray (128)
+// gutter around every image. A value v is drawn as round(255 * v) after
+// clamping it to [0, 1] (NaN as 0).
+int nnrt_reconstruct_grid(NnrtImage *img, const NnrtModel *m, const float *x,
+                          const float *out, int64_t n, NnrtErr *err);
+// Writes img as a binary PGM (P5, maxval 255), atomically.
+int nnrt_pgm_write(const char *path, const NnrtImage *img, NnrtErr *err);
+// The reconstruct command with loaded params (errors in err, -1).
+int nnrt_reconstruct_command(const NnrtModel *m, const NnrtOptions *o,
+                             const float *params, NnrtErr *err);
 
 #endif

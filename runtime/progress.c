@@ -21,8 +21,7 @@ double nnrt_now(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-// 812 -> "812", 39512 -> "39.5k", 1234567 -> "1.23M".
-static void fmt_rate(char *b, size_t n, double r) {
+void nnrt_format_rate(char *b, size_t n, double r) {
   if (r >= 1e6)
     snprintf(b, n, "%.2fM", r / 1e6);
   else if (r >= 1e3)
@@ -65,7 +64,7 @@ void nnrt_progress_update(NnrtProgress *p, int64_t epoch, int64_t epochs,
   p->last_draw = now;
   double rate = elapsed > 0 ? (double)done / elapsed : 0;
   char rs[32], ls[32], eta[32];
-  fmt_rate(rs, sizeof rs, rate);
+  nnrt_format_rate(rs, sizeof rs, rate);
   fmt_loss(ls, sizeof ls, mean_loss);
   if (rate > 0)
     fmt_clock(eta, sizeof eta, (double)(total - done) / rate);
@@ -185,7 +184,7 @@ void nnrt_metrics_format(char *buf, size_t cap, const NnrtMetrics *m,
       human_pct(buf, cap, "test_accuracy", m->test_accuracy);
   }
   char rs[32], t[96];
-  fmt_rate(rs, sizeof rs, m->samples_per_s);
+  nnrt_format_rate(rs, sizeof rs, m->samples_per_s);
   snprintf(t, sizeof t, "  %.2f s  %s samples/s", m->seconds, rs);
   add(buf, cap, "%s", t);
 }

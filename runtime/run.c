@@ -12,6 +12,15 @@
 // return nonzero, and nnrt_train_command reports it and picks the exit code.
 // A stop is also honoured by generated code that ignores the return values,
 // since nnrt_epoch_begin then returns 0.
+//
+// Resuming: a checkpoint records the completed epochs, the optimizer steps
+// taken, how far into the next epoch a Ctrl-C stopped, and the optimizer
+// state. `train --load` continues from there: generated code numbers this
+// run's epochs from 0, and the runtime adds the completed epochs (epoch0)
+// for shuffling, messages and the checkpoint, skips the examples of an
+// interrupted epoch already trained on, and hands the step count to the
+// optimizer through nnrt_step_start. With the same seed and batch size the
+// resumed run is bit-identical to one that was never stopped.
 #include <math.h>
 #include <signal.h>
 #include <string.h>
@@ -31,7 +40,7 @@ struct NnrtRun {
   NnrtData train, test;          // training rows then validation rows
   int has_test;
   int64_t ntrain, nval;          // rows [0, ntrain) train, then nval held out
-  int64_t batch, epochs, nbatches;
+  int64_t batch, epochs;         // this run's epochs (--epochs)
   uint64_t seed;
   int64_t *perm;                 // this epoch's order of the training rows
   float *params, *state, *ws;
@@ -39,14 +48,21 @@ struct NnrtRun {
   const char *save_path;         // NULL with --no-save
   FILE *human;                   // stdout, or stderr with --json
   NnrtProgress progress;
+  // Where --load left off (0 for a fresh run).
+  int64_t epoch0;                // epochs completed before this run
+  int64_t skip;                  // examples of epoch epoch0 already trained on
   // The current epoch.
-  int64_t epoch;                 // 0-based
+  int64_t epoch;                 // 0-based, counting epoch0 (absolute)
+  int64_t first;                 // row of the perm its first batch starts at
+  int64_t nb;                    // its batches
   int64_t step;                  // batches finished in this epoch
-  int64_t seen;                  // examples finished in this epoch
+  int64_t seen;                  // examples finished in this run of it
   double loss_sum, correct, t0;
   // The whole run.
-  int64_t epochs_done;           // completed epochs
-  int64_t saved_epoch;           // epoch in the checkpoint file; 0: none yet
+  int64_t steps;                 // optimizer steps, counting earlier runs
+  int64_t epochs_done;           // completed epochs, counting epoch0
+  int64_t saved_epoch;           // epoch in the checkpoint this run wrote;
+                                 // 0: none yet
   int64_t unsaved_steps;         // steps since the checkpoint was written
   NnrtStop stop;
   int64_t stop_epoch, stop_step; // where it stopped (1-based)
@@ -113,7 +129,9 @@ void nnrt_evaluate(const NnrtModel *m, const float *params, NnrtEval *e,
     int64_t n = rows - s < e->max_batch ? rows - s : e->max_batch;
     nnrt_data_gather(d, NULL, first + s, n, e->x, e->y);
     double stats[2] = {0, 0};
+    double t0 = nnrt_now();
     m->infer(params, e->ws, e->max_batch, e->x, e->y, n, NULL, stats);
+    e->infer_seconds += nnrt_now() - t0;
     sum[0] += stats[0];
     sum[1] += stats[1];
   }
@@ -122,25 +140,32 @@ void nnrt_evaluate(const NnrtModel *m, const float *params, NnrtEval *e,
 }
 
 // ---- callbacks from generated code ------------------------------------------
+int64_t nnrt_step_start(NnrtRun *r) { return r->steps; }
+
 int64_t nnrt_epoch_begin(NnrtRun *r, int64_t epoch) {
   if (interrupts)
-    stop_at(r, STOP_INTERRUPT, epoch + 1, 0);
+    stop_at(r, STOP_INTERRUPT, r->epoch0 + epoch + 1, 0);
   if (r->stop || epoch < 0 || epoch >= r->epochs)
     return 0;
-  r->epoch = epoch;
-  r->step = r->seen = 0;
+  r->epoch = r->epoch0 + epoch;
+  // The first epoch of a run resumed after Ctrl-C finishes the interrupted
+  // one: same order, starting after the examples already trained on.
+  r->first = epoch == 0 ? r->skip : 0;
+  r->nb = (r->ntrain - r->first + r->batch - 1) / r->batch;
+  r->step = r->first / r->batch;
+  r->seen = 0;
   r->loss_sum = r->correct = 0;
-  nnrt_shuffle(r->perm, r->ntrain, r->seed, epoch);
+  nnrt_shuffle(r->perm, r->ntrain, r->seed, r->epoch);
   r->t0 = nnrt_now();
-  nnrt_progress_update(&r->progress, epoch + 1, r->epochs, 0, r->ntrain, 0, 0,
-                       1);
-  return r->nbatches;
+  nnrt_progress_update(&r->progress, r->epoch + 1, r->epoch0 + r->epochs,
+                       r->first, r->ntrain, 0, 0, 1);
+  return r->nb;
 }
 
 int64_t nnrt_batch_fetch(NnrtRun *r, int64_t i, float *x, float *y) {
-  if (i < 0 || i >= r->nbatches)
+  if (i < 0 || i >= r->nb)
     return 0;
-  int64_t first = i * r->batch;
+  int64_t first = r->first + i * r->batch;
   int64_t rows = r->ntrain - first < r->batch ? r->ntrain - first : r->batch;
   nnrt_data_gather(&r->train, r->perm, first, rows, x, y);
   return rows;
@@ -149,6 +174,7 @@ int64_t nnrt_batch_fetch(NnrtRun *r, int64_t i, float *x, float *y) {
 int64_t nnrt_batch_end(NnrtRun *r, int64_t rows, double loss_sum,
                        double correct) {
   r->step++;
+  r->steps++;  // the optimizer has updated, whatever the loss
   if (!isfinite(loss_sum)) {
     stop_at(r, STOP_DIVERGED, r->epoch + 1, r->step);
     return 1;
@@ -161,10 +187,19 @@ int64_t nnrt_batch_end(NnrtRun *r, int64_t rows, double loss_sum,
     stop_at(r, STOP_INTERRUPT, r->epoch + 1, r->step);
     return 1;
   }
-  nnrt_progress_update(&r->progress, r->epoch + 1, r->epochs, r->seen,
-                       r->ntrain, r->loss_sum / (double)r->seen,
-                       nnrt_now() - r->t0, 0);
+  nnrt_progress_update(&r->progress, r->epoch + 1, r->epoch0 + r->epochs,
+                       r->first + r->seen, r->ntrain,
+                       r->loss_sum / (double)r->seen, nnrt_now() - r->t0, 0);
   return 0;
+}
+
+// The checkpoint: weights, optimizer state and where the run stands (in
+// the middle of epoch epochs_done + 1 when Ctrl-C stopped it there).
+static int save(NnrtRun *r) {
+  int64_t into = r->epoch == r->epochs_done ? r->first + r->seen : 0;
+  NnrtTrainPos pos = {r->epochs_done, r->steps, into};
+  return nnrt_checkpoint_write(r->save_path, r->m, r->params, r->state, &pos,
+                               &r->err);
 }
 
 static int params_finite(const NnrtRun *r) {
@@ -187,7 +222,7 @@ int64_t nnrt_epoch_end(NnrtRun *r, int64_t epoch) {
   const NnrtModel *m = r->m;
   NnrtMetrics mt = {0};
   mt.epoch = r->epoch + 1;
-  mt.epochs = r->epochs;
+  mt.epochs = r->epoch0 + r->epochs;
   double seen = r->seen > 0 ? (double)r->seen : 1;
   mt.loss = r->loss_sum / seen;
   mt.accuracy = r->correct / seen;
@@ -217,8 +252,7 @@ int64_t nnrt_epoch_end(NnrtRun *r, int64_t epoch) {
   }
   r->epochs_done = r->epoch + 1;
   if (r->save_path) {
-    if (nnrt_checkpoint_save(r->save_path, m, r->params, r->epochs_done,
-                             &r->err)) {
+    if (save(r)) {
       stop_at(r, STOP_ERROR, r->epoch + 1, r->step);
       return 1;
     }
@@ -233,6 +267,50 @@ int64_t nnrt_epoch_end(NnrtRun *r, int64_t epoch) {
 }
 
 // ---- the train command ------------------------------------------------------
+// train --load: the weights, and the optimizer state and position when the
+// checkpoint holds them (one line tells the user which, unless --quiet).
+static int resume(NnrtRun *r, const char *path) {
+  const NnrtModel *m = r->m;
+  NnrtTrainPos pos;
+  NnrtStateLoad st;
+  if (nnrt_checkpoint_read(path, m, r->params, r->state, &pos, &st, &r->err))
+    return -1;
+  r->epoch0 = pos.epoch > 0 ? pos.epoch : 0;
+  r->skip = pos.examples > 0 ? pos.examples : 0;
+  if (r->skip >= r->ntrain) {  // stopped after its last step: it is done
+    r->epoch0++;
+    r->skip = 0;
+  }
+  r->epochs_done = r->epoch = r->epoch0;
+  if (r->epochs > INT64_MAX - r->epoch0)  // "train forever" stays so
+    r->epochs = INT64_MAX - r->epoch0;
+  r->steps = st == NNRT_STATE_RESTORED ? pos.step : 0;
+  if (r->o->quiet)
+    return 0;
+  char at[128] = "";
+  if (pos.epoch >= 0 || st == NNRT_STATE_RESTORED) {
+    int n = snprintf(at, sizeof at, " (after epoch %lld",
+                     (long long)(pos.epoch > 0 ? pos.epoch : 0));
+    if (pos.examples > 0)
+      n += snprintf(at + n, sizeof at - (size_t)n, " and %lld examples",
+                    (long long)pos.examples);
+    if (st == NNRT_STATE_RESTORED)
+      n += snprintf(at + n, sizeof at - (size_t)n, ", step %lld",
+                    (long long)pos.step);
+    snprintf(at + n, sizeof at - (size_t)n, ")");
+  }
+  if (st == NNRT_STATE_RESTORED || (st == NNRT_STATE_ABSENT && !m->nstate))
+    fprintf(stderr, "loaded weights%s from %s%s\n",
+            m->nstate ? " and optimizer state" : "", path, at);
+  else
+    fprintf(stderr, "loaded weights from %s%s; note: %s, so the optimizer "
+            "starts fresh\n", path, at,
+            st == NNRT_STATE_ABSENT ? "it holds no optimizer state"
+                                    : "its optimizer state does not match "
+                                      "this model's optimizer");
+  return 0;
+}
+
 static int setup(NnrtRun *r, const NnrtModel *m, const NnrtOptions *o) {
   NnrtErr *err = &r->err;
   if (m->train_data.kind == NNRT_DATA_NONE)
@@ -258,7 +336,6 @@ static int setup(NnrtRun *r, const NnrtModel *m, const NnrtOptions *o) {
   r->batch = o->batch;
   r->epochs = o->epochs;
   r->seed = (uint64_t)o->seed;
-  r->nbatches = (r->ntrain + r->batch - 1) / r->batch;
   int64_t max_batch = r->batch < r->ntrain ? r->batch : r->ntrain;
   r->perm = nnrt_alloc_array(r->ntrain, sizeof(int64_t));
   r->params = nnrt_alloc_array(m->param_numel, sizeof(float));
@@ -280,11 +357,8 @@ static int setup(NnrtRun *r, const NnrtModel *m, const NnrtOptions *o) {
   if (eval_rows > 0 && nnrt_eval_open(&r->eval, m, eval_rows, 0, err))
     return -1;
   if (o->load) {
-    int64_t epoch;
-    if (nnrt_checkpoint_load(o->load, m, r->params, &epoch, err))
+    if (resume(r, o->load))
       return -1;
-    if (!o->quiet)
-      fprintf(stderr, "loaded weights from %s\n", o->load);
   } else if (nnrt_init_params(m, r->seed, r->params, err)) {
     return -1;
   }
@@ -337,8 +411,7 @@ static int report_stop(NnrtRun *r) {
       fprintf(stderr, "%s: interrupted at epoch %lld, step %lld; %s\n", prog,
               (long long)r->stop_epoch, (long long)r->stop_step,
               r->saved_epoch ? kept : "nothing trained, nothing saved");
-    } else if (nnrt_checkpoint_save(r->save_path, r->m, r->params,
-                                    r->epochs_done, &r->err)) {
+    } else if (save(r)) {
       fprintf(stderr, "%s: interrupted, and saving failed: %s\n", prog,
               r->err.msg);
       return 1;
@@ -383,9 +456,10 @@ int nnrt_train_command(const NnrtModel *m, const NnrtOptions *o) {
   if (rc == 0 && !o->quiet) {
     if (r.save_path && r.saved_epoch > 0)
       fprintf(stderr, "weights saved to %s\n", r.save_path);
-    if (r.epochs_done < r.epochs)
+    if (r.epochs_done - r.epoch0 < r.epochs)
       fprintf(stderr, "%s: training stopped after %lld of %lld epochs\n",
-              o->prog, (long long)r.epochs_done, (long long)r.epochs);
+              o->prog, (long long)(r.epochs_done - r.epoch0),
+              (long long)r.epochs);
   }
   teardown(&r);
   return rc;

@@ -1,6 +1,7 @@
 // nnrt_alloc_test.c — the allocation hook: alignment and zeroing, every
 // allocation of whole runs (train, eval, predict) balanced by a free, and
-// failure injection at each allocation in turn, which must end in a clear
+// failure injection at each allocation in turn (train, resuming with
+// --load, eval, predict), which must end in a clear
 // "out of memory" error (exit 1) and no leak, never a crash. The runs use a
 // tiny fake model (logistic regression, one output) on small IDX, CSV, NPY
 // and inline data, which also covers the one-output predict format and the
@@ -224,6 +225,10 @@ Test(alloc, failure_injection) {
   NnrtModel m = tiny_model(dir);
   inject(&m, dir, (char *[]){"tiny", "train", "--quiet", NULL});
   inject(&m, dir, (char *[]){"tiny", "eval", NULL});
+  // Resuming reads the optimizer state too.
+  inject(&m, dir, (char *[]){"tiny", "train", "--quiet", "--epochs", "1",
+                             "--load", "tiny.safetensors", "--save",
+                             "resumed.safetensors", NULL});
   write_text(in_dir(dir, "in.csv"), "0,0\n9,9\n");
   inject(&m, dir, (char *[]){"tiny", "predict", "in.csv", NULL});
   inject(&m, dir, (char *[]){"tiny", "predict", "x.idx.gz", NULL});

@@ -216,13 +216,19 @@ Test(e2e, train_json_eval_predict, .timeout = 300) {
   cr_assert_eq(json_get(c.out, "test_accuracy"), acc, "%s vs %s", c.out, l2);
   cr_assert_eq(json_get(c.out, "test_loss"), json_get(l2, "test_loss"));
   cr_assert_eq(json_get(c.out, "examples"), 10000);
+  // Inference time and throughput.
+  double secs = json_get(c.out, "seconds"), rate = json_get(c.out,
+                                                             "samples_per_s");
+  cr_assert(secs > 0 && rate > 0, "%s", c.out);
+  cr_assert(fabs(rate * secs - 10000) < 1e-3 * 10000, "%s", c.out);
   captured_free(&c);
   char *ev_human[] = {"./softmax", "eval", "--load", ckpt, NULL};
   c = run_main(&m, dir, ev_human);
   cr_assert_eq(c.rc, 0);
   cr_assert_eq(strncmp(c.out, "test_loss ", 10), 0, "%s", c.out);
   cr_assert(strstr(c.out, "  test_accuracy ") && strstr(c.out, "%  (10000 "
-            "examples)\n"), "%s", c.out);
+            "examples)  ") && strstr(c.out, " s  ") &&
+            strstr(c.out, " samples/s\n"), "%s", c.out);
   captured_free(&c);
 
   // predict on CSV: a header and three rows of pixels 0..255.
@@ -296,7 +302,11 @@ Test(e2e, human_lines_default_checkpoint_and_load, .timeout = 300) {
   c = run_main(&m, dir, again);
   cr_assert_eq(c.rc, 0, "%s", c.err);
   cr_assert_lt(json_get(c.out, "loss"), l0);
-  cr_assert(strstr(c.err, "loaded weights from fashion.safetensors"));
+  cr_assert(strstr(c.err, "loaded weights and optimizer state from "
+                   "fashion.safetensors (after epoch 1, step 29)\n"), "%s",
+            c.err);
+  // This run's epoch continues the saved run's numbering.
+  cr_assert(strstr(c.out, "{\"epoch\":2,"), "%s", c.out);
   captured_free(&c);
   // Same seed, same run: identical losses; another seed differs.
   c = run_main(&m, dir, fresh);
