@@ -91,7 +91,8 @@ typedef struct DataArgs {
   SVal scale, classes;
 } DataArgs;
 
-static bool data_args(Sema *s, Frame *f, Ast *call, DataArgs *a, int npos_max) {
+static bool data_args(Sema *s, Frame *f, Ast *call, DataArgs *a, int npos_min,
+                      int npos_max) {
   *a = (DataArgs){.scale = sval_num(1, call->loc)};
   a->classes.kind = SV_POISON;
   for (int i = 0; i < call->list.n; i++) {
@@ -121,7 +122,7 @@ static bool data_args(Sema *s, Frame *f, Ast *call, DataArgs *a, int npos_max) {
         return false;
     }
   }
-  if (a->npos != npos_max) {
+  if (a->npos < npos_min) {
     diag_error(s->diag, call->loc, "%s takes %d positional argument%s",
                call->name, npos_max, npos_max == 1 ? "" : "s");
     return false;
@@ -177,15 +178,27 @@ static void lower_data(Sema *s, Frame *f, Ast *e, DataSpec *d) {
     return;
   }
   DataArgs a;
-  bool is_csv = strcmp(e->name, "csv") == 0;
-  if (!data_args(s, f, e, &a, is_csv ? 1 : 2))
+  bool is_csv = strcmp(e->name, "csv") == 0, is_idx = strcmp(e->name, "idx") == 0;
+  // idx(images) alone trains the model to reproduce its input (autoencoders)
+  if (!data_args(s, f, e, &a, is_csv || is_idx ? 1 : 2, is_csv ? 1 : 2))
     return;
   d->scale = a.scale.num;
   lower_classes(s, a.classes, d);
   if (strcmp(e->name, "idx") == 0 || strcmp(e->name, "npy") == 0) {
-    d->kind = e->name[0] == 'i' ? DATA_IDX : DATA_NPY;
+    d->kind = is_idx ? DATA_IDX : DATA_NPY;
     d->path_x = path_arg(s, a.pos[0], e->name);
-    d->path_y = path_arg(s, a.pos[1], e->name);
+    if (a.npos == 2) {
+      d->path_y = path_arg(s, a.pos[1], e->name);
+      return;
+    }
+    if (!shape_eq(m->input->shape, m->output->shape))
+      diag_error(s->diag, e->loc,
+                 "idx(images) without labels trains the model to reproduce its "
+                 "input, but it takes %s and predicts %s",
+                 shape_str(s->arena, m->input->shape, false),
+                 shape_str(s->arena, m->output->shape, false));
+    else if (d->nclasses)
+      diag_error(s->diag, e->loc, "classes needs a labels file");
     return;
   }
   if (is_csv) {

@@ -68,6 +68,7 @@ typedef struct NnrtData {
   int64_t ycols;         // label floats stored per example; 0: no labels
   int64_t out_numel;     // label floats per example after gathering
   int onehot;            // y holds class indices, expanded at gather time
+  int self_target;       // no labels: the target is the input (autoencoders)
   float scale;           // inputs are multiplied by this when gathered
   uint8_t *x8;           // rows x xcols bytes (IDX, NPY u1), or NULL
   float *xf;             // rows x xcols floats (CSV, inline, NPY), or NULL
