@@ -53,7 +53,7 @@ IrValue *ir_prim(IrFn *fn, Op op, IrValue **arg, Attr attr, Loc loc) {
 IrValue *ir_leaf(IrFn *fn, Op op, Shape s, bool batched, int index,
                  const char *name, Loc loc) {
   assert(prims[op].kind == PK_LEAF);
-  IrValue *v = ir_prim(fn, op, NULL,
+  IrValue *v = ir_prim(fn, op, (IrValue *[MAX_ARGS]){0},
                        (Attr){.shape = s, .batched = batched, .index = index},
                        loc);
   v->name = name;
@@ -61,12 +61,12 @@ IrValue *ir_leaf(IrFn *fn, Op op, Shape s, bool batched, int index,
 }
 
 IrValue *ir_const(IrFn *fn, double c, Loc loc) {
-  return ir_prim(fn, OP_CONST, NULL, (Attr){.num = c}, loc);
+  return ir_prim(fn, OP_CONST, (IrValue *[MAX_ARGS]){0}, (Attr){.num = c}, loc);
 }
 
 IrValue *ir_unary(IrFn *fn, Op op, IrValue *x, Loc loc) {
   assert(prims[op].arity == 1);
-  return ir_prim(fn, op, (IrValue *[]){x}, (Attr){0}, loc);
+  return ir_prim(fn, op, (IrValue *[MAX_ARGS]){x}, (Attr){0}, loc);
 }
 
 IrValue *ir_binary(IrFn *fn, Op op, IrValue *x, IrValue *y, Loc loc) {
@@ -76,7 +76,7 @@ IrValue *ir_binary(IrFn *fn, Op op, IrValue *x, IrValue *y, Loc loc) {
 
 IrValue *ir_shaped(IrFn *fn, Op op, IrValue *x, Shape s, bool batched,
                    Loc loc) {
-  return ir_prim(fn, op, (IrValue *[]){x},
+  return ir_prim(fn, op, (IrValue *[MAX_ARGS]){x},
                  (Attr){.shape = s, .batched = batched}, loc);
 }
 
