@@ -33,7 +33,8 @@ def model_for(name):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("model")
-    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--epochs", type=int, default=1,
+                    help="0: only time inference (fresh weights, one warm-up pass)")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--infer", action="store_true",
@@ -51,6 +52,20 @@ def main():
     else:
         opt, batch = torch.optim.SGD(net.parameters(), lr=0.1), 32
     lossf = nn.CrossEntropyLoss()
+
+    def infer():
+        with torch.no_grad():
+            net.eval()
+            t1 = time.perf_counter()
+            tc = sum((net(tx[i:i + 1000]).argmax(1) == ty[i:i + 1000]).sum().item()
+                     for i in range(0, len(tx), 1000))
+            return tc, time.perf_counter() - t1
+
+    if a.epochs == 0:
+        infer()
+        tc, isecs = infer()
+        print(json.dumps({"test_accuracy": tc / len(tx),
+                          "infer_samples_per_s": len(tx) / isecs}), flush=True)
     for epoch in range(1, a.epochs + 1):
         perm = torch.randperm(len(x))
         total, correct, t0 = 0.0, 0, time.perf_counter()
@@ -66,12 +81,7 @@ def main():
             total += loss.item() * len(idxs)
             correct += (out.argmax(1) == yb).sum().item()
         secs = time.perf_counter() - t0
-        with torch.no_grad():
-            net.eval()
-            t1 = time.perf_counter()
-            tc = sum((net(tx[i:i + 1000]).argmax(1) == ty[i:i + 1000]).sum().item()
-                     for i in range(0, len(tx), 1000))
-            isecs = time.perf_counter() - t1
+        tc, isecs = infer()
         print(json.dumps({"epoch": epoch, "loss": total / len(x), "accuracy": correct / len(x),
                           "test_accuracy": tc / len(tx), "seconds": secs,
                           "samples_per_s": len(x) / secs,

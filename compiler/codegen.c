@@ -69,77 +69,239 @@ typedef enum Store {
 
 // The workspace plan of one entry point, in floats. The workspace is
 // [per-row regions x max_batch][fixed regions]; every region starts on a
-// 16-float (64-byte) boundary when ws does. Simple: one region per value,
-// no reuse. This is the one place to make smarter.
+// 16-float (64-byte) boundary when ws does. Regions are reused: a value's
+// region is live from its kernel to the last kernel that reads it (roots to
+// the end of the step), and a later value may take memory whose values are
+// all dead. Kernel scratch is live during its kernel only. In nnc_train the
+// gradients can share one block laid out like `params`, so the optimizer
+// makes a single pass over all parameters.
 typedef struct Plan {
   Store *st;              // per value id
   int64_t *off;           // ST_ROW / ST_FIXED: region offset in its part
   int64_t *scr;           // kernel scratch: offset in the fixed part, or -1
   int64_t per_row, fixed; // sizes of the two parts
   int64_t x_off, y_off;   // train: batch inputs and labels (per-row part)
+  int64_t grad_off;       // train: the gradient block (fixed part), or -1
 } Plan;
 
 static int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }
 
-static void plan_storage(Cg *cg, Plan *p, const bool *live, bool batch_io) {
-  const IrModule *m = cg->m;
-  int n = m->fn->values.n;
-  p->st = arena_alloc(cg->arena, sizeof *p->st * (size_t)n);
-  p->off = arena_alloc(cg->arena, sizeof *p->off * (size_t)n);
-  p->scr = arena_alloc(cg->arena, sizeof *p->scr * (size_t)n);
-  p->per_row = p->fixed = 0;
-  p->x_off = p->y_off = -1;
-  if (batch_io) {
-    p->x_off = 0;
-    p->per_row = round16(m->input ? shape_numel(m->input->shape) : 0);
-    p->y_off = p->per_row;
-    p->per_row += round16(m->label ? shape_numel(m->label->shape) : 0);
+// First-fit allocation in one part of the workspace, with coalescing.
+typedef struct Heap {
+  int64_t *off, *len; // free blocks, sorted by offset
+  int n, cap;
+  int64_t top;        // the part's size so far
+} Heap;
+
+static int64_t heap_alloc(Arena *a, Heap *h, int64_t size) {
+  for (int i = 0; i < h->n; i++)
+    if (h->len[i] >= size) {
+      int64_t o = h->off[i];
+      h->off[i] += size;
+      h->len[i] -= size;
+      if (!h->len[i]) {
+        memmove(h->off + i, h->off + i + 1, sizeof *h->off * (size_t)(h->n - i - 1));
+        memmove(h->len + i, h->len + i + 1, sizeof *h->len * (size_t)(h->n - i - 1));
+        h->n--;
+      }
+      return o;
+    }
+  // A free block at the top grows instead of leaving a hole.
+  if (h->n && h->off[h->n - 1] + h->len[h->n - 1] == h->top) {
+    int64_t o = h->off[--h->n];
+    h->top = o + size;
+    return o;
   }
+  (void)a;
+  int64_t o = h->top;
+  h->top += size;
+  return o;
+}
+
+static void heap_free(Arena *a, Heap *h, int64_t off, int64_t size) {
+  if (h->n == h->cap) {
+    int cap = h->cap ? 2 * h->cap : 16;
+    int64_t *no = arena_alloc(a, sizeof *no * (size_t)cap);
+    int64_t *nl = arena_alloc(a, sizeof *nl * (size_t)cap);
+    if (h->n) {
+      memcpy(no, h->off, sizeof *no * (size_t)h->n);
+      memcpy(nl, h->len, sizeof *nl * (size_t)h->n);
+    }
+    h->off = no, h->len = nl, h->cap = cap;
+  }
+  int i = 0;
+  while (i < h->n && h->off[i] < off)
+    i++;
+  memmove(h->off + i + 1, h->off + i, sizeof *h->off * (size_t)(h->n - i));
+  memmove(h->len + i + 1, h->len + i, sizeof *h->len * (size_t)(h->n - i));
+  h->off[i] = off, h->len[i] = size, h->n++;
+  if (i + 1 < h->n && h->off[i] + h->len[i] == h->off[i + 1]) { // merge next
+    h->len[i] += h->len[i + 1];
+    memmove(h->off + i + 1, h->off + i + 2, sizeof *h->off * (size_t)(h->n - i - 2));
+    memmove(h->len + i + 1, h->len + i + 2, sizeof *h->len * (size_t)(h->n - i - 2));
+    h->n--;
+  }
+  if (i > 0 && h->off[i - 1] + h->len[i - 1] == h->off[i]) { // merge previous
+    h->len[i - 1] += h->len[i];
+    memmove(h->off + i, h->off + i + 1, sizeof *h->off * (size_t)(h->n - i - 1));
+    memmove(h->len + i, h->len + i + 1, sizeof *h->len * (size_t)(h->n - i - 1));
+    h->n--;
+  }
+}
+
+// One region to place: live from its kernel `first` to `last`, inclusive.
+typedef struct Region {
+  int first, last;
+  bool fixed;     // fixed part (else per-row)
+  int64_t size;   // floats (per row in the per-row part)
+  int64_t *slot;  // where the chosen offset goes
+} Region;
+
+static int region_cmp(const void *a, const void *b) {
+  const Region *x = a, *y = b;
+  return x->first != y->first ? (x->first > y->first) - (x->first < y->first)
+                              : (x->slot > y->slot) - (x->slot < y->slot);
+}
+
+// The value whose buffer v uses (RESHAPE aliases its argument).
+static const IrValue *owner(const Plan *p, const IrValue *v) {
+  while (p->st[v->id] == ST_ALIAS)
+    v = v->arg[0];
+  return v;
+}
+
+static bool has_kernel(const Plan *p, int i) {
+  return p->st[i] == ST_ROW || p->st[i] == ST_FIXED;
+}
+
+// live: the values this entry point computes; pos[i]: when value i's kernel
+// runs (kernels run in increasing pos); end: after every kernel (the driver
+// reads the roots then); grads: lay the gradients out as one block.
+static void plan_storage(Cg *cg, Plan *p, const bool *live, const bool *root,
+                         const int *pos, int end, bool batch_io, bool grads) {
+  const IrModule *m = cg->m;
+  Arena *a = cg->arena;
+  int n = m->fn->values.n;
+  p->st = arena_alloc(a, sizeof *p->st * (size_t)n);
+  p->off = arena_alloc(a, sizeof *p->off * (size_t)n);
+  p->scr = arena_alloc(a, sizeof *p->scr * (size_t)n);
+  p->per_row = p->fixed = 0;
+  p->x_off = p->y_off = p->grad_off = -1;
   for (int i = 0; i < n; i++) {
     const IrValue *v = m->fn->values.item[i];
-    if (!live[i] || cg->inl[i]) {
+    p->scr[i] = -1;
+    if (!live[i] || cg->inl[i])
       p->st[i] = ST_NONE;
-      continue;
-    }
-    switch (v->op) {
-    case OP_PARAM:
+    else if (v->op == OP_PARAM)
       p->st[i] = ST_PARAM;
-      break;
-    case OP_INPUT:
+    else if (v->op == OP_INPUT)
       p->st[i] = ST_INPUT;
-      break;
-    case OP_LABEL:
+    else if (v->op == OP_LABEL)
       p->st[i] = ST_LABEL;
-      break;
-    case OP_RESHAPE:
+    else if (v->op == OP_RESHAPE)
       p->st[i] = ST_ALIAS;
-      break;
-    default:
-      if (v->batched) {
-        p->st[i] = ST_ROW;
-        p->off[i] = p->per_row;
-        p->per_row += round16(shape_numel(v->shape));
-      } else {
-        p->st[i] = ST_FIXED;
-        p->off[i] = p->fixed;
-        p->fixed += round16(shape_numel(v->shape));
-      }
-    }
+    else
+      p->st[i] = v->batched ? ST_ROW : ST_FIXED;
+  }
+
+  // Last use of each stored value.
+  int *last = arena_alloc(a, sizeof *last * (size_t)n);
+  for (int i = 0; i < n; i++) {
+    last[i] = has_kernel(p, i) ? pos[i] : -1;
+    if (root[i] && live[i] && p->st[i] != ST_NONE)
+      last[owner(p, m->fn->values.item[i])->id] = end;
   }
   for (int i = 0; i < n; i++) {
-    int64_t sn = p->st[i] == ST_ROW || p->st[i] == ST_FIXED
-                     ? kernel_scratch(cg, m->fn->values.item[i])
-                     : 0;
-    p->scr[i] = sn > 0 ? p->fixed : -1;
-    p->fixed += round16(sn);
+    if (!has_kernel(p, i))
+      continue;
+    PtrVec in = kernel_inputs(cg, m->fn->values.item[i]);
+    for (int k = 0; k < in.n; k++) {
+      int o = owner(p, in.item[k])->id;
+      if (last[o] < pos[i])
+        last[o] = pos[i];
+    }
   }
+
+  // The gradient block: every gradient its own kernel-computed value (and
+  // none applies the optimizer itself).
+  int64_t total = 0;
+  bool block = grads && m->params.n > 0;
+  for (int i = 0; i < n && block; i++)
+    block = cg->opt_fused[i] < 0;
+  for (int i = 0; i < m->params.n && block; i++) {
+    const IrParam *pr = m->params.item[i];
+    int g = pr->grad->id;
+    block = p->st[g] == ST_FIXED;
+    for (int j = 0; j < i && block; j++)
+      block = ((IrParam *)m->params.item[j])->grad != pr->grad;
+    total += shape_numel(pr->shape);
+  }
+
+  Region *r = arena_alloc(a, sizeof *r * (size_t)(2 * n + 3));
+  int nr = 0;
+  int64_t block_off = 0;
+  if (block) {
+    int first = end;
+    for (int i = 0; i < m->params.n; i++) {
+      int g = ((IrParam *)m->params.item[i])->grad->id;
+      first = pos[g] < first ? pos[g] : first;
+    }
+    r[nr++] = (Region){first, end, true, round16(total), &block_off};
+  }
+  for (int i = 0; i < n; i++) {
+    if (!has_kernel(p, i))
+      continue;
+    bool in_block = false;
+    for (int k = 0; k < m->params.n && block && !in_block; k++)
+      in_block = ((IrParam *)m->params.item[k])->grad->id == i;
+    const IrValue *v = m->fn->values.item[i];
+    if (grads && cg->opt_fused[i] >= 0)
+      p->off[i] = 0; // never written: the kernel updates the parameter
+    else if (!in_block)
+      r[nr++] = (Region){pos[i], last[i], p->st[i] == ST_FIXED,
+                         round16(shape_numel(v->shape)), &p->off[i]};
+    int64_t sn = kernel_scratch(cg, v);
+    if (sn > 0)
+      r[nr++] = (Region){pos[i], pos[i], true, round16(sn), &p->scr[i]};
+  }
+  qsort(r, (size_t)nr, sizeof *r, region_cmp);
+
+  Heap heap[2] = {{0}, {0}}; // per-row, fixed
+  if (batch_io) { // the batch: x then y, first in the per-row part
+    p->x_off = heap_alloc(a, &heap[0],
+                          round16(m->input ? shape_numel(m->input->shape) : 0));
+    p->y_off = heap_alloc(a, &heap[0],
+                          round16(m->label ? shape_numel(m->label->shape) : 0));
+  }
+  bool *freed = arena_alloc(a, (size_t)nr + 1);
+  for (int i = 0; i < nr; i++) {
+    for (int j = 0; j < i; j++) // free what died before this kernel
+      if (!freed[j] && r[j].last < r[i].first) {
+        heap_free(a, &heap[r[j].fixed], *r[j].slot, r[j].size);
+        freed[j] = true;
+      }
+    *r[i].slot = heap_alloc(a, &heap[r[i].fixed], r[i].size);
+  }
+  if (block) {
+    p->grad_off = block_off;
+    int64_t o = block_off;
+    for (int i = 0; i < m->params.n; i++) {
+      const IrParam *pr = m->params.item[i];
+      p->off[pr->grad->id] = o;
+      o += shape_numel(pr->shape);
+    }
+  }
+  p->per_row = heap[0].top;
+  p->fixed = heap[1].top;
 }
 
 // ---- entry-point frames: buffer pointers of one generated function ----------
 typedef struct Frame {
   const Plan *plan;
+  bool profile; // count cycles per kernel (nnc_train of NNC_PROFILE builds)
   const int64_t *poff; // float offset of each parameter in `params`
   LLVMValueRef params, ws, max_batch, x, y, rows;
+  LLVMValueRef state, tf; // nnc_train: optimizer state, this step's t
   LLVMValueRef *ptr; // per value id, once computed
 } Frame;
 
@@ -190,23 +352,125 @@ static void frame_pointers(Cg *cg, Frame *f, const bool *live) {
 }
 
 // Calls the kernels of every stored value in `set`, in order.
-static void call_kernels(Cg *cg, Frame *f, const bool *set) {
+// ---- NNC_PROFILE: cycles per kernel -------------------------------------------
+// With NNC_PROFILE set in nnc's environment, nnc_train counts the time stamp
+// counter around every kernel call, the batch fetch, the optimizer and the
+// runtime callbacks, and prints a table to stderr when training ends (main
+// thread wall time: a parallel kernel counts once). Slots: value ids, then
+// the ones below.
+enum { PROF_FETCH, PROF_OPT, PROF_BATCH_END, PROF_EPOCH_END, PROF_N };
+
+static LLVMValueRef prof_now(Cg *cg) {
+  unsigned id = LLVMLookupIntrinsicID("llvm.readcyclecounter", 21);
+  LLVMValueRef fn = LLVMGetIntrinsicDeclaration(cg->mod, id, NULL, 0);
+  return LLVMBuildCall2(cg->b, LLVMIntrinsicGetType(cg->lc, id, NULL, 0), fn,
+                        NULL, 0, "");
+}
+
+static void prof_add(Cg *cg, int slot, LLVMValueRef t0) {
+  if (!cg->prof)
+    return;
+  LLVMValueRef idx[2] = {cg_i64(cg, 0), cg_i64(cg, slot)};
+  LLVMValueRef p = LLVMBuildInBoundsGEP2(
+      cg->b, LLVMGlobalGetValueType(cg->prof), cg->prof, idx, 2, "");
+  LLVMValueRef d = LLVMBuildSub(cg->b, prof_now(cg), t0, "");
+  LLVMBuildStore(cg->b,
+                 LLVMBuildAdd(cg->b, LLVMBuildLoad2(cg->b, cg->t_i64, p, ""),
+                              d, ""),
+                 p);
+}
+
+static LLVMValueRef prof_start(Cg *cg) { return cg->prof ? prof_now(cg) : NULL; }
+
+// dprintf(2, ...) of every nonzero slot: name, Mcycles, share of the total.
+static void prof_print(Cg *cg) {
+  if (!cg->prof)
+    return;
+  int n = cg->m->fn->values.n;
+  LLVMTypeRef pty = LLVMFunctionType(cg->t_i32, (LLVMTypeRef[]){cg->t_i32, cg->t_ptr},
+                                     2, 1);
+  LLVMValueRef pf = LLVMGetNamedFunction(cg->mod, "dprintf");
+  if (!pf)
+    pf = LLVMAddFunction(cg->mod, "dprintf", pty);
+  LLVMTypeRef aty = LLVMGlobalGetValueType(cg->prof);
+  LLVMValueRef total = cg_i64(cg, 0);
+  for (int i = 0; i < n + PROF_N; i++) {
+    if (i >= n + PROF_EPOCH_END)
+      continue; // evaluation and saving: not part of the epoch's seconds
+    LLVMValueRef idx[2] = {cg_i64(cg, 0), cg_i64(cg, i)};
+    total = LLVMBuildAdd(
+        cg->b, total,
+        LLVMBuildLoad2(cg->b, cg->t_i64,
+                       LLVMBuildInBoundsGEP2(cg->b, aty, cg->prof, idx, 2, ""),
+                       ""),
+        "");
+  }
+  LLVMValueRef totf = LLVMBuildUIToFP(cg->b, total, cg->t_f64, "");
+  static const char *extra[PROF_N] = {"fetch (gather)", "optimizer (rest)",
+                                      "nnrt_batch_end",
+                                      "epoch_end (not timed)"};
+  for (int i = 0; i < n + PROF_N; i++) {
+    const char *name;
+    if (i < n) {
+      const IrValue *v = cg->m->fn->values.item[i];
+      if (!cg->kern[i])
+        continue;
+      name = arena_printf(cg->arena, "k%d.%s", v->id, prims[v->op].name);
+    } else {
+      name = extra[i - n];
+    }
+    LLVMValueRef idx[2] = {cg_i64(cg, 0), cg_i64(cg, i)};
+    LLVMValueRef c = LLVMBuildLoad2(
+        cg->b, cg->t_i64, LLVMBuildInBoundsGEP2(cg->b, aty, cg->prof, idx, 2, ""),
+        "");
+    LLVMValueRef cf = LLVMBuildUIToFP(cg->b, c, cg->t_f64, "");
+    LLVMValueRef args[5] = {
+        LLVMConstInt(cg->t_i32, 2, 0),
+        LLVMBuildGlobalStringPtr(cg->b, "nnc profile: %-22s %10.2f Mcycles %6.2f %%\n", ""),
+        LLVMBuildGlobalStringPtr(cg->b, name, ""),
+        LLVMBuildFMul(cg->b, cf, LLVMConstReal(cg->t_f64, 1e-6), ""),
+        LLVMBuildFDiv(cg->b, LLVMBuildFMul(cg->b, cf, LLVMConstReal(cg->t_f64, 100), ""),
+                      totf, ""),
+    };
+    LLVMBuildCall2(cg->b, pty, pf, args, 5, "");
+  }
+}
+
+// Calls the kernels of every stored value in `set`, in order; with
+// `fused_opt`, only the gradient kernels that apply the optimizer (they run
+// after every other kernel, when nothing reads the parameters any more),
+// else all but those.
+static void call_kernels(Cg *cg, Frame *f, const bool *set, bool fused_opt) {
   for (int i = 0; i < cg->m->fn->values.n; i++) {
     const IrValue *v = cg->m->fn->values.item[i];
     if (!set[i] || (f->plan->st[i] != ST_ROW && f->plan->st[i] != ST_FIXED))
       continue;
+    if ((cg->opt_fused && cg->opt_fused[i] >= 0) != fused_opt)
+      continue;
+    if (cg->group[i] >= 0 && cg->group[i] != i)
+      continue; // computed by its row group's kernel
     const Kernel *k = kernel_get(cg, v);
-    int n = k->nin + 2 + k->scratch;
+    int nopt = k->opt_param >= 0 ? 3 : 0;
+    int n = k->nout + k->nin + 1 + k->scratch + nopt;
     LLVMValueRef *args = arena_alloc(cg->arena, sizeof *args * (size_t)n);
-    args[0] = value_ptr(cg, f, v);
+    for (int a = 0; a < k->nout; a++)
+      args[a] = value_ptr(cg, f, k->outs[a]);
     for (int a = 0; a < k->nin; a++)
-      args[a + 1] = value_ptr(cg, f, k->in[a]);
+      args[k->nout + a] = value_ptr(cg, f, k->in[a]);
     if (k->scratch) {
       assert(f->plan->scr[i] >= 0);
-      args[k->nin + 1] = fixed_ptr(cg, f, f->plan->scr[i]);
+      args[k->nout + k->nin] = fixed_ptr(cg, f, f->plan->scr[i]);
+    }
+    if (nopt) {
+      args[n - 4] = cg_gep(cg, f->params, cg_i64(cg, f->poff[k->opt_param]));
+      args[n - 3] = cg_gep(cg, f->state, cg_i64(cg, f->poff[k->opt_param]));
+      args[n - 2] = f->tf;
     }
     args[n - 1] = f->rows;
+    LLVMValueRef t0 = f->profile ? prof_start(cg) : NULL;
     LLVMBuildCall2(cg->b, k->ty, k->fn, args, (unsigned)n, "");
+    if (t0)
+      prof_add(cg, i, t0);
   }
 }
 
@@ -311,19 +575,35 @@ static LLVMValueRef build_train(Cg *cg, const Plan *plan, const bool *live,
                   epoch_tail);
 
   LLVMPositionBuilderAtEnd(cg->b, body);
+  f.profile = cg->prof != NULL;
+  int nv = m->fn->values.n;
+  LLVMValueRef t0 = prof_start(cg);
   f.rows = call(cg, ty_fetch, f_fetch, (LLVMValueRef[]){run, iv, f.x, f.y}, 4);
   LLVMSetValueName2(f.rows, "B", 1);
-  call_kernels(cg, &f, live);
+  prof_add(cg, nv + PROF_FETCH, t0);
   LLVMValueRef tv =
       LLVMBuildNSWAdd(cg->b, LLVMBuildLoad2(cg->b, I, t, ""), one, "");
   LLVMBuildStore(cg->b, tv, t);
+  LLVMValueRef tf = LLVMBuildSIToFP(cg->b, tv, cg->t_f32, "");
+  f.state = state;
+  f.tf = tf;
+  call_kernels(cg, &f, live, false);
+  call_kernels(cg, &f, live, true); // gradients that update their parameter
+  t0 = prof_start(cg);
   if (m->opt.fn) {
     LLVMValueRef opt = kernel_optimizer(cg);
     LLVMTypeRef oty = LLVMGlobalGetValueType(opt);
-    LLVMValueRef tf = LLVMBuildSIToFP(cg->b, tv, cg->t_f32, "");
     int64_t total = poff[m->params.n];
-    for (int i = 0; i < m->params.n; i++) {
+    if (plan->grad_off >= 0) { // one pass over every parameter
+      LLVMValueRef args[6] = {f.params, fixed_ptr(cg, &f, plan->grad_off),
+                              state,    cg_i64(cg, total),
+                              cg_i64(cg, total), tf};
+      call(cg, oty, opt, args, 6);
+    }
+    for (int i = 0; i < m->params.n && plan->grad_off < 0; i++) {
       const IrParam *p = m->params.item[i];
+      if (cg->opt_fused[p->grad->id] == i)
+        continue; // updated by its gradient's kernel
       LLVMValueRef args[6] = {
           cg_gep(cg, f.params, cg_i64(cg, poff[i])),
           value_ptr(cg, &f, p->grad),
@@ -335,12 +615,15 @@ static LLVMValueRef build_train(Cg *cg, const Plan *plan, const bool *live,
       call(cg, oty, opt, args, 6);
     }
   }
+  prof_add(cg, nv + PROF_OPT, t0);
   LLVMValueRef loss_sum =
       LLVMBuildFMul(cg->b, load_scalar(cg, &f, m->objective),
                     LLVMBuildSIToFP(cg->b, f.rows, D, ""), "");
   LLVMValueRef correct = load_scalar(cg, &f, m->correct);
+  t0 = prof_start(cg);
   LLVMValueRef stop = call(cg, ty_bend, f_bend,
                            (LLVMValueRef[]){run, f.rows, loss_sum, correct}, 4);
+  prof_add(cg, nv + PROF_BATCH_END, t0);
   LLVMBuildCondBr(cg->b, LLVMBuildICmp(cg->b, LLVMIntNE, stop, zero, ""), done,
                   next);
 
@@ -349,12 +632,15 @@ static LLVMValueRef build_train(Cg *cg, const Plan *plan, const bool *live,
   LLVMBuildBr(cg->b, batch_head);
 
   LLVMPositionBuilderAtEnd(cg->b, epoch_tail);
+  t0 = prof_start(cg);
   LLVMValueRef s = call(cg, ty_eend, f_eend, (LLVMValueRef[]){run, e}, 2);
+  prof_add(cg, nv + PROF_EPOCH_END, t0);
   LLVMBuildStore(cg->b, LLVMBuildNSWAdd(cg->b, e, one, ""), epoch);
   LLVMBuildCondBr(cg->b, LLVMBuildICmp(cg->b, LLVMIntNE, s, zero, ""), done,
                   epoch_head);
 
   LLVMPositionBuilderAtEnd(cg->b, done);
+  prof_print(cg);
   LLVMBuildRetVoid(cg->b);
   return fn;
 }
@@ -390,7 +676,7 @@ static LLVMValueRef build_infer(Cg *cg, const Plan *plan, const bool *out_set,
   LLVMBasicBlockRef done = block(cg, fn, "done");
   LLVMPositionBuilderAtEnd(cg->b, entry);
   frame_pointers(cg, &f, live);
-  call_kernels(cg, &f, out_set);
+  call_kernels(cg, &f, out_set, false);
   LLVMBuildCondBr(cg->b, LLVMBuildIsNotNull(cg->b, out, ""), copy, after_copy);
 
   LLVMPositionBuilderAtEnd(cg->b, copy);
@@ -417,7 +703,7 @@ static LLVMValueRef build_infer(Cg *cg, const Plan *plan, const bool *out_set,
                   with_y, done);
 
   LLVMPositionBuilderAtEnd(cg->b, with_y);
-  call_kernels(cg, &f, loss_set);
+  call_kernels(cg, &f, loss_set, false);
   LLVMValueRef loss_sum =
       LLVMBuildFMul(cg->b, load_scalar(cg, &f, m->objective),
                     LLVMBuildSIToFP(cg->b, f.rows, D, ""), "");
@@ -605,6 +891,83 @@ static void build_main(Cg *cg) {
   LLVMBuildRet(cg->b, call(cg, ty, nnrt_main, args, 3));
 }
 
+// Whether parameter i's gradient kernel can apply the optimizer in its
+// epilogue (and then does: sets cg->opt_fused). It can when the gradient is
+// a MATMUL_TN of its own, read by nothing but the optimizer: that kernel is
+// then moved after every other kernel of the step, when nothing reads the
+// parameter any more, and the gradient is never stored.
+static int fuse_optimizer(Cg *cg, int i) {
+  const IrModule *m = cg->m;
+  const IrParam *p = m->params.item[i];
+  const IrValue *g = p->grad;
+  if (g->op != OP_MATMUL_TN || g == m->output || g == m->loss ||
+      g == m->objective || g == m->correct)
+    return 0;
+  for (int j = 0; j < m->params.n; j++)
+    if (j != i && ((IrParam *)m->params.item[j])->grad == g)
+      return 0;
+  for (int j = g->id + 1; j < m->fn->values.n; j++) {
+    const IrValue *u = m->fn->values.item[j];
+    for (int a = 0; a < u->narg; a++)
+      if (u->arg[a] == g)
+        return 0;
+  }
+  cg->opt_fused[g->id] = i;
+  return 1;
+}
+
+// Row groups: runs of consecutive kernels (in the order nnc_train calls
+// them) that each compute one batch row from that row of their batched
+// inputs (element-wise, per-example sums, softmax, correct) or sum over the
+// batch (BATCH_MEAN, SUM_TO to an unbatched target) become one kernel with
+// one loop over the rows: the loss and its gradient are then two loops
+// instead of a dozen kernels. A group only holds values that nnc_infer
+// treats alike (all in its output set, all in its loss set, or neither), so
+// both entry points can call it; no member reads a batch sum of its own
+// group (complete only after the loop).
+static void form_row_groups(Cg *cg, const bool *live, const bool *out_set,
+                            const bool *loss_set) {
+  const IrModule *m = cg->m;
+  int n = m->fn->values.n;
+  cg->group = arena_alloc(cg->arena, sizeof(int) * (size_t)n);
+  for (int i = 0; i < n; i++)
+    cg->group[i] = -1;
+  if (getenv("NNC_NO_ROW_GROUPS"))
+    return;
+  int lead = -1, size = 0;
+  bool *sink = arena_alloc(cg->arena, (size_t)n);
+  for (int i = 0; i < n; i++) {
+    const IrValue *v = m->fn->values.item[i];
+    bool stored = live[i] && !cg->inl[i] && prims[v->op].kind != PK_LEAF &&
+                  v->op != OP_RESHAPE;
+    if (!stored)
+      continue; // no kernel here: the run goes on
+    bool ok = row_groupable(cg, v, &sink[i]) && cg->opt_fused[i] < 0;
+    if (ok && lead >= 0 && out_set[i] == out_set[lead] &&
+        loss_set[i] == loss_set[lead]) {
+      PtrVec in = kernel_inputs(cg, v);
+      for (int k = 0; k < in.n && ok; k++) {
+        int j = ((IrValue *)in.item[k])->id;
+        ok = !(cg->group[j] == lead && sink[j]);
+      }
+      if (ok) {
+        cg->group[i] = lead;
+        size++;
+        continue;
+      }
+    }
+    if (lead >= 0 && size == 1)
+      cg->group[lead] = -1; // a group of one is a plain kernel
+    lead = -1, size = 0;
+    if (row_groupable(cg, v, &sink[i]) && cg->opt_fused[i] < 0) {
+      lead = i, size = 1;
+      cg->group[i] = i;
+    }
+  }
+  if (lead >= 0 && size == 1)
+    cg->group[lead] = -1;
+}
+
 // ---- the whole module -------------------------------------------------------
 static void build_module(Cg *cg, LLVMTargetDataRef td) {
   IrModule *m = cg->m;
@@ -655,9 +1018,40 @@ static void build_module(Cg *cg, LLVMTargetDataRef td) {
   for (int i = 0; i < m->params.n; i++)
     poff[i + 1] = poff[i] + shape_numel(((IrParam *)m->params.item[i])->shape);
 
+  cg->param_numel = poff[m->params.n];
+  cg->opt_fused = arena_alloc(cg->arena, sizeof(int) * (size_t)n);
+  int nfused = 0;
+  for (int i = 0; i < n; i++)
+    cg->opt_fused[i] = -1;
+  if (m->opt.fn && !getenv("NNC_NO_OPT_FUSION"))
+    for (int i = 0; i < m->params.n; i++)
+      nfused += fuse_optimizer(cg, i);
+
+  // Kernel order: nnc_train runs every kernel by id, then the gradient
+  // kernels that update their parameter, then the optimizer; nnc_infer runs
+  // the output's kernels, copies the output, then the loss's.
+  form_row_groups(cg, train_live, out_set, loss_set);
+  int *train_pos = arena_alloc(cg->arena, sizeof(int) * (size_t)n);
+  int *infer_pos = arena_alloc(cg->arena, sizeof(int) * (size_t)n);
+  for (int i = 0, d = 0; i < n; i++) {
+    int at = cg->group[i] >= 0 ? cg->group[i] : i; // a group runs at its leader
+    train_pos[i] = cg->opt_fused[i] >= 0 ? n + d++ : at;
+    infer_pos[i] = out_set[i] ? at : n + 1 + at;
+  }
+  if (getenv("NNC_PROFILE")) {
+    LLVMTypeRef at = LLVMArrayType2(cg->t_i64, (uint64_t)(n + PROF_N));
+    cg->prof = LLVMAddGlobal(cg->mod, at, "nnc.profile");
+    LLVMSetInitializer(cg->prof, LLVMConstNull(at));
+    LLVMSetLinkage(cg->prof, LLVMInternalLinkage);
+  }
   Plan train, infer;
-  plan_storage(cg, &train, train_live, true);
-  plan_storage(cg, &infer, infer_live, false);
+  plan_storage(cg, &train, train_live, root, train_pos, n + nfused + 1, true,
+               m->opt.fn != NULL);
+  int *fused = cg->opt_fused;
+  cg->opt_fused = NULL; // nnc_infer computes no gradients
+  plan_storage(cg, &infer, infer_live, root, infer_pos, 2 * n + 2, false,
+               false);
+  cg->opt_fused = fused;
   LLVMValueRef train_fn = build_train(cg, &train, train_live, poff);
   LLVMValueRef infer_fn =
       build_infer(cg, &infer, out_set, loss_set, infer_live, poff);

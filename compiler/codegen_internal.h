@@ -22,9 +22,13 @@
 typedef struct Kernel {
   LLVMValueRef fn;
   LLVMTypeRef ty;
-  int nin;            // pointer arguments after `out`
+  int nout;             // values written: 1, or a row group's members, whose
+  const IrValue **outs; // buffers are the first nout arguments
+  int nin;            // pointer arguments after the outputs
   const IrValue **in; // the storage-backed values they point to
   bool scratch;       // a scratch pointer follows the inputs (kernel_scratch)
+  int opt_param;      // >= 0: the kernel also applies the optimizer to this
+                      // parameter; ptr p, ptr state, float t follow
 } Kernel;
 
 // The state of one code generation (one LLVM context and module).
@@ -44,6 +48,17 @@ typedef struct Cg {
   LLVMValueRef opt_fn; // the optimizer's update, or NULL
   LLVMValueRef par_fn; // nnrt_parallel_for, declared on first use
   LLVMTypeRef par_ty;
+  LLVMValueRef prof;   // NNC_PROFILE builds: i64 cycle counters, or NULL
+  // Per value id: the parameter whose optimizer update this gradient's
+  // kernel applies in its epilogue (the gradient is then never stored), or
+  // -1. Set by codegen.c for nnc_train before any kernel is built.
+  int *opt_fused;
+  int64_t param_numel; // floats of all parameters (the state stride)
+  // Per value id: the leader (first member) of the row group it belongs to,
+  // or -1. A row group's kernel computes all its members in one loop over
+  // the batch rows (see kernel_get); set by codegen.c before any kernel is
+  // built.
+  int *group;
 } Cg;
 
 // ---- small builder helpers (codegen_kernels.c) ------------------------------
@@ -80,6 +95,9 @@ void loop_end(Cg *cg, Loop *l);
 // ---- kernels (codegen_kernels.c) --------------------------------------------
 // The kernel materializing v (built on first use, then cached in cg->kern).
 const Kernel *kernel_get(Cg *cg, const IrValue *v);
+// The stored values v's kernel reads (its arguments, looking through inline
+// values to their stored leaves), in the order of its pointer arguments.
+PtrVec kernel_inputs(Cg *cg, const IrValue *v);
 // Floats of scratch memory v's kernel needs while it runs (0: none). Pure
 // function of the IR and cg->inl, so the planner can call it before any
 // kernel is built.
@@ -88,6 +106,10 @@ int64_t kernel_scratch(Cg *cg, const IrValue *v);
 // applies m->opt to n elements; state k of element i is state[k*stride + i].
 // Splits big updates into tasks of a fixed size (see nnrt_parallel_for).
 LLVMValueRef kernel_optimizer(Cg *cg);
+// The optimizer program on one element or one vector of elements: arg[0] p,
+// [1] g, [2] t (always a scalar float), [3 + k] state k; res[0] the new p,
+// [1 + k] the new state k, shaped like arg[0].
+void opt_eval(Cg *cg, LLVMValueRef *arg, LLVMValueRef *res);
 
 // The kernel being built. Emitters read their inputs through kern_ptr and
 // write `out`; a parallel emitter moves all of these to its body function
@@ -96,7 +118,11 @@ typedef struct Kern {
   Cg *cg;
   const Kernel *k;
   LLVMValueRef out, rows, scratch;
-  LLVMValueRef *inp; // the pointer argument of each k->in
+  LLVMValueRef *inp;  // the pointer argument of each k->in
+  LLVMValueRef *outp; // the pointer argument of each k->outs
+  LLVMValueRef row;   // row mode (row groups): emit this batch row only
+  LLVMValueRef opt_p, opt_st, opt_t; // k->opt_param >= 0: params + offset,
+                                     // state + offset, the step t (float)
 } Kern;
 LLVMValueRef kern_ptr(Kern *k, const IrValue *v);
 // Turns the kernel into `ntasks` tasks: the current function (kN.op) gets
@@ -110,6 +136,11 @@ LLVMValueRef kern_parallel(Kern *k, LLVMValueRef ntasks, const char *name);
 // the same type); semantics of eval.c.
 LLVMValueRef ew_op(Cg *cg, const IrValue *v, LLVMValueRef *x);
 
+// Row groups: whether v's kernel can run one batch row at a time inside a
+// row group's loop, reading only that row of batched values (*sink: v sums
+// over the batch instead, complete only after the loop).
+bool row_groupable(Cg *cg, const IrValue *v, bool *sink);
+
 // ---- matmuls (codegen_matmul.c) ---------------------------------------------
 // The MATMUL* value computed inside v's kernel (v itself, or the one fused
 // matmul in v's inline element-wise tree), or NULL.
@@ -119,5 +150,32 @@ const IrValue *kernel_matmul(Cg *cg, const IrValue *v);
 void mm_kernel(Kern *k, const IrValue *root, const IrValue *mm);
 // Scratch floats mm_kernel needs (the packed B^T of MATMUL_NT).
 int64_t mm_scratch(const IrValue *mm);
+
+// ---- the convolutional family (codegen_conv.c) ------------------------------
+// The emit_ID column for CONV ... EMBED (dispatched from prims.def).
+void emit_CONV(Kern *k, const IrValue *v);
+void emit_CONV_T(Kern *k, const IrValue *v);
+void emit_CONV_W(Kern *k, const IrValue *v);
+void emit_MAXPOOL(Kern *k, const IrValue *v);
+void emit_UNPOOL(Kern *k, const IrValue *v);
+void emit_POOL_SELECT(Kern *k, const IrValue *v);
+void emit_AVGPOOL(Kern *k, const IrValue *v);
+void emit_AVGPOOL_T(Kern *k, const IrValue *v);
+void emit_CONCAT(Kern *k, const IrValue *v);
+void emit_SLICE(Kern *k, const IrValue *v);
+void emit_EMBED(Kern *k, const IrValue *v);
+// Scratch floats v's kernel needs (Col panels, partial sums; 0 for values
+// outside the family). A pure function of the IR and cg->inl.
+int64_t conv_scratch(Cg *cg, const IrValue *v);
+// The CONV computed inside v's kernel (v itself, or the CONV that kernel_fuse
+// fused into v's element-wise chain), or NULL.
+const IrValue *kernel_conv(Cg *cg, const IrValue *v);
+// The kernel of `conv` storing `root` (conv, or the element-wise chain over
+// it, applied to each output vector before it is stored).
+void conv_kernel(Kern *k, const IrValue *root, const IrValue *conv);
+// SUM_TO from a stored batched [C, n...] to an unbatched [C, 1, ...] (a
+// convolution's bias gradient): emits its kernel and returns true, or
+// returns false (emitting nothing) for any other SUM_TO.
+bool conv_channel_sum(Kern *k, const IrValue *v);
 
 #endif

@@ -172,6 +172,9 @@ static void nest_end(Cg *cg, Nest *ns) {
 
 // ---- the kernel being built, and addressing in an iteration space -----------
 LLVMValueRef kern_ptr(Kern *k, const IrValue *v) {
+  for (int i = 0; i < k->k->nout && k->k->nout > 1; i++) // a row group's
+    if (k->k->outs[i] == v) // earlier member, read from its buffer
+      return k->outp[i];
   for (int i = 0; i < k->k->nin; i++)
     if (k->k->in[i] == v)
       return k->inp[i];
@@ -263,9 +266,13 @@ static IxMode tree_mode(Cg *cg, const IrValue *v, Space sp) {
 }
 
 // A row loop over the batch when sp is batched.
+// In row mode (a row group) the row is given and there is no loop.
 static void rows_begin(Kern *k, Nest *ns, Space sp, Idx *ix) {
-  ix->row =
-      sp.batched ? loop_begin(k->cg, &ns->l[ns->n++], k->rows, "row") : NULL;
+  if (sp.batched && k->row)
+    ix->row = k->row;
+  else
+    ix->row =
+        sp.batched ? loop_begin(k->cg, &ns->l[ns->n++], k->rows, "row") : NULL;
 }
 
 // Loops over one example of shape s: a flat loop, or one loop per axis.
@@ -286,6 +293,8 @@ static void elems_begin(Kern *k, Nest *ns, Shape s, bool axes, Idx *ix) {
 // Opens every loop over space sp in the given mode.
 static void space_begin(Kern *k, Nest *ns, Space sp, IxMode mode, Idx *ix) {
   Cg *cg = k->cg;
+  if (mode == IX_FLAT && sp.batched && k->row)
+    mode = IX_ROWS; // one row at a time
   *ix = (Idx){.sp = sp, .mode = mode};
   if (mode == IX_FLAT) {
     LLVMValueRef n = cg_i64(cg, shape_numel(sp.shape));
@@ -467,6 +476,17 @@ LLVMValueRef ew_op(Cg *cg, const IrValue *v, LLVMValueRef *x) {
   case OP_MATMUL_NT:
   case OP_MATMUL_TN:
   case OP_RESHAPE:
+  case OP_CONV:
+  case OP_CONV_T:
+  case OP_CONV_W:
+  case OP_MAXPOOL:
+  case OP_UNPOOL:
+  case OP_POOL_SELECT:
+  case OP_AVGPOOL:
+  case OP_AVGPOOL_T:
+  case OP_CONCAT:
+  case OP_SLICE:
+  case OP_EMBED:
   case OP_COUNT:
     break;
   }
@@ -504,6 +524,11 @@ static void kernel_ew(Kern *k, const IrValue *v) {
   const IrValue *mm = kernel_matmul(k->cg, v);
   if (mm) { // a matmul with v's tree as its epilogue
     mm_kernel(k, v, mm);
+    return;
+  }
+  const IrValue *cv = kernel_conv(k->cg, v);
+  if (cv) { // a convolution with v's tree as its epilogue
+    conv_kernel(k, v, cv);
     return;
   }
   Space sp = {v->shape, v->batched};
@@ -557,9 +582,12 @@ static void kernel_sum_to(Kern *k, const IrValue *v, bool batch_mean) {
   Space sp = {x->shape, x->batched};
   int64_t tn = shape_numel(v->shape);
   LLVMValueRef len = cg_i64(cg, tn * 4);
-  if (v->batched)
-    len = cg_mul(cg, k->rows, len);
-  LLVMBuildMemSet(cg->b, k->out, LLVMConstInt(cg->t_i8, 0, 0), len, 4);
+  if (k->row && v->batched) // this row of the target
+    LLVMBuildMemSet(cg->b, cg_gep(cg, k->out, cg_mul(cg, k->row, cg_i64(cg, tn))),
+                    LLVMConstInt(cg->t_i8, 0, 0), len, 4);
+  else if (!k->row) // (a row group zeroes its sums before the loop)
+    LLVMBuildMemSet(cg->b, k->out, LLVMConstInt(cg->t_i8, 0, 0),
+                    v->batched ? cg_mul(cg, k->rows, len) : len, 4);
   IxMode mode =
       max_mode(tree_mode(cg, x, sp), ix_need(v->shape, v->batched, sp));
   Nest ns = {0};
@@ -570,7 +598,7 @@ static void kernel_sum_to(Kern *k, const IrValue *v, bool batch_mean) {
       LLVMBuildFAdd(cg->b, cg_load(cg, k->out, off), elem(k, x, &ix), "");
   cg_store(cg, fmf(sum, FM_REDUCE), k->out, off);
   nest_end(cg, &ns);
-  if (batch_mean) {
+  if (batch_mean && !k->row) { // (a row group scales after the loop)
     LLVMValueRef inv =
         LLVMBuildFDiv(cg->b, cg_f32(cg, 1),
                       LLVMBuildSIToFP(cg->b, k->rows, cg->t_f32, ""), "");
@@ -596,8 +624,13 @@ static void kernel_softmax(Kern *k, const IrValue *v, bool log) {
   const IrValue *x = v->arg[0];
   LLVMValueRef xp = kern_ptr(k, x);
   int64_t n = x->shape.dim[x->shape.rank - 1];
+  int64_t lead = shape_numel(x->shape) / n;
   Loop lr, lj;
-  LLVMValueRef r = loop_begin(cg, &lr, matrix_rows(k, x), "r");
+  // In row mode, the lead rows of this example only.
+  LLVMValueRef r = loop_begin(
+      cg, &lr, k->row ? cg_i64(cg, lead) : matrix_rows(k, x), "r");
+  if (k->row)
+    r = cg_add(cg, cg_mul(cg, k->row, cg_i64(cg, lead)), r);
   LLVMValueRef base = cg_mul(cg, r, cg_i64(cg, n));
   LLVMValueRef mx = cg_alloca(cg, cg->t_f32, "max");
   LLVMBuildStore(cg->b, cg_f32(cg, -INFINITY), mx);
@@ -690,7 +723,8 @@ static LLVMValueRef argmax(Cg *cg, LLVMValueRef p, LLVMValueRef base,
 static void emit_SUM(Kern *k, const IrValue *v) { kernel_sum(k, v, false); }
 static void emit_MEAN(Kern *k, const IrValue *v) { kernel_sum(k, v, true); }
 static void emit_SUM_TO(Kern *k, const IrValue *v) {
-  kernel_sum_to(k, v, false);
+  if (!conv_channel_sum(k, v)) // a convolution's bias gradient, or not
+    kernel_sum_to(k, v, false);
 }
 static void emit_BATCH_MEAN(Kern *k, const IrValue *v) {
   kernel_sum_to(k, v, true);
@@ -710,8 +744,10 @@ static void emit_CORRECT(Kern *k, const IrValue *v) {
   LLVMValueRef pp = kern_ptr(k, p), yp = kern_ptr(k, y);
   int64_t n = p->shape.dim[0];
   Loop l;
-  LLVMValueRef r =
-      loop_begin(cg, &l, v->batched ? k->rows : cg_i64(cg, 1), "row");
+  LLVMValueRef r = loop_begin(
+      cg, &l, v->batched && !k->row ? k->rows : cg_i64(cg, 1), "row");
+  if (k->row) // row mode: this row only
+    r = k->row;
   LLVMValueRef pb = p->batched ? cg_mul(cg, r, cg_i64(cg, n)) : cg_i64(cg, 0);
   LLVMValueRef yb = y->batched ? cg_mul(cg, r, cg_i64(cg, n)) : cg_i64(cg, 0);
   LLVMValueRef same;
@@ -761,47 +797,167 @@ static void collect_inputs(Cg *cg, const IrValue *v, PtrVec *in) {
 
 int64_t kernel_scratch(Cg *cg, const IrValue *v) {
   const IrValue *mm = kernel_matmul(cg, v);
-  return mm ? mm_scratch(mm) : 0;
+  return mm ? mm_scratch(mm) : conv_scratch(cg, v);
+}
+
+bool row_groupable(Cg *cg, const IrValue *v, bool *sink) {
+  *sink = false;
+  if (kernel_matmul(cg, v) || kernel_conv(cg, v) || kernel_scratch(cg, v))
+    return false;
+  const IrValue *x = v->narg ? v->arg[0] : NULL;
+  switch (v->op) {
+  case OP_SUM:
+  case OP_MEAN:
+  case OP_SOFTMAX:
+  case OP_LOG_SOFTMAX:
+  case OP_CORRECT:
+    return v->batched;
+  case OP_SUM_TO:
+    *sink = !v->batched && x->batched;
+    return v->batched || *sink;
+  case OP_BATCH_MEAN:
+    *sink = true;
+    return x->batched;
+  default:
+    return prims[v->op].kind == PK_EW && v->batched;
+  }
+}
+
+// The members of the row group led by v (v first), in order.
+static PtrVec group_members(Cg *cg, const IrValue *v) {
+  PtrVec g = {0};
+  for (int i = v->id; i < cg->m->fn->values.n; i++)
+    if (cg->group[i] == v->id)
+      ptrvec_push(cg->arena, &g, cg->m->fn->values.item[i]);
+  return g;
+}
+
+PtrVec kernel_inputs(Cg *cg, const IrValue *v) {
+  PtrVec in = {0};
+  if (cg->group && cg->group[v->id] == v->id) {
+    // A row group reads what its members read, except each other.
+    PtrVec g = group_members(cg, v);
+    for (int i = 0; i < g.n; i++)
+      collect_inputs(cg, g.item[i], &in);
+    int n = 0;
+    for (int i = 0; i < in.n; i++)
+      if (cg->group[((IrValue *)in.item[i])->id] != v->id)
+        in.item[n++] = in.item[i];
+    in.n = n;
+    return in;
+  }
+  collect_inputs(cg, v, &in);
+  return in;
+}
+
+// A row group: one loop over the batch rows computing every member's row in
+// order (a member reads earlier members' rows from their buffers); sums over
+// the batch (sinks) are zeroed before the loop and BATCH_MEAN is scaled
+// after it. The rows are visited in order, so every sum adds in the same
+// order as a kernel of its own would.
+static void emit_group(Kern *kern, const PtrVec *g) {
+  Cg *cg = kern->cg;
+  for (int i = 0; i < g->n; i++) {
+    const IrValue *v = g->item[i];
+    bool sink;
+    row_groupable(cg, v, &sink);
+    if (sink)
+      LLVMBuildMemSet(cg->b, kern->outp[i], LLVMConstInt(cg->t_i8, 0, 0),
+                      cg_i64(cg, 4 * shape_numel(v->shape)), 4);
+  }
+  Loop l;
+  kern->row = loop_begin(cg, &l, kern->rows, "row");
+  for (int i = 0; i < g->n; i++) {
+    const IrValue *v = g->item[i];
+    kern->out = kern->outp[i];
+    emitters[v->op](kern, v);
+  }
+  loop_end(cg, &l);
+  kern->row = NULL;
+  for (int i = 0; i < g->n; i++) {
+    const IrValue *v = g->item[i];
+    if (v->op != OP_BATCH_MEAN)
+      continue;
+    LLVMValueRef inv =
+        LLVMBuildFDiv(cg->b, cg_f32(cg, 1),
+                      LLVMBuildSIToFP(cg->b, kern->rows, cg->t_f32, ""), "");
+    Loop lj;
+    LLVMValueRef j =
+        loop_begin(cg, &lj, cg_i64(cg, shape_numel(v->shape)), "j");
+    cg_store(cg, LLVMBuildFMul(cg->b, cg_load(cg, kern->outp[i], j), inv, ""),
+             kern->outp[i], j);
+    loop_end(cg, &lj);
+  }
 }
 
 const Kernel *kernel_get(Cg *cg, const IrValue *v) {
   if (cg->kern[v->id])
     return cg->kern[v->id];
   Kernel *k = arena_alloc(cg->arena, sizeof *k);
-  PtrVec in = {0};
-  collect_inputs(cg, v, &in);
+  PtrVec in = kernel_inputs(cg, v);
   k->nin = in.n;
   k->in = (const IrValue **)in.item;
+  PtrVec outs = {0};
+  if (cg->group && cg->group[v->id] == v->id)
+    outs = group_members(cg, v);
+  else
+    ptrvec_push(cg->arena, &outs, (void *)v);
+  k->nout = outs.n;
+  k->outs = (const IrValue **)outs.item;
   k->scratch = kernel_scratch(cg, v) > 0;
-  int np = k->nin + 2 + k->scratch;
+  k->opt_param = cg->opt_fused ? cg->opt_fused[v->id] : -1;
+  assert(k->opt_param < 0 || v->op == OP_MATMUL_TN);
+  int nopt = k->opt_param >= 0 ? 3 : 0;
+  int np = k->nout + k->nin + 1 + k->scratch + nopt;
   LLVMTypeRef *pt = arena_alloc(cg->arena, sizeof *pt * (size_t)np);
   for (int i = 0; i < np - 1; i++)
     pt[i] = cg->t_ptr;
+  if (nopt)
+    pt[np - 2] = cg->t_f32;
   pt[np - 1] = cg->t_i64;
   k->ty = LLVMFunctionType(cg->t_void, pt, (unsigned)np, 0);
-  k->fn = cg_function(
-      cg, arena_printf(cg->arena, "k%d.%s", v->id, prims[v->op].name), k->ty,
-      true);
+  k->fn = cg_function(cg,
+                      arena_printf(cg->arena, "k%d.%s%s", v->id,
+                                   prims[v->op].name,
+                                   k->nout > 1 ? ".group" : ""),
+                      k->ty, true);
 
   LLVMBasicBlockRef saved = LLVMGetInsertBlock(cg->b);
   LLVMPositionBuilderAtEnd(cg->b,
                            LLVMAppendBasicBlockInContext(cg->lc, k->fn, ""));
   Kern kern = {.cg = cg, .k = k};
-  kern.out = LLVMGetParam(k->fn, 0);
-  LLVMSetValueName2(kern.out, "out", 3);
+  kern.outp = arena_alloc(cg->arena, sizeof *kern.outp * (size_t)k->nout);
+  for (int i = 0; i < k->nout; i++) {
+    kern.outp[i] = LLVMGetParam(k->fn, (unsigned)i);
+    const char *name =
+        i ? arena_printf(cg->arena, "out%d", k->outs[i]->id) : "out";
+    LLVMSetValueName2(kern.outp[i], name, strlen(name));
+  }
+  kern.out = kern.outp[0];
   kern.inp = arena_alloc(cg->arena, sizeof *kern.inp * (size_t)(k->nin + 1));
   for (int i = 0; i < k->nin; i++) {
-    kern.inp[i] = LLVMGetParam(k->fn, (unsigned)i + 1);
+    kern.inp[i] = LLVMGetParam(k->fn, (unsigned)(k->nout + i));
     const char *name = arena_printf(cg->arena, "v%d", k->in[i]->id);
     LLVMSetValueName2(kern.inp[i], name, strlen(name));
   }
   if (k->scratch) {
-    kern.scratch = LLVMGetParam(k->fn, (unsigned)k->nin + 1);
+    kern.scratch = LLVMGetParam(k->fn, (unsigned)(k->nout + k->nin));
     LLVMSetValueName2(kern.scratch, "scratch", 7);
+  }
+  if (nopt) {
+    kern.opt_p = LLVMGetParam(k->fn, (unsigned)np - 4);
+    kern.opt_st = LLVMGetParam(k->fn, (unsigned)np - 3);
+    kern.opt_t = LLVMGetParam(k->fn, (unsigned)np - 2);
+    LLVMSetValueName2(kern.opt_p, "param", 5);
+    LLVMSetValueName2(kern.opt_st, "state", 5);
+    LLVMSetValueName2(kern.opt_t, "t", 1);
   }
   kern.rows = LLVMGetParam(k->fn, (unsigned)np - 1);
   LLVMSetValueName2(kern.rows, "rows", 4);
-  emitters[v->op](&kern, v);
+  if (k->nout > 1)
+    emit_group(&kern, &outs);
+  else
+    emitters[v->op](&kern, v);
   LLVMBuildRetVoid(cg->b);
   if (saved)
     LLVMPositionBuilderAtEnd(cg->b, saved);
@@ -889,15 +1045,97 @@ LLVMValueRef kern_parallel(Kern *k, LLVMValueRef ntasks, const char *name) {
   Cg *cg = k->cg;
   LLVMValueRef body = split_tasks(cg, k->k->fn, ntasks, name);
   unsigned i = 0;
-  k->out = LLVMGetParam(body, i++);
+  assert(k->k->nout == 1 && "row groups are not split into tasks");
+  k->out = k->outp[0] = LLVMGetParam(body, i++);
   for (int a = 0; a < k->k->nin; a++)
     k->inp[a] = LLVMGetParam(body, i++);
   if (k->k->scratch)
     k->scratch = LLVMGetParam(body, i++);
+  if (k->k->opt_param >= 0) {
+    k->opt_p = LLVMGetParam(body, i++);
+    k->opt_st = LLVMGetParam(body, i++);
+    k->opt_t = LLVMGetParam(body, i++);
+  }
   k->rows = LLVMGetParam(body, i++);
   LLVMValueRef t = LLVMGetParam(body, i);
   LLVMSetValueName2(t, "task", 4);
   return t;
+}
+
+// x as a value of like's type: a scalar is splat when like is a vector.
+static LLVMValueRef shaped_like(Cg *cg, LLVMValueRef x, LLVMValueRef like) {
+  LLVMTypeRef t = LLVMTypeOf(like);
+  if (LLVMGetTypeKind(t) != LLVMVectorTypeKind ||
+      LLVMGetTypeKind(LLVMTypeOf(x)) == LLVMVectorTypeKind)
+    return x;
+  LLVMValueRef v = LLVMBuildInsertElement(cg->b, LLVMGetPoison(t), x,
+                                          LLVMConstInt(cg->t_i32, 0, 0), "");
+  return LLVMBuildShuffleVector(
+      cg->b, v, LLVMGetPoison(t),
+      LLVMConstNull(LLVMVectorType(cg->t_i32, LLVMGetVectorSize(t))), "");
+}
+
+void opt_eval(Cg *cg, LLVMValueRef *arg, LLVMValueRef *res) {
+  const IrOptimizer *o = &cg->m->opt;
+  int nv = o->fn->values.n;
+  LLVMValueRef *val = arena_alloc(cg->arena, sizeof *val * (size_t)nv);
+  bool *uni = arena_alloc(cg->arena, (size_t)nv); // same for every element
+  for (int vi = 0; vi < nv; vi++) {
+    const IrValue *u = o->fn->values.item[vi];
+    assert(u->id == vi && "optimizer values must be numbered in order");
+    assert(shape_numel(u->shape) == 1 && !u->batched);
+    LLVMValueRef x[MAX_ARGS];
+    for (int a = 0; a < u->narg; a++)
+      x[a] = val[u->arg[a]->id];
+    switch (prims[u->op].kind) {
+    case PK_LEAF:
+      uni[vi] = u->op == OP_CONST || (u->op == OP_ARG && u->attr.index == 2);
+      if (u->op == OP_CONST) {
+        val[vi] = cg_f32(cg, u->attr.num);
+      } else {
+        assert(u->op == OP_ARG && u->attr.index < 3 + o->nstate);
+        val[vi] = arg[u->attr.index];
+      }
+      break;
+    case PK_EW:
+      uni[vi] = true;
+      for (int a = 0; a < u->narg; a++)
+        uni[vi] &= uni[u->arg[a]->id];
+      // Values the same for every element stay scalars (computed once);
+      // the others take the elements' shape.
+      for (int a = 0; a < u->narg && !uni[vi]; a++)
+        x[a] = shaped_like(cg, x[a], arg[0]);
+      // A divisor that is the same for every element (a bias correction
+      // such as 1 - b^t) becomes one reciprocal, hoisted out of the loop:
+      // dividers are the bottleneck of Adam-like updates.
+      if (u->op == OP_DIV && uni[u->arg[1]->id] && !uni[vi])
+        val[vi] = fmf(LLVMBuildFMul(
+                          cg->b, x[0],
+                          shaped_like(cg,
+                                      LLVMBuildFDiv(cg->b, cg_f32(cg, 1),
+                                                    val[u->arg[1]->id], ""),
+                                      arg[0]),
+                          ""),
+                      FM_CONTRACT);
+      else
+        val[vi] = ew_op(cg, u, x);
+      break;
+    case PK_REDUCE:
+    case PK_OTHER:
+      // On a single element SUM, MEAN, SUM_TO and RESHAPE are the identity.
+      assert(u->op == OP_SUM || u->op == OP_MEAN || u->op == OP_SUM_TO ||
+             u->op == OP_RESHAPE);
+      val[vi] = x[0];
+      uni[vi] = uni[u->arg[0]->id];
+      break;
+    case PK_MATMUL:
+      assert(!"matmul in an optimizer program");
+      unreachable();
+    }
+  }
+  res[0] = shaped_like(cg, val[o->new_p->id], arg[0]);
+  for (int s = 0; s < o->nstate; s++)
+    res[1 + s] = shaped_like(cg, val[o->new_state[s]->id], arg[0]);
 }
 
 // The optimizer program, evaluated per element: every result is computed
@@ -947,52 +1185,20 @@ LLVMValueRef kernel_optimizer(Cg *cg) {
   Loop l;
   LLVMValueRef i =
       loop_begin(cg, &l, LLVMBuildNSWSub(cg->b, hi, lo, ""), "i");
-  int nv = o->fn->values.n;
-  LLVMValueRef *val = arena_alloc(cg->arena, sizeof *val * (size_t)nv);
-  for (int vi = 0; vi < nv; vi++) {
-    const IrValue *u = o->fn->values.item[vi];
-    assert(u->id == vi && "optimizer values must be numbered in order");
-    assert(shape_numel(u->shape) == 1 && !u->batched);
-    LLVMValueRef x[MAX_ARGS];
-    for (int a = 0; a < u->narg; a++)
-      x[a] = val[u->arg[a]->id];
-    switch (prims[u->op].kind) {
-    case PK_LEAF:
-      if (u->op == OP_CONST) {
-        val[vi] = cg_f32(cg, u->attr.num);
-      } else {
-        assert(u->op == OP_ARG);
-        int ai = u->attr.index;
-        if (ai == 0)
-          val[vi] = cg_load(cg, p, i);
-        else if (ai == 1)
-          val[vi] = cg_load(cg, g, i);
-        else if (ai == 2)
-          val[vi] = t;
-        else
-          val[vi] = cg_load(
-              cg, st, cg_add(cg, cg_mul(cg, cg_i64(cg, ai - 3), stride), i));
-      }
-      break;
-    case PK_EW:
-      val[vi] = ew_op(cg, u, x);
-      break;
-    case PK_REDUCE:
-    case PK_OTHER:
-      // On a single element SUM, MEAN, SUM_TO and RESHAPE are the identity.
-      assert(u->op == OP_SUM || u->op == OP_MEAN || u->op == OP_SUM_TO ||
-             u->op == OP_RESHAPE);
-      val[vi] = x[0];
-      break;
-    case PK_MATMUL:
-      assert(!"matmul in an optimizer program");
-      unreachable();
-    }
-  }
-  cg_store(cg, val[o->new_p->id], p, i);
-  for (int s = 0; s < o->nstate; s++)
-    cg_store(cg, val[o->new_state[s]->id], st,
-             cg_add(cg, cg_mul(cg, cg_i64(cg, s), stride), i));
+  int ns = o->nstate;
+  LLVMValueRef *arg = arena_alloc(cg->arena, sizeof *arg * (size_t)(3 + ns));
+  LLVMValueRef *res = arena_alloc(cg->arena, sizeof *res * (size_t)(1 + ns));
+  arg[0] = cg_load(cg, p, i);
+  arg[1] = cg_load(cg, g, i);
+  arg[2] = t;
+  for (int k = 0; k < ns; k++)
+    arg[3 + k] =
+        cg_load(cg, st, cg_add(cg, cg_mul(cg, cg_i64(cg, k), stride), i));
+  opt_eval(cg, arg, res);
+  cg_store(cg, res[0], p, i);
+  for (int k = 0; k < ns; k++)
+    cg_store(cg, res[1 + k], st,
+             cg_add(cg, cg_mul(cg, cg_i64(cg, k), stride), i));
   loop_end(cg, &l);
   LLVMBuildRetVoid(cg->b);
   if (saved)

@@ -157,7 +157,6 @@ static int64_t value_flops(const IrValue *v) {
   default:
     break;
   }
-#ifdef NNC_CONV_PRIMS
   if (v->op == OP_CONV) {  // each output: C/groups x kernel multiply-adds
     Shape w = v->arg[1]->shape;
     return 2 * out * (shape_numel(w) / w.dim[0]);
@@ -173,7 +172,6 @@ static int64_t value_flops(const IrValue *v) {
     Shape w = v->arg[1]->shape;
     return 2 * shape_numel(v->arg[0]->shape) * (shape_numel(w) / w.dim[0]);
   }
-#endif
   return v->op == OP_RESHAPE ? 0 : out;
 }
 

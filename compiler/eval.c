@@ -270,7 +270,6 @@ static void eval_RESHAPE(const Eval *e, const IrValue *v, double *out) {
   memcpy(out, arg_data(e, v, 0), sizeof(double) * (size_t)size_of(e, v));
 }
 
-#ifdef NNC_CONV_PRIMS
 // ---- the convolutional family -----------------------------------------------
 // The spatial part of a channels-first example, normalized to three axes: a
 // value with fewer spatial axes gets leading axes of size 1 (kernel 1, stride
@@ -529,7 +528,6 @@ static void eval_EMBED(const Eval *e, const IrValue *v, double *out) {
   memset(out, 0, sizeof(double) * (size_t)size_of(e, v));
   slab_copy(e, v, out, x, e->res[x->id], v->attr.axis, v->attr.start, true);
 }
-#endif
 
 static EvalRule *const eval_rules[OP_COUNT] = {
 #define PRIM(id, name, arity, kind) [OP_##id] = eval_##id,

@@ -257,7 +257,6 @@ static void adj_RESHAPE(Grad *g, IrValue *y, IrValue *dy) {
   grad_accum(g, x, shaped(g, y, OP_RESHAPE, dy, x->shape, x->batched));
 }
 
-#ifdef NNC_CONV_PRIMS
 // ---- the convolutional family -----------------------------------------------
 // Every rule here is linear in dy and builds primitives of the same family
 // with y's window (or axis and start). `target` is the result shape of the
@@ -353,7 +352,6 @@ static void adj_EMBED(Grad *g, IrValue *y, IrValue *dy) {
   IrValue *x = y->arg[0];
   grad_accum(g, x, like(g, y, OP_SLICE, dy, NULL, &x->shape));
 }
-#endif
 
 static AdjRule *const adj_rules[OP_COUNT] = {
 #define PRIM(id, name, arity, kind) [OP_##id] = adj_##id,

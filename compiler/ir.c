@@ -115,7 +115,6 @@ static void print_type(FILE *out, const IrValue *v) {
   fputc(']', out);
 }
 
-#ifdef NNC_CONV_PRIMS
 // " label 3x3": one entry per spatial axis, outermost first.
 static void print_axes(FILE *out, const char *label, const int64_t *x,
                        int n) {
@@ -170,7 +169,6 @@ static void print_conv_attrs(FILE *out, const IrValue *v) {
     break;
   }
 }
-#endif
 
 static void print_value(FILE *out, const IrValue *v) {
   fprintf(out, "  %%%d = %s", v->id, prims[v->op].name);
@@ -186,9 +184,7 @@ static void print_value(FILE *out, const IrValue *v) {
     fputs(" threshold ", out);
     print_num(out, v->attr.num);
   }
-#ifdef NNC_CONV_PRIMS
   print_conv_attrs(out, v);
-#endif
   fputs(" : ", out);
   print_type(out, v);
   if (v->fused)

@@ -6,14 +6,20 @@
 // value of the right function. One simplify pass walks a function in
 // topological order and, for each value, first resolves its arguments to
 // their replacements, then tries the rewrites (constant folding, algebraic
-// identities, log(softmax) -> log_softmax), then common subexpression
-// elimination; dead code elimination and renumbering follow. Passes repeat
-// until nothing changes. Invariants: a rewrite never changes a value's shape
-// or batched flag; it never changes results for finite inputs (folding uses
-// eval.c, the semantics the tests check against; x*0 -> 0 assumes x finite;
-// log_softmax differs from log(softmax) only by rounding, and by staying
-// finite where softmax underflows); and topological order is kept: new
-// values are appended after their arguments.
+// identities, log(softmax) -> log_softmax, step(x) -> step(relu(x)),
+// f(broadcast(x)) -> broadcast(f(x)), broadcast(broadcast(x)) ->
+// broadcast(x)), then common subexpression elimination; dead code
+// elimination and renumbering follow. Passes repeat until nothing changes.
+// Invariants: a rewrite never changes a value's shape or batched flag; it
+// never changes results for finite inputs (folding uses eval.c, the
+// semantics the tests check against; x*0 -> 0 assumes x finite; log_softmax
+// differs from log(softmax) only by rounding, and by staying finite where
+// softmax underflows; the others are exact for every input); and
+// topological order is kept: new values are appended after their arguments.
+//
+// kernel_fuse then marks what codegen computes inside another value's
+// kernel: single-use element-wise chains, and matmuls whose user starts an
+// element-wise chain over the matmul's output (the matmul's epilogue).
 #include <assert.h>
 #include <string.h>
 
@@ -141,6 +147,14 @@ static bool value_same(const IrValue *a, const IrValue *b) {
          a->attr.axis == b->attr.axis && a->attr.start == b->attr.start;
 }
 
+// The earlier value equal to v, or NULL (nothing is recorded).
+static IrValue *cse_find(Opt *o, const IrValue *v) {
+  for (uint64_t i = value_hash(v) & o->mask; o->table[i]; i = (i + 1) & o->mask)
+    if (value_same(o->table[i], v))
+      return o->table[i];
+  return NULL;
+}
+
 // Returns the earlier equal value, or records v and returns it.
 static IrValue *cse(Opt *o, IrValue *v) {
   for (uint64_t i = value_hash(v) & o->mask;; i = (i + 1) & o->mask) {
@@ -204,14 +218,36 @@ static IrValue *identity(IrValue *v) {
   case OP_BROADCAST:
   case OP_SUM_TO:
   case OP_RESHAPE:
-#ifdef NNC_CONV_PRIMS
   case OP_SLICE:  // the whole axis (start 0)
   case OP_EMBED:  // into a target of its own size (start 0)
-#endif
     return same_type(v, a) ? a : NULL;  // to its own shape: a no-op
   default:
     return NULL;
   }
+}
+
+// step(x) -> step(relu(x)) when relu(x) exists: equal for every x (NaN
+// included: both are 0), and the pre-activation x is then read only by the
+// relu, so it can be computed in that kernel and never stored (the backward
+// mask reads the activation instead).
+static IrValue *step_of_relu(Opt *o, IrValue *v) {
+  IrValue *x = v->arg[0];
+  if (v->op != OP_STEP || x->op == OP_RELU)
+    return NULL;
+  IrValue probe = {.op = OP_RELU, .narg = 1, .arg = {x}};
+  IrValue *relu = cse_find(o, &probe);
+  return relu ? ir_unary(o->fn, OP_STEP, relu, v->loc) : NULL;
+}
+
+// f(broadcast(x)) -> broadcast(f(x)) for a unary element-wise f: the same
+// values, computed on the smaller tensor (e.g. the -1/B of a loss gradient).
+static IrValue *unary_through_broadcast(Opt *o, IrValue *v) {
+  if (prims[v->op].kind != PK_EW || v->narg != 1 || v->op == OP_BROADCAST ||
+      v->arg[0]->op != OP_BROADCAST)
+    return NULL;
+  IrValue *x = v->arg[0]->arg[0];
+  return ir_shaped(o->fn, OP_BROADCAST, ir_unary(o->fn, v->op, x, v->loc),
+                   v->shape, v->batched, v->loc);
 }
 
 // The rewrites, in order; NULL when none applies.
@@ -222,6 +258,14 @@ static IrValue *rewrite(Opt *o, IrValue *v) {
   // log(softmax(x)) underflows to log(0) for confident predictions.
   if (!r && v->op == OP_LOG && v->arg[0]->op == OP_SOFTMAX)
     r = ir_unary(o->fn, OP_LOG_SOFTMAX, v->arg[0]->arg[0], v->loc);
+  if (!r)
+    r = step_of_relu(o, v);
+  if (!r)
+    r = unary_through_broadcast(o, v);
+  // broadcast(broadcast(x)) -> broadcast(x): broadcasting composes.
+  if (!r && v->op == OP_BROADCAST && v->arg[0]->op == OP_BROADCAST)
+    r = ir_shaped(o->fn, OP_BROADCAST, v->arg[0]->arg[0], v->shape, v->batched,
+                  v->loc);
   return r;
 }
 
@@ -305,7 +349,10 @@ void opt_simplify(IrModule *m, Ctx *ctx) {
 
 // ---- fusion -----------------------------------------------------------------
 // Users that read their argument element by element over the argument's own
-// index space, so a fused producer can be computed inside their loop.
+// index space, so a fused producer can be computed inside their loop. A
+// single unbatched value (a scalar such as -1/B) is read the same at every
+// element of any element-wise user: computed inline, it is loop-invariant.
+// A broadcast costs nothing inline (it is only an index mapping).
 static bool reads_elementwise(const IrValue *u, const IrValue *v) {
   switch (u->op) {
   case OP_SUM:
@@ -314,8 +361,97 @@ static bool reads_elementwise(const IrValue *u, const IrValue *v) {
   case OP_BATCH_MEAN:
     return true;
   default:
-    return prims[u->op].kind == PK_EW && same_type(u, v);
+    return prims[u->op].kind == PK_EW &&
+           (same_type(u, v) || (!v->batched && shape_numel(v->shape) == 1) ||
+            v->op == OP_BROADCAST);
   }
+}
+
+// Whether a matmul's epilogue can read leaf u at each output element (i, j)
+// (i: batch x leading axes, j: last axis): u has the output's layout, is a
+// row vector [.., N] broadcast down (a bias), one value per row ([.., 1] with
+// the output's leading axes, or a per-example scalar), or a single value.
+// codegen_matmul.c (leaf_at) addresses exactly these.
+static bool epilogue_leaf(const IrValue *u, const IrValue *mm) {
+  Shape s = u->shape, o = mm->shape;
+  int64_t n = shape_numel(s), N = o.dim[o.rank - 1];
+  if ((shape_eq(s, o) && u->batched == mm->batched) || (n == 1 && !u->batched))
+    return true;
+  if (!u->batched && n == N && s.rank >= 1 && s.dim[s.rank - 1] == N)
+    return true;
+  if (u->batched != mm->batched)
+    return false;
+  if (n == 1 && shape_numel(o) == N) // a per-example scalar, one row each
+    return true;
+  if (s.rank != o.rank || s.dim[s.rank - 1] != 1)
+    return false;
+  for (int i = 0; i + 1 < s.rank; i++)
+    if (s.dim[i] != o.dim[i])
+      return false;
+  return true;
+}
+
+// Whether v's inline tree (fused values, constants) can be the epilogue of
+// mm: mm is its only inline matmul and every stored leaf is addressable.
+static bool epilogue_ok(const IrValue *v, const IrValue *mm, const bool *root) {
+  for (int i = 0; i < v->narg; i++) {
+    const IrValue *a = v->arg[i];
+    if (a == mm)
+      continue;
+    bool inl = !root[a->id] &&
+               (a->fused || a->op == OP_CONST || a->op == OP_BATCH_SIZE);
+    if (!inl) {
+      if (!epilogue_leaf(a, mm))
+        return false;
+    } else if (prims[a->op].kind == PK_MATMUL) {
+      return false;
+    } else if (a->op != OP_CONST && a->op != OP_BATCH_SIZE &&
+               !epilogue_ok(a, mm, root)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Whether a convolution's epilogue can read leaf u at each output element
+// (channel o, position q): u has the output's shape, or one value per
+// channel ([O, 1...], a bias), or is a single value (per example or in all).
+// codegen_conv.c (epi_value) addresses exactly these.
+static bool conv_epilogue_leaf(const IrValue *u, const IrValue *cv) {
+  Shape s = u->shape, o = cv->shape;
+  if (u->batched && !cv->batched)
+    return false;
+  if (shape_eq(s, o) || shape_numel(s) == 1)
+    return true;
+  if (s.rank != o.rank || s.dim[0] != o.dim[0])
+    return false;
+  for (int i = 1; i < s.rank; i++)
+    if (s.dim[i] != 1)
+      return false;
+  return true;
+}
+
+// Whether v's inline tree can be the epilogue of convolution cv: cv is its
+// only inline convolution or matmul and every stored leaf is addressable.
+static bool conv_epilogue_ok(const IrValue *v, const IrValue *cv,
+                             const bool *root) {
+  for (int i = 0; i < v->narg; i++) {
+    const IrValue *a = v->arg[i];
+    if (a == cv)
+      continue;
+    bool inl = !root[a->id] &&
+               (a->fused || a->op == OP_CONST || a->op == OP_BATCH_SIZE);
+    if (!inl) {
+      if (!conv_epilogue_leaf(a, cv))
+        return false;
+    } else if (prims[a->op].kind != PK_EW) {
+      if (a->op != OP_CONST && a->op != OP_BATCH_SIZE)
+        return false;
+    } else if (!conv_epilogue_ok(a, cv, root)) {
+      return false;
+    }
+  }
+  return true;
 }
 
 void kernel_fuse(IrModule *m) {
@@ -340,5 +476,35 @@ void kernel_fuse(IrModule *m) {
     IrValue *v = fn->values.item[i];
     v->fused = prims[v->op].kind == PK_EW && v->nuses == 1 && !root[i] &&
                reads_elementwise(user[i], v);
+  }
+  // A matmul whose only user starts an element-wise chain over its own
+  // index space (bias, activation, the backward ReLU mask) computes that
+  // chain in its epilogue: the chain's stored top is then written straight
+  // from the accumulators, and the matmul's own result is never stored.
+  for (int i = 0; i < n; i++) {
+    IrValue *v = fn->values.item[i];
+    if (prims[v->op].kind != PK_MATMUL || v->nuses != 1 || root[i])
+      continue;
+    IrValue *top = user[i];
+    while (top->fused)
+      top = user[top->id];
+    if (prims[user[i]->op].kind == PK_EW && same_type(user[i], v) &&
+        prims[top->op].kind == PK_EW && same_type(top, v) &&
+        epilogue_ok(top, v, root))
+      v->fused = true;
+  }
+  // A convolution likewise computes such a chain (bias, activation) as it
+  // stores its output.
+  for (int i = 0; i < n; i++) {
+    IrValue *v = fn->values.item[i];
+    if (v->op != OP_CONV || v->nuses != 1 || root[i])
+      continue;
+    IrValue *top = user[i];
+    while (top->fused)
+      top = user[top->id];
+    if (prims[user[i]->op].kind == PK_EW && same_type(user[i], v) &&
+        prims[top->op].kind == PK_EW && same_type(top, v) &&
+        conv_epilogue_ok(top, v, root))
+      v->fused = true;
   }
 }

@@ -153,7 +153,6 @@ static int spatial_rank(Sema *s, SVal x, const char *fn) {
   return n;
 }
 
-#ifdef NNC_CONV_PRIMS
 static SVal conv_like(Sema *s, bool transpose, SVal *a, Ast *call) {
   const char *fn = transpose ? "conv_transpose" : "conv";
   if (!want_tensor(s, a[0], fn, "x") || !want_tensor(s, a[1], fn, "w"))
@@ -220,7 +219,6 @@ static SVal pool(Sema *s, const char *fn, SVal x, SVal kernel, SVal stride,
   }
   return sema_build(s, op, &x, attr, call->loc, fn);
 }
-#endif
 
 static SVal concat(Sema *s, SVal *a, Ast *call) {
   if (!want_tensor(s, a[0], "concat", "a") || !want_tensor(s, a[1], "concat", "b"))
@@ -228,13 +226,8 @@ static SVal concat(Sema *s, SVal *a, Ast *call) {
   int64_t axis[3];
   if (!per_axis(s, a[2], 1, 0, 0, "concat", "axis", axis))
     return sval_poison();
-#ifdef NNC_CONV_PRIMS
   return sema_build(s, OP_CONCAT, a, (Attr){.axis = (int)axis[0]}, call->loc,
                     "concat");
-#else
-  diag_error(s->diag, call->loc, "concat is not available in this build");
-  return sval_poison();
-#endif
 }
 
 static SVal reshape(Sema *s, SVal *a, Ast *call) {
@@ -271,7 +264,6 @@ SVal sema_window(Sema *s, const char *name, SVal *pos, int npos,
     return concat(s, a, call);
   if (strcmp(name, "reshape") == 0)
     return reshape(s, a, call);
-#ifdef NNC_CONV_PRIMS
   if (strcmp(name, "conv") == 0 || strcmp(name, "conv_transpose") == 0)
     return conv_like(s, name[4] == '_', a, call);
   if (strcmp(name, "maxunpool") == 0)
@@ -279,9 +271,4 @@ SVal sema_window(Sema *s, const char *name, SVal *pos, int npos,
   return pool(s, name, a[0], a[1], a[2], a[3],
               strcmp(name, "maxpool") == 0 ? OP_MAXPOOL : OP_AVGPOOL, NULL,
               call);
-#else
-  (void)padding, (void)spatial_rank;
-  diag_error(s->diag, call->loc, "%s is not available in this build", name);
-  return sval_poison();
-#endif
 }

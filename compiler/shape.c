@@ -216,7 +216,6 @@ RULE(RESHAPE) {
   return NULL;
 }
 
-#ifdef NNC_CONV_PRIMS
 // ---- the convolutional family -----------------------------------------------
 // Per-example values are channels-first, [C, n...] with 1 to 3 spatial axes;
 // weights are [O, C/groups, k...]. Window geometry along spatial axis i:
@@ -513,7 +512,6 @@ RULE(EMBED) {
   *outb = inb[0];
   return NULL;
 }
-#endif
 
 const Prim prims[OP_COUNT] = {
 #define PRIM(id, name, arity, kind) [OP_##id] = {name, arity, kind, shape_##id},

@@ -28,13 +28,6 @@
 #include "grad.h"
 #include "opt.h"
 
-#ifndef NNC_CONV_PRIMS
-// The family is still behind the guard in prims.def (see there).
-Test(conv, needs_the_conv_primitives) {
-  cr_skip_test("built without -DNNC_CONV_PRIMS");
-}
-#else
-
 static const Loc L = {0};
 enum { BATCH = 3, MAX_LEAVES = 8 };
 
@@ -1372,4 +1365,3 @@ Test(opt, cse_compares_windows_and_axes) {
   cr_expect_eq(embeds, 0, "the same-size embed is a no-op, got %d", embeds);
   arena_free(&a);
 }
-#endif  // NNC_CONV_PRIMS

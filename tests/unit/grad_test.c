@@ -136,7 +136,6 @@ static Case cases[] = {
     TO(OP_RESHAPE, P(V(6)), M(3, 2), false),
     TO(OP_RESHAPE, B(M(2, 3)), T(1, 3, 2), false),
 
-#ifdef NNC_CONV_PRIMS
     // The convolutional family, one 2-D geometry each (kernel 3, stride 2,
     // padding 1: overlapping windows that read padding); conv_test.c checks
     // many more (1-D to 3-D, dilation, groups, asymmetric padding).
@@ -164,7 +163,6 @@ static Case cases[] = {
      .attr = {.axis = 0, .start = 1, .shape = M(2, 3)}},
     {.op = OP_EMBED, .dom = ANY, .arg = {P(M(2, 3))},
      .attr = {.axis = 1, .start = 1, .shape = M(2, 5)}},
-#endif
 };
 
 // ---- a deterministic generator (xorshift64*) --------------------------------

@@ -552,6 +552,70 @@ Test(opt, simplify_reaches_a_fixed_point) {
   fixture_free(f);
 }
 
+// step(a) -> step(relu(a)) once relu(a) exists: the pre-activation is then
+// read by the relu alone.
+Test(opt, step_reads_the_relu) {
+  Fixture *f = fixture_new();
+  IrModule *m = &f->m;
+  IrValue *x = m->input = ir_leaf(m->fn, OP_INPUT, shape_vec(4), true, 0,
+                                  "x", L);
+  IrValue *w = param(f, "w", sh2(4, 3)), *b = param(f, "b", shape_vec(3));
+  IrValue *a = bin(f, OP_ADD, bin(f, OP_MATMUL, x, w), b);
+  IrValue *h = un(f, OP_RELU, a);
+  m->output = h;
+  m->loss = un(f, OP_SUM, bin(f, OP_MUL, h, h));
+  m->objective = un(f, OP_BATCH_MEAN, m->loss);
+  IrValue *s2 = un(f, OP_STEP, h);  // already step(relu): left alone
+  m->correct = ir_shaped(m->fn, OP_SUM_TO, un(f, OP_SUM, s2), shape_scalar(),
+                         false, L);
+  grad_emit(m, &f->ctx);
+  cr_assert_eq(count_op(m->fn, OP_STEP), 2);
+  Data d = {0};
+  EvalEnv env = random_env(f, &d, 5);
+  Snapshot before = snapshot(&f->arena, m, &env);
+  opt_simplify(m, &f->ctx);
+  check_module(m);
+  Snapshot after = snapshot(&f->arena, m, &env);
+  expect_same(&before, &after, 0, "step(relu)");
+  cr_expect_eq(count_op(m->fn, OP_STEP), 1);  // CSE'd with s2
+  for (int i = 0; i < m->fn->values.n; i++) {
+    IrValue *v = m->fn->values.item[i];
+    if (v->op == OP_STEP)
+      cr_expect_eq(v->arg[0]->op, OP_RELU);
+  }
+  ir_count_uses(m->fn);
+  cr_expect_eq(h->arg[0]->nuses, 1, "the pre-activation feeds the relu only");
+  fixture_free(f);
+}
+
+// neg(broadcast(c)) -> broadcast(neg(c)): computed once, not per element.
+Test(opt, unary_moves_inside_broadcast) {
+  Fixture *f = fixture_new();
+  IrModule *m = &f->m;
+  IrValue *x = m->input = ir_leaf(m->fn, OP_INPUT, shape_vec(3), true, 0,
+                                  "x", L);
+  IrValue *p = param(f, "p", shape_vec(3));
+  IrValue *bp = ir_shaped(m->fn, OP_BROADCAST, p, shape_vec(3), true, L);
+  IrValue *e = un(f, OP_EXP, un(f, OP_NEG, bp));
+  m->output = bin(f, OP_MUL, x, e);
+  m->loss = un(f, OP_SUM, m->output);
+  m->objective = un(f, OP_BATCH_MEAN, m->loss);
+  Data d = {0};
+  EvalEnv env = random_env(f, &d, 6);
+  Snapshot before = snapshot(&f->arena, m, &env);
+  opt_simplify(m, &f->ctx);
+  check_module(m);
+  Snapshot after = snapshot(&f->arena, m, &env);
+  expect_same(&before, &after, 0, "broadcast");
+  IrValue *b = m->output->arg[1];
+  cr_expect_eq(b->op, OP_BROADCAST);
+  cr_expect_eq(b->arg[0]->op, OP_EXP);
+  cr_expect(!b->arg[0]->batched);
+  cr_expect_eq(b->arg[0]->arg[0]->op, OP_NEG);
+  cr_expect_eq(b->arg[0]->arg[0]->arg[0], p);
+  fixture_free(f);
+}
+
 // ---- fusion -----------------------------------------------------------------
 Test(opt, kernel_fuse_marks_single_use_elementwise_chains) {
   Fixture *f = fixture_new();
@@ -585,7 +649,7 @@ Test(opt, kernel_fuse_marks_single_use_elementwise_chains) {
   struct { IrValue *v; bool fused; const char *what; } want[] = {
       {a, true, "mul -> tanh"},         {t, true, "tanh -> sum"},
       {s, false, "sum"},                {e, false, "exp -> matmul"},
-      {mm, false, "matmul"},            {sq, false, "two users"},
+      {mm, true, "matmul -> mul -> relu"}, {sq, false, "two users"},
       {u1, true, "neg -> sub"},         {u2, true, "abs -> add [B, 3]"},
       {ep, false, "[3] -> [B, 3]"},     {xe, true, "add -> sub"},
       {bq, true, "broadcast -> mul"},   {bm, true, "mul -> relu"},
@@ -604,5 +668,53 @@ Test(opt, kernel_fuse_marks_single_use_elementwise_chains) {
     IrParam *pp = m->params.item[i];
     cr_expect(!pp->grad->fused, "grad %s", pp->name);
   }
+  fixture_free(f);
+}
+
+// A matmul runs its user's element-wise chain in its epilogue when the chain
+// ends in a stored element-wise value of the matmul's own type and every
+// leaf is addressable per output element (its layout, a row vector, one
+// value per row, a scalar).
+Test(opt, kernel_fuse_matmul_epilogues) {
+  Fixture *f = fixture_new();
+  IrModule *m = &f->m;
+  IrValue *x = m->input =
+      ir_leaf(m->fn, OP_INPUT, shape_vec(4), true, 0, "x", L);
+  IrValue *x3 = ir_leaf(m->fn, OP_INPUT, sh2(2, 4), true, 1, "x3", L);
+  IrValue *w = param(f, "w", sh2(4, 3)), *b = param(f, "b", shape_vec(3));
+  IrValue *lead = param(f, "lead", sh2(2, 1));
+  // bias + relu: fused, the relu is stored
+  IrValue *m1 = bin(f, OP_MATMUL, x, w);
+  IrValue *h = un(f, OP_RELU, bin(f, OP_ADD, m1, b));
+  // a chain ending in a reduction: not fused
+  IrValue *m2 = bin(f, OP_MATMUL, h, param(f, "w2", sh2(3, 3)));
+  IrValue *s2 = un(f, OP_SUM, un(f, OP_EXP, m2));
+  // two matmuls in one tree: only the first
+  IrValue *m3 = bin(f, OP_MATMUL, h, param(f, "w3", sh2(3, 3)));
+  IrValue *m4 = bin(f, OP_MATMUL_NT, h, param(f, "w4", sh2(3, 3)));
+  IrValue *two = bin(f, OP_SUB, m3, m4);
+  // an unbatched [2, 1] leaf broadcast over rows of B x 2: not addressable
+  IrValue *m5 = bin(f, OP_MATMUL, x3, w);
+  IrValue *l5 = bin(f, OP_MUL, m5, lead);
+  // a per-example scalar leaf (one value per row) and a constant: fused
+  IrValue *m6 = bin(f, OP_MATMUL, x, w);
+  IrValue *l6 = bin(f, OP_MUL, bin(f, OP_MUL, m6, s2), cst(f, 2));
+  // a matmul that is a root: never fused
+  IrValue *m7 = bin(f, OP_MATMUL_TN, x, x);
+  m->output = h;
+  IrValue *t = bin(f, OP_ADD, un(f, OP_SUM, bin(f, OP_ADD, two, l6)),
+                   un(f, OP_SUM, bin(f, OP_MUL, two, l6)));  // two users each
+  m->loss = bin(f, OP_ADD, t, un(f, OP_SUM, l5));
+  m->objective = un(f, OP_BATCH_MEAN, m->loss);
+  m->correct = m7;
+  kernel_fuse(m);
+  struct { IrValue *v; bool fused; const char *what; } want[] = {
+      {m1, true, "bias + relu"},     {h, false, "relu (stored top)"},
+      {m2, false, "-> exp -> sum"},  {m3, true, "first of two"},
+      {m4, false, "second of two"},  {m5, false, "[2, 1] leaf"},
+      {m6, true, "per-row scalar"},  {m7, false, "root"},
+  };
+  for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+    cr_expect_eq(want[i].v->fused, want[i].fused, "%s", want[i].what);
   fixture_free(f);
 }

@@ -103,8 +103,9 @@ static struct {
   int64_t ntasks;
   atomic_int_fast64_t next;
   int64_t calls, tasks, parallel_calls;
-} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
-          PTHREAD_COND_INITIALIZER};
+} pool = {.mu = PTHREAD_MUTEX_INITIALIZER,
+          .job = PTHREAD_COND_INITIALIZER,
+          .done = PTHREAD_COND_INITIALIZER};
 
 static void run_tasks(NnrtTaskFn *fn, void *ctx, int64_t ntasks) {
   for (int64_t t; (t = atomic_fetch_add(&pool.next, 1)) < ntasks;)

@@ -1,0 +1,1450 @@
+// codegen_conv.c — kernels of the convolutional family: CONV, CONV_T,
+// CONV_W, the pools (MAXPOOL, UNPOOL, POOL_SELECT, AVGPOOL, AVGPOOL_T) and
+// the slab moves (CONCAT, SLICE, EMBED).
+//
+// Consumes one IR value of the family inside its kernel (Kern: the value's
+// buffer, its arguments' buffers, a scratch region when conv_scratch asks
+// for one, and the batch size) and emits the loops that compute it, with
+// the semantics of eval.c (the oracle): channels-first examples [C, n...]
+// with the batch axis outermost, weights [O, C/groups, k...], padding reads
+// 0 in the convolutions and average pools and never wins a max, the first
+// maximum in row-major kernel order is the argmax, average pools divide by
+// the full window. Every size except the batch is a compile-time constant,
+// so loops, masks and tiles are specialized on them.
+//
+// Geometry: 1-D and 2-D values are treated as 3-D with leading spatial axes
+// of extent 1 (kernel 1, stride 1, no padding), which cost nothing once the
+// constant loops fold. The output positions of one channel are `lines`
+// (od, oh) of OW positions each.
+//
+// The convolutions are im2col + GEMM, one example (and one group) at a time:
+//   Col[r, q]  r = (c, kd, kh, kw) over the group's channels and the kernel
+//              (the weight's own layout), q = (line, ow) over a block of
+//              output lines; positions in the padding read 0.
+//   CONV       y_b[o, q]   = sum_r w[o, r] Col[r, q]          (A: w)
+//   CONV_T     dCol[r, q]  = sum_o w[o, r] dy_b[o, q], then dCol is added
+//              back to the positions it was read from (col2im) in dx_b
+//   CONV_W     dw[o, r]    = sum_b sum_q dy_b[o, q] Col_b[r, q]
+// The GEMMs of CONV and CONV_T are register tiles of mr rows x nv vectors
+// of 16 floats (<16 x float>, llvm.fma, the A value broadcast), the columns
+// (output positions) innermost; CONV_W is a tile of dot products over the
+// columns whose 16 lane sums are kept in scratch across examples and added
+// up at the end. Col rows are built with masked vector loads (one vector per
+// 16 output positions of a line; strides 2-4 are wide loads and shuffles,
+// larger ones gathers), so padding needs no branches.
+//
+// Pools run one vector per 16 output positions of a line: each kernel tap
+// is a masked (strided) load whose lane mask says which positions are real
+// input, so a window's first valid tap and the padding come out of the same
+// selects as eval's loop.
+//
+// Tasks (nnrt_parallel_for through kern_parallel): convolutions and pools
+// split the examples (or channel planes) into chunks; their number depends
+// only on shapes and `rows`, and every output element is computed by one
+// task in a fixed order, so results do not depend on the thread count. Each
+// task has its own slice of the scratch region (Col panel, CONV_W's partial
+// sums); CONV_W adds the tasks' partial sums in task order after they all
+// finished.
+#include <assert.h>
+#include <string.h>
+
+#include "codegen_internal.h"
+
+enum {
+  VL = 16,        // floats per vector
+  MAX_NV = 4,     // vectors per GEMM tile row
+  ACCS = 24,      // accumulators per tile
+  MAX_TASKS = 8,  // task chunks of examples (scratch is sized for these)
+  W_TASKS = 4,    // CONV_W: example chunks (each keeps its own partial sums)
+};
+// Panels are cut into blocks of output lines of about this many floats.
+#define PANEL_FLOATS (48 * 1024)
+// Below this many flops (or moved floats for pools) a kernel runs serially.
+#define SERIAL_WORK (1 << 19)
+
+// ---- vectors ------------------------------------------------------------------
+static LLVMTypeRef vty(Cg *cg) { return LLVMVectorType(cg->t_f32, VL); }
+static LLVMTypeRef ivty(Cg *cg) { return LLVMVectorType(cg->t_i32, VL); }
+
+static LLVMValueRef i64c(Cg *cg, int64_t v) { return cg_i64(cg, v); }
+static LLVMValueRef i32c(Cg *cg, int64_t v) {
+  return LLVMConstInt(cg->t_i32, (unsigned long long)v, 1);
+}
+
+// x (a float or an i32) in every lane.
+static LLVMValueRef splat(Cg *cg, LLVMValueRef x) {
+  LLVMTypeRef vt = LLVMVectorType(LLVMTypeOf(x), VL);
+  LLVMValueRef v = LLVMBuildInsertElement(cg->b, LLVMGetPoison(vt), x,
+                                          i32c(cg, 0), "");
+  return LLVMBuildShuffleVector(cg->b, v, LLVMGetPoison(vt),
+                                LLVMConstNull(ivty(cg)), "");
+}
+
+static LLVMValueRef const_ivec(Cg *cg, const int64_t *e, int n) {
+  LLVMValueRef c[4 * VL];
+  assert(n <= 4 * VL);
+  for (int i = 0; i < n; i++)
+    c[i] = i32c(cg, e[i]);
+  return LLVMConstVector(c, (unsigned)n);
+}
+
+// <a, a + s, ..., a + 15 s> as i32 lanes.
+static LLVMValueRef lane_seq(Cg *cg, int64_t a, int64_t s) {
+  int64_t e[VL];
+  for (int i = 0; i < VL; i++)
+    e[i] = a + i * s;
+  return const_ivec(cg, e, VL);
+}
+
+// <16 x i1>: lanes below n (an i64 value).
+static LLVMValueRef lanes_below(Cg *cg, LLVMValueRef n) {
+  LLVMValueRef n32 = LLVMBuildTrunc(cg->b, n, cg->t_i32, "");
+  return LLVMBuildICmp(cg->b, LLVMIntSLT, lane_seq(cg, 0, 1), splat(cg, n32),
+                       "");
+}
+
+// <16 x i1> with the first n lanes set (constant); NULL when n >= 16.
+static LLVMValueRef const_mask(Cg *cg, int64_t n) {
+  if (n >= VL)
+    return NULL;
+  LLVMValueRef e[VL];
+  for (int i = 0; i < VL; i++)
+    e[i] = LLVMConstInt(cg->t_i1, i < n, 0);
+  return LLVMConstVector(e, VL);
+}
+
+// &p[i] without `inbounds`: masked accesses may start before or past the
+// buffer (their masked-off lanes are never touched).
+static LLVMValueRef gep(Cg *cg, LLVMValueRef p, LLVMValueRef i) {
+  return LLVMBuildGEP2(cg->b, cg->t_f32, p, &i, 1, "");
+}
+
+static LLVMValueRef intrinsic(Cg *cg, const char *name, LLVMTypeRef *ov,
+                              int nov, LLVMValueRef *args, int n) {
+  unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+  assert(id && "unknown intrinsic");
+  LLVMValueRef fn = LLVMGetIntrinsicDeclaration(cg->mod, id, ov, (size_t)nov);
+  LLVMTypeRef ty = LLVMIntrinsicGetType(cg->lc, id, ov, (size_t)nov);
+  return LLVMBuildCall2(cg->b, ty, fn, args, (unsigned)n, "");
+}
+
+// A vector of `lanes` floats at p; with a mask only its lanes are read (the
+// others are 0).
+static LLVMValueRef vload_n(Cg *cg, LLVMValueRef p, LLVMValueRef mask,
+                            unsigned lanes) {
+  LLVMTypeRef vt = LLVMVectorType(cg->t_f32, lanes);
+  if (!mask) {
+    LLVMValueRef l = LLVMBuildLoad2(cg->b, vt, p, "");
+    LLVMSetAlignment(l, 4);
+    return l;
+  }
+  LLVMTypeRef ov[2] = {vt, cg->t_ptr};
+  LLVMValueRef args[4] = {p, i32c(cg, 4), mask, LLVMConstNull(vt)};
+  return intrinsic(cg, "llvm.masked.load", ov, 2, args, 4);
+}
+
+static void vstore_n(Cg *cg, LLVMValueRef v, LLVMValueRef p, LLVMValueRef mask) {
+  if (!mask) {
+    LLVMValueRef s = LLVMBuildStore(cg->b, v, p);
+    LLVMSetAlignment(s, 4);
+    return;
+  }
+  LLVMTypeRef ov[2] = {LLVMTypeOf(v), cg->t_ptr};
+  LLVMValueRef args[4] = {v, p, i32c(cg, 4), mask};
+  intrinsic(cg, "llvm.masked.store", ov, 2, args, 4);
+}
+
+static LLVMValueRef vload(Cg *cg, LLVMValueRef p, LLVMValueRef mask) {
+  return vload_n(cg, p, mask, VL);
+}
+static void vstore(Cg *cg, LLVMValueRef v, LLVMValueRef p, LLVMValueRef mask) {
+  vstore_n(cg, v, p, mask);
+}
+
+// Pointers p + idx[i] for an i32 index vector.
+static LLVMValueRef vptrs(Cg *cg, LLVMValueRef p, LLVMValueRef idx) {
+  return LLVMBuildGEP2(cg->b, cg->t_f32, p, &idx, 1, "");
+}
+
+static LLVMValueRef gather(Cg *cg, LLVMValueRef p, LLVMValueRef idx,
+                           LLVMValueRef mask) {
+  LLVMTypeRef ov[2] = {vty(cg), LLVMVectorType(cg->t_ptr, VL)};
+  LLVMValueRef args[4] = {vptrs(cg, p, idx), i32c(cg, 4), mask,
+                          LLVMConstNull(vty(cg))};
+  return intrinsic(cg, "llvm.masked.gather", ov, 2, args, 4);
+}
+
+static void scatter(Cg *cg, LLVMValueRef v, LLVMValueRef p, LLVMValueRef idx,
+                    LLVMValueRef mask) {
+  LLVMTypeRef ov[2] = {vty(cg), LLVMVectorType(cg->t_ptr, VL)};
+  LLVMValueRef args[4] = {v, vptrs(cg, p, idx), i32c(cg, 4), mask};
+  intrinsic(cg, "llvm.masked.scatter", ov, 2, args, 4);
+}
+
+// Lane i of the result is p[i * s] (masked lanes read 0). Strides up to 4
+// are one wide masked load and a shuffle; larger ones a gather.
+static LLVMValueRef load_strided(Cg *cg, LLVMValueRef p, int64_t s,
+                                 LLVMValueRef mask) {
+  if (s == 1)
+    return vload(cg, p, mask);
+  if (s > 4)
+    return gather(cg, p, lane_seq(cg, 0, s), mask);
+  int64_t wide = VL * s, spread[4 * VL], pick[VL];
+  for (int64_t j = 0; j < wide; j++)
+    spread[j] = j % s ? VL : j / s; // lane VL of <mask, false...> is false
+  for (int i = 0; i < VL; i++)
+    pick[i] = i * s;
+  LLVMValueRef none = LLVMConstNull(LLVMVectorType(cg->t_i1, VL));
+  LLVMValueRef wm = LLVMBuildShuffleVector(
+      cg->b, mask, none, const_ivec(cg, spread, (int)wide), "");
+  LLVMValueRef w = vload_n(cg, p, wm, (unsigned)wide);
+  return LLVMBuildShuffleVector(cg->b, w, LLVMGetPoison(LLVMTypeOf(w)),
+                                const_ivec(cg, pick, VL), "");
+}
+
+// p[i * s] = v[i] for the lanes in mask.
+static void store_strided(Cg *cg, LLVMValueRef v, LLVMValueRef p, int64_t s,
+                          LLVMValueRef mask) {
+  if (s == 1) {
+    vstore(cg, v, p, mask);
+    return;
+  }
+  if (s > 4) {
+    scatter(cg, v, p, lane_seq(cg, 0, s), mask);
+    return;
+  }
+  int64_t wide = VL * s, spread[4 * VL];
+  for (int64_t j = 0; j < wide; j++)
+    spread[j] = j % s ? VL : j / s;
+  LLVMValueRef none = LLVMConstNull(LLVMVectorType(cg->t_i1, VL));
+  LLVMValueRef wm = LLVMBuildShuffleVector(
+      cg->b, mask, none, const_ivec(cg, spread, (int)wide), "");
+  for (int64_t j = 0; j < wide; j++)
+    spread[j] = j % s ? 0 : j / s; // the value lanes (others are masked)
+  LLVMValueRef w = LLVMBuildShuffleVector(cg->b, v, LLVMGetPoison(vty(cg)),
+                                          const_ivec(cg, spread, (int)wide), "");
+  vstore_n(cg, w, p, wm);
+}
+
+static LLVMValueRef vfma(Cg *cg, LLVMValueRef a, LLVMValueRef b,
+                         LLVMValueRef c) {
+  LLVMValueRef x[3] = {a, b, c};
+  return cg_intrinsic(cg, "llvm.fma", x, 3);
+}
+
+// ---- integers -----------------------------------------------------------------
+static LLVMValueRef sub(Cg *cg, LLVMValueRef a, LLVMValueRef b) {
+  return LLVMBuildNSWSub(cg->b, a, b, "");
+}
+static LLVMValueRef sdiv(Cg *cg, LLVMValueRef a, LLVMValueRef b) {
+  return LLVMBuildSDiv(cg->b, a, b, "");
+}
+static LLVMValueRef slt(Cg *cg, LLVMValueRef a, LLVMValueRef b) {
+  return LLVMBuildICmp(cg->b, LLVMIntSLT, a, b, "");
+}
+static LLVMValueRef smin(Cg *cg, LLVMValueRef a, LLVMValueRef b) {
+  return LLVMBuildSelect(cg->b, slt(cg, a, b), a, b, "");
+}
+static LLVMValueRef smax(Cg *cg, LLVMValueRef a, LLVMValueRef b) {
+  return LLVMBuildSelect(cg->b, slt(cg, a, b), b, a, "");
+}
+static LLVMValueRef and1(Cg *cg, LLVMValueRef a, LLVMValueRef b) {
+  return LLVMBuildAnd(cg->b, a, b, "");
+}
+static LLVMValueRef to_i32(Cg *cg, LLVMValueRef x) {
+  return LLVMBuildTrunc(cg->b, x, cg->t_i32, "");
+}
+
+static void memzero(Cg *cg, LLVMValueRef p, LLVMValueRef nfloats) {
+  LLVMBuildMemSet(cg->b, p, LLVMConstInt(cg->t_i8, 0, 0),
+                  cg_mul(cg, nfloats, i64c(cg, 4)), 4);
+}
+
+// A loop over [lo, hi) (runtime bounds); returns the index.
+static LLVMValueRef range_begin(Cg *cg, Loop *l, LLVMValueRef lo,
+                                LLVMValueRef hi, const char *name) {
+  LLVMValueRef i = loop_begin(cg, l, smax(cg, sub(cg, hi, lo), i64c(cg, 0)),
+                              name);
+  return cg_add(cg, lo, i);
+}
+
+// ---- geometry -----------------------------------------------------------------
+// A windowed value's spatial part, normalized to three axes (leading axes of
+// extent 1 when it has fewer); the same as eval.c's Geom.
+typedef struct Geo {
+  int64_t n[3];   // input extents (d, h, w)
+  int64_t out[3]; // window counts
+  int64_t k[3], s[3], lo[3], d[3];
+  int64_t nin, nout, nk, lines; // products; lines = out[0] * out[1]
+} Geo;
+
+static Geo geo(Shape in, Shape out, const int64_t *k, const Window *w) {
+  Geo g;
+  int skip = 3 - (in.rank - 1);
+  assert(skip >= 0 && skip < 3 && out.rank == in.rank);
+  for (int i = 0; i < 3; i++) {
+    int j = i - skip;
+    g.n[i] = j >= 0 ? in.dim[1 + j] : 1;
+    g.out[i] = j >= 0 ? out.dim[1 + j] : 1;
+    g.k[i] = j >= 0 ? k[j] : 1;
+    g.s[i] = j >= 0 ? w->stride[j] : 1;
+    g.lo[i] = j >= 0 ? w->pad_lo[j] : 0;
+    g.d[i] = j >= 0 ? w->dilation[j] : 1;
+  }
+  g.nin = g.n[0] * g.n[1] * g.n[2];
+  g.nout = g.out[0] * g.out[1] * g.out[2];
+  g.nk = g.k[0] * g.k[1] * g.k[2];
+  g.lines = g.out[0] * g.out[1];
+  return g;
+}
+
+// The taps [t0, t1) of window o (an i64 value) along axis i that read input:
+// o s - lo + t d in [0, n).
+static void tap_range(Cg *cg, const Geo *g, int i, LLVMValueRef o,
+                      LLVMValueRef *t0, LLVMValueRef *t1) {
+  LLVMValueRef base = sub(cg, cg_mul(cg, o, i64c(cg, g->s[i])), i64c(cg, g->lo[i]));
+  LLVMValueRef d = i64c(cg, g->d[i]), k = i64c(cg, g->k[i]);
+  LLVMValueRef zero = i64c(cg, 0);
+  // first: ceil(-base / d) when base < 0
+  LLVMValueRef neg = sub(cg, zero, base);
+  LLVMValueRef first =
+      LLVMBuildSelect(cg->b, slt(cg, base, zero),
+                      sdiv(cg, cg_add(cg, neg, i64c(cg, g->d[i] - 1)), d), zero, "");
+  // last + 1: floor((n - 1 - base) / d) + 1 when n - 1 - base >= 0
+  LLVMValueRef e = sub(cg, i64c(cg, g->n[i] - 1), base);
+  LLVMValueRef end = LLVMBuildSelect(cg->b, slt(cg, e, zero), zero,
+                                     cg_add(cg, sdiv(cg, e, d), i64c(cg, 1)), "");
+  *t0 = smin(cg, first, k);
+  *t1 = smax(cg, smin(cg, end, k), *t0);
+}
+
+// <16 x i1>: the lanes of positions ow0 + i (i < cnt) whose tap kw reads
+// input along w, and their positions along w (i32 lanes).
+static LLVMValueRef w_lanes(Cg *cg, const Geo *g, LLVMValueRef ow0,
+                            LLVMValueRef cnt, LLVMValueRef kw,
+                            LLVMValueRef *pos) {
+  // pos = (ow0 + i) s - lo + kw d
+  LLVMValueRef base = cg_add(
+      cg, sub(cg, cg_mul(cg, ow0, i64c(cg, g->s[2])), i64c(cg, g->lo[2])),
+      cg_mul(cg, kw, i64c(cg, g->d[2])));
+  LLVMValueRef p = LLVMBuildAdd(cg->b, splat(cg, to_i32(cg, base)),
+                                lane_seq(cg, 0, g->s[2]), "");
+  LLVMValueRef zero = LLVMConstNull(ivty(cg));
+  LLVMValueRef m = and1(
+      cg, lanes_below(cg, cnt),
+      and1(cg, LLVMBuildICmp(cg->b, LLVMIntSGE, p, zero, ""),
+           LLVMBuildICmp(cg->b, LLVMIntSLT, p, splat(cg, i32c(cg, g->n[2])),
+                         "")));
+  *pos = p;
+  return m;
+}
+
+// ---- im2col and col2im ----------------------------------------------------------
+// Col panel rows r = (c, kd, kh, kw) for the channels [c0, c0 + nc) of one
+// example xb (nin floats per channel), columns q = (line - l0) OW + ow for
+// the nl lines from l0 (an i64); row pitch `pitch`. col2im adds the panel
+// back instead (xb is then the gradient of the input).
+typedef struct Panel {
+  const Geo *g;
+  LLVMValueRef x;   // the example's first channel of the group
+  int64_t nc;       // channels
+  LLVMValueRef col; // the panel
+  int64_t pitch;
+  LLVMValueRef l0; // first line
+  int64_t nl;      // lines
+  bool only;       // the only block: col2im need not add to what is there
+} Panel;
+
+static void panel_rows(Cg *cg, const Panel *pn, bool back) {
+  const Geo *g = pn->g;
+  int64_t OW = g->out[2], OH = g->out[1];
+  // The taps along w innermost: their loops have constant trips, so once
+  // LLVM unrolls them every lane mask is a constant (and-ed with the line's
+  // row test).
+  Loop lc, lkd, lkh, ll, lkw, lw;
+  LLVMValueRef c = loop_begin(cg, &lc, i64c(cg, pn->nc), "c");
+  LLVMValueRef xc = cg_gep(cg, pn->x, cg_mul(cg, c, i64c(cg, g->nin)));
+  LLVMValueRef kd = loop_begin(cg, &lkd, i64c(cg, g->k[0]), "kd");
+  LLVMValueRef kh = loop_begin(cg, &lkh, i64c(cg, g->k[1]), "kh");
+  // row r = ((c KD + kd) KH + kh) KW + kw
+  LLVMValueRef r0 = cg_mul(
+      cg,
+      cg_add(cg,
+             cg_mul(cg, cg_add(cg, cg_mul(cg, c, i64c(cg, g->k[0])), kd),
+                    i64c(cg, g->k[1])),
+             kh),
+      i64c(cg, g->k[2]));
+  LLVMValueRef crow = cg_gep(cg, pn->col, cg_mul(cg, r0, i64c(cg, pn->pitch)));
+  LLVMValueRef li = loop_begin(cg, &ll, i64c(cg, pn->nl), "line");
+  LLVMValueRef line = cg_add(cg, pn->l0, li);
+  LLVMValueRef od = LLVMBuildUDiv(cg->b, line, i64c(cg, OH), "");
+  LLVMValueRef oh = LLVMBuildURem(cg->b, line, i64c(cg, OH), "");
+  LLVMValueRef id = cg_add(
+      cg, sub(cg, cg_mul(cg, od, i64c(cg, g->s[0])), i64c(cg, g->lo[0])),
+      cg_mul(cg, kd, i64c(cg, g->d[0])));
+  LLVMValueRef ih = cg_add(
+      cg, sub(cg, cg_mul(cg, oh, i64c(cg, g->s[1])), i64c(cg, g->lo[1])),
+      cg_mul(cg, kh, i64c(cg, g->d[1])));
+  LLVMValueRef zero = i64c(cg, 0);
+  LLVMValueRef rowok =
+      and1(cg,
+           and1(cg, LLVMBuildICmp(cg->b, LLVMIntSGE, id, zero, ""),
+                slt(cg, id, i64c(cg, g->n[0]))),
+           and1(cg, LLVMBuildICmp(cg->b, LLVMIntSGE, ih, zero, ""),
+                slt(cg, ih, i64c(cg, g->n[1]))));
+  LLVMValueRef rowm = splat(cg, rowok);
+  LLVMValueRef xrow = gep(
+      cg, xc,
+      cg_mul(cg, cg_add(cg, cg_mul(cg, id, i64c(cg, g->n[1])), ih),
+             i64c(cg, g->n[2])));
+  LLVMValueRef qline = cg_gep(cg, crow, cg_mul(cg, li, i64c(cg, OW)));
+  LLVMValueRef kw = loop_begin(cg, &lkw, i64c(cg, g->k[2]), "kw");
+  LLVMValueRef qrow = cg_gep(cg, qline, cg_mul(cg, kw, i64c(cg, pn->pitch)));
+  LLVMValueRef w = loop_begin(cg, &lw, i64c(cg, (OW + VL - 1) / VL), "w");
+  LLVMValueRef ow0 = cg_mul(cg, w, i64c(cg, VL));
+  LLVMValueRef cnt = smin(cg, sub(cg, i64c(cg, OW), ow0), i64c(cg, VL));
+  LLVMValueRef pos;
+  LLVMValueRef m = and1(cg, w_lanes(cg, g, ow0, cnt, kw, &pos), rowm);
+  // the input at lane 0's position (it may lie outside: masked)
+  LLVMValueRef xp = gep(cg, xrow,
+                        cg_add(cg, sub(cg, cg_mul(cg, ow0, i64c(cg, g->s[2])),
+                                       i64c(cg, g->lo[2])),
+                               cg_mul(cg, kw, i64c(cg, g->d[2]))));
+  LLVMValueRef qp = cg_gep(cg, qrow, ow0);
+  LLVMValueRef cm = OW % VL ? lanes_below(cg, cnt) : NULL;
+  if (!back) {
+    vstore(cg, load_strided(cg, xp, g->s[2], m), qp, cm);
+  } else {
+    LLVMValueRef sum = LLVMBuildFAdd(cg->b, load_strided(cg, xp, g->s[2], m),
+                                     vload(cg, qp, cm), "");
+    store_strided(cg, sum, xp, g->s[2], m);
+  }
+  loop_end(cg, &lw);
+  loop_end(cg, &lkw);
+  loop_end(cg, &ll);
+  loop_end(cg, &lkh);
+  loop_end(cg, &lkd);
+  loop_end(cg, &lc);
+}
+
+// col2im for stride 1 along w, pulling: each vector of 16 input positions
+// along w adds up, in registers, every panel value that was read from it
+// (taps kw, kh, kd in order), then goes to memory once. Pushing instead (a
+// load-add-store per tap) makes each store feed the next tap's load at an
+// address one float away, which the store buffer cannot forward.
+static void panel_pull(Cg *cg, const Panel *pn) {
+  const Geo *g = pn->g;
+  int64_t OW = g->out[2], OH = g->out[1], W = g->n[2];
+  assert(g->s[2] == 1);
+  Loop lc, ld, lh, lw, lkd, lkh, lkw;
+  LLVMValueRef c = loop_begin(cg, &lc, i64c(cg, pn->nc), "c");
+  LLVMValueRef xc = cg_gep(cg, pn->x, cg_mul(cg, c, i64c(cg, g->nin)));
+  LLVMValueRef id = loop_begin(cg, &ld, i64c(cg, g->n[0]), "id");
+  LLVMValueRef ih = loop_begin(cg, &lh, i64c(cg, g->n[1]), "ih");
+  LLVMValueRef xrow = cg_gep(
+      cg, xc,
+      cg_mul(cg, cg_add(cg, cg_mul(cg, id, i64c(cg, g->n[1])), ih), i64c(cg, W)));
+  LLVMValueRef w = loop_begin(cg, &lw, i64c(cg, (W + VL - 1) / VL), "iw");
+  LLVMValueRef iw0 = cg_mul(cg, w, i64c(cg, VL));
+  LLVMValueRef cnt = smin(cg, sub(cg, i64c(cg, W), iw0), i64c(cg, VL));
+  LLVMValueRef lanes = W % VL ? lanes_below(cg, cnt) : NULL;
+  LLVMValueRef xp = cg_gep(cg, xrow, iw0);
+  LLVMValueRef acc = cg_alloca(cg, vty(cg), "acc");
+  LLVMBuildStore(cg->b,
+                 pn->only ? LLVMConstNull(vty(cg)) : vload(cg, xp, lanes), acc);
+  // window index o along an axis with o s = i + lo - t d, if any
+  LLVMValueRef zero = i64c(cg, 0);
+  LLVMValueRef kd = loop_begin(cg, &lkd, i64c(cg, g->k[0]), "kd");
+  LLVMValueRef nd = sub(cg, cg_add(cg, id, i64c(cg, g->lo[0])),
+                        cg_mul(cg, kd, i64c(cg, g->d[0])));
+  LLVMValueRef od = sdiv(cg, nd, i64c(cg, g->s[0]));
+  LLVMValueRef okd = and1(
+      cg, and1(cg, LLVMBuildICmp(cg->b, LLVMIntSGE, nd, zero, ""),
+               LLVMBuildICmp(cg->b, LLVMIntEQ,
+                             LLVMBuildSRem(cg->b, nd, i64c(cg, g->s[0]), ""),
+                             zero, "")),
+      slt(cg, od, i64c(cg, g->out[0])));
+  LLVMValueRef kh = loop_begin(cg, &lkh, i64c(cg, g->k[1]), "kh");
+  LLVMValueRef nh = sub(cg, cg_add(cg, ih, i64c(cg, g->lo[1])),
+                        cg_mul(cg, kh, i64c(cg, g->d[1])));
+  LLVMValueRef oh = sdiv(cg, nh, i64c(cg, g->s[1]));
+  LLVMValueRef okh = and1(
+      cg, and1(cg, LLVMBuildICmp(cg->b, LLVMIntSGE, nh, zero, ""),
+               LLVMBuildICmp(cg->b, LLVMIntEQ,
+                             LLVMBuildSRem(cg->b, nh, i64c(cg, g->s[1]), ""),
+                             zero, "")),
+      slt(cg, oh, i64c(cg, OH)));
+  LLVMValueRef li =
+      sub(cg, cg_add(cg, cg_mul(cg, od, i64c(cg, OH)), oh), pn->l0);
+  LLVMValueRef ok = and1(
+      cg, and1(cg, okd, okh),
+      and1(cg, LLVMBuildICmp(cg->b, LLVMIntSGE, li, zero, ""),
+           slt(cg, li, i64c(cg, pn->nl))));
+  LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(cg->b));
+  LLVMBasicBlockRef then = LLVMAppendBasicBlockInContext(cg->lc, fn, "tap");
+  LLVMBasicBlockRef after = LLVMAppendBasicBlockInContext(cg->lc, fn, "");
+  LLVMBuildCondBr(cg->b, ok, then, after);
+  LLVMPositionBuilderAtEnd(cg->b, then);
+  LLVMValueRef r0 = cg_mul(
+      cg,
+      cg_add(cg,
+             cg_mul(cg, cg_add(cg, cg_mul(cg, c, i64c(cg, g->k[0])), kd),
+                    i64c(cg, g->k[1])),
+             kh),
+      i64c(cg, g->k[2]));
+  LLVMValueRef kw = loop_begin(cg, &lkw, i64c(cg, g->k[2]), "kw");
+  // ow = iw + lo - kw d for the 16 lanes
+  LLVMValueRef ow0 = sub(cg, cg_add(cg, iw0, i64c(cg, g->lo[2])),
+                         cg_mul(cg, kw, i64c(cg, g->d[2])));
+  LLVMValueRef ow = LLVMBuildAdd(cg->b, splat(cg, to_i32(cg, ow0)),
+                                 lane_seq(cg, 0, 1), "");
+  LLVMValueRef m = and1(
+      cg, lanes_below(cg, cnt),
+      and1(cg, LLVMBuildICmp(cg->b, LLVMIntSGE, ow, LLVMConstNull(ivty(cg)), ""),
+           LLVMBuildICmp(cg->b, LLVMIntSLT, ow, splat(cg, i32c(cg, OW)), "")));
+  LLVMValueRef q = cg_add(
+      cg, cg_mul(cg, cg_add(cg, r0, kw), i64c(cg, pn->pitch)),
+      cg_add(cg, cg_mul(cg, li, i64c(cg, OW)), ow0));
+  LLVMValueRef v = vload(cg, gep(cg, pn->col, q), m);
+  LLVMBuildStore(cg->b,
+                 LLVMBuildFAdd(cg->b, LLVMBuildLoad2(cg->b, vty(cg), acc, ""),
+                               v, ""),
+                 acc);
+  loop_end(cg, &lkw);
+  LLVMBuildBr(cg->b, after);
+  LLVMPositionBuilderAtEnd(cg->b, after);
+  loop_end(cg, &lkh);
+  loop_end(cg, &lkd);
+  vstore(cg, LLVMBuildLoad2(cg->b, vty(cg), acc, ""), xp, lanes);
+  loop_end(cg, &lw);
+  loop_end(cg, &lh);
+  loop_end(cg, &ld);
+  loop_end(cg, &lc);
+}
+
+// ---- GEMM: C[m, n] = sum_k A(m, k) B(k, n), the n axis in vectors ----------------
+typedef struct Mm {
+  int64_t M, N, K;
+  LLVMValueRef a;
+  int64_t a_ms, a_ks; // A(m, k) = a[m a_ms + k a_ks]
+  LLVMValueRef b;
+  int64_t b_ks; // B(k, n) = b[k b_ks + n]
+  LLVMValueRef c;
+  int64_t c_ms;        // C(m, n) = c[m c_ms + n]
+  const struct Epi *e; // CONV: an element-wise chain applied as C is stored
+} Mm;
+
+// The element-wise chain a CONV's kernel applies to each output vector
+// before storing it (kernel_fuse marks the CONV fused into its user chain):
+// `root` is the chain's top, the value the kernel stores.
+typedef struct Epi {
+  Kern *k;
+  const IrValue *root, *conv;
+  LLVMValueRef b;      // the example
+  LLVMValueRef o0;     // the first output channel of this GEMM (its group)
+  LLVMValueRef q0;     // the first output position of this GEMM (its block)
+  int64_t P, O;        // positions and channels per example
+} Epi;
+
+static LLVMValueRef epi_value(const Epi *e, const IrValue *v, LLVMValueRef o,
+                              LLVMValueRef q, LLVMValueRef mask,
+                              LLVMValueRef acc);
+
+// Rows m0 .. m0+mr-1, columns n0 .. n0 + 16 nv - 1 (the last vector masked
+// by tmask when given): accumulators are phis of the k loop.
+static void mm_tile(Cg *cg, const Mm *g, LLVMValueRef m0, int mr,
+                    LLVMValueRef n0, int nv, LLVMValueRef tmask) {
+  LLVMBuilderRef b = cg->b;
+  LLVMTypeRef vt = vty(cg);
+  assert(mr >= 1 && mr <= ACCS && nv >= 1 && nv <= MAX_NV && g->K >= 1);
+  LLVMValueRef ap[ACCS], bv[MAX_NV], acc[ACCS][MAX_NV], next[ACCS][MAX_NV];
+  for (int i = 0; i < mr; i++)
+    ap[i] = cg_gep(cg, g->a,
+                   cg_mul(cg, cg_add(cg, m0, i64c(cg, i)), i64c(cg, g->a_ms)));
+  LLVMValueRef bp = cg_gep(cg, g->b, n0);
+  LLVMValueRef zero = LLVMConstNull(vt);
+  LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(b));
+  LLVMBasicBlockRef pre = LLVMGetInsertBlock(b);
+  LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(cg->lc, fn, "k");
+  LLVMBasicBlockRef exit = LLVMAppendBasicBlockInContext(cg->lc, fn, "store");
+  LLVMBuildBr(b, body);
+  LLVMPositionBuilderAtEnd(b, body);
+  LLVMValueRef k = LLVMBuildPhi(b, cg->t_i64, "k");
+  for (int i = 0; i < mr; i++)
+    for (int v = 0; v < nv; v++)
+      acc[i][v] = LLVMBuildPhi(b, vt, "");
+  LLVMValueRef boff = cg_mul(cg, k, i64c(cg, g->b_ks));
+  for (int v = 0; v < nv; v++)
+    bv[v] = vload(cg, cg_gep(cg, bp, cg_add(cg, boff, i64c(cg, VL * v))),
+                  v == nv - 1 ? tmask : NULL);
+  LLVMValueRef aoff = cg_mul(cg, k, i64c(cg, g->a_ks));
+  for (int i = 0; i < mr; i++) {
+    LLVMValueRef s = splat(cg, cg_load(cg, ap[i], aoff));
+    for (int v = 0; v < nv; v++)
+      next[i][v] = vfma(cg, s, bv[v], acc[i][v]);
+  }
+  LLVMValueRef k1 = LLVMBuildNSWAdd(b, k, i64c(cg, 1), "");
+  LLVMBasicBlockRef latch = LLVMGetInsertBlock(b);
+  LLVMBuildCondBr(b, slt(cg, k1, i64c(cg, g->K)), body, exit);
+  LLVMValueRef z0 = i64c(cg, 0);
+  LLVMAddIncoming(k, &z0, &pre, 1);
+  LLVMAddIncoming(k, &k1, &latch, 1);
+  for (int i = 0; i < mr; i++)
+    for (int v = 0; v < nv; v++) {
+      LLVMAddIncoming(acc[i][v], &zero, &pre, 1);
+      LLVMAddIncoming(acc[i][v], &next[i][v], &latch, 1);
+    }
+  LLVMPositionBuilderAtEnd(b, exit);
+  for (int i = 0; i < mr; i++) {
+    LLVMValueRef crow = cg_gep(
+        cg, g->c, cg_mul(cg, cg_add(cg, m0, i64c(cg, i)), i64c(cg, g->c_ms)));
+    for (int v = 0; v < nv; v++) {
+      LLVMValueRef n = cg_add(cg, n0, i64c(cg, VL * v));
+      LLVMValueRef m = v == nv - 1 ? tmask : NULL;
+      LLVMValueRef val = next[i][v];
+      if (g->e)
+        val = epi_value(g->e, g->e->root,
+                        cg_add(cg, g->e->o0, cg_add(cg, m0, i64c(cg, i))),
+                        cg_add(cg, g->e->q0, n), m, val);
+      vstore(cg, val, cg_gep(cg, crow, n), m);
+    }
+  }
+}
+
+// Every row of one column block: full tiles of mr rows, then one of the rest.
+static void mm_rows(Cg *cg, const Mm *g, int mr, LLVMValueRef n0, int nv,
+                    LLVMValueRef tmask) {
+  int64_t full = g->M / mr, rest = g->M % mr;
+  Loop l;
+  LLVMValueRef t = loop_begin(cg, &l, i64c(cg, full), "mt");
+  mm_tile(cg, g, cg_mul(cg, t, i64c(cg, mr)), mr, n0, nv, tmask);
+  loop_end(cg, &l);
+  if (rest)
+    mm_tile(cg, g, i64c(cg, full * mr), (int)rest, n0, nv, tmask);
+}
+
+static int tile_rows(int64_t M, int nv) {
+  int64_t mr = ACCS / nv;
+  return (int)(M < mr ? M : mr);
+}
+
+static void mm_emit(Cg *cg, const Mm *g) {
+  int nv = (int)((g->N + VL - 1) / VL);
+  if (nv > MAX_NV)
+    nv = MAX_NV;
+  int64_t nr = VL * nv, full = g->N / nr, w = g->N - full * nr;
+  Loop l;
+  LLVMValueRef t = loop_begin(cg, &l, i64c(cg, full), "nt");
+  mm_rows(cg, g, tile_rows(g->M, nv), cg_mul(cg, t, i64c(cg, nr)), nv, NULL);
+  loop_end(cg, &l);
+  if (w) {
+    int tv = (int)((w + VL - 1) / VL);
+    mm_rows(cg, g, tile_rows(g->M, tv), i64c(cg, full * nr), tv,
+            const_mask(cg, w % VL ? w % VL : VL));
+  }
+}
+
+// ---- dot tiles: S[i, j, 0..16) += A[i, q..] * B[j, q..] over q in vectors -------
+typedef struct Dot {
+  int64_t M, J, N;
+  LLVMValueRef a;
+  int64_t a_ms; // A(i, q) = a[i a_ms + q]
+  LLVMValueRef b;
+  int64_t b_ms; // B(j, q) = b[j b_ms + q]
+  LLVMValueRef s; // S(i, j) = s + (i J + j) 16
+} Dot;
+
+enum { DOT_MI = 6, DOT_NJ = 4 };
+
+static void dot_tile(Cg *cg, const Dot *g, LLVMValueRef i0, int mi,
+                     LLVMValueRef j0, int nj) {
+  LLVMBuilderRef b = cg->b;
+  LLVMTypeRef vt = vty(cg);
+  LLVMValueRef ap[DOT_MI], bp[DOT_NJ], sp[DOT_MI][DOT_NJ];
+  LLVMValueRef acc[DOT_MI][DOT_NJ], next[DOT_MI][DOT_NJ];
+  for (int i = 0; i < mi; i++)
+    ap[i] = cg_gep(cg, g->a,
+                   cg_mul(cg, cg_add(cg, i0, i64c(cg, i)), i64c(cg, g->a_ms)));
+  for (int j = 0; j < nj; j++)
+    bp[j] = cg_gep(cg, g->b,
+                   cg_mul(cg, cg_add(cg, j0, i64c(cg, j)), i64c(cg, g->b_ms)));
+  for (int i = 0; i < mi; i++)
+    for (int j = 0; j < nj; j++) {
+      LLVMValueRef e = cg_add(
+          cg, cg_mul(cg, cg_add(cg, i0, i64c(cg, i)), i64c(cg, g->J)),
+          cg_add(cg, j0, i64c(cg, j)));
+      sp[i][j] = cg_gep(cg, g->s, cg_mul(cg, e, i64c(cg, VL)));
+      acc[i][j] = vload(cg, sp[i][j], NULL);
+    }
+  int64_t nfull = g->N / VL, tail = g->N % VL;
+  if (nfull > 0) {
+    LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(b));
+    LLVMBasicBlockRef pre = LLVMGetInsertBlock(b);
+    LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(cg->lc, fn, "q");
+    LLVMBasicBlockRef exit = LLVMAppendBasicBlockInContext(cg->lc, fn, "");
+    LLVMBuildBr(b, body);
+    LLVMPositionBuilderAtEnd(b, body);
+    LLVMValueRef q = LLVMBuildPhi(b, cg->t_i64, "q");
+    LLVMValueRef cur[DOT_MI][DOT_NJ];
+    for (int i = 0; i < mi; i++)
+      for (int j = 0; j < nj; j++)
+        cur[i][j] = LLVMBuildPhi(b, vt, "");
+    LLVMValueRef off = cg_mul(cg, q, i64c(cg, VL));
+    LLVMValueRef bv[DOT_NJ];
+    for (int j = 0; j < nj; j++)
+      bv[j] = vload(cg, cg_gep(cg, bp[j], off), NULL);
+    for (int i = 0; i < mi; i++) {
+      LLVMValueRef av = vload(cg, cg_gep(cg, ap[i], off), NULL);
+      for (int j = 0; j < nj; j++)
+        next[i][j] = vfma(cg, av, bv[j], cur[i][j]);
+    }
+    LLVMValueRef q1 = LLVMBuildNSWAdd(b, q, i64c(cg, 1), "");
+    LLVMBasicBlockRef latch = LLVMGetInsertBlock(b);
+    LLVMBuildCondBr(b, slt(cg, q1, i64c(cg, nfull)), body, exit);
+    LLVMValueRef z0 = i64c(cg, 0);
+    LLVMAddIncoming(q, &z0, &pre, 1);
+    LLVMAddIncoming(q, &q1, &latch, 1);
+    for (int i = 0; i < mi; i++)
+      for (int j = 0; j < nj; j++) {
+        LLVMAddIncoming(cur[i][j], &acc[i][j], &pre, 1);
+        LLVMAddIncoming(cur[i][j], &next[i][j], &latch, 1);
+      }
+    LLVMPositionBuilderAtEnd(b, exit);
+    for (int i = 0; i < mi; i++)
+      for (int j = 0; j < nj; j++)
+        acc[i][j] = next[i][j];
+  }
+  if (tail) {
+    LLVMValueRef m = const_mask(cg, tail), off = i64c(cg, nfull * VL);
+    LLVMValueRef bv[DOT_NJ];
+    for (int j = 0; j < nj; j++)
+      bv[j] = vload(cg, cg_gep(cg, bp[j], off), m);
+    for (int i = 0; i < mi; i++) {
+      LLVMValueRef av = vload(cg, cg_gep(cg, ap[i], off), m);
+      for (int j = 0; j < nj; j++)
+        acc[i][j] = vfma(cg, av, bv[j], acc[i][j]);
+    }
+  }
+  for (int i = 0; i < mi; i++)
+    for (int j = 0; j < nj; j++)
+      vstore(cg, acc[i][j], sp[i][j], NULL);
+}
+
+static void dot_cols(Cg *cg, const Dot *g, LLVMValueRef i0, int mi) {
+  int64_t full = g->J / DOT_NJ, rest = g->J % DOT_NJ;
+  Loop l;
+  LLVMValueRef t = loop_begin(cg, &l, i64c(cg, full), "jt");
+  dot_tile(cg, g, i0, mi, cg_mul(cg, t, i64c(cg, DOT_NJ)), DOT_NJ);
+  loop_end(cg, &l);
+  if (rest)
+    dot_tile(cg, g, i0, mi, i64c(cg, full * DOT_NJ), (int)rest);
+}
+
+static void dot_emit(Cg *cg, const Dot *g) {
+  int64_t full = g->M / DOT_MI, rest = g->M % DOT_MI;
+  Loop l;
+  LLVMValueRef t = loop_begin(cg, &l, i64c(cg, full), "it");
+  dot_cols(cg, g, cg_mul(cg, t, i64c(cg, DOT_MI)), DOT_MI);
+  loop_end(cg, &l);
+  if (rest)
+    dot_cols(cg, g, i64c(cg, full * DOT_MI), (int)rest);
+}
+
+// ---- the three convolutions ---------------------------------------------------------
+// Sizes of one convolution, from the input x[C, n...], the output y[O,
+// out...] and the weight w[O, C/groups, k...].
+typedef struct Conv {
+  Geo g;
+  int64_t C, O, groups, cg, og, ck; // ck = C/groups x kernel: Col rows
+  int64_t R;                        // lines per panel block
+  int64_t nblk, rlast;              // blocks of R lines; lines in the last
+  int64_t pitch;                    // panel row pitch (floats)
+  int64_t panel;                    // panel floats
+  int64_t xn, yn;                   // floats per example of x and y
+} Conv;
+
+static int64_t round16(int64_t n) { return (n + VL - 1) / VL * VL; }
+
+static Conv conv_of(Shape x, Shape y, Shape w, const Window *win) {
+  Conv c;
+  c.g = geo(x, y, w.dim + 2, win);
+  c.C = x.dim[0];
+  c.O = y.dim[0];
+  c.groups = win->groups;
+  c.cg = c.C / c.groups;
+  c.og = c.O / c.groups;
+  c.ck = c.cg * c.g.nk;
+  int64_t OW = c.g.out[2], L = c.g.lines;
+  int64_t R = PANEL_FLOATS / (c.ck * OW);
+  if (R < 1)
+    R = 1;
+  if (R > L)
+    R = L;
+  c.nblk = (L + R - 1) / R;
+  c.R = (L + c.nblk - 1) / c.nblk; // balanced blocks
+  c.rlast = L - (c.nblk - 1) * c.R;
+  c.pitch = round16(c.R * OW);
+  c.panel = c.ck * c.pitch;
+  c.xn = shape_numel(x);
+  c.yn = shape_numel(y);
+  return c;
+}
+
+static Conv conv_value(const IrValue *v) {
+  switch (v->op) {
+  case OP_CONV:
+    return conv_of(v->arg[0]->shape, v->shape, v->arg[1]->shape, &v->attr.win);
+  case OP_CONV_T:
+    return conv_of(v->shape, v->arg[0]->shape, v->arg[1]->shape, &v->attr.win);
+  case OP_CONV_W:
+    return conv_of(v->arg[0]->shape, v->arg[1]->shape, v->shape, &v->attr.win);
+  default:
+    assert(!"not a convolution");
+    unreachable();
+  }
+}
+
+static int64_t conv_flops(const Conv *c) {
+  return 2 * c->O * c->ck * c->g.nout;
+}
+
+// Examples: rows when the value carries the batch axis, else 1.
+static LLVMValueRef examples(Kern *k, bool batched) {
+  return batched ? k->rows : i64c(k->cg, 1);
+}
+
+// ntasks for a job of `n` items (examples, planes) of `work` each: serial
+// when small, else min(n, cap).
+static LLVMValueRef task_count(Cg *cg, LLVMValueRef n, int64_t work,
+                               int64_t cap) {
+  LLVMValueRef serial = slt(cg, cg_mul(cg, n, i64c(cg, work)), i64c(cg, SERIAL_WORK));
+  return LLVMBuildSelect(cg->b, serial, i64c(cg, 1),
+                         smax(cg, smin(cg, n, i64c(cg, cap)), i64c(cg, 1)), "");
+}
+
+// Items [lo, hi) of task t out of nt for n items.
+static void task_chunk(Cg *cg, LLVMValueRef t, LLVMValueRef nt, LLVMValueRef n,
+                       LLVMValueRef *lo, LLVMValueRef *hi) {
+  *lo = sdiv(cg, cg_mul(cg, t, n), nt);
+  *hi = sdiv(cg, cg_mul(cg, cg_add(cg, t, i64c(cg, 1)), n), nt);
+}
+
+// One block of nl lines starting at l0, for every group of example b.
+typedef enum ConvPart { PART_Y, PART_X, PART_W } ConvPart;
+
+static void conv_block(Cg *cg, const Conv *c, ConvPart part, LLVMValueRef xb,
+                       LLVMValueRef yb, LLVMValueRef w, LLVMValueRef panel,
+                       LLVMValueRef sums, const Epi *e, LLVMValueRef l0,
+                       int64_t nl) {
+  int64_t OW = c->g.out[2], P = c->g.nout, N = nl * OW;
+  Loop lg;
+  LLVMValueRef gi = loop_begin(cg, &lg, i64c(cg, c->groups), "group");
+  LLVMValueRef xg = cg_gep(cg, xb, cg_mul(cg, gi, i64c(cg, c->cg * c->g.nin)));
+  LLVMValueRef col0 = cg_mul(cg, l0, i64c(cg, OW));
+  LLVMValueRef yg = cg_gep(
+      cg, yb, cg_add(cg, cg_mul(cg, gi, i64c(cg, c->og * P)), col0));
+  LLVMValueRef wg =
+      w ? cg_gep(cg, w, cg_mul(cg, gi, i64c(cg, c->og * c->ck))) : NULL;
+  Panel pn = {&c->g, xg, c->cg, panel, c->pitch, l0, nl, c->nblk == 1};
+  switch (part) {
+  case PART_Y: { // y = W Col
+    panel_rows(cg, &pn, false);
+    Epi ge;
+    if (e) {
+      ge = *e;
+      ge.o0 = cg_mul(cg, gi, i64c(cg, c->og));
+      ge.q0 = col0;
+    }
+    Mm g = {c->og, N, c->ck, wg, c->ck, 1, panel, c->pitch, yg, P,
+            e ? &ge : NULL};
+    mm_emit(cg, &g);
+    break;
+  }
+  case PART_X: { // dCol = W^T dY, then col2im
+    Mm g = {c->ck, N, c->og, wg, 1, c->ck, yg, P, panel, c->pitch, NULL};
+    mm_emit(cg, &g);
+    if (c->g.s[2] == 1)
+      panel_pull(cg, &pn);
+    else
+      panel_rows(cg, &pn, true);
+    break;
+  }
+  case PART_W: { // sums[o, r] += dY[o, q] Col[r, q]
+    panel_rows(cg, &pn, false);
+    Dot d = {c->og, c->ck, N, yg, P, panel, c->pitch,
+             cg_gep(cg, sums, cg_mul(cg, gi, i64c(cg, c->og * c->ck * VL)))};
+    dot_emit(cg, &d);
+    break;
+  }
+  }
+  loop_end(cg, &lg);
+}
+
+// Every block of example b.
+static void conv_example(Cg *cg, const Conv *c, ConvPart part, LLVMValueRef xb,
+                         LLVMValueRef yb, LLVMValueRef w, LLVMValueRef panel,
+                         LLVMValueRef sums, const Epi *e) {
+  Loop l;
+  int64_t full = c->rlast == c->R ? c->nblk : c->nblk - 1;
+  LLVMValueRef bl = loop_begin(cg, &l, i64c(cg, full), "block");
+  conv_block(cg, c, part, xb, yb, w, panel, sums, e,
+             cg_mul(cg, bl, i64c(cg, c->R)), c->R);
+  loop_end(cg, &l);
+  if (full < c->nblk)
+    conv_block(cg, c, part, xb, yb, w, panel, sums, e,
+               i64c(cg, full * c->R), c->rlast);
+}
+
+// Floats of one CONV_W task's scratch: the partial sums, then the panel.
+static int64_t w_task_floats(const Conv *c) {
+  return round16(c->O * c->ck * VL) + c->panel;
+}
+
+// The CONV computed inside v's kernel: v itself, or the CONV fused into v's
+// element-wise chain (kernel_fuse), or NULL.
+const IrValue *kernel_conv(Cg *cg, const IrValue *v) {
+  if (v->op == OP_CONV)
+    return v;
+  if (prims[v->op].kind != PK_EW)
+    return NULL;
+  for (int i = 0; i < v->narg; i++) {
+    const IrValue *a = v->arg[i];
+    if (!cg->inl[a->id])
+      continue;
+    const IrValue *r = kernel_conv(cg, a);
+    if (r)
+      return r;
+  }
+  return NULL;
+}
+
+int64_t conv_scratch(Cg *cg, const IrValue *v) {
+  const IrValue *cv = kernel_conv(cg, v);
+  if (cv)
+    v = cv;
+  switch (v->op) {
+  case OP_CONV:
+  case OP_CONV_T:
+    return MAX_TASKS * conv_value(v).panel;
+  case OP_CONV_W: {
+    Conv c = conv_value(v);
+    return W_TASKS * w_task_floats(&c);
+  }
+  default:
+    return 0;
+  }
+}
+
+// CONV (y from x, w; the kernel stores `root`, v or an element-wise chain
+// over v) and CONV_T (dx from dy, w): tasks over chunks of examples, each
+// with its own panel.
+static void conv_xy(Kern *k, const IrValue *root, const IrValue *v,
+                    ConvPart part) {
+  Cg *cg = k->cg;
+  Conv c = conv_value(v);
+  size_t len;
+  const char *name = LLVMGetValueName2(k->k->fn, &len);
+  LLVMValueRef nb = examples(k, v->batched);
+  LLVMValueRef task =
+      kern_parallel(k, task_count(cg, nb, conv_flops(&c), MAX_TASKS), name);
+  nb = examples(k, v->batched);
+  LLVMValueRef nt = task_count(cg, nb, conv_flops(&c), MAX_TASKS);
+  LLVMValueRef b0, b1;
+  task_chunk(cg, task, nt, nb, &b0, &b1);
+  LLVMValueRef panel = cg_gep(cg, k->scratch, cg_mul(cg, task, i64c(cg, c.panel)));
+  LLVMValueRef w = kern_ptr(k, v->arg[1]);
+  LLVMValueRef src = kern_ptr(k, v->arg[0]);
+  Loop l;
+  LLVMValueRef b = range_begin(cg, &l, b0, b1, "b");
+  if (part == PART_Y) {
+    LLVMValueRef xb = cg_gep(cg, src, cg_mul(cg, b, i64c(cg, c.xn)));
+    LLVMValueRef yb = cg_gep(cg, k->out, cg_mul(cg, b, i64c(cg, c.yn)));
+    Epi e = {k, root, v, b, NULL, NULL, c.g.nout, c.O};
+    conv_example(cg, &c, part, xb, yb, w, panel, NULL, root != v ? &e : NULL);
+  } else {
+    LLVMValueRef xb = cg_gep(cg, k->out, cg_mul(cg, b, i64c(cg, c.xn)));
+    LLVMValueRef yb = cg_gep(cg, src, cg_mul(cg, b, i64c(cg, c.yn)));
+    // Pulling col2im writes every position once when there is one block.
+    if (c.nblk > 1 || c.g.s[2] != 1)
+      memzero(cg, xb, i64c(cg, c.xn));
+    conv_example(cg, &c, part, xb, yb, w, panel, NULL, NULL);
+  }
+  loop_end(cg, &l);
+}
+
+void conv_kernel(Kern *k, const IrValue *root, const IrValue *conv) {
+  conv_xy(k, root, conv, PART_Y);
+}
+
+void emit_CONV(Kern *k, const IrValue *v) { conv_xy(k, v, v, PART_Y); }
+void emit_CONV_T(Kern *k, const IrValue *v) { conv_xy(k, v, v, PART_X); }
+
+// Where the epilogue reads a stored leaf u at output channel o, positions
+// q .. q+15 of example b (kernel_fuse's conv_epilogue_leaf admits only
+// these): the output's own layout, one value per channel (a bias [O, 1...]),
+// or one value (per example, or in all).
+static LLVMValueRef epi_value(const Epi *e, const IrValue *v, LLVMValueRef o,
+                              LLVMValueRef q, LLVMValueRef mask,
+                              LLVMValueRef acc) {
+  Cg *cg = e->k->cg;
+  if (v == e->conv)
+    return acc;
+  if (v == e->root || cg->inl[v->id]) {
+    if (v->op == OP_CONST)
+      return splat(cg, cg_f32(cg, v->attr.num));
+    if (v->op == OP_BATCH_SIZE)
+      return splat(cg, LLVMBuildSIToFP(cg->b, e->k->rows, cg->t_f32, ""));
+    assert(prims[v->op].kind == PK_EW);
+    LLVMValueRef x[MAX_ARGS];
+    for (int i = 0; i < v->narg; i++)
+      x[i] = epi_value(e, v->arg[i], o, q, mask, acc);
+    return ew_op(cg, v, x);
+  }
+  LLVMValueRef p = kern_ptr(e->k, v);
+  int64_t n = shape_numel(v->shape);
+  LLVMValueRef row = v->batched ? e->b : i64c(cg, 0);
+  if (n == e->O * e->P) // the output's layout
+    return vload(cg,
+                 cg_gep(cg, p,
+                        cg_add(cg, cg_mul(cg, row, i64c(cg, n)),
+                               cg_add(cg, cg_mul(cg, o, i64c(cg, e->P)), q))),
+                 mask);
+  if (n == e->O) // per channel
+    return splat(cg, cg_load(cg, p, cg_add(cg, cg_mul(cg, row, i64c(cg, n)), o)));
+  assert(n == 1);
+  return splat(cg, cg_load(cg, p, row));
+}
+
+// One <16 x float> lane sum with a fixed tree (reassoc allows it).
+static LLVMValueRef hsum(Cg *cg, LLVMValueRef v) {
+  LLVMValueRef args[2] = {cg_f32(cg, 0), v};
+  LLVMTypeRef ov = vty(cg);
+  LLVMValueRef r = intrinsic(cg, "llvm.vector.reduce.fadd", &ov, 1, args, 2);
+  LLVMSetFastMathFlags(r, LLVMFastMathAllowReassoc);
+  return r;
+}
+
+// CONV_W: dw[o, r] = sum over examples and positions of dy[o, q] Col[r, q].
+// Tasks take chunks of examples and keep 16 lane sums per weight; kN.op
+// adds them up in task order and reduces the lanes, so the order of every
+// sum depends on rows only.
+void emit_CONV_W(Kern *k, const IrValue *v) {
+  Cg *cg = k->cg;
+  Conv c = conv_value(v);
+  const IrValue *x = v->arg[0];
+  int64_t per = w_task_floats(&c), nw = c.O * c.ck;
+  size_t len;
+  const char *name =
+      arena_printf(cg->arena, "%s.part", LLVMGetValueName2(k->k->fn, &len));
+
+  // kN.op: part(args...) and the final sums.
+  LLVMValueRef part = cg_function(cg, name, k->k->ty, true);
+  unsigned np = LLVMCountParams(k->k->fn);
+  LLVMValueRef *args = arena_alloc(cg->arena, sizeof *args * np);
+  for (unsigned i = 0; i < np; i++)
+    args[i] = LLVMGetParam(k->k->fn, i);
+  LLVMBuildCall2(cg->b, k->k->ty, part, args, np, "");
+  LLVMValueRef nt = task_count(cg, examples(k, x->batched), conv_flops(&c), W_TASKS);
+  Loop le, lt;
+  LLVMValueRef e = loop_begin(cg, &le, i64c(cg, nw), "e");
+  LLVMValueRef eoff = cg_mul(cg, e, i64c(cg, VL));
+  LLVMValueRef acc = vload(cg, cg_gep(cg, k->scratch, eoff), NULL);
+  LLVMValueRef slot = cg_alloca(cg, vty(cg), "sum");
+  LLVMBuildStore(cg->b, acc, slot);
+  LLVMValueRef t = loop_begin(cg, &lt, sub(cg, nt, i64c(cg, 1)), "t");
+  LLVMValueRef toff =
+      cg_add(cg, cg_mul(cg, cg_add(cg, t, i64c(cg, 1)), i64c(cg, per)), eoff);
+  LLVMBuildStore(cg->b,
+                 LLVMBuildFAdd(cg->b, LLVMBuildLoad2(cg->b, vty(cg), slot, ""),
+                               vload(cg, cg_gep(cg, k->scratch, toff), NULL), ""),
+                 slot);
+  loop_end(cg, &lt);
+  cg_store(cg, hsum(cg, LLVMBuildLoad2(cg->b, vty(cg), slot, "")), k->out, e);
+  loop_end(cg, &le);
+  LLVMBasicBlockRef back = LLVMGetInsertBlock(cg->b);
+
+  // part: the tasks.
+  Kernel pk = *k->k;
+  pk.fn = part;
+  Kern kk = {.cg = cg, .k = &pk};
+  kk.inp = arena_alloc(cg->arena, sizeof *kk.inp * (size_t)(pk.nin + 1));
+  unsigned i = 0;
+  kk.out = LLVMGetParam(part, i++);
+  for (int a = 0; a < pk.nin; a++)
+    kk.inp[a] = LLVMGetParam(part, i++);
+  assert(pk.scratch);
+  kk.scratch = LLVMGetParam(part, i++);
+  kk.rows = LLVMGetParam(part, i);
+  LLVMPositionBuilderAtEnd(cg->b, LLVMAppendBasicBlockInContext(cg->lc, part, ""));
+  LLVMValueRef nb = examples(&kk, x->batched);
+  LLVMValueRef task =
+      kern_parallel(&kk, task_count(cg, nb, conv_flops(&c), W_TASKS), name);
+  nb = examples(&kk, x->batched);
+  nt = task_count(cg, nb, conv_flops(&c), W_TASKS);
+  LLVMValueRef b0, b1;
+  task_chunk(cg, task, nt, nb, &b0, &b1);
+  LLVMValueRef sums = cg_gep(cg, kk.scratch, cg_mul(cg, task, i64c(cg, per)));
+  LLVMValueRef panel = cg_gep(cg, sums, i64c(cg, round16(nw * VL)));
+  memzero(cg, sums, i64c(cg, nw * VL));
+  LLVMValueRef xp = kern_ptr(&kk, x), dyp = kern_ptr(&kk, v->arg[1]);
+  Loop l;
+  LLVMValueRef b = range_begin(cg, &l, b0, b1, "b");
+  conv_example(cg, &c, PART_W, cg_gep(cg, xp, cg_mul(cg, b, i64c(cg, c.xn))),
+               cg_gep(cg, dyp, cg_mul(cg, b, i64c(cg, c.yn))), NULL, panel,
+               sums, NULL);
+  loop_end(cg, &l);
+  LLVMBuildRetVoid(cg->b);
+  LLVMPositionBuilderAtEnd(cg->b, back);
+}
+
+// ---- pools --------------------------------------------------------------------------
+// Every pool walks channel planes rc (row r, channel c: rc = r C + c) of
+// the unpooled value, lines (od, oh) and vectors of 16 windows along ow;
+// for each window vector the valid taps along d and h are a range, and
+// along w a lane mask.
+typedef enum PoolOp { P_MAX, P_UNPOOL, P_SELECT, P_AVG, P_AVG_T } PoolOp;
+
+typedef struct Pool {
+  PoolOp op;
+  Geo g;
+  LLVMValueRef xin;    // the unpooled plane read (x, x_ref; AVGPOOL_T: out)
+  LLVMValueRef pooled; // the pooled plane (out; dy for UNPOOL, AVGPOOL_T)
+  LLVMValueRef gin;    // POOL_SELECT: the plane of g; UNPOOL: out
+  bool overlap_w;      // windows along w share positions
+  bool disjoint;       // no two windows share a position
+} Pool;
+
+// The window vector at line (od, oh), windows ow0 .. ow0 + cnt - 1.
+static void pool_vector(Cg *cg, const Pool *p, LLVMValueRef od,
+                        LLVMValueRef oh, LLVMValueRef kd0, LLVMValueRef kd1,
+                        LLVMValueRef kh0, LLVMValueRef kh1, LLVMValueRef ow0,
+                        LLVMValueRef cnt) {
+  const Geo *g = &p->g;
+  LLVMTypeRef vt = vty(cg), it = ivty(cg);
+  LLVMTypeRef mt = LLVMVectorType(cg->t_i1, VL);
+  LLVMValueRef lanes = lanes_below(cg, cnt);
+  LLVMValueRef oidx = cg_add(
+      cg, cg_mul(cg, cg_add(cg, cg_mul(cg, od, i64c(cg, g->out[1])), oh),
+                 i64c(cg, g->out[2])),
+      ow0);
+  LLVMValueRef best = cg_alloca(cg, vt, "best");
+  LLVMValueRef bidx = cg_alloca(cg, it, "bidx");
+  LLVMValueRef have = cg_alloca(cg, mt, "have");
+  LLVMValueRef dyv = NULL;
+  LLVMBuildStore(cg->b, LLVMConstNull(vt), best);
+  LLVMBuildStore(cg->b, LLVMConstNull(it), bidx);
+  LLVMBuildStore(cg->b, LLVMConstNull(mt), have);
+  if (p->op == P_AVG_T)
+    dyv = LLVMBuildFDiv(cg->b, vload(cg, gep(cg, p->pooled, oidx), lanes),
+                        splat(cg, cg_f32(cg, (double)g->nk)), "");
+  Loop ld, lh, lw;
+  LLVMValueRef kd = range_begin(cg, &ld, kd0, kd1, "kd");
+  LLVMValueRef kh = range_begin(cg, &lh, kh0, kh1, "kh");
+  LLVMValueRef id = cg_add(
+      cg, sub(cg, cg_mul(cg, od, i64c(cg, g->s[0])), i64c(cg, g->lo[0])),
+      cg_mul(cg, kd, i64c(cg, g->d[0])));
+  LLVMValueRef ih = cg_add(
+      cg, sub(cg, cg_mul(cg, oh, i64c(cg, g->s[1])), i64c(cg, g->lo[1])),
+      cg_mul(cg, kh, i64c(cg, g->d[1])));
+  LLVMValueRef rowbase =
+      cg_mul(cg, cg_add(cg, cg_mul(cg, id, i64c(cg, g->n[1])), ih),
+             i64c(cg, g->n[2]));
+  LLVMValueRef kw = loop_begin(cg, &lw, i64c(cg, g->k[2]), "kw");
+  LLVMValueRef pos;
+  LLVMValueRef m = w_lanes(cg, g, ow0, cnt, kw, &pos);
+  LLVMValueRef first =
+      cg_add(cg, rowbase,
+             cg_add(cg, sub(cg, cg_mul(cg, ow0, i64c(cg, g->s[2])),
+                            i64c(cg, g->lo[2])),
+                    cg_mul(cg, kw, i64c(cg, g->d[2]))));
+  LLVMValueRef xp = gep(cg, p->xin, first);
+  if (p->op == P_AVG_T) {
+    LLVMValueRef cur = load_strided(cg, xp, g->s[2], m);
+    store_strided(cg, LLVMBuildFAdd(cg->b, cur, dyv, ""), xp, g->s[2], m);
+  } else {
+    LLVMValueRef xv = load_strided(cg, xp, g->s[2], m);
+    LLVMValueRef bv = LLVMBuildLoad2(cg->b, vt, best, "");
+    if (p->op == P_AVG) {
+      LLVMBuildStore(cg->b, LLVMBuildFAdd(cg->b, bv, xv, ""), best);
+    } else {
+      LLVMValueRef hv = LLVMBuildLoad2(cg->b, mt, have, "");
+      // take the tap where it reads input and is the first such or greater
+      LLVMValueRef gt = LLVMBuildFCmp(cg->b, LLVMRealOGT, xv, bv, "");
+      LLVMValueRef take =
+          and1(cg, m, LLVMBuildOr(cg->b, LLVMBuildNot(cg->b, hv, ""), gt, ""));
+      LLVMBuildStore(cg->b, LLVMBuildSelect(cg->b, take, xv, bv, ""), best);
+      LLVMBuildStore(cg->b, LLVMBuildOr(cg->b, hv, m, ""), have);
+      if (p->op != P_MAX) {
+        LLVMValueRef at = LLVMBuildAdd(cg->b, pos,
+                                       splat(cg, to_i32(cg, rowbase)), "");
+        LLVMBuildStore(cg->b,
+                       LLVMBuildSelect(cg->b, take, at,
+                                       LLVMBuildLoad2(cg->b, it, bidx, ""), ""),
+                       bidx);
+      }
+    }
+  }
+  loop_end(cg, &lw);
+  loop_end(cg, &lh);
+  loop_end(cg, &ld);
+
+  LLVMValueRef bv = LLVMBuildLoad2(cg->b, vt, best, "");
+  LLVMValueRef bi = LLVMBuildLoad2(cg->b, it, bidx, "");
+  LLVMValueRef op = gep(cg, p->pooled, oidx);
+  switch (p->op) {
+  case P_MAX:
+    vstore(cg, bv, op, lanes);
+    break;
+  case P_AVG:
+    vstore(cg, LLVMBuildFDiv(cg->b, bv, splat(cg, cg_f32(cg, (double)g->nk)), ""),
+           op, lanes);
+    break;
+  case P_SELECT:
+    vstore(cg, gather(cg, p->gin, bi, lanes), op, lanes);
+    break;
+  case P_UNPOOL: {
+    LLVMValueRef dy = vload(cg, op, lanes);
+    if (p->disjoint) {
+      scatter(cg, dy, p->gin, bi, lanes);
+    } else if (!p->overlap_w) {
+      scatter(cg, LLVMBuildFAdd(cg->b, gather(cg, p->gin, bi, lanes), dy, ""),
+              p->gin, bi, lanes);
+    } else { // windows of one vector may share their argmax: one at a time
+      Loop li;
+      LLVMValueRef i = loop_begin(cg, &li, cnt, "lane");
+      LLVMValueRef at = LLVMBuildSExt(
+          cg->b, LLVMBuildExtractElement(cg->b, bi, i, ""), cg->t_i64, "");
+      LLVMValueRef cur = cg_load(cg, p->gin, at);
+      cg_store(cg,
+               LLVMBuildFAdd(cg->b, cur,
+                             LLVMBuildExtractElement(cg->b, dy, i, ""), ""),
+               p->gin, at);
+      loop_end(cg, &li);
+    }
+    break;
+  }
+  case P_AVG_T:
+    break;
+  }
+}
+
+static void pool_plane(Cg *cg, const Pool *p) {
+  const Geo *g = &p->g;
+  Loop ld, lh, lw;
+  LLVMValueRef od = loop_begin(cg, &ld, i64c(cg, g->out[0]), "od");
+  LLVMValueRef kd0, kd1;
+  tap_range(cg, g, 0, od, &kd0, &kd1);
+  LLVMValueRef oh = loop_begin(cg, &lh, i64c(cg, g->out[1]), "oh");
+  LLVMValueRef kh0, kh1;
+  tap_range(cg, g, 1, oh, &kh0, &kh1);
+  LLVMValueRef w = loop_begin(cg, &lw, i64c(cg, (g->out[2] + VL - 1) / VL), "w");
+  LLVMValueRef ow0 = cg_mul(cg, w, i64c(cg, VL));
+  LLVMValueRef cnt = smin(cg, sub(cg, i64c(cg, g->out[2]), ow0), i64c(cg, VL));
+  pool_vector(cg, p, od, oh, kd0, kd1, kh0, kh1, ow0, cnt);
+  loop_end(cg, &lw);
+  loop_end(cg, &lh);
+  loop_end(cg, &ld);
+}
+
+// Whether windows along axis i share input positions.
+static bool overlaps(const Geo *g, int i) {
+  return g->out[i] > 1 && (g->k[i] - 1) * g->d[i] + 1 > g->s[i];
+}
+
+static void pool_kernel(Kern *k, const IrValue *v, PoolOp op) {
+  Cg *cg = k->cg;
+  // The unpooled shape and the pooled one.
+  Shape un = op == P_AVG_T ? v->shape : v->arg[0]->shape;
+  Shape po = op == P_UNPOOL  ? v->arg[1]->shape
+             : op == P_AVG_T ? v->arg[0]->shape
+                             : v->shape;
+  Pool p = {.op = op, .g = geo(un, po, v->attr.win.kernel, &v->attr.win)};
+  const Geo *g = &p.g;
+  p.overlap_w = overlaps(g, 2);
+  p.disjoint = !overlaps(g, 0) && !overlaps(g, 1) && !p.overlap_w;
+  int64_t C = un.dim[0];
+  size_t len;
+  const char *name = LLVMGetValueName2(k->k->fn, &len);
+  LLVMValueRef planes = cg_mul(cg, examples(k, v->batched), i64c(cg, C));
+  int64_t work = g->nin + g->nout * g->nk;
+  LLVMValueRef task = kern_parallel(k, task_count(cg, planes, work, MAX_TASKS), name);
+  planes = cg_mul(cg, examples(k, v->batched), i64c(cg, C));
+  LLVMValueRef nt = task_count(cg, planes, work, MAX_TASKS);
+  LLVMValueRef rc0, rc1;
+  task_chunk(cg, task, nt, planes, &rc0, &rc1);
+  LLVMValueRef a0 = kern_ptr(k, v->arg[0]);
+  LLVMValueRef a1 = v->narg > 1 ? kern_ptr(k, v->arg[1]) : NULL;
+  Loop l;
+  LLVMValueRef rc = range_begin(cg, &l, rc0, rc1, "plane");
+  LLVMValueRef uoff = cg_mul(cg, rc, i64c(cg, g->nin));
+  LLVMValueRef poff = cg_mul(cg, rc, i64c(cg, g->nout));
+  switch (op) {
+  case P_MAX:
+  case P_AVG:
+    p.xin = cg_gep(cg, a0, uoff);
+    p.pooled = cg_gep(cg, k->out, poff);
+    break;
+  case P_SELECT:
+    p.xin = cg_gep(cg, a0, uoff);
+    p.gin = cg_gep(cg, a1, uoff);
+    p.pooled = cg_gep(cg, k->out, poff);
+    break;
+  case P_UNPOOL:
+    p.xin = cg_gep(cg, a0, uoff);
+    p.gin = cg_gep(cg, k->out, uoff);
+    p.pooled = cg_gep(cg, a1, poff);
+    memzero(cg, p.gin, i64c(cg, g->nin));
+    break;
+  case P_AVG_T:
+    p.xin = cg_gep(cg, k->out, uoff);
+    p.pooled = cg_gep(cg, a0, poff);
+    memzero(cg, p.xin, i64c(cg, g->nin));
+    break;
+  }
+  pool_plane(cg, &p);
+  loop_end(cg, &l);
+}
+
+void emit_MAXPOOL(Kern *k, const IrValue *v) { pool_kernel(k, v, P_MAX); }
+void emit_UNPOOL(Kern *k, const IrValue *v) { pool_kernel(k, v, P_UNPOOL); }
+void emit_POOL_SELECT(Kern *k, const IrValue *v) { pool_kernel(k, v, P_SELECT); }
+void emit_AVGPOOL(Kern *k, const IrValue *v) { pool_kernel(k, v, P_AVG); }
+void emit_AVGPOOL_T(Kern *k, const IrValue *v) { pool_kernel(k, v, P_AVG_T); }
+
+// ---- concat, slice, embed -----------------------------------------------------------
+// A value seen as [outer, dim[axis], inner] around one per-example axis.
+static int64_t outer_of(Shape s, int axis) {
+  int64_t n = 1;
+  for (int i = 0; i < axis; i++)
+    n *= s.dim[i];
+  return n;
+}
+static int64_t inner_of(Shape s, int axis) {
+  int64_t n = 1;
+  for (int i = axis + 1; i < s.rank; i++)
+    n *= s.dim[i];
+  return n;
+}
+
+// Copies between the slab start .. start + len of `axis` in `big` (rows
+// rows) and `small` (extent len there): to_big says the direction. An
+// unbatched small is the same for every row of big.
+static void slab_copy(Kern *k, const IrValue *big, LLVMValueRef bigp,
+                      const IrValue *small, LLVMValueRef smallp, int axis,
+                      int64_t start, bool to_big) {
+  Cg *cg = k->cg;
+  int64_t outer = outer_of(big->shape, axis), inner = inner_of(big->shape, axis);
+  int64_t blen = big->shape.dim[axis], slen = small->shape.dim[axis];
+  int64_t bn = shape_numel(big->shape), sn = shape_numel(small->shape);
+  int64_t chunk = slen * inner;
+  Loop lr, lo;
+  LLVMValueRef r = loop_begin(cg, &lr, examples(k, big->batched), "row");
+  LLVMValueRef o = loop_begin(cg, &lo, i64c(cg, outer), "outer");
+  LLVMValueRef bo = cg_add(cg, cg_mul(cg, r, i64c(cg, bn)),
+                           cg_mul(cg, cg_add(cg, cg_mul(cg, o, i64c(cg, blen)),
+                                             i64c(cg, start)),
+                                  i64c(cg, inner)));
+  LLVMValueRef so =
+      cg_add(cg, small->batched ? cg_mul(cg, r, i64c(cg, sn)) : i64c(cg, 0),
+             cg_mul(cg, o, i64c(cg, chunk)));
+  LLVMValueRef bp = cg_gep(cg, bigp, bo), sp = cg_gep(cg, smallp, so);
+  LLVMValueRef bytes = i64c(cg, chunk * 4);
+  if (to_big)
+    LLVMBuildMemCpy(cg->b, bp, 4, sp, 4, bytes);
+  else
+    LLVMBuildMemCpy(cg->b, sp, 4, bp, 4, bytes);
+  loop_end(cg, &lo);
+  loop_end(cg, &lr);
+}
+
+void emit_CONCAT(Kern *k, const IrValue *v) {
+  const IrValue *a = v->arg[0], *b = v->arg[1];
+  int ax = v->attr.axis;
+  LLVMValueRef ap = kern_ptr(k, a), bp = kern_ptr(k, b);
+  slab_copy(k, v, k->out, a, ap, ax, 0, true);
+  slab_copy(k, v, k->out, b, bp, ax, a->shape.dim[ax], true);
+}
+
+void emit_SLICE(Kern *k, const IrValue *v) {
+  const IrValue *x = v->arg[0];
+  slab_copy(k, x, kern_ptr(k, x), v, k->out, v->attr.axis, v->attr.start,
+            false);
+}
+
+void emit_EMBED(Kern *k, const IrValue *v) {
+  const IrValue *x = v->arg[0];
+  memzero(k->cg, k->out,
+          cg_mul(k->cg, examples(k, v->batched), i64c(k->cg, shape_numel(v->shape))));
+  slab_copy(k, v, k->out, x, kern_ptr(k, x), v->attr.axis, v->attr.start, true);
+}
+
+// ---- per-channel sums (a convolution's bias gradient) ---------------------------------
+// SUM_TO from a stored, batched [C, n...] to an unbatched [C, 1, ...]: each
+// channel's positions of every example, added in vectors of 16 lanes (four
+// accumulators, then the lanes) in a fixed order. Tasks take channels.
+bool conv_channel_sum(Kern *k, const IrValue *v) {
+  Cg *cg = k->cg;
+  const IrValue *x = v->arg[0];
+  Shape s = v->shape, xs = x->shape;
+  if (cg->inl[x->id] || !x->batched || v->batched || s.rank != xs.rank ||
+      s.rank < 2 || s.dim[0] != xs.dim[0])
+    return false;
+  for (int i = 1; i < s.rank; i++)
+    if (s.dim[i] != 1)
+      return false;
+  int64_t C = xs.dim[0], P = shape_numel(xs) / C;
+  size_t len;
+  const char *name = LLVMGetValueName2(k->k->fn, &len);
+  LLVMValueRef task =
+      kern_parallel(k, task_count(cg, k->rows, C * P, MAX_TASKS > C ? C : MAX_TASKS),
+                    name);
+  LLVMValueRef nt =
+      task_count(cg, k->rows, C * P, MAX_TASKS > C ? C : MAX_TASKS);
+  LLVMValueRef c0, c1;
+  task_chunk(cg, task, nt, i64c(cg, C), &c0, &c1);
+  LLVMValueRef xp = kern_ptr(k, x);
+  Loop lc, lb, lq;
+  LLVMValueRef c = range_begin(cg, &lc, c0, c1, "c");
+  LLVMValueRef slot[4];
+  for (int a = 0; a < 4; a++) {
+    slot[a] = cg_alloca(cg, vty(cg), "acc");
+    LLVMBuildStore(cg->b, LLVMConstNull(vty(cg)), slot[a]);
+  }
+  LLVMValueRef b = loop_begin(cg, &lb, k->rows, "b");
+  LLVMValueRef base = cg_gep(
+      cg, xp, cg_mul(cg, cg_add(cg, cg_mul(cg, b, i64c(cg, C)), c), i64c(cg, P)));
+  int64_t n4 = P / (4 * VL);
+  if (n4 > 0) {
+    LLVMValueRef q = loop_begin(cg, &lq, i64c(cg, n4), "q");
+    LLVMValueRef qb = cg_mul(cg, q, i64c(cg, 4 * VL));
+    for (int a = 0; a < 4; a++) {
+      LLVMValueRef xv =
+          vload(cg, cg_gep(cg, base, cg_add(cg, qb, i64c(cg, a * VL))), NULL);
+      LLVMBuildStore(
+          cg->b,
+          LLVMBuildFAdd(cg->b, LLVMBuildLoad2(cg->b, vty(cg), slot[a], ""), xv,
+                        ""),
+          slot[a]);
+    }
+    loop_end(cg, &lq);
+  }
+  for (int64_t off = n4 * 4 * VL, a = 0; off < P; off += VL, a++) {
+    LLVMValueRef xv =
+        vload(cg, cg_gep(cg, base, i64c(cg, off)), const_mask(cg, P - off));
+    LLVMBuildStore(
+        cg->b,
+        LLVMBuildFAdd(cg->b, LLVMBuildLoad2(cg->b, vty(cg), slot[a], ""), xv,
+                      ""),
+        slot[a]);
+  }
+  loop_end(cg, &lb);
+  LLVMValueRef acc[4];
+  for (int a = 0; a < 4; a++)
+    acc[a] = LLVMBuildLoad2(cg->b, vty(cg), slot[a], "");
+  LLVMValueRef sum =
+      LLVMBuildFAdd(cg->b, LLVMBuildFAdd(cg->b, acc[0], acc[1], ""),
+                    LLVMBuildFAdd(cg->b, acc[2], acc[3], ""), "");
+  cg_store(cg, hsum(cg, sum), k->out, c);
+  loop_end(cg, &lc);
+  return true;
+}

@@ -1,0 +1,625 @@
+// codegen_matmul.c — register-tiled matmul kernels with fused epilogues,
+// split into tasks for the runtime's thread pool.
+//
+// Consumes a MATMUL, MATMUL_NT or MATMUL_TN value `mm` and the value `root`
+// its kernel stores: mm itself, or an element-wise tree over mm that
+// kernel_fuse (opt.c) let the matmul compute in its epilogue (bias, ReLU,
+// the backward ReLU mask). Produces the kernel's code through Kern.
+//
+// All three forms are one GEMM, out[i, j] = epi(sum_t A(i, t) B(t, j)):
+//
+//   form       out (R x N)       A(i, t)             B(t, j)             T
+//   MATMUL     rows x M          a[i*K + t]          b[t*M + j]          K
+//   MATMUL_NT  rows x K          a[i*M + t]          packed b^T[t*K + j] M
+//   MATMUL_TN  K x M             a[t*K + i]          b[t*M + j]          rows
+//
+// (a: rows x K or rows x M, b the second argument; rows = batch x leading
+// axes, a run-time value; every other size is known at compile time.)
+// MATMUL_NT first packs the columns it computes of b^T into scratch memory,
+// so every form reads B as unit-stride rows of 16-float vectors.
+//
+// The micro-kernel is a register tile of mr rows x nv vectors of 16 floats
+// (<16 x float>, one zmm register each): nv = min(4, ceil(N / 16)), mr =
+// 24 / nv, so 24 accumulators plus nv B vectors and one broadcast A value
+// stay in the 32 registers. Per reduction step t it loads nv B vectors and
+// mr A scalars (broadcast) and issues mr x nv llvm.fma. The accumulators are
+// loop phis; the epilogue evaluates `root` on each accumulator vector (other
+// leaves loaded as vectors, or broadcast) and stores it. Column tails are
+// known at compile time (masked loads and stores, llvm.masked.*); row tails
+// are run-time (rows % mr) and use tiles of 4, 2, 1 ... rows. Loads and
+// stores say align 4: nothing better is proven (LLVM-NOTES trap 4).
+//
+// Determinism: every output element is one fma chain over t = 0, 1, ...,
+// T-1, the same in every tile variant and task. Tasks split the output by
+// column blocks and row chunks, never the reduction; their number depends
+// only on the shapes and `rows`. So results do not depend on the thread
+// count, bit for bit.
+#include <assert.h>
+#include <string.h>
+
+#include <llvm-c/DebugInfo.h>
+
+#include "codegen_internal.h"
+
+enum {
+  VL = 16,       // floats per vector
+  MAX_NV = 4,    // vectors per tile row
+  ACCS = 24,     // accumulators per tile (mr x nv <= ACCS)
+  MAX_MR = ACCS, // rows per tile
+};
+// Below SERIAL_FLOPS a matmul runs on the calling thread; above, it is cut
+// into tasks of about TASK_FLOPS (a task of 1 MFLOP is ~5 us of work at
+// ~200 GFLOP/s, next to well under 1 us to hand it to a spinning thread).
+#ifndef SERIAL_FLOPS
+#define SERIAL_FLOPS (1 << 19)
+#endif
+#ifndef TASK_FLOPS
+#define TASK_FLOPS (1 << 20)
+#endif
+#ifndef MIN_ROWS
+#define MIN_ROWS 4 // rows per task at least (a 4-row tile is ~full speed)
+#endif
+
+// ---- vectors ----------------------------------------------------------------
+static LLVMTypeRef vty(Cg *cg) { return LLVMVectorType(cg->t_f32, VL); }
+
+static LLVMValueRef vsplat(Cg *cg, LLVMValueRef x) {
+  LLVMTypeRef vt = vty(cg);
+  LLVMValueRef v = LLVMBuildInsertElement(cg->b, LLVMGetPoison(vt), x,
+                                          LLVMConstInt(cg->t_i32, 0, 0), "");
+  return LLVMBuildShuffleVector(cg->b, v, LLVMGetPoison(vt),
+                                LLVMConstNull(LLVMVectorType(cg->t_i32, VL)),
+                                "");
+}
+
+// <16 x i1> with the first n lanes set.
+static LLVMValueRef vmask(Cg *cg, int n) {
+  LLVMValueRef e[VL];
+  for (int i = 0; i < VL; i++)
+    e[i] = LLVMConstInt(cg->t_i1, i < n, 0);
+  return LLVMConstVector(e, VL);
+}
+
+static LLVMValueRef masked_intrinsic(Cg *cg, const char *name,
+                                     LLVMTypeRef *ty) {
+  unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+  assert(id);
+  LLVMTypeRef ov[2] = {vty(cg), cg->t_ptr};
+  *ty = LLVMIntrinsicGetType(cg->lc, id, ov, 2);
+  return LLVMGetIntrinsicDeclaration(cg->mod, id, ov, 2);
+}
+
+// 16 floats at p (align 4); with a mask, only its lanes (others read 0).
+static LLVMValueRef vload(Cg *cg, LLVMValueRef p, LLVMValueRef mask) {
+  if (!mask) {
+    LLVMValueRef l = LLVMBuildLoad2(cg->b, vty(cg), p, "");
+    LLVMSetAlignment(l, 4);
+    return l;
+  }
+  LLVMTypeRef ty;
+  LLVMValueRef fn = masked_intrinsic(cg, "llvm.masked.load", &ty);
+  LLVMValueRef args[4] = {p, LLVMConstInt(cg->t_i32, 4, 0), mask,
+                          LLVMConstNull(vty(cg))};
+  return LLVMBuildCall2(cg->b, ty, fn, args, 4, "");
+}
+
+static void vstore(Cg *cg, LLVMValueRef v, LLVMValueRef p, LLVMValueRef mask) {
+  if (!mask) {
+    LLVMValueRef s = LLVMBuildStore(cg->b, v, p);
+    LLVMSetAlignment(s, 4);
+    return;
+  }
+  LLVMTypeRef ty;
+  LLVMValueRef fn = masked_intrinsic(cg, "llvm.masked.store", &ty);
+  LLVMValueRef args[4] = {v, p, LLVMConstInt(cg->t_i32, 4, 0), mask};
+  LLVMBuildCall2(cg->b, ty, fn, args, 4, "");
+}
+
+// ---- integer helpers ----------------------------------------------------------
+static LLVMValueRef i64c(Cg *cg, int64_t v) { return cg_i64(cg, v); }
+
+static LLVMValueRef sdiv(Cg *cg, LLVMValueRef a, LLVMValueRef b) {
+  return LLVMBuildSDiv(cg->b, a, b, "");
+}
+
+static LLVMValueRef sub(Cg *cg, LLVMValueRef a, LLVMValueRef b) {
+  return LLVMBuildNSWSub(cg->b, a, b, "");
+}
+
+static LLVMValueRef smin(Cg *cg, LLVMValueRef a, LLVMValueRef b) {
+  return LLVMBuildSelect(cg->b, LLVMBuildICmp(cg->b, LLVMIntSLT, a, b, ""), a,
+                         b, "");
+}
+
+static LLVMValueRef smax(Cg *cg, LLVMValueRef a, LLVMValueRef b) {
+  return LLVMBuildSelect(cg->b, LLVMBuildICmp(cg->b, LLVMIntSGT, a, b, ""), a,
+                         b, "");
+}
+
+// ceil(a / b) for a >= 0, b > 0.
+static LLVMValueRef cdiv(Cg *cg, LLVMValueRef a, LLVMValueRef b) {
+  return sdiv(cg, cg_add(cg, a, sub(cg, b, i64c(cg, 1))), b);
+}
+
+// ---- which values a matmul kernel computes ------------------------------------
+static int64_t last_dim(const IrValue *v) {
+  return v->shape.dim[v->shape.rank - 1];
+}
+
+// The inline matmul in v's inline tree (kernel_fuse allows at most one).
+static const IrValue *inline_matmul(Cg *cg, const IrValue *v) {
+  for (int i = 0; i < v->narg; i++) {
+    const IrValue *a = v->arg[i];
+    if (!cg->inl[a->id])
+      continue;
+    if (prims[a->op].kind == PK_MATMUL)
+      return a;
+    const IrValue *r = inline_matmul(cg, a);
+    if (r)
+      return r;
+  }
+  return NULL;
+}
+
+const IrValue *kernel_matmul(Cg *cg, const IrValue *v) {
+  if (prims[v->op].kind == PK_MATMUL)
+    return v;
+  if (prims[v->op].kind != PK_EW)
+    return NULL;
+  return inline_matmul(cg, v);
+}
+
+int64_t mm_scratch(const IrValue *mm) {
+  return mm->op == OP_MATMUL_NT ? shape_numel(mm->arg[1]->shape) : 0;
+}
+
+// ---- the GEMM -------------------------------------------------------------------
+typedef struct Gemm {
+  Kern *k;
+  Cg *cg;
+  const IrValue *root, *mm;
+  LLVMValueRef a, b, out;      // A and B operands (B maybe packed), output
+  int64_t a_rs, a_ts, b_ts, N; // A(i,t) = a[i*a_rs + t*a_ts]; B(t,j) =
+                               // b[t*b_ts + j]; out(i,j) = out[i*N + j]
+  LLVMValueRef R, T;           // output rows, reduction length
+  int mr, nv;                  // the main register tile
+  int64_t nb, nfull;           // column blocks of 16 nv; how many are full
+} Gemm;
+
+// Where an epilogue leaf's element (i, j) of the output lives.
+typedef enum LeafAt {
+  AT_ELEM,   // the output's own layout: u[i*N + j]
+  AT_COL,    // a row vector broadcast down: u[j]
+  AT_ROW,    // one value per output row: u[i]
+  AT_SCALAR, // u[0]
+} LeafAt;
+
+// Mirrors kernel_fuse's rule (opt.c, epilogue_leaf): what it admits is
+// exactly what these four forms can address.
+static LeafAt leaf_at(const IrValue *u, const IrValue *mm) {
+  Shape s = u->shape, o = mm->shape;
+  int64_t n = shape_numel(s), N = last_dim(mm);
+  if (shape_eq(s, o) && u->batched == mm->batched)
+    return AT_ELEM;
+  if (n == 1 && !u->batched)
+    return AT_SCALAR;
+  if (!u->batched && n == N && s.rank >= 1 && s.dim[s.rank - 1] == N)
+    return AT_COL;
+  if (u->batched == mm->batched && n == 1 && shape_numel(o) == N)
+    return AT_ROW; // a per-example scalar, one output row per example
+  if (u->batched == mm->batched && s.rank == o.rank && s.dim[s.rank - 1] == 1) {
+    bool same = true;
+    for (int i = 0; i + 1 < s.rank; i++)
+      same &= s.dim[i] == o.dim[i];
+    if (same)
+      return AT_ROW;
+  }
+  assert(!"an epilogue leaf the matmul cannot address");
+  unreachable();
+}
+
+// The epilogue: v at output row `row`, columns col .. col+15 (masked lanes
+// are don't-care), with mm's value there given as `acc`.
+static LLVMValueRef epi(Gemm *g, const IrValue *v, LLVMValueRef row,
+                        LLVMValueRef col, LLVMValueRef mask, LLVMValueRef acc) {
+  Cg *cg = g->cg;
+  if (v == g->mm)
+    return acc;
+  if (v == g->root || cg->inl[v->id]) {
+    if (v->op == OP_CONST)
+      return vsplat(cg, cg_f32(cg, v->attr.num));
+    if (v->op == OP_BATCH_SIZE)
+      return vsplat(cg, LLVMBuildSIToFP(cg->b, g->k->rows, cg->t_f32, ""));
+    assert(prims[v->op].kind == PK_EW);
+    LLVMValueRef x[MAX_ARGS];
+    for (int i = 0; i < v->narg; i++)
+      x[i] = epi(g, v->arg[i], row, col, mask, acc);
+    return ew_op(cg, v, x);
+  }
+  LLVMValueRef p = kern_ptr(g->k, v);
+  switch (leaf_at(v, g->mm)) {
+  case AT_ELEM:
+    return vload(cg, cg_gep(cg, p, cg_add(cg, cg_mul(cg, row, i64c(cg, g->N)),
+                                          col)),
+                 mask);
+  case AT_COL:
+    return vload(cg, cg_gep(cg, p, col), mask);
+  case AT_ROW:
+    return vsplat(cg, cg_load(cg, p, row));
+  case AT_SCALAR:
+    return vsplat(cg, cg_load(cg, p, i64c(cg, 0)));
+  }
+  unreachable();
+}
+
+// The optimizer applied to 16 elements of the parameter (element offset
+// idx) whose gradient `grad` the tile just computed: the gradient is never
+// stored, and the parameter and its states are read and written once.
+static void opt_epilogue(Gemm *g, LLVMValueRef idx, LLVMValueRef mask,
+                         LLVMValueRef grad) {
+  Cg *cg = g->cg;
+  Kern *k = g->k;
+  int ns = cg->m->opt.nstate;
+  LLVMValueRef arg[3 + 8], res[1 + 8], sp[8];
+  assert(ns <= 8);
+  LLVMValueRef pp = cg_gep(cg, k->opt_p, idx);
+  arg[0] = vload(cg, pp, mask);
+  arg[1] = grad;
+  arg[2] = k->opt_t;
+  for (int s = 0; s < ns; s++) {
+    sp[s] = cg_gep(cg, k->opt_st,
+                   cg_add(cg, idx, i64c(cg, s * cg->param_numel)));
+    arg[3 + s] = vload(cg, sp[s], mask);
+  }
+  opt_eval(cg, arg, res);
+  vstore(cg, res[0], pp, mask);
+  for (int s = 0; s < ns; s++)
+    vstore(cg, res[1 + s], sp[s], mask);
+}
+
+// Marks a loop's back-edge branch llvm.loop.unroll.disable: a tile's body
+// is already 10-50 instructions of loads and FMAs, and unrolled copies of
+// every tile variant would quadruple compile time and code size for a
+// loop overhead of three instructions (LLVM-NOTES trap 6 for the form).
+static void no_unroll(Cg *cg, LLVMValueRef br) {
+  LLVMMetadataRef tmp = LLVMTemporaryMDNode(cg->lc, NULL, 0);
+  LLVMMetadataRef s =
+      LLVMMDStringInContext2(cg->lc, "llvm.loop.unroll.disable", 24);
+  LLVMMetadataRef dis = LLVMMDNodeInContext2(cg->lc, &s, 1);
+  LLVMMetadataRef ops[2] = {tmp, dis};
+  LLVMMetadataRef id = LLVMMDNodeInContext2(cg->lc, ops, 2);
+  LLVMMetadataReplaceAllUsesWith(tmp, id);
+  LLVMSetMetadata(br, LLVMGetMDKindIDInContext(cg->lc, "llvm.loop", 9),
+                  LLVMMetadataAsValue(cg->lc, id));
+}
+
+// One register tile: output rows row0 .. row0+mr-1, columns col0 ..
+// col0 + 16 nv - 1 (the last vector masked by tmask when given).
+static void gemm_tile(Gemm *g, LLVMValueRef row0, int mr, LLVMValueRef col0,
+                      int nv, LLVMValueRef tmask) {
+  Cg *cg = g->cg;
+  LLVMBuilderRef b = cg->b;
+  LLVMTypeRef vt = vty(cg);
+  assert(mr >= 1 && mr <= MAX_MR && nv >= 1 && nv <= MAX_NV);
+  LLVMValueRef ap[MAX_MR], bv[MAX_NV];
+  LLVMValueRef acc[MAX_MR][MAX_NV], next[MAX_MR][MAX_NV];
+  for (int i = 0; i < mr; i++)
+    ap[i] = cg_gep(cg, g->a,
+                   cg_mul(cg, cg_add(cg, row0, i64c(cg, i)), i64c(cg, g->a_rs)));
+  LLVMValueRef bp = cg_gep(cg, g->b, col0);
+  LLVMValueRef zero = LLVMConstNull(vt);
+
+  LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(b));
+  LLVMBasicBlockRef pre = LLVMGetInsertBlock(b);
+  LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(cg->lc, fn, "t");
+  LLVMBasicBlockRef exit = LLVMAppendBasicBlockInContext(cg->lc, fn, "epi");
+  bool guard = !LLVMIsAConstantInt(g->T);
+  if (guard)
+    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSGT, g->T, i64c(cg, 0), ""),
+                    body, exit);
+  else
+    LLVMBuildBr(b, body);
+
+  LLVMPositionBuilderAtEnd(b, body);
+  LLVMValueRef t = LLVMBuildPhi(b, cg->t_i64, "t");
+  for (int i = 0; i < mr; i++)
+    for (int v = 0; v < nv; v++)
+      acc[i][v] = LLVMBuildPhi(b, vt, "");
+  LLVMValueRef boff = cg_mul(cg, t, i64c(cg, g->b_ts));
+  for (int v = 0; v < nv; v++)
+    bv[v] = vload(cg, cg_gep(cg, bp, cg_add(cg, boff, i64c(cg, VL * v))),
+                  v == nv - 1 ? tmask : NULL);
+  LLVMValueRef aoff = cg_mul(cg, t, i64c(cg, g->a_ts));
+  for (int i = 0; i < mr; i++) {
+    LLVMValueRef s = vsplat(cg, cg_load(cg, ap[i], aoff));
+    for (int v = 0; v < nv; v++) {
+      LLVMValueRef x[3] = {s, bv[v], acc[i][v]};
+      next[i][v] = cg_intrinsic(cg, "llvm.fma", x, 3);
+    }
+  }
+  LLVMValueRef t1 = LLVMBuildNSWAdd(b, t, i64c(cg, 1), "");
+  LLVMBasicBlockRef latch = LLVMGetInsertBlock(b);
+  LLVMValueRef br =
+      LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, t1, g->T, ""), body, exit);
+  no_unroll(cg, br);
+  LLVMValueRef z0 = i64c(cg, 0);
+  LLVMAddIncoming(t, &z0, &pre, 1);
+  LLVMAddIncoming(t, &t1, &latch, 1);
+  for (int i = 0; i < mr; i++)
+    for (int v = 0; v < nv; v++) {
+      LLVMAddIncoming(acc[i][v], &zero, &pre, 1);
+      LLVMAddIncoming(acc[i][v], &next[i][v], &latch, 1);
+    }
+
+  LLVMPositionBuilderAtEnd(b, exit);
+  if (guard) // T may be 0: the sums are 0 then
+    for (int i = 0; i < mr; i++)
+      for (int v = 0; v < nv; v++) {
+        LLVMValueRef r = LLVMBuildPhi(b, vt, "");
+        LLVMValueRef in[2] = {zero, next[i][v]};
+        LLVMBasicBlockRef from[2] = {pre, latch};
+        LLVMAddIncoming(r, in, from, 2);
+        next[i][v] = r;
+      }
+  for (int i = 0; i < mr; i++) {
+    LLVMValueRef row = cg_add(cg, row0, i64c(cg, i));
+    LLVMValueRef orow = cg_gep(cg, g->out, cg_mul(cg, row, i64c(cg, g->N)));
+    for (int v = 0; v < nv; v++) {
+      LLVMValueRef col = cg_add(cg, col0, i64c(cg, VL * v));
+      LLVMValueRef m = v == nv - 1 ? tmask : NULL;
+      LLVMValueRef val = epi(g, g->root, row, col, m, next[i][v]);
+      if (g->k->k->opt_param >= 0)
+        opt_epilogue(g, cg_add(cg, cg_mul(cg, row, i64c(cg, g->N)), col), m,
+                     val);
+      else
+        vstore(cg, val, cg_gep(cg, orow, col), m);
+    }
+  }
+}
+
+// if (cond) { ...then } — returns the block to continue in after `then`.
+static LLVMBasicBlockRef if_begin(Cg *cg, LLVMValueRef cond) {
+  LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(cg->b));
+  LLVMBasicBlockRef then = LLVMAppendBasicBlockInContext(cg->lc, fn, "then");
+  LLVMBasicBlockRef after = LLVMAppendBasicBlockInContext(cg->lc, fn, "");
+  LLVMBuildCondBr(cg->b, cond, then, after);
+  LLVMPositionBuilderAtEnd(cg->b, then);
+  return after;
+}
+
+static void if_end(Cg *cg, LLVMBasicBlockRef after) {
+  LLVMBuildBr(cg->b, after);
+  LLVMPositionBuilderAtEnd(cg->b, after);
+}
+
+// Output rows [r0, r1) of one column block: full tiles of mr rows, then the
+// rest (< mr) in tiles of the powers of two below mr.
+static void gemm_rows(Gemm *g, LLVMValueRef r0, LLVMValueRef r1,
+                      LLVMValueRef col0, int mr, int nv, LLVMValueRef tmask) {
+  Cg *cg = g->cg;
+  LLVMValueRef n = sub(cg, r1, r0);
+  LLVMValueRef nfull = sdiv(cg, n, i64c(cg, mr));
+  Loop l;
+  LLVMValueRef f = loop_begin(cg, &l, nfull, "tile");
+  gemm_tile(g, cg_add(cg, r0, cg_mul(cg, f, i64c(cg, mr))), mr, col0, nv,
+            tmask);
+  loop_end(cg, &l);
+  if (mr == 1)
+    return;
+  LLVMValueRef base = cg_add(cg, r0, cg_mul(cg, nfull, i64c(cg, mr)));
+  LLVMValueRef rem = sub(cg, n, cg_mul(cg, nfull, i64c(cg, mr)));
+  int top = 1;
+  while (top * 2 < mr)
+    top *= 2;
+  for (int bit = top; bit >= 1; bit /= 2) {
+    LLVMValueRef has = LLVMBuildICmp(
+        cg->b, LLVMIntNE, LLVMBuildAnd(cg->b, rem, i64c(cg, bit), ""),
+        i64c(cg, 0), "");
+    LLVMBasicBlockRef after = if_begin(cg, has);
+    LLVMValueRef at = cg_add(
+        cg, base, LLVMBuildAnd(cg->b, rem, i64c(cg, -2 * (int64_t)bit), ""));
+    gemm_tile(g, at, bit, col0, nv, tmask);
+    if_end(cg, after);
+  }
+}
+
+// How the output is cut into tasks, computed the same way in kN.op and in
+// its body (it depends on shapes and rows only).
+typedef struct Split {
+  LLVMValueRef serial;  // i1: one task does everything
+  LLVMValueRef rc, nrc; // rows per chunk, row chunks
+  LLVMValueRef ntasks;
+} Split;
+
+static Split split_of(Gemm *g) {
+  Cg *cg = g->cg;
+  Split s;
+  LLVMValueRef flops =
+      cg_mul(cg, cg_mul(cg, g->T, g->R), i64c(cg, 2 * g->N));
+  s.serial = LLVMBuildICmp(cg->b, LLVMIntSLT, flops, i64c(cg, SERIAL_FLOPS), "");
+  if (g->mm->op == OP_MATMUL_NT) {
+    // Each task packs its own columns of b^T, so tasks split columns only.
+    s.rc = smax(cg, g->R, i64c(cg, 1));
+    s.nrc = i64c(cg, 1);
+  } else {
+    // About TASK_FLOPS per task, an even number of them (two threads share
+    // them evenly), spread over the column blocks, then over equal row
+    // chunks of at least MIN_ROWS rows.
+    LLVMValueRef want = smax(cg, cdiv(cg, flops, i64c(cg, TASK_FLOPS)),
+                             i64c(cg, 2));
+    want = cg_mul(cg, cdiv(cg, want, i64c(cg, 2)), i64c(cg, 2));
+    LLVMValueRef nrc = cdiv(cg, want, i64c(cg, g->nb));
+    nrc = smin(cg, nrc,
+               smax(cg, sdiv(cg, g->R, i64c(cg, MIN_ROWS)), i64c(cg, 1)));
+    s.rc = smax(cg, cdiv(cg, g->R, nrc), i64c(cg, 1));
+    s.nrc = smax(cg, cdiv(cg, g->R, s.rc), i64c(cg, 1));
+  }
+  s.ntasks = LLVMBuildSelect(cg->b, s.serial, i64c(cg, 1),
+                             cg_mul(cg, s.nrc, i64c(cg, g->nb)), "");
+  return s;
+}
+
+static LLVMValueRef matrix_rows(Kern *k, const IrValue *a) {
+  int64_t lead = shape_numel(a->shape) / last_dim(a);
+  return a->batched ? cg_mul(k->cg, k->rows, i64c(k->cg, lead))
+                    : i64c(k->cg, lead);
+}
+
+// Operands, sizes and strides from the kernel's current arguments.
+static void gemm_setup(Gemm *g) {
+  Kern *k = g->k;
+  Cg *cg = g->cg;
+  const IrValue *mm = g->mm, *A = mm->arg[0], *B = mm->arg[1];
+  int64_t ka = last_dim(A);
+  g->N = last_dim(mm);
+  g->a = kern_ptr(k, A);
+  g->out = k->out;
+  switch (mm->op) {
+  case OP_MATMUL:
+    g->R = matrix_rows(k, A), g->T = i64c(cg, ka);
+    g->a_rs = ka, g->a_ts = 1;
+    g->b = kern_ptr(k, B), g->b_ts = g->N;
+    break;
+  case OP_MATMUL_NT:
+    g->R = matrix_rows(k, A), g->T = i64c(cg, ka);
+    g->a_rs = ka, g->a_ts = 1;
+    g->b = k->scratch, g->b_ts = g->N;
+    break;
+  case OP_MATMUL_TN:
+    g->R = i64c(cg, ka), g->T = matrix_rows(k, A);
+    g->a_rs = 1, g->a_ts = ka;
+    g->b = kern_ptr(k, B), g->b_ts = g->N;
+    break;
+  default:
+    assert(!"not a matmul");
+  }
+  g->nv = (int)((g->N + VL - 1) / VL);
+  if (g->nv > MAX_NV)
+    g->nv = MAX_NV;
+  g->mr = ACCS / g->nv;
+  int64_t nr = VL * g->nv;
+  g->nb = (g->N + nr - 1) / nr;
+  g->nfull = g->N / nr;
+}
+
+// A 16 x 16 transpose in registers: four rounds that swap the off-diagonal
+// blocks of 8, 4, 2 and 1 rows, each a two-source shuffle per row.
+static void transpose16(Cg *cg, LLVMValueRef *r) {
+  for (int bs = VL / 2; bs >= 1; bs /= 2)
+    for (int i = 0; i < VL; i++) {
+      if (i & bs)
+        continue;
+      LLVMValueRef lo[VL], hi[VL];
+      for (int c = 0; c < VL; c++) {
+        lo[c] = LLVMConstInt(cg->t_i32, (c & bs) ? VL + c - bs : c, 0);
+        hi[c] = LLVMConstInt(cg->t_i32, (c & bs) ? VL + c : c + bs, 0);
+      }
+      LLVMValueRef a = r[i], b = r[i + bs];
+      r[i] = LLVMBuildShuffleVector(cg->b, a, b, LLVMConstVector(lo, VL), "");
+      r[i + bs] = LLVMBuildShuffleVector(cg->b, a, b, LLVMConstVector(hi, VL), "");
+    }
+}
+
+// Scalar b^T[t, col] = b[col, t] over t in [t0, t1), col in [c0, c1).
+static void pack_scalar(Gemm *g, LLVMValueRef src, int64_t M, LLVMValueRef t0,
+                        LLVMValueRef t1, LLVMValueRef c0, LLVMValueRef c1) {
+  Cg *cg = g->cg;
+  Loop lt, lj;
+  LLVMValueRef t = cg_add(cg, t0, loop_begin(cg, &lt, sub(cg, t1, t0), "pt"));
+  LLVMValueRef drow = cg_gep(cg, g->b, cg_mul(cg, t, i64c(cg, g->N)));
+  LLVMValueRef col = cg_add(cg, c0, loop_begin(cg, &lj, sub(cg, c1, c0), "pj"));
+  cg_store(cg, cg_load(cg, src, cg_add(cg, cg_mul(cg, col, i64c(cg, M)), t)),
+           drow, col);
+  loop_end(cg, &lj);
+  loop_end(cg, &lt);
+}
+
+// MATMUL_NT: b^T[t, j] = b[j, t] for the columns [c0, c1) this task computes,
+// in 16 x 16 blocks transposed in registers, the edges element by element.
+static void pack_bt(Gemm *g, LLVMValueRef c0, LLVMValueRef c1) {
+  Cg *cg = g->cg;
+  const IrValue *B = g->mm->arg[1];
+  LLVMValueRef src = kern_ptr(g->k, B);
+  int64_t M = last_dim(B); // = T
+  int64_t tb = M / VL;     // full blocks along t
+  LLVMValueRef cb = sdiv(cg, sub(cg, c1, c0), i64c(cg, VL));
+  LLVMValueRef cfull = cg_add(cg, c0, cg_mul(cg, cb, i64c(cg, VL)));
+  if (tb > 0) {
+    Loop lt, lc;
+    LLVMValueRef t0 =
+        cg_mul(cg, loop_begin(cg, &lt, i64c(cg, tb), "bt"), i64c(cg, VL));
+    LLVMValueRef col0 = cg_add(
+        cg, c0, cg_mul(cg, loop_begin(cg, &lc, cb, "bc"), i64c(cg, VL)));
+    LLVMValueRef r[VL];
+    for (int i = 0; i < VL; i++)
+      r[i] = vload(cg,
+                   cg_gep(cg, src,
+                          cg_add(cg,
+                                 cg_mul(cg, cg_add(cg, col0, i64c(cg, i)),
+                                        i64c(cg, M)),
+                                 t0)),
+                   NULL);
+    transpose16(cg, r);
+    for (int i = 0; i < VL; i++)
+      vstore(cg, r[i],
+             cg_gep(cg, g->b,
+                    cg_add(cg,
+                           cg_mul(cg, cg_add(cg, t0, i64c(cg, i)),
+                                  i64c(cg, g->N)),
+                           col0)),
+             NULL);
+    loop_end(cg, &lc);
+    loop_end(cg, &lt);
+    // Columns past the last full block, for the blocked rows of t.
+    pack_scalar(g, src, M, i64c(cg, 0), i64c(cg, tb * VL), cfull, c1);
+  }
+  if (tb * VL < M) // the rows of t past the last full block, all columns
+    pack_scalar(g, src, M, i64c(cg, tb * VL), i64c(cg, M), c0, c1);
+}
+
+void mm_kernel(Kern *k, const IrValue *root, const IrValue *mm) {
+  Cg *cg = k->cg;
+  Gemm g = {.k = k, .cg = cg, .root = root, .mm = mm};
+  gemm_setup(&g);
+  Split s = split_of(&g);
+  size_t len;
+  const char *name = LLVMGetValueName2(k->k->fn, &len);
+  LLVMValueRef task = kern_parallel(k, s.ntasks, name);
+  gemm_setup(&g); // the body's arguments
+  s = split_of(&g);
+
+  // This task: column blocks [cb0, cb1), output rows [r0, r1).
+  LLVMValueRef cb = sdiv(cg, task, s.nrc);
+  LLVMValueRef rc = LLVMBuildSRem(cg->b, task, s.nrc, "");
+  LLVMValueRef cb0 = LLVMBuildSelect(cg->b, s.serial, i64c(cg, 0), cb, "");
+  LLVMValueRef cb1 = LLVMBuildSelect(cg->b, s.serial, i64c(cg, g.nb),
+                                     cg_add(cg, cb, i64c(cg, 1)), "");
+  LLVMValueRef r0 = LLVMBuildSelect(cg->b, s.serial, i64c(cg, 0),
+                                    cg_mul(cg, rc, s.rc), "");
+  LLVMValueRef r1 = LLVMBuildSelect(
+      cg->b, s.serial, g.R, smin(cg, cg_add(cg, r0, s.rc), g.R), "");
+  int64_t nr = VL * g.nv;
+
+  if (mm->op == OP_MATMUL_NT)
+    pack_bt(&g, cg_mul(cg, cb0, i64c(cg, nr)),
+            smin(cg, cg_mul(cg, cb1, i64c(cg, nr)), i64c(cg, g.N)));
+
+  // Full column blocks, then the tail block (at most one, compile-time).
+  Loop l;
+  LLVMValueRef nfull = smax(cg, sub(cg, smin(cg, cb1, i64c(cg, g.nfull)), cb0),
+                            i64c(cg, 0));
+  LLVMValueRef c = loop_begin(cg, &l, nfull, "cb");
+  gemm_rows(&g, r0, r1, cg_mul(cg, cg_add(cg, cb0, c), i64c(cg, nr)), g.mr,
+            g.nv, NULL);
+  loop_end(cg, &l);
+  if (g.nfull < g.nb) {
+    int64_t w = g.N - g.nfull * nr; // columns in the tail block
+    int nv = (int)((w + VL - 1) / VL);
+    int mr = ACCS / nv > MAX_MR ? MAX_MR : ACCS / nv;
+    LLVMBasicBlockRef after = if_begin(
+        cg, LLVMBuildICmp(cg->b, LLVMIntSGT, cb1, i64c(cg, g.nfull), ""));
+    gemm_rows(&g, r0, r1, i64c(cg, g.nfull * nr), mr, nv,
+              w % VL ? vmask(cg, (int)(w % VL)) : NULL);
+    if_end(cg, after);
+  }
+}
