@@ -11,7 +11,9 @@
 // are compared with eval_fn in f64, on batches of 7 and 1. Geometries: 1-D,
 // 2-D and 3-D; stride 2 (and 3, 5); asymmetric padding; dilation 2; groups
 // 2 and depthwise; odd channel counts and sizes (13x11); rows wider than a
-// vector; panels cut into blocks of lines; conv_t with output padding;
+// vector; panels cut into blocks of lines; "same" convolutions whose rows
+// are read in place; 16 and 32 output channels per group (vectors over
+// channels, input copied when padded); conv_t with output padding;
 // pools whose windows overlap or leave input uncovered, ties and all-
 // negative windows next to padding. A small CNN checks one training step
 // end to end, larger batches check that 1 and 2 threads give the same bits,
@@ -202,8 +204,8 @@ static Data data_new(Arena *a, const IrModule *m, int nbatch,
     bool factor = p->name[0] == 's'; // per-channel scales: exact, near 1
     double s = 1.0 / sqrt((double)(p->fan_in > 0 ? p->fan_in : 1));
     for (int64_t j = 0; j < shape_numel(p->shape); j++)
-      d.params[k++] = factor ? (float)(1 + 0.25 * (j % 3))
-                             : (float)(s * rnd(&r));
+      d.params[k++] =
+          factor ? (float)(1 + 0.25 * (j % 3)) : (float)(s * rnd(&r));
   }
   for (int64_t i = 0; i < d.total * d.in_numel; i++) {
     double u = rnd(&r);
@@ -299,8 +301,8 @@ static void expect_near(const char *what, double got, double want, double rel) {
 }
 
 // nnc_infer on every batch: predictions, loss sums, correct counts.
-static void check_infer(T *t, const IrModule *m, const char *exe,
-                        const Data *d, int64_t threads) {
+static void check_infer(T *t, const IrModule *m, const char *exe, const Data *d,
+                        int64_t threads) {
   size_t n;
   char *out =
       run(t, exe, (HarnessIn){.mode = H_INFER, .threads = threads}, d, &n);
@@ -332,12 +334,11 @@ static void check_infer(T *t, const IrModule *m, const char *exe,
 static void check_step(T *t, const IrModule *m, const char *exe, const Data *d,
                        double lr, int64_t threads) {
   size_t n;
-  char *out = run(t, exe,
-                  (HarnessIn){.mode = H_TRAIN,
-                              .epochs = 1,
-                              .stop_after = 1,
-                              .threads = threads},
-                  d, &n);
+  char *out = run(
+      t, exe,
+      (HarnessIn){
+          .mode = H_TRAIN, .epochs = 1, .stop_after = 1, .threads = threads},
+      d, &n);
   int64_t steps;
   memcpy(&steps, out, 8);
   cr_assert_eq(steps, 1);
@@ -462,10 +463,11 @@ static IrValue *build_case(IrModule *m, const Case *c) {
     return prim2(m, OP_CONV_W, scaled(m, x), un(m, OP_TANH, dy), at);
   }
   case K_CONV_UNB: {
-    IrValue *y = prim2(m, OP_CONV, param(m, "P", c->x), param(m, "W", c->w), at);
-    return bin(m, OP_MUL, y,
-               ir_shaped(m->fn, OP_BROADCAST, un(m, OP_SUM, x), y->shape, true,
-                         L));
+    IrValue *y =
+        prim2(m, OP_CONV, param(m, "P", c->x), param(m, "W", c->w), at);
+    return bin(
+        m, OP_MUL, y,
+        ir_shaped(m->fn, OP_BROADCAST, un(m, OP_SUM, x), y->shape, true, L));
   }
   case K_MAXPOOL:
     return prim1(m, OP_MAXPOOL, scaled(m, x), at);
@@ -543,7 +545,8 @@ static void check_case(const Case *c, uint64_t seed) {
   Data d = data_new(&t.arena, m, 2, (int64_t[]){7, 1}, 7, false, c->fill, seed);
   check_infer(&t, m, exe, &d, 1);
   check_step(&t, m, exe, &d, 0.1, 1);
-  Data d1 = data_new(&t.arena, m, 1, (int64_t[]){1}, 3, false, c->fill, seed + 1);
+  Data d1 =
+      data_new(&t.arena, m, 1, (int64_t[]){1}, 3, false, c->fill, seed + 1);
   check_step(&t, m, exe, &d1, 0.1, 2);
   t_fini(&t);
 }
@@ -558,10 +561,15 @@ static void check_case(const Case *c, uint64_t seed) {
 // Table rows: C(name, kind, input shape, weight or other operand, window,
 // more designated fields...).
 #define C(nm, kd, xs, ws, wn, ...)                                             \
-  {.name = nm, .kind = kd, .x = xs, .w = ws, .win = wn, __VA_ARGS__}
-#define NONE {0}
-#define D(...) {.rank = NDIM(__VA_ARGS__), .dim = {__VA_ARGS__}}
-#define W(...) {__VA_ARGS__}
+  { .name = nm, .kind = kd, .x = xs, .w = ws, .win = wn, __VA_ARGS__ }
+#define NONE                                                                   \
+  { 0 }
+#define D(...)                                                                 \
+  {                                                                            \
+    .rank = NDIM(__VA_ARGS__), .dim = { __VA_ARGS__ }                          \
+  }
+#define W(...)                                                                 \
+  { __VA_ARGS__ }
 
 static const Case conv_cases[] = {
     C("2-D 3x13x11 -> 5, 3x3 pad 1", K_CONV, D(3, 13, 11), D(5, 3, 3, 3),
@@ -579,8 +587,7 @@ static const Case conv_cases[] = {
     C("1-D stride 2, pad 1,2, dilation 2", K_CONV, D(3, 29), D(5, 3, 4),
       W(ST(2), LO(1), HI(2), DL(2)), .fill = F_UNIFORM),
     C("3-D mixed stride, padding, dilation", K_CONV, D(3, 5, 6, 7),
-      D(4, 3, 2, 3, 2),
-      W(ST(1, 2, 1), LO(1, 0, 1), HI(0, 1, 1), DL(1, 1, 2)),
+      D(4, 3, 2, 3, 2), W(ST(1, 2, 1), LO(1, 0, 1), HI(0, 1, 1), DL(1, 1, 2)),
       .fill = F_UNIFORM),
     C("2-D wide rows, stride 3", K_CONV, D(2, 5, 100), D(3, 2, 3, 5),
       W(ST(1, 3), LO(1, 2), HI(1, 2)), .fill = F_UNIFORM),
@@ -588,16 +595,32 @@ static const Case conv_cases[] = {
       D(2, 2, 2, 3), W(ST(2, 5), LO(0, 1), HI(1, 1)), .fill = F_UNIFORM),
     C("LeNet conv 1", K_CONV, D(1, 28, 28), D(6, 1, 5, 5),
       W(LO(2, 2), HI(2, 2)), .fill = F_UNIFORM),
-    C("panel in blocks of lines", K_CONV, D(9, 37, 41), D(7, 9, 3, 3),
-      W(LO(1, 1), HI(1, 1)), .fill = F_UNIFORM),
+    C("panel in blocks of lines (valid 3x3)", K_CONV, D(9, 37, 41),
+      D(7, 9, 3, 3), W(.groups = 1), .fill = F_UNIFORM),
+    C("same 3x3, rows read in place, groups 3", K_CONV, D(6, 19, 21),
+      D(9, 2, 3, 3), W(LO(1, 1), HI(1, 1), .groups = 3), .fill = F_UNIFORM),
     C("1x1 conv", K_CONV, D(5, 6, 7), D(3, 5, 1, 1), W(.groups = 1),
       .fill = F_UNIFORM),
     C("conv without epilogue, groups 2, stride 2", K_CONV_RAW, D(4, 11, 13),
       D(6, 2, 3, 3), W(ST(2, 2), LO(1, 0), HI(0, 1), .groups = 2),
       .fill = F_UNIFORM),
+    // 16 output channels per group: vectors over output channels.
+    C("16 channels, valid 3x3, 7x9 output", K_CONV, D(3, 9, 11), D(16, 3, 3, 3),
+      W(.groups = 1), .fill = F_UNIFORM),
+    C("16 channels without epilogue, 2 lines per tile", K_CONV_RAW,
+      D(5, 10, 12), D(16, 5, 3, 3), W(.groups = 1), .fill = F_UNIFORM),
+    C("32 channels in 2 groups, stride 2, asymmetric pad (copied input)",
+      K_CONV, D(4, 13, 11), D(32, 2, 3, 2),
+      W(ST(2, 2), LO(0, 2), HI(1, 1), .groups = 2), .fill = F_UNIFORM),
+    C("32 channels, rows of 58 in 3 segments", K_CONV, D(2, 5, 60),
+      D(32, 2, 3, 3), W(.groups = 1), .fill = F_UNIFORM),
+    C("16 channels, 1-D stride 2, dilation 2, pad 2,1", K_CONV, D(3, 40),
+      D(16, 3, 5), W(ST(2), LO(2), HI(1), DL(2)), .fill = F_UNIFORM),
+    C("16 channels, 3-D stride 1x1x2, pad 1,0,0 x 0,0,1", K_CONV, D(2, 4, 5, 7),
+      D(16, 2, 2, 2, 3), W(ST(1, 1, 2), LO(1, 0, 0), HI(0, 0, 1)),
+      .fill = F_UNIFORM),
     C("conv_t stride 2, pad 1, output padding 1", K_CONV_T, D(4, 6, 5),
-      D(4, 3, 3, 3), W(ST(2, 2), LO(1, 1), HI(1, 1)),
-      .target = D(3, 12, 10)),
+      D(4, 3, 3, 3), W(ST(2, 2), LO(1, 1), HI(1, 1)), .target = D(3, 12, 10)),
     C("conv_t groups 2, dilation 2", K_CONV_T, D(4, 5, 5), D(4, 1, 2, 2),
       W(DL(2, 2), .groups = 2), .target = D(2, 7, 7)),
     C("conv_t 1-D stride 3", K_CONV_T, D(5, 7), D(5, 2, 3),
@@ -635,12 +658,12 @@ static const Case pool_cases[] = {
       W(K(2, 2), ST(2, 2)), .fill = F_UNIFORM),
     C("unpool 3x3 / 2 pad 1", K_UNPOOL, D(3, 13, 11), NONE,
       W(K(3, 3), ST(2, 2), LO(1, 1), HI(1, 1)), .fill = F_UNIFORM),
-    C("unpool 2x2 / 2", K_UNPOOL, D(5, 13, 11), NONE,
-      W(K(2, 2), ST(2, 2)), .fill = F_UNIFORM),
+    C("unpool 2x2 / 2", K_UNPOOL, D(5, 13, 11), NONE, W(K(2, 2), ST(2, 2)),
+      .fill = F_UNIFORM),
     C("unpool ties, 3x3 / 1 pad 1", K_TIES, D(3, 9, 10), NONE,
       W(K(3, 3), LO(1, 1), HI(1, 1)), .fill = F_TIES),
-    C("unpool ties, 2x2 / 2", K_TIES, D(3, 9, 10), NONE,
-      W(K(2, 2), ST(2, 2)), .fill = F_TIES),
+    C("unpool ties, 2x2 / 2", K_TIES, D(3, 9, 10), NONE, W(K(2, 2), ST(2, 2)),
+      .fill = F_TIES),
     C("unpool ties, 1-D 4 / 3 dilation 2", K_TIES, D(2, 30), NONE,
       W(K(4), ST(3), LO(2), HI(1), DL(2)), .fill = F_TIES),
     C("maxpool ties, 3x3 / 2 pad 1", K_MAXPOOL_RAW, D(3, 13, 11), NONE,
@@ -653,19 +676,18 @@ static const Case pool_cases[] = {
       W(K(2, 2, 2), LO(1, 0, 1), HI(0, 1, 0)), .fill = F_UNIFORM),
     C("avgpool 3x3 / 2 pad 1", K_AVGPOOL, D(3, 13, 11), NONE,
       W(K(3, 3), ST(2, 2), LO(1, 1), HI(1, 1)), .fill = F_UNIFORM),
-    C("avgpool 2x2 / 2", K_AVGPOOL, D(5, 13, 11), NONE,
-      W(K(2, 2), ST(2, 2)), .fill = F_UNIFORM),
+    C("avgpool 2x2 / 2", K_AVGPOOL, D(5, 13, 11), NONE, W(K(2, 2), ST(2, 2)),
+      .fill = F_UNIFORM),
     C("avgpool 1-D 3 / 1 pad 2,0 dilation 2", K_AVGPOOL, D(3, 29), NONE,
       W(K(3), LO(2), HI(0), DL(2)), .fill = F_UNIFORM),
     C("avgpool 3-D", K_AVGPOOL, D(2, 4, 5, 6), NONE,
-      W(K(2, 3, 2), ST(1, 2, 2), LO(1, 1, 0), HI(0, 1, 1)),
+      W(K(2, 3, 2), ST(1, 2, 2), LO(1, 1, 0), HI(0, 1, 1)), .fill = F_UNIFORM),
+    C("avgpool stride 5", K_AVGPOOL, D(2, 4, 90), NONE, W(K(2, 6), ST(2, 5)),
       .fill = F_UNIFORM),
-    C("avgpool stride 5", K_AVGPOOL, D(2, 4, 90), NONE,
-      W(K(2, 6), ST(2, 5)), .fill = F_UNIFORM),
     C("avgpool_t 3x3 / 2 pad 1", K_AVGPOOL_T, D(3, 7, 6), NONE,
       W(K(3, 3), ST(2, 2), LO(1, 1), HI(1, 1)), .target = D(3, 13, 11)),
-    C("avgpool_t 2x2 / 2", K_AVGPOOL_T, D(5, 6, 5), NONE,
-      W(K(2, 2), ST(2, 2)), .target = D(5, 13, 11)),
+    C("avgpool_t 2x2 / 2", K_AVGPOOL_T, D(5, 6, 5), NONE, W(K(2, 2), ST(2, 2)),
+      .target = D(5, 13, 11)),
 };
 
 static const Case layout_cases[] = {
@@ -683,8 +705,8 @@ static const Case layout_cases[] = {
       .target = D(3, 4, 4), .axis = 2, .start = 5),
     C("embed axis 1", K_EMBED, D(3, 4, 3), NONE, W(.groups = 1),
       .target = D(3, 9, 3), .axis = 1, .start = 2),
-    C("embed axis 0 at the start", K_EMBED, D(2, 3), NONE,
-      W(.groups = 1), .target = D(5, 3), .axis = 0, .start = 0),
+    C("embed axis 0 at the start", K_EMBED, D(2, 3), NONE, W(.groups = 1),
+      .target = D(5, 3), .axis = 0, .start = 0),
 };
 
 #define NCASES(a) (sizeof(a) / sizeof(a[0]))
@@ -734,7 +756,9 @@ static void ce_loss(IrModule *m, IrValue *z) {
                          shape_scalar(), false, L);
 }
 
-static Attr wattr(Win w) { return (Attr){.win = window(w)}; }
+static Attr wattr(Win w) {
+  return (Attr){.win = window(w)};
+}
 
 // x[1, 12, 12] -> conv 4 3x3 pad 1 + bias -> relu -> maxpool 2 -> conv 6
 // groups 2 3x3 pad 1 -> tanh -> avgpool 2 -> concat a learned channel ->
@@ -752,8 +776,7 @@ static IrModule *small_cnn(Arena *a) {
   h = un(m, OP_TANH, h);
   h = prim1(m, OP_AVGPOOL, h, wattr((Win){K(2, 2), ST(2, 2)})); // 6x3x3
   h = prim2(m, OP_CONCAT, h, param(m, "E", S(1, 3, 3)), (Attr){.axis = 0});
-  h = prim1(m, OP_SLICE, h,
-            (Attr){.axis = 0, .start = 1, .shape = S(6, 3, 3)});
+  h = prim1(m, OP_SLICE, h, (Attr){.axis = 0, .start = 1, .shape = S(6, 3, 3)});
   h = ir_shaped(m->fn, OP_RESHAPE, h, S(54), true, L);
   m->output = bin(m, OP_MATMUL, h, param(m, "W3", S(54, 5)));
   ce_loss(m, m->output);
@@ -904,22 +927,62 @@ Test(codegen_conv, measure, .timeout = 600) {
   t_init(&t);
   // LeNet's convolution kernels at batch 64, forward and backward.
   static const Bench bench[] = {
-      {"conv1 fwd 1x28x28 * 6x1x5x5 pad 2", OP_CONV, S(1, 28, 28),
-       S(6, 1, 5, 5), {LO(2, 2), HI(2, 2)}, {0}, 2.0 * 6 * 25 * 784},
-      {"conv2 fwd 6x14x14 * 16x6x5x5", OP_CONV, S(6, 14, 14), S(16, 6, 5, 5),
-       {.groups = 1}, {0}, 2.0 * 16 * 150 * 100},
-      {"conv2 conv_t (dx)", OP_CONV_T, S(16, 10, 10), S(16, 6, 5, 5),
-       {.groups = 1}, S(6, 14, 14), 2.0 * 16 * 150 * 100},
-      {"conv2 conv_w (dw)", OP_CONV_W, S(6, 14, 14), S(16, 10, 10),
-       {.groups = 1}, S(16, 6, 5, 5), 2.0 * 16 * 150 * 100},
-      {"conv1 conv_w (dw)", OP_CONV_W, S(1, 28, 28), S(6, 28, 28),
-       {LO(2, 2), HI(2, 2)}, S(6, 1, 5, 5), 2.0 * 6 * 25 * 784},
-      {"maxpool 6x28x28 2x2", OP_MAXPOOL, S(6, 28, 28), {0},
-       {K(2, 2), ST(2, 2)}, {0}, 0},
-      {"unpool 6x28x28 2x2", OP_UNPOOL, S(6, 28, 28), S(6, 14, 14),
-       {K(2, 2), ST(2, 2)}, {0}, 0},
-      {"conv 64x32x32 * 64x64x3x3 pad 1", OP_CONV, S(64, 32, 32),
-       S(64, 64, 3, 3), {LO(1, 1), HI(1, 1)}, {0}, 2.0 * 64 * 576 * 1024},
+      {"conv1 fwd 1x28x28 * 6x1x5x5 pad 2",
+       OP_CONV,
+       S(1, 28, 28),
+       S(6, 1, 5, 5),
+       {LO(2, 2), HI(2, 2)},
+       {0},
+       2.0 * 6 * 25 * 784},
+      {"conv2 fwd 6x14x14 * 16x6x5x5",
+       OP_CONV,
+       S(6, 14, 14),
+       S(16, 6, 5, 5),
+       {.groups = 1},
+       {0},
+       2.0 * 16 * 150 * 100},
+      {"conv2 conv_t (dx)",
+       OP_CONV_T,
+       S(16, 10, 10),
+       S(16, 6, 5, 5),
+       {.groups = 1},
+       S(6, 14, 14),
+       2.0 * 16 * 150 * 100},
+      {"conv2 conv_w (dw)",
+       OP_CONV_W,
+       S(6, 14, 14),
+       S(16, 10, 10),
+       {.groups = 1},
+       S(16, 6, 5, 5),
+       2.0 * 16 * 150 * 100},
+      {"conv1 conv_w (dw)",
+       OP_CONV_W,
+       S(1, 28, 28),
+       S(6, 28, 28),
+       {LO(2, 2), HI(2, 2)},
+       S(6, 1, 5, 5),
+       2.0 * 6 * 25 * 784},
+      {"maxpool 6x28x28 2x2",
+       OP_MAXPOOL,
+       S(6, 28, 28),
+       {0},
+       {K(2, 2), ST(2, 2)},
+       {0},
+       0},
+      {"unpool 6x28x28 2x2",
+       OP_UNPOOL,
+       S(6, 28, 28),
+       S(6, 14, 14),
+       {K(2, 2), ST(2, 2)},
+       {0},
+       0},
+      {"conv 64x32x32 * 64x64x3x3 pad 1",
+       OP_CONV,
+       S(64, 32, 32),
+       S(64, 64, 3, 3),
+       {LO(1, 1), HI(1, 1)},
+       {0},
+       2.0 * 64 * 576 * 1024},
   };
   const char *only = getenv("NNC_BENCH");
   for (size_t i = 0; i < sizeof bench / sizeof *bench; i++) {
@@ -931,9 +994,9 @@ Test(codegen_conv, measure, .timeout = 600) {
     Data d = data_new(&t.arena, m, 1, &B, B, false, F_UNIFORM, 6);
     for (int64_t th = 1; th <= 2; th++) {
       size_t n;
-      char *out = run(&t, exe,
-                      (HarnessIn){.mode = H_BENCH, .reps = 20, .threads = th},
-                      &d, &n);
+      char *out =
+          run(&t, exe, (HarnessIn){.mode = H_BENCH, .reps = 20, .threads = th},
+              &d, &n);
       double sec;
       memcpy(&sec, out, 8);
       double gf = bench[i].flops * (double)B / sec * 1e-9;
