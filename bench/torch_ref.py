@@ -27,6 +27,12 @@ def model_for(name):
         return nn.Sequential(nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, 10))
     if name == "softmax_regression":
         return nn.Linear(784, 10)
+    if name == "lenet":
+        return nn.Sequential(nn.Unflatten(1, (1, 28, 28)),
+                             nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+                             nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                             nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
+                             nn.Linear(84, 10))
     raise SystemExit("unknown model " + name)
 
 
@@ -49,6 +55,8 @@ def main():
     net = model_for(a.model)
     if a.model == "fashion_mlp":
         opt, batch = torch.optim.Adam(net.parameters(), lr=1e-3), 128
+    elif a.model == "lenet":
+        opt, batch = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9), 64
     else:
         opt, batch = torch.optim.SGD(net.parameters(), lr=0.1), 32
     lossf = nn.CrossEntropyLoss()
