@@ -9,11 +9,15 @@
 //   nnc_infer  the forward pass (and, given labels, loss and metrics);
 //   nnc_model  the NnrtModel table of runtime/nnrt.h;
 //   main       which hands over to nnrt_main.
-// Per-value kernels come from codegen_kernels.c. Invariants: every buffer is
-// planned here at compile time (nothing is allocated in the loop); each
-// materialized value owns a 16-float-aligned workspace region that no other
-// value shares, which is what makes the kernels' noalias arguments true.
-// All LLVM objects are created and disposed inside codegen_emit.
+// Per-value kernels come from codegen_kernels.c (and codegen_matmul.c,
+// codegen_conv.c); this file also decides which kernels form row groups and
+// which weight gradients apply the optimizer themselves. Invariants: every
+// buffer is planned here at compile time (nothing is allocated in the loop);
+// each materialized value owns a 16-float-aligned workspace region while it
+// is live (regions are reused only between values whose lives do not
+// overlap), so a kernel's output never shares memory with anything it reads,
+// which is what makes the kernels' noalias arguments true. All LLVM objects
+// are created and disposed inside codegen_emit.
 #include <assert.h>
 #include <errno.h>
 #include <stddef.h>

@@ -1,14 +1,17 @@
-// codegen_internal.h — what codegen.c and codegen_kernels.c share; no other
-// file includes it, so LLVM types stay inside codegen*.c (convention 12).
+// codegen_internal.h — what codegen.c, codegen_kernels.c, codegen_matmul.c
+// and codegen_conv.c share; no other file includes it, so LLVM types stay
+// inside codegen*.c (convention 12).
 //
 // codegen.c owns the LLVM module, the target machine, the workspace plan and
 // the driver functions (nnc_train, nnc_infer, main, the nnc_model table).
-// codegen_kernels.c owns the loop-nest helpers and one emitter per primitive
-// (the `emit_ID` column of prims.def). The split between them is the kernel
-// function: every materialized value is computed by one internal LLVM
-// function `void kN.op(ptr out, ptr in0, ..., i64 rows)` whose pointer
-// arguments are all noalias (no two of them share a writable buffer), and
-// which both nnc_train and nnc_infer call with their own buffer pointers.
+// codegen_kernels.c owns the loop-nest helpers, tasks and one emitter per
+// primitive (the `emit_ID` column of prims.def); codegen_matmul.c the GEMM
+// kernels, codegen_conv.c the convolutional family. The split is the kernel
+// function: every materialized value (or row group of values) is computed by
+// one internal LLVM function `void kN.op(ptr out, ptr in0, ..., i64 rows)`
+// whose pointer arguments are all noalias (no two of them share a writable
+// buffer), and which both nnc_train and nnc_infer call with their own
+// buffer pointers.
 #ifndef NNC_CODEGEN_INTERNAL_H
 #define NNC_CODEGEN_INTERNAL_H
 

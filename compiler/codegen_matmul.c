@@ -28,6 +28,8 @@
 // known at compile time (masked loads and stores, llvm.masked.*); row tails
 // are run-time (rows % mr) and use tiles of 4, 2, 1 ... rows. Loads and
 // stores say align 4: nothing better is proven (LLVM-NOTES trap 4).
+// A weight gradient (MATMUL_TN) that codegen.c marked in cg->opt_fused
+// runs the optimizer in its epilogue instead of storing the gradient.
 //
 // Determinism: every output element is one fma chain over t = 0, 1, ...,
 // T-1, the same in every tile variant and task. Tasks split the output by
@@ -48,13 +50,17 @@ enum {
   MAX_MR = ACCS, // rows per tile
 };
 // Below SERIAL_FLOPS a matmul runs on the calling thread; above, it is cut
-// into tasks of about TASK_FLOPS (a task of 1 MFLOP is ~5 us of work at
-// ~200 GFLOP/s, next to well under 1 us to hand it to a spinning thread).
+// into tasks of about TASK_FLOPS (4 MFLOP is ~20 us of work at ~200
+// GFLOP/s, next to well under 1 us to hand it to a spinning thread; smaller
+// tasks cost more in panel reloads and row tails than they gain in balance:
+// 1 MFLOP lost ~20 % of fashion_mlp's inference throughput at batch 1000;
+// SERIAL_FLOPS 512k -> 128k took softmax_regression from 34 to 25 ms per
+// epoch). -D overrides them, for measurements.
 #ifndef SERIAL_FLOPS
-#define SERIAL_FLOPS (1 << 19)
+#define SERIAL_FLOPS (1 << 17)
 #endif
 #ifndef TASK_FLOPS
-#define TASK_FLOPS (1 << 20)
+#define TASK_FLOPS (1 << 22)
 #endif
 #ifndef MIN_ROWS
 #define MIN_ROWS 4 // rows per task at least (a 4-row tile is ~full speed)
@@ -452,6 +458,11 @@ static Split split_of(Gemm *g) {
     nrc = smin(cg, nrc,
                smax(cg, sdiv(cg, g->R, i64c(cg, MIN_ROWS)), i64c(cg, 1)));
     s.rc = smax(cg, cdiv(cg, g->R, nrc), i64c(cg, 1));
+    // Chunks longer than a tile take whole tiles (the row tails then fall in
+    // the last chunk only).
+    LLVMValueRef mr = i64c(cg, g->mr);
+    s.rc = LLVMBuildSelect(cg->b, LLVMBuildICmp(cg->b, LLVMIntSGT, s.rc, mr, ""),
+                           cg_mul(cg, cdiv(cg, s.rc, mr), mr), s.rc, "");
     s.nrc = smax(cg, cdiv(cg, g->R, s.rc), i64c(cg, 1));
   }
   s.ntasks = LLVMBuildSelect(cg->b, s.serial, i64c(cg, 1),

@@ -390,11 +390,12 @@ void nnrt_data_close(NnrtData *d) {
 }
 
 // Rows gathered ahead of the one being converted: shuffled rows are cache
-// misses, and converting a row takes about as long as fetching one.
-enum { GATHER_AHEAD = 4 };
+// misses, and converting a row takes about as long as fetching one. Batches
+// of at least two chunks are gathered by the thread pool, a chunk per task.
+enum { GATHER_AHEAD = 4, GATHER_CHUNK = 16 };
 
-void nnrt_data_gather(const NnrtData *d, const int64_t *idx, int64_t first,
-                      int64_t rows, float *x, float *y) {
+static void gather_rows(const NnrtData *d, const int64_t *idx, int64_t first,
+                        int64_t rows, float *x, float *y) {
   int64_t xc = d->xcols, yn = d->out_numel;
   size_t row_bytes = (size_t)xc * (d->x8 ? 1 : sizeof(float));
   const char *base = d->x8 ? (const char *)d->x8 : (const char *)d->xf;
@@ -433,4 +434,29 @@ void nnrt_data_gather(const NnrtData *d, const int64_t *idx, int64_t first,
       memset(yr, 0, (size_t)yn * sizeof(float));  // no labels (predict)
     }
   }
+}
+
+typedef struct GatherJob {
+  const NnrtData *d;
+  const int64_t *idx;
+  int64_t first, rows;
+  float *x, *y;
+} GatherJob;
+
+static void gather_task(void *ctx, int64_t t) {
+  const GatherJob *j = ctx;
+  int64_t r0 = t * GATHER_CHUNK;
+  int64_t n = j->rows - r0 < GATHER_CHUNK ? j->rows - r0 : GATHER_CHUNK;
+  gather_rows(j->d, j->idx, j->first + r0, n, j->x + r0 * j->d->xcols,
+              j->y ? j->y + r0 * j->d->out_numel : NULL);
+}
+
+void nnrt_data_gather(const NnrtData *d, const int64_t *idx, int64_t first,
+                      int64_t rows, float *x, float *y) {
+  if (rows < 2 * GATHER_CHUNK) {
+    gather_rows(d, idx, first, rows, x, y);
+    return;
+  }
+  GatherJob j = {d, idx, first, rows, x, y};
+  nnrt_parallel_for(gather_task, &j, (rows + GATHER_CHUNK - 1) / GATHER_CHUNK);
 }

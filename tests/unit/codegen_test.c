@@ -54,7 +54,9 @@ static void t_init(T *t) {
 
 static void t_fini(T *t) {
   char cmd[128];
-  snprintf(cmd, sizeof cmd, getenv("NNC_KEEP") ? "true %s" : "rm -rf %s", t->dir);
+  // NNC_KEEP=1 keeps the scratch folders (objects, executables, inputs).
+  snprintf(cmd, sizeof cmd, getenv("NNC_KEEP") ? "true %s" : "rm -rf %s",
+           t->dir);
   cr_expect_eq(system(cmd), 0);
   arena_free(&t->arena);
 }
@@ -980,8 +982,15 @@ Test(codegen, real_runtime_threads_bit_identical, .timeout = 300) {
   char *obj = t_path(&t, ".o"), *exe = t_path(&t, "");
   CodegenOptions o = {EMIT_OBJ, obj, 3};
   cr_assert_eq(codegen_emit(m, &t.ctx, &o), 0);
-  char *cmd = arena_printf(&t.arena, "cc %s %s/libnnrt.a -lz -lm -lpthread -o %s",
-                           obj, NNC_BINARY_DIR, exe);
+  const char *san =
+#if defined(__SANITIZE_ADDRESS__)
+      "-fsanitize=address,undefined"; // libnnrt.a is built with them too
+#else
+      "";
+#endif
+  char *cmd =
+      arena_printf(&t.arena, "cc %s %s %s/libnnrt.a -lz -lm -lpthread -o %s",
+                   san, obj, NNC_BINARY_DIR, exe);
   cr_assert_eq(system(cmd), 0, "link failed: %s", cmd);
   char *ck[2];
   for (int i = 0; i < 2; i++) {
@@ -1085,6 +1094,14 @@ Test(codegen, emits_llvm_and_asm_text) {
   cr_expect_not_null(strstr(ir, "@nnc_model = constant"));
   cr_expect_not_null(strstr(ir, "define i32 @main("));
   cr_expect_not_null(strstr(ir, "\"prefer-vector-width\"=\"512\""));
+  // The loss and its gradient are row groups; the weight gradients apply
+  // the optimizer in their epilogue (they take the parameter, its state
+  // and t); the big matmuls are split into tasks.
+  cr_expect_not_null(strstr(ir, ".group("), "no row group");
+  cr_expect_not_null(strstr(ir, "float %t, i64 %rows"),
+                     "no gradient kernel applies the optimizer");
+  cr_expect_not_null(strstr(ir, "@nnrt_parallel_for("));
+  cr_expect_not_null(strstr(ir, "llvm.masked.store"), "no masked tail");
   cr_expect_not_null(strstr(as, "nnc_train:"));
   cr_expect_not_null(strstr(as, "nnc_infer:"));
   cr_expect_not_null(strstr(as, "zmm"), "expected 512-bit vector code");
@@ -1110,14 +1127,14 @@ static double seconds(void) {
 }
 
 // A module whose output is one matmul form on x[B, a] (and the label y).
-static IrModule *mm_module(Arena *a, Op op) {
+static IrModule *mm_module(Arena *a, Op op, int64_t k, int64_t n) {
   IrModule *m = module_new(a, prims[op].name);
-  m->input = ir_leaf(m->fn, OP_INPUT, shape_vec(784), true, 0, "x", L);
-  m->label = ir_leaf(m->fn, OP_LABEL, shape_vec(256), true, 0, "y", L);
+  m->input = ir_leaf(m->fn, OP_INPUT, shape_vec(k), true, 0, "x", L);
+  m->label = ir_leaf(m->fn, OP_LABEL, shape_vec(n), true, 0, "y", L);
   if (op == OP_MATMUL)
-    m->output = bin(m, op, m->input, param(m, "W", mat(784, 256), INIT_NORMAL));
+    m->output = bin(m, op, m->input, param(m, "W", mat(k, n), INIT_NORMAL));
   else if (op == OP_MATMUL_NT) // dX = dY W^T
-    m->output = bin(m, op, m->label, param(m, "W", mat(784, 256), INIT_NORMAL));
+    m->output = bin(m, op, m->label, param(m, "W", mat(k, n), INIT_NORMAL));
   else // dW = X^T dY
     m->output = bin(m, op, m->input, m->label);
   return m;
@@ -1143,25 +1160,34 @@ Test(codegen, measure, .timeout = 300) {
   fprintf(stderr, "compile 784-256-128-10 MLP (IR -> object, O3): %.0f ms\n",
           best * 1e3);
 
-  // Matmul speed on 128 x 784 x 256 in each form.
+  // Matmul speed in each form: fashion_mlp's first layer (rows 128, k 784,
+  // n 256) and softmax_regression's (rows 32, n 10).
   Op ops[3] = {OP_MATMUL, OP_MATMUL_NT, OP_MATMUL_TN};
-  for (int i = 0; i < 3; i++) {
-    IrModule *m = mm_module(&t.arena, ops[i]);
+  static const int64_t shapes[2][3] = {{128, 784, 256}, {32, 784, 10}};
+  for (int c = 0; c < 6; c++) {
+    int i = c % 3;
+    int64_t rows = shapes[c / 3][0], kk = shapes[c / 3][1],
+            nn = shapes[c / 3][2];
+    IrModule *m = mm_module(&t.arena, ops[i], kk, nn);
     char *exe = build(&t, m, 3);
-    Data d = data_new(&t.arena, m, 1, (int64_t[]){128}, 128, false, 6);
+    Data d = data_new(&t.arena, m, 1, (int64_t[]){rows}, rows, false, 6);
     // One thread: the harness's pool sleeps on a condition variable, so
     // its dispatches are too slow to time (the runtime's pool spins).
     for (int threads = 1; threads <= 1; threads++) {
       size_t n;
       char *out = run(
           &t, exe,
-          (HarnessIn){.mode = H_BENCH, .reps = 50, .threads = threads}, &d,
+          (HarnessIn){.mode = H_BENCH, .reps = rows < 128 ? 2000 : 50,
+                      .threads = threads},
+          &d,
           &n);
       double sec;
       memcpy(&sec, out, 8);
-      double gflops = 2.0 * 128 * 784 * 256 / sec * 1e-9;
-      fprintf(stderr, "%-10s 128x784x256, 1 thread: %.3f ms, %.1f GFLOP/s\n",
-              prims[ops[i]].name, sec * 1e3, gflops);
+      double gflops = 2.0 * (double)(rows * kk * nn) / sec * 1e-9;
+      fprintf(stderr,
+              "%-10s %lldx%lldx%lld, 1 thread: %.4f ms, %.1f GFLOP/s\n",
+              prims[ops[i]].name, (long long)rows, (long long)kk,
+              (long long)nn, sec * 1e3, gflops);
       cr_expect(gflops > 0.5);
     }
   }
