@@ -1051,6 +1051,7 @@ static void build_module(Cg *cg, LLVMTargetDataRef td) {
   Plan train, infer;
   plan_storage(cg, &train, train_live, root, train_pos, n + nfused + 1, true,
                m->opt.fn != NULL);
+  cg->plan = (CodegenPlan){train.per_row, train.fixed};
   int *fused = cg->opt_fused;
   cg->opt_fused = NULL; // nnc_infer computes no gradients
   plan_storage(cg, &infer, infer_live, root, infer_pos, 2 * n + 2, false,
@@ -1103,6 +1104,8 @@ static int emit(Cg *cg, const CodegenOptions *o) {
 
 // Verifies, optimizes with default<O?> and emits. Returns nonzero on error.
 static int finish(Cg *cg, const CodegenOptions *o) {
+  if (o->kind == EMIT_PLAN)
+    return 0;
   char *msg = NULL;
   if (LLVMVerifyModule(cg->mod, LLVMReturnStatusAction, &msg)) {
     diag_error(&cg->ctx->diag, (Loc){0},
@@ -1162,7 +1165,8 @@ static LLVMTargetMachineRef target_machine(Ctx *ctx, int opt_level,
   return tm;
 }
 
-int codegen_emit(IrModule *m, Ctx *ctx, const CodegenOptions *o) {
+static int run(IrModule *m, Ctx *ctx, const CodegenOptions *o,
+               CodegenPlan *plan) {
   char *triple = NULL;
   LLVMTargetMachineRef tm = target_machine(ctx, o->opt_level, &triple);
   if (!tm)
@@ -1187,6 +1191,8 @@ int codegen_emit(IrModule *m, Ctx *ctx, const CodegenOptions *o) {
 
   build_module(&cg, td);
   int r = finish(&cg, o);
+  if (plan)
+    *plan = cg.plan;
 
   LLVMDisposeBuilder(cg.ab);
   LLVMDisposeBuilder(cg.b);
@@ -1196,4 +1202,12 @@ int codegen_emit(IrModule *m, Ctx *ctx, const CodegenOptions *o) {
   LLVMDisposeTargetMachine(tm);
   LLVMDisposeMessage(triple);
   return r;
+}
+
+int codegen_emit(IrModule *m, Ctx *ctx, const CodegenOptions *o) {
+  return run(m, ctx, o, NULL);
+}
+
+int codegen_plan(IrModule *m, Ctx *ctx, CodegenPlan *plan) {
+  return run(m, ctx, &(CodegenOptions){.kind = EMIT_PLAN}, plan);
 }

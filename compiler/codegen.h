@@ -10,7 +10,15 @@
 
 #include "ir.h"
 
-typedef enum EmitKind { EMIT_OBJ, EMIT_LLVM, EMIT_ASM } EmitKind;
+// EMIT_PLAN builds the module and plans its memory but neither optimizes
+// nor writes anything (codegen_plan).
+typedef enum EmitKind { EMIT_OBJ, EMIT_LLVM, EMIT_ASM, EMIT_PLAN } EmitKind;
+
+// What the binary will allocate for training, in floats (see nnrt.h).
+typedef struct CodegenPlan {
+  int64_t ws_per_row;     // workspace per example of the batch
+  int64_t ws_fixed;       // workspace independent of the batch
+} CodegenPlan;
 
 typedef struct CodegenOptions {
   EmitKind kind;
@@ -20,5 +28,8 @@ typedef struct CodegenOptions {
 
 // Returns 0 on success; problems are reported through ctx->diag.
 int codegen_emit(IrModule *m, Ctx *ctx, const CodegenOptions *o);
+
+// Builds the module only to read its training memory plan (`--summary`).
+int codegen_plan(IrModule *m, Ctx *ctx, CodegenPlan *plan);
 
 #endif

@@ -36,6 +36,7 @@ typedef struct Kernel {
 
 // The state of one code generation (one LLVM context and module).
 typedef struct Cg {
+  CodegenPlan plan;       // the training workspace, once planned
   IrModule *m;
   Ctx *ctx;
   Arena *arena;

@@ -201,7 +201,7 @@ static const char *human(Arena *a, double x, const char *unit) {
   return arena_printf(a, k ? "%.2f %s%s" : "%.0f %s%s", x, prefix[k], unit);
 }
 
-static void print_summary(FILE *out, SemaResult *r) {
+static void print_summary(FILE *out, SemaResult *r, const CodegenPlan *plan) {
   IrModule *m = r->module;
   Arena *a = m->fn->arena;
   fprintf(out, "model %s\n", m->name);
@@ -221,11 +221,15 @@ static void print_summary(FILE *out, SemaResult *r) {
           human(a, 4.0 * (double)total, "B"));
   fprintf(out, "forward FLOPs per example: %s\n",
           human(a, (double)forward_flops(m), "FLOP"));
-  if (m->opt.fn) {
-    int64_t floats = total * (2 + m->opt.nstate);
-    fprintf(out, "training memory for parameters, gradients and %d optimizer "
-            "state%s: %s\n", m->opt.nstate, m->opt.nstate == 1 ? "" : "s",
-            human(a, 4.0 * (double)floats, "B"));
+  if (plan) {  // what the training binary allocates at the default batch
+    int64_t batch = m->train.batch;
+    int64_t params = total * (1 + m->opt.nstate);
+    int64_t ws = plan->ws_per_row * batch + plan->ws_fixed;
+    fprintf(out, "training memory at batch %lld: %s (parameters and %d "
+            "optimizer state%s %s, workspace %s; the data set comes on top)\n",
+            (long long)batch, human(a, 4.0 * (double)(params + ws), "B"),
+            m->opt.nstate, m->opt.nstate == 1 ? "" : "s",
+            human(a, 4.0 * (double)params, "B"), human(a, 4.0 * (double)ws, "B"));
   }
 }
 
@@ -297,7 +301,17 @@ static int compile(Options *o, Ctx *ctx) {
   IrModule *m = r.module;
   double t_front = now();
   if (o->stage == STAGE_SUMMARY) {
-    print_summary(stdout, &r);
+    CodegenPlan plan = {0};
+    bool trainable = m->objective && m->opt.fn;
+    if (trainable) {  // the memory line needs codegen's workspace plan
+      opt_simplify(m, ctx);
+      grad_emit(m, ctx);
+      opt_simplify(m, ctx);
+      kernel_fuse(m);
+      if (codegen_plan(m, ctx, &plan))
+        return 1;
+    }
+    print_summary(stdout, &r, trainable ? &plan : NULL);
     return 0;
   }
   if (o->stage == STAGE_IR) {
