@@ -283,38 +283,11 @@ static LLVMValueRef range_begin(Cg *cg, Loop *l, LLVMValueRef lo,
 }
 
 // ---- geometry -----------------------------------------------------------------
-// A windowed value's spatial part, normalized to three axes (leading axes of
-// extent 1 when it has fewer); the same as eval.c's Geom.
-typedef struct Geo {
-  int64_t n[3];   // input extents (d, h, w)
-  int64_t out[3]; // window counts
-  int64_t k[3], s[3], lo[3], d[3];
-  int64_t nin, nout, nk, lines; // products; lines = out[0] * out[1]
-} Geo;
-
-static Geo geo(Shape in, Shape out, const int64_t *k, const Window *w) {
-  Geo g;
-  int skip = 3 - (in.rank - 1);
-  assert(skip >= 0 && skip < 3 && out.rank == in.rank);
-  for (int i = 0; i < 3; i++) {
-    int j = i - skip;
-    g.n[i] = j >= 0 ? in.dim[1 + j] : 1;
-    g.out[i] = j >= 0 ? out.dim[1 + j] : 1;
-    g.k[i] = j >= 0 ? k[j] : 1;
-    g.s[i] = j >= 0 ? w->stride[j] : 1;
-    g.lo[i] = j >= 0 ? w->pad_lo[j] : 0;
-    g.d[i] = j >= 0 ? w->dilation[j] : 1;
-  }
-  g.nin = g.n[0] * g.n[1] * g.n[2];
-  g.nout = g.out[0] * g.out[1] * g.out[2];
-  g.nk = g.k[0] * g.k[1] * g.k[2];
-  g.lines = g.out[0] * g.out[1];
-  return g;
-}
+// A windowed value's spatial part, normalized to three axes: WinGeom (ir.h).
 
 // The taps [t0, t1) of window o (an i64 value) along axis i that read input:
 // o s - lo + t d in [0, n).
-static void tap_range(Cg *cg, const Geo *g, int i, LLVMValueRef o,
+static void tap_range(Cg *cg, const WinGeom *g, int i, LLVMValueRef o,
                       LLVMValueRef *t0, LLVMValueRef *t1) {
   LLVMValueRef base =
       sub(cg, cg_mul(cg, o, i64c(cg, g->s[i])), i64c(cg, g->lo[i]));
@@ -336,7 +309,7 @@ static void tap_range(Cg *cg, const Geo *g, int i, LLVMValueRef o,
 
 // <16 x i1>: the lanes of positions ow0 + i (i < cnt) whose tap kw reads
 // input along w, and their positions along w (i32 lanes).
-static LLVMValueRef w_lanes(Cg *cg, const Geo *g, LLVMValueRef ow0,
+static LLVMValueRef w_lanes(Cg *cg, const WinGeom *g, LLVMValueRef ow0,
                             LLVMValueRef cnt, LLVMValueRef kw,
                             LLVMValueRef *pos) {
   // pos = (ow0 + i) s - lo + kw d
@@ -360,7 +333,7 @@ static LLVMValueRef w_lanes(Cg *cg, const Geo *g, LLVMValueRef ow0,
 // the nl lines from l0 (an i64); row pitch `pitch`. col2im adds the panel
 // back instead (xb is then the gradient of the input).
 typedef struct Panel {
-  const Geo *g;
+  const WinGeom *g;
   LLVMValueRef x;   // the example's first channel of the group
   int64_t nc;       // channels
   LLVMValueRef col; // the panel
@@ -371,7 +344,7 @@ typedef struct Panel {
 } Panel;
 
 static void panel_rows(Cg *cg, const Panel *pn, bool back) {
-  const Geo *g = pn->g;
+  const WinGeom *g = pn->g;
   int64_t OW = g->out[2], OH = g->out[1];
   // The taps along w innermost: their loops have constant trips, so once
   // LLVM unrolls them every lane mask is a constant (and-ed with the line's
@@ -449,7 +422,7 @@ static void panel_rows(Cg *cg, const Panel *pn, bool back) {
 // load-add-store per tap) makes each store feed the next tap's load at an
 // address one float away, which the store buffer cannot forward.
 static void panel_pull(Cg *cg, const Panel *pn) {
-  const Geo *g = pn->g;
+  const WinGeom *g = pn->g;
   int64_t OW = g->out[2], OH = g->out[1], W = g->n[2];
   assert(g->s[2] == 1);
   Loop lc, ld, lh, lw, lkd, lkh, lkw;
@@ -841,7 +814,7 @@ static void dot_emit(Cg *cg, const Dot *g) {
 // Sizes of one convolution, from the input x[C, n...], the output y[O,
 // out...] and the weight w[O, C/groups, k...].
 typedef struct Conv {
-  Geo g;
+  WinGeom g;
   int64_t C, O, groups, cg, og, ck; // ck = C/groups x kernel: Col rows
   int64_t R;                        // lines per panel block
   int64_t nblk, rlast;              // blocks of R lines; lines in the last
@@ -863,7 +836,7 @@ static int64_t round16(int64_t n) {
 static Conv conv_of(Shape x, Shape y, Shape w, const Window *win,
                     bool may_implicit) {
   Conv c;
-  c.g = geo(x, y, w.dim + 2, win);
+  c.g = win_geom(x, y, w.dim + 2, win);
   c.C = x.dim[0];
   c.O = y.dim[0];
   c.groups = win->groups;
@@ -883,7 +856,7 @@ static Conv conv_of(Shape x, Shape y, Shape w, const Window *win,
   c.panel = c.ck * c.pitch;
   c.xn = shape_numel(x);
   c.yn = shape_numel(y);
-  const Geo *g = &c.g;
+  const WinGeom *g = &c.g;
   c.implicit = may_implicit && g->s[0] == 1 && g->s[1] == 1 && g->s[2] == 1 &&
                g->out[1] == g->n[1] && g->out[2] == g->n[2] &&
                g->nk * ((g->nout + VL - 1) / VL) <= IMPLICIT_WORDS;
@@ -901,7 +874,7 @@ static Conv conv_of(Shape x, Shape y, Shape w, const Window *win,
 
 // The constant tables of implicit Col rows (see Implicit); x is set later.
 static Implicit implicit_tables(Cg *cg, const Conv *c) {
-  const Geo *g = &c->g;
+  const WinGeom *g = &c->g;
   int64_t nvec = (g->nout + VL - 1) / VL;
   LLVMValueRef *off = arena_alloc(cg->arena, sizeof *off * (size_t)c->ck);
   LLVMValueRef *mrow = arena_alloc(cg->arena, sizeof *mrow * (size_t)c->ck);
@@ -1136,7 +1109,7 @@ typedef struct Ov {
 } Ov;
 
 static Ov ov_of(const Conv *c) {
-  const Geo *g = &c->g;
+  const WinGeom *g = &c->g;
   Ov o = {0};
   for (int i = 0; i < 3; i++) {
     int64_t ext = (g->out[i] - 1) * g->s[i] + (g->k[i] - 1) * g->d[i] + 1;
@@ -1165,7 +1138,7 @@ static Ov ov_of(const Conv *c) {
 }
 
 // Offset of kernel tap t in the (padded) input.
-static int64_t ov_tap(const Geo *g, const Ov *o, int64_t t) {
+static int64_t ov_tap(const WinGeom *g, const Ov *o, int64_t t) {
   int64_t kd = t / (g->k[1] * g->k[2]), kh = t / g->k[2] % g->k[1],
           kw = t % g->k[2];
   return (kd * g->d[0] * o->P[1] + kh * g->d[1]) * o->P[2] + kw * g->d[2];
@@ -1210,7 +1183,7 @@ static void transpose16(Cg *cg, LLVMValueRef *rows) {
 // zero-padded buffer xp (borders stay zero: the task zeroed it once).
 static void ov_copy(Cg *cg, const Conv *c, const Ov *o, LLVMValueRef xb,
                     LLVMValueRef xp) {
-  const Geo *g = &c->g;
+  const WinGeom *g = &c->g;
   Loop lc, ld, lh, lw;
   LLVMValueRef ch = loop_begin(cg, &lc, i64c(cg, c->C), "c");
   LLVMValueRef id = loop_begin(cg, &ld, i64c(cg, g->n[0]), "d");
@@ -1271,7 +1244,7 @@ static void ov_tile(Cg *cg, const Conv *c, const Ov *o, LLVMValueRef roff,
                     LLVMValueRef yb, LLVMValueRef o0, LLVMValueRef q0,
                     int64_t T, int64_t OW, const Epi *e) {
   LLVMBuilderRef b = cg->b;
-  const Geo *g = &c->g;
+  const WinGeom *g = &c->g;
   LLVMTypeRef vt = vty(cg);
   LLVMValueRef acc[OV_T], next[OV_T];
   int64_t pos[OV_T];
@@ -1330,7 +1303,7 @@ static void ov_tile(Cg *cg, const Conv *c, const Ov *o, LLVMValueRef roff,
 static void ov_forward(Cg *cg, const Conv *c, const Ov *o, LLVMValueRef roff,
                        LLVMValueRef xsrc, LLVMValueRef wt, LLVMValueRef yb,
                        const Epi *e) {
-  const Geo *g = &c->g;
+  const WinGeom *g = &c->g;
   int64_t OW = g->out[2], OH = g->out[1];
   Loop lg, lv, ld, lh, ls;
   LLVMValueRef gi = loop_begin(cg, &lg, i64c(cg, c->groups), "group");
@@ -1392,7 +1365,7 @@ static int64_t ov_w_task(const Conv *c, const Ov *o) {
 // CONV_W of one example into the task's sums.
 static void ov_weights(Cg *cg, const Conv *c, const Ov *o, LLVMValueRef xsrc,
                        LLVMValueRef dyb, LLVMValueRef dyt, LLVMValueRef sums) {
-  const Geo *g = &c->g;
+  const WinGeom *g = &c->g;
   int64_t P = g->nout, O = c->O;
   // dyT[q][o] = dy[o][q], 16 x 16 blocks.
   Loop lo, lq;
@@ -1759,7 +1732,7 @@ typedef enum PoolOp { P_MAX, P_UNPOOL, P_SELECT, P_AVG, P_AVG_T } PoolOp;
 
 typedef struct Pool {
   PoolOp op;
-  Geo g;
+  WinGeom g;
   LLVMValueRef xin;    // the unpooled plane read (x, x_ref; AVGPOOL_T: out)
   LLVMValueRef pooled; // the pooled plane (out; dy for UNPOOL, AVGPOOL_T)
   LLVMValueRef gin;    // POOL_SELECT: the plane of g; UNPOOL: out
@@ -1771,7 +1744,7 @@ typedef struct Pool {
 static void pool_vector(Cg *cg, const Pool *p, LLVMValueRef od, LLVMValueRef oh,
                         LLVMValueRef kd0, LLVMValueRef kd1, LLVMValueRef kh0,
                         LLVMValueRef kh1, LLVMValueRef ow0, LLVMValueRef cnt) {
-  const Geo *g = &p->g;
+  const WinGeom *g = &p->g;
   LLVMTypeRef vt = vty(cg), it = ivty(cg);
   LLVMTypeRef mt = LLVMVectorType(cg->t_i1, VL);
   LLVMValueRef lanes = lanes_below(cg, cnt);
@@ -1919,7 +1892,7 @@ static void pool_vector(Cg *cg, const Pool *p, LLVMValueRef od, LLVMValueRef oh,
 }
 
 static void pool_plane(Cg *cg, const Pool *p) {
-  const Geo *g = &p->g;
+  const WinGeom *g = &p->g;
   Loop ld, lh, lw;
   LLVMValueRef od = loop_begin(cg, &ld, i64c(cg, g->out[0]), "od");
   LLVMValueRef kd0, kd1;
@@ -1938,7 +1911,7 @@ static void pool_plane(Cg *cg, const Pool *p) {
 }
 
 // Whether the windows tile the input exactly (every position in one).
-static bool covered(const Geo *g) {
+static bool covered(const WinGeom *g) {
   for (int i = 0; i < 3; i++)
     if (g->d[i] != 1 || g->s[i] != g->k[i] || g->lo[i] != 0 ||
         g->out[i] * g->k[i] != g->n[i])
@@ -1947,7 +1920,7 @@ static bool covered(const Geo *g) {
 }
 
 // Whether windows along axis i share input positions.
-static bool overlaps(const Geo *g, int i) {
+static bool overlaps(const WinGeom *g, int i) {
   return g->out[i] > 1 && (g->k[i] - 1) * g->d[i] + 1 > g->s[i];
 }
 
@@ -1958,8 +1931,8 @@ static void pool_kernel(Kern *k, const IrValue *v, PoolOp op) {
   Shape po = op == P_UNPOOL  ? v->arg[1]->shape
              : op == P_AVG_T ? v->arg[0]->shape
                              : v->shape;
-  Pool p = {.op = op, .g = geo(un, po, v->attr.win.kernel, &v->attr.win)};
-  const Geo *g = &p.g;
+  Pool p = {.op = op, .g = win_geom(un, po, v->attr.win.kernel, &v->attr.win)};
+  const WinGeom *g = &p.g;
   p.overlap_w = overlaps(g, 2);
   p.disjoint = !overlaps(g, 0) && !overlaps(g, 1) && !p.overlap_w;
   int64_t C = un.dim[0];
@@ -2024,20 +1997,6 @@ void emit_AVGPOOL_T(Kern *k, const IrValue *v) {
 }
 
 // ---- concat, slice, embed -----------------------------------------------------------
-// A value seen as [outer, dim[axis], inner] around one per-example axis.
-static int64_t outer_of(Shape s, int axis) {
-  int64_t n = 1;
-  for (int i = 0; i < axis; i++)
-    n *= s.dim[i];
-  return n;
-}
-static int64_t inner_of(Shape s, int axis) {
-  int64_t n = 1;
-  for (int i = axis + 1; i < s.rank; i++)
-    n *= s.dim[i];
-  return n;
-}
-
 // Copies between the slab start .. start + len of `axis` in `big` (rows
 // rows) and `small` (extent len there): to_big says the direction. An
 // unbatched small is the same for every row of big.
@@ -2045,8 +2004,8 @@ static void slab_copy(Kern *k, const IrValue *big, LLVMValueRef bigp,
                       const IrValue *small, LLVMValueRef smallp, int axis,
                       int64_t start, bool to_big) {
   Cg *cg = k->cg;
-  int64_t outer = outer_of(big->shape, axis),
-          inner = inner_of(big->shape, axis);
+  int64_t outer = shape_outer(big->shape, axis),
+          inner = shape_inner(big->shape, axis);
   int64_t blen = big->shape.dim[axis], slen = small->shape.dim[axis];
   int64_t bn = shape_numel(big->shape), sn = shape_numel(small->shape);
   int64_t chunk = slen * inner;

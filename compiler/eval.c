@@ -271,41 +271,12 @@ static void eval_RESHAPE(const Eval *e, const IrValue *v, double *out) {
 }
 
 // ---- the convolutional family -----------------------------------------------
-// The spatial part of a channels-first example, normalized to three axes: a
-// value with fewer spatial axes gets leading axes of size 1 (kernel 1, stride
-// 1, dilation 1, no padding), which change nothing. Positions inside one
-// channel are flattened row-major.
-typedef struct Geom {
-  int64_t n[3];    // input extents
-  int64_t out[3];  // window counts (output extents)
-  int64_t k[3], s[3], lo[3], d[3];
-  int64_t nin, nout, nk;  // products of n, out, k
-} Geom;
-
-// in: the windowed value's per-example shape; out: the windows' shape;
-// k: the kernel extents (the weight's dims 2.., or attr.win.kernel).
-static Geom geom(Shape in, Shape out, const int64_t *k, const Window *w) {
-  Geom g;
-  int skip = 3 - (in.rank - 1);
-  assert(skip >= 0 && skip < 3 && out.rank == in.rank);
-  for (int i = 0; i < 3; i++) {
-    int j = i - skip;
-    g.n[i] = j >= 0 ? in.dim[1 + j] : 1;
-    g.out[i] = j >= 0 ? out.dim[1 + j] : 1;
-    g.k[i] = j >= 0 ? k[j] : 1;
-    g.s[i] = j >= 0 ? w->stride[j] : 1;
-    g.lo[i] = j >= 0 ? w->pad_lo[j] : 0;
-    g.d[i] = j >= 0 ? w->dilation[j] : 1;
-  }
-  g.nin = g.n[0] * g.n[1] * g.n[2];
-  g.nout = g.out[0] * g.out[1] * g.out[2];
-  g.nk = g.k[0] * g.k[1] * g.k[2];
-  return g;
-}
+// Window geometry: WinGeom (ir.h). Positions inside one channel are flattened
+// row-major.
 
 // The flat input position that tap t (flat over the kernel) of window o
 // (flat over the windows) reads, or -1 when it falls in the padding.
-static int64_t tap(const Geom *g, int64_t o, int64_t t) {
+static int64_t tap(const WinGeom *g, int64_t o, int64_t t) {
   int64_t pos = 0, stride = 1;
   for (int i = 2; i >= 0; i--) {
     int64_t oi = o % g->out[i], ti = t % g->k[i];
@@ -331,7 +302,7 @@ typedef enum ConvMode { CONV_OUT_Y, CONV_OUT_X, CONV_OUT_W } ConvMode;
 static void conv_terms(int64_t rows, Shape xs, Shape ws, Shape ys,
                        const Window *win, const double *x, const double *w,
                        const double *y, double *res, ConvMode mode) {
-  Geom g = geom(xs, ys, ws.dim + 2, win);
+  WinGeom g = win_geom(xs, ys, ws.dim + 2, win);
   int64_t outc = ws.dim[0], cg = ws.dim[1], og = outc / win->groups;
   int64_t xn = shape_numel(xs), yn = shape_numel(ys);
   int64_t resn = mode == CONV_OUT_Y ? rows * yn
@@ -381,14 +352,14 @@ static void eval_CONV_W(const Eval *e, const IrValue *v, double *out) {
 }
 
 // The windows of a pool over `in` (the unpooled per-example shape).
-static Geom pool_geom(Shape in, Shape pooled, const Window *w) {
-  return geom(in, pooled, w->kernel, w);
+static WinGeom pool_geom(Shape in, Shape pooled, const Window *w) {
+  return win_geom(in, pooled, w->kernel, w);
 }
 
 // The position, within one channel xc, of its window j's maximum: the first
 // in tap order (row-major over the kernel) among equal maxima. Padding never
 // wins; the shape rule guarantees every window reads some input.
-static int64_t window_argmax(const Geom *g, const double *xc, int64_t j) {
+static int64_t window_argmax(const WinGeom *g, const double *xc, int64_t j) {
   int64_t best = -1;
   for (int64_t t = 0; t < g->nk; t++) {
     int64_t p = tap(g, j, t);
@@ -404,7 +375,7 @@ static int64_t window_argmax(const Geom *g, const double *xc, int64_t j) {
 static void eval_MAXPOOL(const Eval *e, const IrValue *v, double *out) {
   const IrValue *x = v->arg[0];
   const double *in = arg_data(e, v, 0);
-  Geom g = pool_geom(x->shape, v->shape, &v->attr.win);
+  WinGeom g = pool_geom(x->shape, v->shape, &v->attr.win);
   int64_t chans = x->shape.dim[0] * rows_of(e, v->batched);
   for (int64_t rc = 0; rc < chans; rc++) {  // row r, channel c: rc = r C + c
     const double *xc = in + rc * g.nin;
@@ -416,7 +387,7 @@ static void eval_MAXPOOL(const Eval *e, const IrValue *v, double *out) {
 static void eval_UNPOOL(const Eval *e, const IrValue *v, double *out) {
   const IrValue *x = v->arg[0], *val = v->arg[1];
   const double *in = arg_data(e, v, 0), *vs = arg_data(e, v, 1);
-  Geom g = pool_geom(x->shape, val->shape, &v->attr.win);
+  WinGeom g = pool_geom(x->shape, val->shape, &v->attr.win);
   int64_t chans = x->shape.dim[0] * rows_of(e, v->batched);
   memset(out, 0, sizeof(double) * (size_t)size_of(e, v));
   for (int64_t rc = 0; rc < chans; rc++) {
@@ -429,7 +400,7 @@ static void eval_UNPOOL(const Eval *e, const IrValue *v, double *out) {
 static void eval_POOL_SELECT(const Eval *e, const IrValue *v, double *out) {
   const IrValue *x = v->arg[0];
   const double *in = arg_data(e, v, 0), *gs = arg_data(e, v, 1);
-  Geom g = pool_geom(x->shape, v->shape, &v->attr.win);
+  WinGeom g = pool_geom(x->shape, v->shape, &v->attr.win);
   int64_t chans = x->shape.dim[0] * rows_of(e, v->batched);
   for (int64_t rc = 0; rc < chans; rc++) {
     const double *xc = in + rc * g.nin;
@@ -443,7 +414,7 @@ static void eval_POOL_SELECT(const Eval *e, const IrValue *v, double *out) {
 static void eval_AVGPOOL(const Eval *e, const IrValue *v, double *out) {
   const IrValue *x = v->arg[0];
   const double *in = arg_data(e, v, 0);
-  Geom g = pool_geom(x->shape, v->shape, &v->attr.win);
+  WinGeom g = pool_geom(x->shape, v->shape, &v->attr.win);
   int64_t chans = x->shape.dim[0] * rows_of(e, v->batched);
   for (int64_t rc = 0; rc < chans; rc++)
     for (int64_t j = 0; j < g.nout; j++) {
@@ -460,7 +431,7 @@ static void eval_AVGPOOL(const Eval *e, const IrValue *v, double *out) {
 static void eval_AVGPOOL_T(const Eval *e, const IrValue *v, double *out) {
   const IrValue *dy = v->arg[0];
   const double *in = arg_data(e, v, 0);
-  Geom g = pool_geom(v->shape, dy->shape, &v->attr.win);
+  WinGeom g = pool_geom(v->shape, dy->shape, &v->attr.win);
   int64_t chans = v->shape.dim[0] * rows_of(e, v->batched);
   memset(out, 0, sizeof(double) * (size_t)size_of(e, v));
   for (int64_t rc = 0; rc < chans; rc++)
@@ -472,20 +443,6 @@ static void eval_AVGPOOL_T(const Eval *e, const IrValue *v, double *out) {
       }
 }
 
-// A per-example shape seen as [outer, dim[axis], inner] around one axis.
-static int64_t outer_of(Shape s, int axis) {
-  int64_t n = 1;
-  for (int i = 0; i < axis; i++)
-    n *= s.dim[i];
-  return n;
-}
-static int64_t inner_of(Shape s, int axis) {
-  int64_t n = 1;
-  for (int i = axis + 1; i < s.rank; i++)
-    n *= s.dim[i];
-  return n;
-}
-
 // Copies between the slab start..start+len of axis `axis` of a value `big`
 // and a value `small` of extent len there (the two agree off the axis): the
 // slab's element (row r; outer index o, axis index start + i, inner index k)
@@ -494,8 +451,8 @@ static int64_t inner_of(Shape s, int axis) {
 static void slab_copy(const Eval *e, const IrValue *big, double *bigd,
                       const IrValue *small, double *smalld, int axis,
                       int64_t start, bool to_big) {
-  int64_t outer = outer_of(big->shape, axis);
-  int64_t inner = inner_of(big->shape, axis);
+  int64_t outer = shape_outer(big->shape, axis);
+  int64_t inner = shape_inner(big->shape, axis);
   int64_t blen = big->shape.dim[axis], slen = small->shape.dim[axis];
   int64_t bn = shape_numel(big->shape), sn = shape_numel(small->shape);
   for (int64_t r = 0; r < rows_of(e, big->batched); r++)

@@ -25,6 +25,10 @@ Shape shape_of(int rank, const int64_t *dim);
 Shape shape_vec(int64_t n);  // [n]
 bool shape_eq(Shape a, Shape b);
 int64_t shape_numel(Shape s);
+// s seen as [outer, dim[axis], inner] around one axis: the products of the
+// extents before and after it.
+int64_t shape_outer(Shape s, int axis);
+int64_t shape_inner(Shape s, int axis);
 // "f32[784, 256]", with "B, " in front when batched ("f32[B, 256]").
 char *shape_str(Arena *a, Shape s, bool batched);
 
@@ -49,6 +53,22 @@ typedef struct Window {
   int64_t dilation[3];  // >= 1: distance between window taps
   int groups;           // CONV, CONV_T, CONV_W: >= 1 channel groups
 } Window;
+
+// The spatial part of a channels-first windowed value, normalized to three
+// axes: a value with fewer spatial axes gets leading axes of extent 1 (kernel
+// 1, stride 1, dilation 1, no padding), which change nothing. Shared by the
+// interpreter (eval.c) and the code generator (codegen_conv.c).
+typedef struct WinGeom {
+  int64_t n[3];    // input extents (d, h, w)
+  int64_t out[3];  // window counts (output extents)
+  int64_t k[3], s[3], lo[3], d[3];
+  int64_t nin, nout, nk;  // products of n, out, k
+  int64_t lines;          // out[0] * out[1]
+} WinGeom;
+
+// in: the windowed value's per-example shape; out: the windows' shape (same
+// rank); k: the kernel extents (the weight's dims 2.., or attr.win.kernel).
+WinGeom win_geom(Shape in, Shape out, const int64_t *k, const Window *w);
 
 // Op-specific data; which fields matter is said in prims.def.
 typedef struct Attr {

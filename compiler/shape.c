@@ -38,6 +38,20 @@ int64_t shape_numel(Shape s) {
   return n;
 }
 
+int64_t shape_outer(Shape s, int axis) {
+  int64_t n = 1;
+  for (int i = 0; i < axis; i++)
+    n *= s.dim[i];
+  return n;
+}
+
+int64_t shape_inner(Shape s, int axis) {
+  int64_t n = 1;
+  for (int i = axis + 1; i < s.rank; i++)
+    n *= s.dim[i];
+  return n;
+}
+
 char *shape_str(Arena *a, Shape s, bool batched) {
   char buf[256];
   int n = snprintf(buf, sizeof buf, "f32[%s", batched ? "B" : "");
@@ -252,6 +266,27 @@ static int64_t window_count(int64_t n, int64_t k, const Window *w, int i) {
       __builtin_add_overflow(padded, w->pad_hi[i], &padded))
     return -1;
   return padded < span ? 0 : (padded - span) / w->stride[i] + 1;
+}
+
+// See ir.h.
+WinGeom win_geom(Shape in, Shape out, const int64_t *k, const Window *w) {
+  WinGeom g;
+  int skip = 3 - (in.rank - 1);
+  assert(skip >= 0 && skip < 3 && out.rank == in.rank);
+  for (int i = 0; i < 3; i++) {
+    int j = i - skip;
+    g.n[i] = j >= 0 ? in.dim[1 + j] : 1;
+    g.out[i] = j >= 0 ? out.dim[1 + j] : 1;
+    g.k[i] = j >= 0 ? k[j] : 1;
+    g.s[i] = j >= 0 ? w->stride[j] : 1;
+    g.lo[i] = j >= 0 ? w->pad_lo[j] : 0;
+    g.d[i] = j >= 0 ? w->dilation[j] : 1;
+  }
+  g.nin = g.n[0] * g.n[1] * g.n[2];
+  g.nout = g.out[0] * g.out[1] * g.out[2];
+  g.nk = g.k[0] * g.k[1] * g.k[2];
+  g.lines = g.out[0] * g.out[1];
+  return g;
 }
 
 // The spatial extents of the windows of x (dims 1..) with kernel k[], into

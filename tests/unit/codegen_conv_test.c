@@ -28,69 +28,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "codegen.h"
-#include "codegen/harness.h"
-#include "eval.h"
-#include "grad.h"
-#include "opt.h"
-
-#ifndef NNC_SOURCE_DIR
-#define NNC_SOURCE_DIR "."
-#endif
-
-static const Loc L = {"test.nn", 1, 1};
-
-// ---- a compilation, with a scratch folder (as in codegen_test.c) -----------
-typedef struct T {
-  Arena arena;
-  Ctx ctx;
-  char dir[64];
-  int n;
-} T;
-
-static void t_init(T *t) {
-  memset(t, 0, sizeof *t);
-  t->ctx.arena = &t->arena;
-  t->ctx.diag.arena = &t->arena;
-  t->ctx.diag.out = stderr;
-  t->ctx.opt_level = 3;
-  strcpy(t->dir, "/tmp/nnc_cv_XXXXXX");
-  cr_assert_not_null(mkdtemp(t->dir));
-}
-
-static void t_fini(T *t) {
-  char cmd[128];
-  snprintf(cmd, sizeof cmd, getenv("NNC_KEEP") ? "true %s" : "rm -rf %s",
-           t->dir);
-  cr_expect_eq(system(cmd), 0);
-  arena_free(&t->arena);
-}
-
-static char *t_path(T *t, const char *ext) {
-  return arena_printf(&t->arena, "%s/f%d%s", t->dir, t->n++, ext);
-}
-
-typedef struct Rng {
-  uint64_t s;
-} Rng;
-
-static double rnd(Rng *r) { // uniform in [-1, 1)
-  r->s = r->s * 6364136223846793005ull + 1442695040888963407ull;
-  return (double)(r->s >> 11) / (double)(1ull << 52) - 1.0;
-}
+#define CG_SCRATCH "/tmp/nnc_cv_XXXXXX"
+#include "codegen/testlib.h"
 
 // ---- building modules -------------------------------------------------------
 #define NDIM(...) ((int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)))
 #define S(...) ((Shape){.rank = NDIM(__VA_ARGS__), .dim = {__VA_ARGS__}})
-
-static IrModule *module_new(Arena *a, const char *name) {
-  IrModule *m = arena_alloc(a, sizeof *m);
-  m->name = name;
-  m->source_dir = "/tmp";
-  m->fn = ir_fn_new(a);
-  m->train = (TrainSpec){.batch = 7, .epochs = 1, .seed = 1, .accuracy = true};
-  return m;
-}
 
 static IrValue *param(IrModule *m, const char *name, Shape s) {
   Arena *a = m->fn->arena;
@@ -106,12 +49,6 @@ static IrValue *param(IrModule *m, const char *name, Shape s) {
   return p->value;
 }
 
-static IrValue *bin(IrModule *m, Op op, IrValue *a, IrValue *b) {
-  return ir_binary(m->fn, op, a, b, L);
-}
-static IrValue *un(IrModule *m, Op op, IrValue *a) {
-  return ir_unary(m->fn, op, a, L);
-}
 static IrValue *prim2(IrModule *m, Op op, IrValue *a, IrValue *b, Attr at) {
   return ir_prim(m->fn, op, (IrValue *[]){a, b}, at, L);
 }
@@ -119,215 +56,12 @@ static IrValue *prim1(IrModule *m, Op op, IrValue *a, Attr at) {
   return ir_prim(m->fn, op, (IrValue *[]){a}, at, L);
 }
 
-static IrValue *opt_arg(IrFn *fn, int i, const char *name) {
-  return ir_leaf(fn, OP_ARG, shape_scalar(), false, i, name, L);
-}
-
-// p - lr * g
-static void sgd(IrModule *m, double lr) {
-  IrOptimizer *o = &m->opt;
-  o->name = "sgd";
-  o->fn = ir_fn_new(m->fn->arena);
-  IrValue *p = opt_arg(o->fn, 0, "p"), *g = opt_arg(o->fn, 1, "g");
-  o->new_p =
-      ir_binary(o->fn, OP_SUB, p,
-                ir_binary(o->fn, OP_MUL, ir_const(o->fn, lr, L), g, L), L);
-}
-
-// The driver's middle: gradients, simplification, fusion.
-static void prepare(IrModule *m, Ctx *ctx) {
-  grad_emit(m, ctx);
-  opt_simplify(m, ctx);
-  kernel_fuse(m);
-}
-
-// ---- compiling, linking, running --------------------------------------------
-static char *build(T *t, IrModule *m, int opt_level) {
-  char *obj = t_path(t, ".o"), *exe = t_path(t, "");
-  CodegenOptions o = {EMIT_OBJ, obj, opt_level};
-  cr_assert_eq(codegen_emit(m, &t->ctx, &o), 0, "codegen_emit failed");
-  cr_assert_eq(t->ctx.diag.nerrors, 0);
-  const char *san =
-#if defined(__SANITIZE_ADDRESS__)
-      "-fsanitize=address,undefined";
-#else
-      "";
-#endif
-  char *cmd = arena_printf(&t->arena,
-                           "cc -std=c17 -O1 -g -Wall -Wextra -Werror "
-                           "-D_GNU_SOURCE %s -I%s/runtime -I%s/tests/unit "
-                           "%s/tests/unit/codegen/harness.c %s -lm -lpthread "
-                           "-o %s",
-                           san, NNC_SOURCE_DIR, NNC_SOURCE_DIR, NNC_SOURCE_DIR,
-                           obj, exe);
-  cr_assert_eq(system(cmd), 0, "link failed: %s", cmd);
-  return exe;
-}
-
-typedef enum Fill { F_UNIFORM, F_TIES, F_NEGATIVE } Fill;
-
-typedef struct Data {
-  int64_t nbatch, max_batch, total;
-  int64_t rows[16];
-  int64_t in_numel, out_numel, y_numel, param_numel;
-  float *params, *x, *y;
-} Data;
-
-static int64_t param_numel(const IrModule *m) {
-  int64_t n = 0;
-  for (int i = 0; i < m->params.n; i++)
-    n += shape_numel(((IrParam *)m->params.item[i])->shape);
-  return n;
-}
-
-// Parameters in [-1, 1) / sqrt(fan_in) (per-channel factors near 1),
-// inputs by `fill` (uniform in [-1, 1); multiples of 1/2 in [-1, 1] so that
-// windows hold equal maxima; or all below -0.1), labels one-hot or uniform
-// in [0, 1).
+// ---- checks ------------------------------------------------------------------
+// Inputs by `fill`; parameters named s... are per-channel factors near 1.
 static Data data_new(Arena *a, const IrModule *m, int nbatch,
                      const int64_t *rows, int64_t max_batch, bool onehot,
                      Fill fill, uint64_t seed) {
-  Data d = {.nbatch = nbatch, .max_batch = max_batch};
-  for (int i = 0; i < nbatch; i++)
-    d.total += d.rows[i] = rows[i];
-  d.in_numel = shape_numel(m->input->shape);
-  d.out_numel = shape_numel(m->output->shape);
-  d.y_numel = m->label ? shape_numel(m->label->shape) : d.out_numel;
-  d.param_numel = param_numel(m);
-  d.params = arena_alloc(a, sizeof(float) * (size_t)(d.param_numel + 1));
-  d.x = arena_alloc(a, sizeof(float) * (size_t)(d.total * d.in_numel + 1));
-  d.y = arena_alloc(a, sizeof(float) * (size_t)(d.total * d.y_numel + 1));
-  Rng r = {seed};
-  int64_t k = 0;
-  for (int i = 0; i < m->params.n; i++) {
-    const IrParam *p = m->params.item[i];
-    bool factor = p->name[0] == 's'; // per-channel scales: exact, near 1
-    double s = 1.0 / sqrt((double)(p->fan_in > 0 ? p->fan_in : 1));
-    for (int64_t j = 0; j < shape_numel(p->shape); j++)
-      d.params[k++] =
-          factor ? (float)(1 + 0.25 * (j % 3)) : (float)(s * rnd(&r));
-  }
-  for (int64_t i = 0; i < d.total * d.in_numel; i++) {
-    double u = rnd(&r);
-    d.x[i] = fill == F_TIES       ? (float)(round(u * 2) / 2)
-             : fill == F_NEGATIVE ? (float)(-0.1 - fabs(u))
-                                  : (float)u;
-  }
-  for (int64_t i = 0; i < d.total; i++) {
-    float *y = d.y + i * d.y_numel;
-    int64_t hot = (int64_t)((rnd(&r) + 1) / 2 * (double)d.y_numel);
-    for (int64_t j = 0; j < d.y_numel; j++)
-      y[j] = onehot ? (float)(j == hot) : (float)((rnd(&r) + 1) / 2);
-  }
-  return d;
-}
-
-static char *run(T *t, const char *exe, HarnessIn in, const Data *d,
-                 size_t *n) {
-  char *ip = t_path(t, ".in"), *op = t_path(t, ".out");
-  FILE *f = fopen(ip, "wb");
-  cr_assert_not_null(f);
-  in.nbatch = d->nbatch;
-  in.max_batch = d->max_batch;
-  in.ycols = d->y_numel;
-  fwrite(&in, sizeof in, 1, f);
-  fwrite(d->rows, 8, (size_t)d->nbatch, f);
-  fwrite(d->params, 4, (size_t)d->param_numel, f);
-  fwrite(d->x, 4, (size_t)(d->total * d->in_numel), f);
-  fwrite(d->y, 4, (size_t)(d->total * d->y_numel), f);
-  fclose(f);
-  char *cmd = arena_printf(&t->arena, "%s %s %s", exe, ip, op);
-  int st = system(cmd);
-  cr_assert_eq(st, 0, "harness exited with status %d", st);
-  f = fopen(op, "rb");
-  cr_assert_not_null(f);
-  fseek(f, 0, SEEK_END);
-  long len = ftell(f);
-  rewind(f);
-  char *buf = arena_alloc(&t->arena, (size_t)len + 1);
-  cr_assert_eq(fread(buf, 1, (size_t)len, f), (size_t)len);
-  fclose(f);
-  *n = (size_t)len;
-  return buf;
-}
-
-// ---- the reference ----------------------------------------------------------
-static double **reference(Arena *a, const IrModule *m, const Data *d, int b,
-                          const float *params) {
-  int64_t first = 0;
-  for (int i = 0; i < b; i++)
-    first += d->rows[i];
-  int64_t r = d->rows[b];
-  double *x = arena_alloc(a, sizeof(double) * (size_t)(r * d->in_numel + 1));
-  double *y = arena_alloc(a, sizeof(double) * (size_t)(r * d->y_numel + 1));
-  for (int64_t i = 0; i < r * d->in_numel; i++)
-    x[i] = d->x[first * d->in_numel + i];
-  for (int64_t i = 0; i < r * d->y_numel; i++)
-    y[i] = d->y[first * d->y_numel + i];
-  double **pp = arena_alloc(a, sizeof(double *) * (size_t)(m->params.n + 1));
-  int64_t off = 0;
-  for (int i = 0; i < m->params.n; i++) {
-    int64_t n = shape_numel(((IrParam *)m->params.item[i])->shape);
-    pp[i] = arena_alloc(a, sizeof(double) * (size_t)n);
-    for (int64_t j = 0; j < n; j++)
-      pp[i][j] = params[off + j];
-    off += n;
-  }
-  EvalEnv env = {.batch = r, .input = x, .label = y, .param = pp};
-  return eval_fn(a, m->fn, &env);
-}
-
-// got[i] ~ ref[i]: relative `rel` of the element, or of the tensor's mean
-// magnitude for elements near zero (cancellation in long sums).
-static void expect_close(const char *what, const float *got, const double *ref,
-                         int64_t n, double rel) {
-  double mean = 0;
-  for (int64_t i = 0; i < n; i++)
-    mean += fabs(ref[i]) / (double)n;
-  int bad = 0;
-  for (int64_t i = 0; i < n; i++) {
-    double tol = rel * fmax(fabs(ref[i]), fmax(mean, 1e-30));
-    if (!(fabs(got[i] - ref[i]) <= tol) && bad++ < 5)
-      cr_log_error("%s[%lld]: got %.9g, want %.9g", what, (long long)i, got[i],
-                   ref[i]);
-  }
-  cr_assert_eq(bad, 0, "%s: %d of %lld elements differ", what, bad,
-               (long long)n);
-}
-
-static void expect_near(const char *what, double got, double want, double rel) {
-  cr_assert(fabs(got - want) <= rel * fmax(fabs(want), 1e-3),
-            "%s: got %.9g, want %.9g", what, got, want);
-}
-
-// nnc_infer on every batch: predictions, loss sums, correct counts.
-static void check_infer(T *t, const IrModule *m, const char *exe, const Data *d,
-                        int64_t threads) {
-  size_t n;
-  char *out =
-      run(t, exe, (HarnessIn){.mode = H_INFER, .threads = threads}, d, &n);
-  int64_t np = d->total * d->out_numel;
-  cr_assert_eq(n, 4 * (size_t)np + 16 * (size_t)d->nbatch + 8);
-  const float *pred = (const float *)out;
-  const double *stats = (const double *)(out + 4 * np);
-  int64_t ok;
-  memcpy(&ok, out + 4 * np + 16 * d->nbatch, 8);
-  cr_expect_eq(ok, 1, "infer without labels or output disagrees");
-  int64_t first = 0;
-  for (int b = 0; b < d->nbatch; b++) {
-    double **ref = reference(&t->arena, m, d, b, d->params);
-    const IrValue *o = m->output;
-    int64_t rows = d->rows[b], on = shape_numel(o->shape);
-    for (int64_t r = 0; r < rows; r++)
-      expect_close("prediction", pred + (first + r) * on,
-                   ref[o->id] + (o->batched ? r * on : 0), on, 1e-4);
-    if (m->objective)
-      expect_near("loss sum", stats[2 * b],
-                  ref[m->objective->id][0] * (double)rows, 1e-4);
-    if (m->correct)
-      expect_near("correct", stats[2 * b + 1], ref[m->correct->id][0], 0);
-    first += rows;
-  }
+  return data_make(a, m, nbatch, rows, max_batch, onehot, fill, true, seed);
 }
 
 // One SGD step (lr) on batch 0: the update must be -lr times the gradient.
@@ -540,7 +274,7 @@ static void check_case(const Case *c, uint64_t seed) {
   t_init(&t);
   cr_log_info("case %s", c->name);
   IrModule *m = case_module(&t.arena, c);
-  prepare(m, &t.ctx);
+  prepare(m, &t.ctx, true);
   char *exe = build(&t, m, 3);
   Data d = data_new(&t.arena, m, 2, (int64_t[]){7, 1}, 7, false, c->fill, seed);
   check_infer(&t, m, exe, &d, 1);
@@ -736,7 +470,7 @@ Test(codegen_conv, cases_cover_the_family) {
   for (int s = 0; s < 3; s++)
     for (size_t i = 0; i < n[s]; i++) {
       IrModule *m = case_module(&t.arena, &all[s][i]);
-      prepare(m, &t.ctx);
+      prepare(m, &t.ctx, true);
       for (int j = 0; j < m->fn->values.n; j++)
         seen[((IrValue *)m->fn->values.item[j])->op] = true;
     }
@@ -788,7 +522,7 @@ Test(codegen_conv, small_cnn_step) {
   T t;
   t_init(&t);
   IrModule *m = small_cnn(&t.arena);
-  prepare(m, &t.ctx);
+  prepare(m, &t.ctx, true);
   char *exe = build(&t, m, 3);
   Data d = data_new(&t.arena, m, 2, (int64_t[]){7, 1}, 7, true, F_UNIFORM, 7);
   check_infer(&t, m, exe, &d, 2);
@@ -835,7 +569,7 @@ Test(codegen_conv, lenet_step_and_threads, .timeout = 300) {
   T t;
   t_init(&t);
   IrModule *m = lenet(&t.arena, 0.05);
-  prepare(m, &t.ctx);
+  prepare(m, &t.ctx, true);
   char *exe = build(&t, m, 3);
   Data d =
       data_new(&t.arena, m, 2, (int64_t[]){37, 20}, 37, true, F_UNIFORM, 11);
@@ -1010,7 +744,7 @@ Test(codegen_conv, measure, .timeout = 600) {
   if (!only || strstr("lenet", only)) {
     double t0 = seconds();
     IrModule *m = lenet(&t.arena, 0.01);
-    prepare(m, &t.ctx);
+    prepare(m, &t.ctx, true);
     CodegenOptions o = {EMIT_OBJ, t_path(&t, ".o"), 3};
     cr_assert_eq(codegen_emit(m, &t.ctx, &o), 0);
     fprintf(stderr, "compile LeNet (IR -> object, O3): %.0f ms\n",

@@ -10,25 +10,6 @@
 
 #include "nnrt_test.h"
 
-typedef struct Counter {
-  int64_t allocs, alive;  // blocks handed out, blocks not yet freed
-  int64_t fail_at;        // the allocation (0-based) that fails; -1: none
-} Counter;
-
-static void *counting_hook(void *ud, void *ptr, size_t size) {
-  Counter *c = ud;
-  if (size == 0) {
-    if (ptr)
-      c->alive--;
-    free(ptr);
-    return NULL;
-  }
-  if (c->allocs++ == c->fail_at)
-    return NULL;
-  c->alive++;
-  return malloc(size);
-}
-
 Test(alloc, aligned_zeroed_and_bounded) {
   for (size_t n = 0; n < 300; n += 7) {
     unsigned char *p = nnrt_alloc(n);

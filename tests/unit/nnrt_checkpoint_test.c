@@ -99,17 +99,6 @@ Test(checkpoint, write_errors) {
                    "(No such file or directory)");
 }
 
-// A header written by hand, then 64 bytes of data.
-static void write_st(const char *path, const char *json, size_t data) {
-  size_t hl = strlen(json);
-  char *buf = calloc(1, 8 + hl + data);
-  for (int i = 0; i < 8; i++)
-    buf[i] = (char)((uint64_t)hl >> (8 * i));
-  memcpy(buf + 8, json, hl);
-  write_file(path, buf, 8 + hl + data);
-  free(buf);
-}
-
 static void expect_load_error(const char *json, size_t data,
                               const char *msg) {
   NnrtModel m = small_model();

@@ -5,33 +5,12 @@
 
 #include "nnrt_test.h"
 
-static NnrtModel model(int64_t in, int64_t out, const char *dir) {
-  NnrtModel m;
-  memset(&m, 0, sizeof m);
-  m.name = "t";
-  m.source_dir = dir;
-  m.in_numel = in;
-  m.out_numel = out;
-  return m;
-}
-
 static NnrtDataSpec idx_spec(const char *x, const char *y, double scale) {
-  NnrtDataSpec s;
-  memset(&s, 0, sizeof s);
-  s.kind = NNRT_DATA_IDX;
-  s.path_x = x;
-  s.path_y = y;
-  s.scale = scale;
-  return s;
+  return data_spec(NNRT_DATA_IDX, x, y, scale);
 }
 
 static NnrtDataSpec csv_spec(const char *x, double scale) {
-  NnrtDataSpec s;
-  memset(&s, 0, sizeof s);
-  s.kind = NNRT_DATA_CSV;
-  s.path_x = x;
-  s.scale = scale;
-  return s;
+  return data_spec(NNRT_DATA_CSV, x, NULL, scale);
 }
 
 // 5 images of 2x2 pixels (pixel value = 10*i + j) and labels 0..4.
@@ -49,7 +28,7 @@ static void write_small_idx(const char *dir, int gz, int nimg, int nlab,
 }
 
 static int open_idx(const char *dir, NnrtData *d, NnrtErr *err, int64_t out) {
-  NnrtModel m = model(4, out, dir);
+  NnrtModel m = data_model(4, out, dir);
   NnrtDataSpec s = idx_spec("img", "lab", 0.5);
   return nnrt_data_open(d, &s, &m, 0, err);
 }
@@ -67,16 +46,7 @@ Test(idx, small_gzip_and_raw) {
     cr_assert_eq(open_idx(dir, &d, &e, 5), 0, "%s", e.msg);
     cr_assert_eq(d.rows, 5);
     cr_assert_not_null(d.x8);  // bytes stay bytes
-    float x[2 * 4], y[2 * 5];
-    int64_t idx[2] = {3, 1};
-    nnrt_data_gather(&d, idx, 0, 2, x, y);
-    cr_assert_float_eq(x[0], 30 * 0.5f, 1e-6);
-    cr_assert_float_eq(x[3], 33 * 0.5f, 1e-6);
-    cr_assert_float_eq(x[4], 10 * 0.5f, 1e-6);
-    for (int j = 0; j < 5; j++) {
-      cr_assert_eq(y[j], j == 3 ? 1.0f : 0.0f);
-      cr_assert_eq(y[5 + j], j == 1 ? 1.0f : 0.0f);
-    }
+    expect_rows_3_1(&d);
     nnrt_data_close(&d);
   }
 }
@@ -99,7 +69,7 @@ Test(idx, class_filter_relabels) {
   const char *dir = tmpdir();
   uint8_t lab[6] = {6, 1, 0, 6, 3, 0};
   write_small_idx(dir, 0, 6, 6, lab);
-  NnrtModel m = model(4, 2, dir);
+  NnrtModel m = data_model(4, 2, dir);
   NnrtDataSpec s = idx_spec("img", "lab", 1);
   int64_t classes[2] = {0, 6};
   s.nclasses = 2;
@@ -135,7 +105,7 @@ Test(idx, limit_keeps_the_first_rows) {
   const char *dir = tmpdir();
   uint8_t lab[5] = {0, 1, 2, 3, 4};
   write_small_idx(dir, 0, 5, 5, lab);
-  NnrtModel m = model(4, 5, dir);
+  NnrtModel m = data_model(4, 5, dir);
   NnrtDataSpec s = idx_spec("img", "lab", 1);
   NnrtData d;
   NnrtErr e;
@@ -271,7 +241,7 @@ Test(idx, mutations_never_crash) {
 
 Test(idx, fashion_mnist) {
   unsetenv("NNC_DATA");
-  NnrtModel m = model(784, 10, NULL);
+  NnrtModel m = data_model(784, 10, NULL);
   NnrtDataSpec tr = idx_spec(FASHION "train-images-idx3-ubyte.gz",
                              FASHION "train-labels-idx1-ubyte.gz", 1 / 255.0);
   NnrtDataSpec te = idx_spec(FASHION "t10k-images-idx3-ubyte.gz",
@@ -334,7 +304,7 @@ Test(search, order_and_not_found) {
 static int open_csv(const char *dir, const char *text, int64_t in,
                     int64_t out, NnrtData *d, NnrtErr *e) {
   write_text(in_dir(dir, "d.csv"), text);
-  NnrtModel m = model(in, out, dir);
+  NnrtModel m = data_model(in, out, dir);
   NnrtDataSpec s = csv_spec("d.csv", 2);
   return nnrt_data_open(d, &s, &m, 0, e);
 }
@@ -361,7 +331,7 @@ Test(csv, direct_targets_and_gzip) {
   const char *dir = tmpdir();
   const char *text = "1,2,0.5,0.25\n3,4,1,-1\n";
   write_gz(in_dir(dir, "d.csv"), text, strlen(text));
-  NnrtModel m = model(2, 2, dir);
+  NnrtModel m = data_model(2, 2, dir);
   NnrtDataSpec s = csv_spec("d.csv", 1);
   NnrtData d;
   NnrtErr e;
@@ -408,7 +378,7 @@ Test(csv, errors_name_line_and_column) {
 Test(csv, class_filter) {
   const char *dir = tmpdir();
   write_text(in_dir(dir, "d.csv"), "1,5\n2,0\n3,2\n4,7\n5,2\n");
-  NnrtModel m = model(1, 2, dir);
+  NnrtModel m = data_model(1, 2, dir);
   NnrtDataSpec s = csv_spec("d.csv", 1);
   int64_t classes[2] = {2, 0};
   s.nclasses = 2, s.classes = classes;
@@ -428,7 +398,7 @@ Test(csv, class_filter) {
 Test(csv, predict_input_ignores_labels) {
   const char *dir = tmpdir();
   write_text(in_dir(dir, "in.csv"), "a,b\n1,2\n3,4\n");
-  NnrtModel m = model(2, 3, dir);
+  NnrtModel m = data_model(2, 3, dir);
   NnrtData d;
   NnrtErr e;
   cr_assert_eq(nnrt_data_open_input(&d, in_dir(dir, "in.csv"), &m, 0.5, &e),
@@ -445,7 +415,7 @@ Test(csv, predict_input_ignores_labels) {
 
 Test(inline_data, rows_and_rules) {
   float x[6] = {1, 2, 3, 4, 5, 6}, y[3] = {2, 0, 1};
-  NnrtModel m = model(2, 3, NULL);
+  NnrtModel m = data_model(2, 3, NULL);
   NnrtDataSpec s;
   memset(&s, 0, sizeof s);
   s.kind = NNRT_DATA_INLINE;
@@ -477,7 +447,7 @@ Test(csv, large_file_grows_the_buffer) {
                           r % 3, r % 4);
   write_text(in_dir(dir, "big.csv"), text);
   free(text);
-  NnrtModel m = model(3, 4, dir);
+  NnrtModel m = data_model(3, 4, dir);
   NnrtDataSpec s = csv_spec("big.csv", 1);
   NnrtData d;
   NnrtErr e;

@@ -25,24 +25,8 @@ static void write_npy(const char *path, int major, const char *dict,
   free(buf);
 }
 
-static NnrtModel model(int64_t in, int64_t out, const char *dir) {
-  NnrtModel m;
-  memset(&m, 0, sizeof m);
-  m.name = "t";
-  m.source_dir = dir;
-  m.in_numel = in;
-  m.out_numel = out;
-  return m;
-}
-
 static NnrtDataSpec npy_spec(const char *x, const char *y, double scale) {
-  NnrtDataSpec s;
-  memset(&s, 0, sizeof s);
-  s.kind = NNRT_DATA_NPY;
-  s.path_x = x;
-  s.path_y = y;
-  s.scale = scale;
-  return s;
+  return data_spec(NNRT_DATA_NPY, x, y, scale);
 }
 
 #define assert_err(e, text) \
@@ -72,7 +56,7 @@ static void write_pair(const char *dir, const char *xdescr, int major) {
 
 static int open_npy(const char *dir, NnrtData *d, NnrtErr *err, int64_t in,
                     int64_t out) {
-  NnrtModel m = model(in, out, dir);
+  NnrtModel m = data_model(in, out, dir);
   NnrtDataSpec s = npy_spec("x.npy", "y.npy", 0.5);
   return nnrt_data_open(d, &s, &m, 0, err);
 }
@@ -97,16 +81,7 @@ Test(npy, every_dtype_and_version) {
                    major, e.msg);
       cr_assert_eq(d.rows, 5);
       cr_assert_eq(d.x8 != NULL, k == 0, "bytes stay bytes, nothing else");
-      float x[2 * 4], y[2 * 5];
-      int64_t idx[2] = {3, 1};
-      nnrt_data_gather(&d, idx, 0, 2, x, y);
-      cr_assert_float_eq(x[0], 30 * 0.5f, 1e-6);
-      cr_assert_float_eq(x[3], 33 * 0.5f, 1e-6);
-      cr_assert_float_eq(x[4], 10 * 0.5f, 1e-6);
-      for (int j = 0; j < 5; j++) {
-        cr_assert_eq(y[j], j == 3 ? 1.0f : 0.0f);
-        cr_assert_eq(y[5 + j], j == 1 ? 1.0f : 0.0f);
-      }
+      expect_rows_3_1(&d);
       nnrt_data_close(&d);
     }
   }
@@ -226,7 +201,7 @@ Test(npy, class_filter_and_limit) {
   write_pair(dir, "<f4", 1);
   uint8_t lab[5] = {6, 1, 0, 6, 3};
   write_npy(in_dir(dir, "y.npy"), 1, dict_of("|u1", "(5,)"), lab, 5);
-  NnrtModel m = model(4, 2, dir);
+  NnrtModel m = data_model(4, 2, dir);
   NnrtDataSpec s = npy_spec("x.npy", "y.npy", 1);
   int64_t classes[2] = {0, 6};
   s.nclasses = 2, s.classes = classes;
@@ -430,7 +405,7 @@ Test(npy, mutations_never_crash) {
 Test(npy, predict_input_and_search) {
   const char *dir = tmpdir();
   write_pair(dir, "<i4", 1);
-  NnrtModel m = model(4, 5, dir);
+  NnrtModel m = data_model(4, 5, dir);
   NnrtData d;
   NnrtErr e;
   cr_assert_eq(nnrt_data_open_input(&d, in_dir(dir, "x.npy"), &m, 2, &e), 0,

@@ -372,23 +372,6 @@ Test(reconstruct, channels_are_averaged) {
   nnrt_free(img.pixels);
 }
 
-typedef struct Counter {
-  int64_t allocs, alive, fail_at;  // handed out, not yet freed, to fail
-} Counter;
-
-static void *counting_hook(void *ud, void *ptr, size_t size) {
-  Counter *c = ud;
-  if (size == 0) {
-    c->alive -= ptr != NULL;
-    free(ptr);
-    return NULL;
-  }
-  if (c->allocs++ == c->fail_at)
-    return NULL;
-  c->alive++;
-  return malloc(size);
-}
-
 Test(reconstruct, every_allocation_failure_is_clean) {
   const char *dir = tmpdir();
   NnrtModel m = ae_model();

@@ -507,16 +507,6 @@ Test(checkpoint_state, mismatched_state_is_left_alone) {
   cr_assert_eq(load_into(2), NNRT_STATE_ABSENT);
 }
 
-static void write_raw(const char *path, const char *json, size_t data) {
-  size_t hl = strlen(json);
-  char *buf = calloc(1, 8 + hl + data);
-  for (int i = 0; i < 8; i++)
-    buf[i] = (char)((uint64_t)hl >> (8 * i));
-  memcpy(buf + 8, json, hl);
-  write_file(path, buf, 8 + hl + data);
-  free(buf);
-}
-
 #define P_ "\"p\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,16]}"
 #define Q_ "\"q\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[16,28]}"
 #define S0P_ "\"optimizer.0.p\":{\"dtype\":\"F32\",\"shape\":[2,2]," \
@@ -532,45 +522,45 @@ Test(checkpoint_state, odd_files) {
   NnrtStateLoad s;
   NnrtErr e;
   // All the state but no step count: not restorable.
-  write_raw("a.st", "{" P_ "," Q_ "," S0P_ "," S0Q_ "}", 56);
+  write_st("a.st", "{" P_ "," Q_ "," S0P_ "," S0Q_ "}", 56);
   cr_assert_eq(nnrt_checkpoint_read("a.st", &m, w, st, &pos, &s, &e), 0);
   cr_assert_eq(s, NNRT_STATE_MISMATCH);
   cr_assert_eq(pos.step, -1);
   // A malformed step is no step.
-  write_raw("a.st", "{\"__metadata__\":{\"step\":\"-3\"}," P_ "," Q_ "," S0P_
-            "," S0Q_ "}", 56);
+  write_st("a.st", "{\"__metadata__\":{\"step\":\"-3\"}," P_ "," Q_ "," S0P_
+           "," S0Q_ "}", 56);
   cr_assert_eq(nnrt_checkpoint_read("a.st", &m, w, st, &pos, &s, &e), 0);
   cr_assert_eq(s, NNRT_STATE_MISMATCH);
   // So is one too large to count on from.
-  write_raw("a.st", "{\"__metadata__\":{\"step\":\"9223372036854775807\","
-            "\"epoch\":\"1152921504606846977\"}," P_ "," Q_ "," S0P_ "," S0Q_
-            "}", 56);
+  write_st("a.st", "{\"__metadata__\":{\"step\":\"9223372036854775807\","
+           "\"epoch\":\"1152921504606846977\"}," P_ "," Q_ "," S0P_ "," S0Q_
+           "}", 56);
   cr_assert_eq(nnrt_checkpoint_read("a.st", &m, w, st, &pos, &s, &e), 0);
   cr_assert_eq(s, NNRT_STATE_MISMATCH);
   cr_assert_eq(pos.epoch, -1);
   // A state tensor with the wrong shape is an error when it would be used...
-  write_raw("a.st", "{\"__metadata__\":{\"step\":\"3\"}," P_ "," Q_ ","
-            "\"optimizer.0.p\":{\"dtype\":\"F32\",\"shape\":[4],"
-            "\"data_offsets\":[28,44]}," S0Q_ "}", 56);
+  write_st("a.st", "{\"__metadata__\":{\"step\":\"3\"}," P_ "," Q_ ","
+           "\"optimizer.0.p\":{\"dtype\":\"F32\",\"shape\":[4],"
+           "\"data_offsets\":[28,44]}," S0Q_ "}", 56);
   cr_assert_eq(nnrt_checkpoint_read("a.st", &m, w, st, &pos, &s, &e), -1);
   cr_assert_str_eq(e.msg, "a.st: tensor 'optimizer.0.p' has shape [4]; the "
                    "model expects [2, 2]");
   // ... and ignored by eval.
   cr_assert_eq(nnrt_checkpoint_read("a.st", &m, w, NULL, &pos, NULL, &e), 0);
   // Twice the same state tensor.
-  write_raw("a.st", "{" P_ "," Q_ "," S0P_ "," S0P_ "}", 56);
+  write_st("a.st", "{" P_ "," Q_ "," S0P_ "," S0P_ "}", 56);
   cr_assert_eq(nnrt_checkpoint_read("a.st", &m, w, st, &pos, &s, &e), -1);
   cr_assert_str_eq(e.msg, "a.st: tensor 'optimizer.0.p' appears twice");
   // Names that only look like state, and state of unknown parameters, are
   // extra tensors.
-  write_raw("a.st", "{\"__metadata__\":{\"step\":\"3\"}," P_ "," Q_ "," S0P_
-            "," S0Q_ ",\"optimizer.00.p\":{\"dtype\":\"F32\",\"shape\":[],"
-            "\"data_offsets\":[0,0]},\"optimizer.1.zz\":{\"dtype\":\"F32\","
-            "\"shape\":[],\"data_offsets\":[0,0]},\"optimizer.x.p\":{\"dtype\""
-            ":\"F32\",\"shape\":[],\"data_offsets\":[0,0]},\"optimizer.0\":{"
-            "\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[0,0]},"
-            "\"optimizer.99999999999999999999.p\":{\"dtype\":\"F32\",\"shape\""
-            ":[],\"data_offsets\":[0,0]}}", 56);
+  write_st("a.st", "{\"__metadata__\":{\"step\":\"3\"}," P_ "," Q_ "," S0P_
+           "," S0Q_ ",\"optimizer.00.p\":{\"dtype\":\"F32\",\"shape\":[],"
+           "\"data_offsets\":[0,0]},\"optimizer.1.zz\":{\"dtype\":\"F32\","
+           "\"shape\":[],\"data_offsets\":[0,0]},\"optimizer.x.p\":{\"dtype\""
+           ":\"F32\",\"shape\":[],\"data_offsets\":[0,0]},\"optimizer.0\":{"
+           "\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[0,0]},"
+           "\"optimizer.99999999999999999999.p\":{\"dtype\":\"F32\",\"shape\""
+           ":[],\"data_offsets\":[0,0]}}", 56);
   cr_assert_eq(nnrt_checkpoint_read("a.st", &m, w, st, &pos, &s, &e), 0, "%s",
                e.msg);
   cr_assert_eq(s, NNRT_STATE_RESTORED);

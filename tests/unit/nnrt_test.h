@@ -175,4 +175,74 @@ static inline double json_get(const char *line, const char *key) {
   return p ? strtod(p + strlen(pat), NULL) : 0.0 / 0.0;
 }
 
+// A model named "t" with in and out floats per example, reading from dir.
+static inline NnrtModel data_model(int64_t in, int64_t out, const char *dir) {
+  NnrtModel m;
+  memset(&m, 0, sizeof m);
+  m.name = "t";
+  m.source_dir = dir;
+  m.in_numel = in;
+  m.out_numel = out;
+  return m;
+}
+
+// Data of `kind` (NnrtDataKind) from x and y (NULL: none), scaled.
+static inline NnrtDataSpec data_spec(int64_t kind, const char *x,
+                                     const char *y, double scale) {
+  NnrtDataSpec s;
+  memset(&s, 0, sizeof s);
+  s.kind = kind;
+  s.path_x = x;
+  s.path_y = y;
+  s.scale = scale;
+  return s;
+}
+
+// A safetensors file by hand: the header length, the header json, then
+// `data` zero bytes.
+static inline void write_st(const char *path, const char *json, size_t data) {
+  size_t hl = strlen(json);
+  char *buf = calloc(1, 8 + hl + data);
+  for (int i = 0; i < 8; i++)
+    buf[i] = (char)((uint64_t)hl >> (8 * i));
+  memcpy(buf + 8, json, hl);
+  write_file(path, buf, 8 + hl + data);
+  free(buf);
+}
+
+// An allocation hook (nnrt_set_alloc) that counts and can fail.
+typedef struct Counter {
+  int64_t allocs, alive;  // blocks handed out, blocks not yet freed
+  int64_t fail_at;        // the allocation (0-based) that fails; -1: none
+} Counter;
+
+static inline void *counting_hook(void *ud, void *ptr, size_t size) {
+  Counter *c = ud;
+  if (size == 0) {
+    if (ptr)
+      c->alive--;
+    free(ptr);
+    return NULL;
+  }
+  if (c->allocs++ == c->fail_at)
+    return NULL;
+  c->alive++;
+  return malloc(size);
+}
+
+// Gathers rows 3 and 1 of the small test set (5 examples of 2x2 pixels, pixel
+// j of example i = 10 i + j, label i of 5 classes, scale 0.5) and checks them.
+static inline void expect_rows_3_1(NnrtData *d) {
+  float x[2 * 4], y[2 * 5];
+  int64_t idx[2] = {3, 1};
+  nnrt_data_gather(d, idx, 0, 2, x, y);
+  cr_assert_float_eq(x[0], 30 * 0.5f, 1e-6);
+  cr_assert_float_eq(x[3], 33 * 0.5f, 1e-6);
+  cr_assert_float_eq(x[4], 10 * 0.5f, 1e-6);
+  for (int j = 0; j < 5; j++) {
+    cr_assert_eq(y[j], j == 3 ? 1.0f : 0.0f);
+    cr_assert_eq(y[5 + j], j == 1 ? 1.0f : 0.0f);
+  }
+}
+
 #endif
