@@ -506,7 +506,7 @@ static LLVMBasicBlockRef block(Cg *cg, LLVMValueRef fn, const char *name) {
 }
 
 // ---- nnc_train --------------------------------------------------------------
-// t = 0; for (epoch = 0;; epoch++) {
+// t = nnrt_step_start(run); for (epoch = 0;; epoch++) {
 //   nb = nnrt_epoch_begin(run, epoch); if (!nb) break;
 //   for (i = 0; i < nb; i++) {
 //     B = nnrt_batch_fetch(run, i, x, y);
@@ -531,6 +531,9 @@ static LLVMValueRef build_train(Cg *cg, const Plan *plan, const bool *live,
                                    (LLVMTypeRef[]){P, I, D, D}, 4, &ty_bend);
   LLVMValueRef f_eend =
       runtime_fn(cg, "nnrt_epoch_end", I, (LLVMTypeRef[]){P, I}, 2, &ty_eend);
+  LLVMTypeRef ty_start;  // steps already taken (a run resumed with --load)
+  LLVMValueRef f_start =
+      runtime_fn(cg, "nnrt_step_start", I, (LLVMTypeRef[]){P}, 1, &ty_start);
 
   LLVMValueRef run = LLVMGetParam(fn, 0), state = LLVMGetParam(fn, 2);
   Frame f = {.plan = plan, .poff = poff};
@@ -559,7 +562,8 @@ static LLVMValueRef build_train(Cg *cg, const Plan *plan, const bool *live,
   frame_pointers(cg, &f, live);
   LLVMValueRef t = cg_alloca(cg, I, "t"), epoch = cg_alloca(cg, I, "epoch"),
                bi = cg_alloca(cg, I, "i");
-  LLVMBuildStore(cg->b, zero, t);
+  LLVMBuildStore(cg->b,
+                 LLVMBuildCall2(cg->b, ty_start, f_start, &run, 1, "t0"), t);
   LLVMBuildStore(cg->b, zero, epoch);
   LLVMBuildBr(cg->b, epoch_head);
 

@@ -53,3 +53,11 @@ cp m.safetensors before.safetensors
 expect_error 1 "not finite" ./diverge train --load m.safetensors --save m.safetensors
 cmp m.safetensors before.safetensors
 echo "ok: the checkpoint survived the divergence"
+
+# Resuming is exact: two epochs in one run, or one epoch, save, load and one
+# more, give the same weights bit for bit (optimizer state and step restored).
+./mlp_small train --limit 3000 --epochs 2 --quiet --save full.safetensors >/dev/null
+./mlp_small train --limit 3000 --epochs 1 --quiet --save half.safetensors >/dev/null
+./mlp_small train --limit 3000 --epochs 1 --quiet --load half.safetensors --save half.safetensors >/dev/null
+cmp full.safetensors half.safetensors
+echo "ok: a resumed run equals an uninterrupted one"
