@@ -185,6 +185,7 @@ void diag_error(Diag *d, Loc loc, const char *fmt, ...) {
   diag_verror(d, loc, "error", fmt, ap);
   va_end(ap);
   d->nerrors++;
+  d->last_error = loc;
 }
 
 void diag_note(Diag *d, Loc loc, const char *fmt, ...) {

@@ -51,6 +51,7 @@ typedef struct Diag {
   FILE *out;         // where messages go (stderr; tests use a memstream)
   PtrVec sources;    // Source*, to print the offending line under a message
   int nerrors;
+  Loc last_error;    // where the latest error pointed
 } Diag;
 
 // Reports "file:line:col: error: message", the source line and a caret.

@@ -423,15 +423,19 @@ static bool eval_dim(Sema *s, Frame *f, Ast *e, int64_t *out) {
     const char *got = v.kind == SV_NUM ? arena_printf(s->arena, "%g", v.num)
                                        : sval_describe(s, v);
     if (f->call) {  // inside a layer: say it at the user's call
+      const IrValue *input = NULL;  // the tensor argument, for the message
+      for (Binding *b = f->vars; b && !input; b = b->next)
+        if (b->val.kind == SV_TENSOR)
+          input = b->val.t;
       diag_error(s->diag, f->call->loc,
-                 "%s: dimension '%s' must be a positive integer, got %s",
-                 f->call->name, dim_text(s, e), got);
-      for (Binding *b = f->vars; b; b = b->next)
-        if (b->val.kind == SV_TENSOR) {  // the tensor argument, last bound
-          diag_note(s->diag, b->val.t->loc, "the input is %s",
-                    shape_str(s->arena, b->val.t->shape, false));
-          break;
-        }
+                 "%s: dimension '%s' must be a positive integer, got %s%s%s%s",
+                 f->call->name, dim_text(s, e), got,
+                 input ? " (the input is " : "",
+                 input ? shape_str(s->arena, input->shape, false) : "",
+                 input ? ")" : "");
+      if (input)
+        diag_note(s->diag, input->loc, "%s comes from here",
+                  shape_str(s->arena, input->shape, false));
     } else {
       diag_error(s->diag, e->loc,
                  "a dimension must be a positive integer, got %s", got);
@@ -731,7 +735,10 @@ static SVal instantiate(Sema *s, Frame *f, Ast *decl, SVal *pos, int npos,
   int first_param = s->m->params.n, errors = s->diag->nerrors;
   SVal r = check_result(s, &callee, decl, eval_body(s, &callee, decl));
   // An error inside a stdlib layer points into the stdlib; say which call.
-  if (s->diag->nerrors > errors && decl->loc.file &&
+  Loc last = s->diag->last_error;
+  bool at_call = last.line == call->loc.line && last.col == call->loc.col &&
+                 last.file == call->loc.file;
+  if (s->diag->nerrors > errors && !at_call && decl->loc.file &&
       strncmp(decl->loc.file, "<stdlib>", 8) == 0)
     diag_note(s->diag, call->loc, "in '%s' called here", decl->name);
   if (layer && s->layers && s->in_model && r.kind == SV_TENSOR) {
