@@ -416,6 +416,23 @@ static void panel_rows(Cg *cg, const Panel *pn, bool back) {
   loop_end(cg, &lc);
 }
 
+// Along axis `ax`: the window o whose tap t lands on input index i, that is
+// o s = i + lo - t d; *ok says whether it exists (divides, inside [0, n)).
+static LLVMValueRef window_of(Cg *cg, LLVMValueRef i, LLVMValueRef t,
+                              const WinGeom *g, int ax, int64_t n,
+                              LLVMValueRef *ok) {
+  LLVMValueRef zero = i64c(cg, 0), s = i64c(cg, g->s[ax]);
+  LLVMValueRef at = sub(cg, cg_add(cg, i, i64c(cg, g->lo[ax])),
+                        cg_mul(cg, t, i64c(cg, g->d[ax])));
+  LLVMValueRef o = sdiv(cg, at, s);
+  *ok = and1(cg,
+             and1(cg, LLVMBuildICmp(cg->b, LLVMIntSGE, at, zero, ""),
+                  LLVMBuildICmp(cg->b, LLVMIntEQ,
+                                LLVMBuildSRem(cg->b, at, s, ""), zero, "")),
+             slt(cg, o, i64c(cg, n)));
+  return o;
+}
+
 // col2im for stride 1 along w, pulling: each vector of 16 input positions
 // along w adds up, in registers, every panel value that was read from it
 // (taps kw, kh, kd in order), then goes to memory once. Pushing instead (a
@@ -442,30 +459,11 @@ static void panel_pull(Cg *cg, const Panel *pn) {
   LLVMValueRef acc = cg_alloca(cg, vty(cg), "acc");
   LLVMBuildStore(cg->b,
                  pn->only ? LLVMConstNull(vty(cg)) : vload(cg, xp, lanes), acc);
-  // window index o along an axis with o s = i + lo - t d, if any
-  LLVMValueRef zero = i64c(cg, 0);
+  LLVMValueRef zero = i64c(cg, 0), okd, okh;
   LLVMValueRef kd = loop_begin(cg, &lkd, i64c(cg, g->k[0]), "kd");
-  LLVMValueRef nd = sub(cg, cg_add(cg, id, i64c(cg, g->lo[0])),
-                        cg_mul(cg, kd, i64c(cg, g->d[0])));
-  LLVMValueRef od = sdiv(cg, nd, i64c(cg, g->s[0]));
-  LLVMValueRef okd =
-      and1(cg,
-           and1(cg, LLVMBuildICmp(cg->b, LLVMIntSGE, nd, zero, ""),
-                LLVMBuildICmp(cg->b, LLVMIntEQ,
-                              LLVMBuildSRem(cg->b, nd, i64c(cg, g->s[0]), ""),
-                              zero, "")),
-           slt(cg, od, i64c(cg, g->out[0])));
+  LLVMValueRef od = window_of(cg, id, kd, g, 0, g->out[0], &okd);
   LLVMValueRef kh = loop_begin(cg, &lkh, i64c(cg, g->k[1]), "kh");
-  LLVMValueRef nh = sub(cg, cg_add(cg, ih, i64c(cg, g->lo[1])),
-                        cg_mul(cg, kh, i64c(cg, g->d[1])));
-  LLVMValueRef oh = sdiv(cg, nh, i64c(cg, g->s[1]));
-  LLVMValueRef okh =
-      and1(cg,
-           and1(cg, LLVMBuildICmp(cg->b, LLVMIntSGE, nh, zero, ""),
-                LLVMBuildICmp(cg->b, LLVMIntEQ,
-                              LLVMBuildSRem(cg->b, nh, i64c(cg, g->s[1]), ""),
-                              zero, "")),
-           slt(cg, oh, i64c(cg, OH)));
+  LLVMValueRef oh = window_of(cg, ih, kh, g, 1, OH, &okh);
   LLVMValueRef li =
       sub(cg, cg_add(cg, cg_mul(cg, od, i64c(cg, OH)), oh), pn->l0);
   LLVMValueRef ok =
