@@ -391,28 +391,6 @@ static bool epilogue_leaf(const IrValue *u, const IrValue *mm) {
   return true;
 }
 
-// Whether v's inline tree (fused values, constants) can be the epilogue of
-// mm: mm is its only inline matmul and every stored leaf is addressable.
-static bool epilogue_ok(const IrValue *v, const IrValue *mm, const bool *root) {
-  for (int i = 0; i < v->narg; i++) {
-    const IrValue *a = v->arg[i];
-    if (a == mm)
-      continue;
-    bool inl = !root[a->id] &&
-               (a->fused || a->op == OP_CONST || a->op == OP_BATCH_SIZE);
-    if (!inl) {
-      if (!epilogue_leaf(a, mm))
-        return false;
-    } else if (prims[a->op].kind == PK_MATMUL) {
-      return false;
-    } else if (a->op != OP_CONST && a->op != OP_BATCH_SIZE &&
-               !epilogue_ok(a, mm, root)) {
-      return false;
-    }
-  }
-  return true;
-}
-
 // Whether a convolution's epilogue can read leaf u at each output element
 // (channel o, position q): u has the output's shape, or one value per
 // channel ([O, 1...], a bias), or is a single value (per example or in all).
@@ -431,23 +409,22 @@ static bool conv_epilogue_leaf(const IrValue *u, const IrValue *cv) {
   return true;
 }
 
-// Whether v's inline tree can be the epilogue of convolution cv: cv is its
-// only inline convolution or matmul and every stored leaf is addressable.
-static bool conv_epilogue_ok(const IrValue *v, const IrValue *cv,
-                             const bool *root) {
+// Whether v's inline tree (fused element-wise values, constants) can be the
+// epilogue of kernel k (a matmul or a convolution): k is the only other
+// kernel inline in it, and `leaf` says k's epilogue can address every
+// stored value the tree reads.
+typedef bool EpilogueLeaf(const IrValue *u, const IrValue *k);
+
+static bool epilogue_ok(const IrValue *v, const IrValue *k, const bool *root,
+                        EpilogueLeaf *leaf) {
   for (int i = 0; i < v->narg; i++) {
     const IrValue *a = v->arg[i];
-    if (a == cv)
+    if (a == k || a->op == OP_CONST || a->op == OP_BATCH_SIZE)
       continue;
-    bool inl = !root[a->id] &&
-               (a->fused || a->op == OP_CONST || a->op == OP_BATCH_SIZE);
-    if (!inl) {
-      if (!conv_epilogue_leaf(a, cv))
+    if (root[a->id] || !a->fused) {
+      if (!leaf(a, k))
         return false;
-    } else if (prims[a->op].kind != PK_EW) {
-      if (a->op != OP_CONST && a->op != OP_BATCH_SIZE)
-        return false;
-    } else if (!conv_epilogue_ok(a, cv, root)) {
+    } else if (prims[a->op].kind != PK_EW || !epilogue_ok(a, k, root, leaf)) {
       return false;
     }
   }
@@ -490,7 +467,7 @@ void kernel_fuse(IrModule *m) {
       top = user[top->id];
     if (prims[user[i]->op].kind == PK_EW && same_type(user[i], v) &&
         prims[top->op].kind == PK_EW && same_type(top, v) &&
-        epilogue_ok(top, v, root))
+        epilogue_ok(top, v, root, epilogue_leaf))
       v->fused = true;
   }
   // A convolution likewise computes such a chain (bias, activation) as it
@@ -504,7 +481,7 @@ void kernel_fuse(IrModule *m) {
       top = user[top->id];
     if (prims[user[i]->op].kind == PK_EW && same_type(user[i], v) &&
         prims[top->op].kind == PK_EW && same_type(top, v) &&
-        conv_epilogue_ok(top, v, root))
+        epilogue_ok(top, v, root, conv_epilogue_leaf))
       v->fused = true;
   }
 }
