@@ -90,6 +90,11 @@ void nnrt_data_close(NnrtData *d);
 // into x (rows x xcols) and, when y is not NULL, y (rows x out_numel).
 void nnrt_data_gather(const NnrtData *d, const int64_t *idx, int64_t first,
                       int64_t rows, float *x, float *y);
+// The same, prefetching rows idx[ahead .. ahead + nahead) (the next batch;
+// nahead <= rows) while it converts.
+void nnrt_data_gather_ahead(const NnrtData *d, const int64_t *idx,
+                            int64_t first, int64_t rows, float *x, float *y,
+                            int64_t ahead, int64_t nahead);
 
 // Resolves a relative data path: $NNC_DATA folders, source_dir, then
 // /usr/share/datasets. Absolute paths are used as they are.

@@ -167,7 +167,9 @@ int64_t nnrt_batch_fetch(NnrtRun *r, int64_t i, float *x, float *y) {
     return 0;
   int64_t first = r->first + i * r->batch;
   int64_t rows = r->ntrain - first < r->batch ? r->ntrain - first : r->batch;
-  nnrt_data_gather(&r->train, r->perm, first, rows, x, y);
+  int64_t next = first + rows;
+  nnrt_data_gather_ahead(&r->train, r->perm, first, rows, x, y, next,
+                         r->ntrain - next < rows ? r->ntrain - next : rows);
   return rows;
 }
 
