@@ -482,10 +482,17 @@ static Split split_of(Gemm *g) {
                smax(cg, sdiv(cg, g->R, i64c(cg, MIN_ROWS)), i64c(cg, 1)));
     s.rc = smax(cg, cdiv(cg, g->R, nrc), i64c(cg, 1));
     // Chunks longer than a tile take whole tiles (the row tails then fall in
-    // the last chunk only).
-    LLVMValueRef mr = i64c(cg, g->mr);
-    s.rc = LLVMBuildSelect(cg->b, LLVMBuildICmp(cg->b, LLVMIntSGT, s.rc, mr, ""),
-                           cg_mul(cg, cdiv(cg, s.rc, mr), mr), s.rc, "");
+    // the last chunk only), unless there are so few tasks that the longest
+    // one sets the kernel's time: then chunks are even, in multiples of
+    // MIN_ROWS (32 rows in 12-row tiles: 16 + 16, not 24 + 8).
+    LLVMValueRef mr = i64c(cg, g->mr), four = i64c(cg, MIN_ROWS);
+    LLVMValueRef few = LLVMBuildICmp(
+        cg->b, LLVMIntSLE, cg_mul(cg, nrc, i64c(cg, g->nb)), i64c(cg, 4), "");
+    LLVMValueRef whole = LLVMBuildSelect(
+        cg->b, LLVMBuildICmp(cg->b, LLVMIntSGT, s.rc, mr, ""),
+        cg_mul(cg, cdiv(cg, s.rc, mr), mr), s.rc, "");
+    s.rc = LLVMBuildSelect(cg->b, few, cg_mul(cg, cdiv(cg, s.rc, four), four),
+                           whole, "");
     s.nrc = smax(cg, cdiv(cg, g->R, s.rc), i64c(cg, 1));
   }
   s.ntasks = LLVMBuildSelect(cg->b, s.serial, i64c(cg, 1),
