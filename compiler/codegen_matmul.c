@@ -59,6 +59,12 @@ enum {
 #ifndef SERIAL_FLOPS
 #define SERIAL_FLOPS (1 << 17)
 #endif
+// The dot-product form packs B^T on the calling thread before its tasks
+// start, and its tasks all read that: at batch 32 (0.5 MFLOP) two tasks
+// were slower than one.
+#ifndef DOT_SERIAL_FLOPS
+#define DOT_SERIAL_FLOPS (1 << 20)
+#endif
 #ifndef TASK_FLOPS
 #define TASK_FLOPS (1 << 22)
 #endif
@@ -175,8 +181,20 @@ const IrValue *kernel_matmul(Cg *cg, const IrValue *v) {
   return inline_matmul(cg, v);
 }
 
+// A MATMUL with at most 12 output columns (a classifier's 10 logits) would
+// fill 10 of 16 lanes in the broadcast form, with a load per FMA. Instead
+// each output is a dot product along the reduction: vectors of 16
+// consecutive t of an A row and of a row of B^T (packed once per call,
+// before the tasks start), a tile of mr rows x N columns of accumulators
+// whose lanes are summed at the end (lane_sums). Every lane does useful work.
+static bool dot_form(const IrValue *mm) {
+  return mm->op == OP_MATMUL && last_dim(mm) <= 12 &&
+         last_dim(mm->arg[0]) >= VL;
+}
+
 int64_t mm_scratch(const IrValue *mm) {
-  return mm->op == OP_MATMUL_NT ? shape_numel(mm->arg[1]->shape) : 0;
+  return mm->op == OP_MATMUL_NT || dot_form(mm) ? shape_numel(mm->arg[1]->shape)
+                                                : 0;
 }
 
 // ---- the GEMM -------------------------------------------------------------------
@@ -190,6 +208,7 @@ typedef struct Gemm {
   LLVMValueRef R, T;           // output rows, reduction length
   int mr, nv;                  // the main register tile
   int64_t nb, nfull;           // column blocks of 16 nv; how many are full
+  bool dot;                    // the dot-product form (see dot_form)
 } Gemm;
 
 // Where an epilogue leaf's element (i, j) of the output lives.
@@ -314,38 +333,193 @@ static void no_unroll(Cg *cg, LLVMValueRef br) {
                   LLVMMetadataAsValue(cg->lc, id));
 }
 
+// The reduction loop of a tile: n accumulator vectors, zero at the start,
+// carried as phis through `for t in [0, T)`. tile_loop_begin leaves the
+// builder in the body with acc[] the current sums and returns t; the body
+// puts its new sums into acc[]; tile_loop_end closes the loop and leaves the
+// final sums in acc[] (zero when T is 0, which only a run-time T can be).
+typedef struct TileLoop {
+  LLVMBasicBlockRef pre, body, exit;
+  LLVMValueRef t, T, phi[ACCS];
+  bool guard;
+} TileLoop;
+
+static LLVMValueRef tile_loop_begin(Cg *cg, TileLoop *l, LLVMValueRef T, int n,
+                                    LLVMValueRef *acc) {
+  LLVMBuilderRef b = cg->b;
+  assert(n <= ACCS);
+  LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(b));
+  l->T = T;
+  l->pre = LLVMGetInsertBlock(b);
+  l->body = LLVMAppendBasicBlockInContext(cg->lc, fn, "t");
+  l->exit = LLVMAppendBasicBlockInContext(cg->lc, fn, "epi");
+  l->guard = !LLVMIsAConstantInt(T);
+  if (l->guard)
+    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSGT, T, i64c(cg, 0), ""),
+                    l->body, l->exit);
+  else
+    LLVMBuildBr(b, l->body);
+  LLVMPositionBuilderAtEnd(b, l->body);
+  l->t = LLVMBuildPhi(b, cg->t_i64, "t");
+  for (int i = 0; i < n; i++)
+    acc[i] = l->phi[i] = LLVMBuildPhi(b, vty(cg), "");
+  return l->t;
+}
+
+static void tile_loop_end(Cg *cg, TileLoop *l, int n, LLVMValueRef *acc) {
+  LLVMBuilderRef b = cg->b;
+  LLVMValueRef zero = LLVMConstNull(vty(cg));
+  LLVMValueRef t1 = LLVMBuildNSWAdd(b, l->t, i64c(cg, 1), "");
+  LLVMBasicBlockRef latch = LLVMGetInsertBlock(b);
+  LLVMValueRef br = LLVMBuildCondBr(
+      b, LLVMBuildICmp(b, LLVMIntSLT, t1, l->T, ""), l->body, l->exit);
+  no_unroll(cg, br);
+  LLVMValueRef z0 = i64c(cg, 0);
+  LLVMAddIncoming(l->t, &z0, &l->pre, 1);
+  LLVMAddIncoming(l->t, &t1, &latch, 1);
+  for (int i = 0; i < n; i++) {
+    LLVMAddIncoming(l->phi[i], &zero, &l->pre, 1);
+    LLVMAddIncoming(l->phi[i], &acc[i], &latch, 1);
+  }
+  LLVMPositionBuilderAtEnd(b, l->exit);
+  if (l->guard) // T may be 0: the sums are 0 then
+    for (int i = 0; i < n; i++) {
+      LLVMValueRef r = LLVMBuildPhi(b, vty(cg), "");
+      LLVMValueRef in[2] = {zero, acc[i]};
+      LLVMBasicBlockRef from[2] = {l->pre, latch};
+      LLVMAddIncoming(r, in, from, 2);
+      acc[i] = r;
+    }
+}
+
+// A vector whose lane j is the sum of the lanes of v[j], j < n <= 16: four
+// rounds, each packing pairs of vectors into one while adding the two
+// halves of every block of lanes (blocks of 16 -> 8 -> 4 -> 2 -> 1 lanes),
+// then one shuffle that puts the sums in order. src[vector][block] follows
+// which input a block of lanes sums (-1: padding).
+static LLVMValueRef lane_sums(Cg *cg, LLVMValueRef *v, int n) {
+  LLVMValueRef cur[VL], zero = LLVMConstNull(vty(cg));
+  int src[VL][VL];
+  int m = n;
+  assert(n >= 1 && n <= VL);
+  for (int i = 0; i < n; i++) {
+    cur[i] = v[i];
+    src[i][0] = i;
+  }
+  for (int blk = VL; blk > 1; blk /= 2) {
+    int h = blk / 2, pairs = (m + 1) / 2;
+    for (int p = 0; p < pairs; p++) {
+      bool odd = 2 * p + 1 == m; // no partner: pair with zeros
+      LLVMValueRef x = cur[2 * p], y = odd ? zero : cur[2 * p + 1];
+      LLVMValueRef lo[VL], hi[VL];
+      int ns[VL];
+      for (int l = 0; l < VL; l++) {
+        int k = l / h, off = l % h; // output block k of h lanes takes
+        int from = k % 2 ? VL : 0;  // block k / 2 of x (k even) or y (odd)
+        int at = from + (k / 2) * blk + off;
+        lo[l] = LLVMConstInt(cg->t_i32, (unsigned)at, 0);
+        hi[l] = LLVMConstInt(cg->t_i32, (unsigned)(at + h), 0);
+        if (off == 0)
+          ns[k] = k % 2 ? (odd ? -1 : src[2 * p + 1][k / 2]) : src[2 * p][k / 2];
+      }
+      LLVMValueRef a =
+          LLVMBuildShuffleVector(cg->b, x, y, LLVMConstVector(lo, VL), "");
+      LLVMValueRef c =
+          LLVMBuildShuffleVector(cg->b, x, y, LLVMConstVector(hi, VL), "");
+      cur[p] = LLVMBuildFAdd(cg->b, a, c, "");
+      memcpy(src[p], ns, sizeof ns);
+    }
+    m = pairs;
+  }
+  LLVMValueRef order[VL];
+  for (int j = 0; j < VL; j++) {
+    int at = 0;
+    for (int l = 0; l < VL; l++)
+      if (src[0][l] == j)
+        at = l;
+    order[j] = LLVMConstInt(cg->t_i32, (unsigned)at, 0);
+  }
+  return LLVMBuildShuffleVector(cg->b, cur[0], LLVMGetPoison(vty(cg)),
+                                LLVMConstVector(order, VL), "");
+}
+
+// Stores output row `row`, columns col .. col+15 (masked by m), given mm's
+// sums there: the epilogue's value, or the optimizer's update, which is
+// stored one vector late (*pending) so that the next vector's loads come
+// before this one's stores (see opt_load).
+static void tile_store(Gemm *g, LLVMValueRef row, LLVMValueRef col,
+                       LLVMValueRef m, LLVMValueRef sum, OptRow *pending,
+                       bool *have) {
+  Cg *cg = g->cg;
+  LLVMValueRef val = epi(g, g->root, row, col, m, sum);
+  LLVMValueRef at = cg_add(cg, cg_mul(cg, row, i64c(cg, g->N)), col);
+  if (g->k->k->opt_param < 0) {
+    vstore(cg, val, cg_gep(cg, g->out, at), m);
+    return;
+  }
+  OptRow cur;
+  opt_load(g, at, m, val, &cur);
+  if (*have)
+    opt_store(g, pending);
+  *pending = cur, *have = true;
+}
+
+// A tile of the dot-product form: output rows row0 .. row0+mr-1, all N
+// columns (tmask). The loop takes 16 t at a time; the last K % 16 are one
+// masked step after it.
+static void dot_tile(Gemm *g, LLVMValueRef row0, int mr, LLVMValueRef tmask) {
+  Cg *cg = g->cg;
+  int N = (int)g->N;
+  int64_t K = last_dim(g->mm->arg[0]), rest = K % VL;
+  assert(mr * N <= ACCS && K >= VL && g->k->k->opt_param < 0);
+  LLVMValueRef ap[MAX_MR], acc[ACCS];
+  for (int i = 0; i < mr; i++)
+    ap[i] = cg_gep(cg, g->a,
+                   cg_mul(cg, cg_add(cg, row0, i64c(cg, i)), i64c(cg, K)));
+  TileLoop l;
+  LLVMValueRef t0 = cg_mul(
+      cg, tile_loop_begin(cg, &l, i64c(cg, K / VL), mr * N, acc), i64c(cg, VL));
+  for (int part = 0; part < 2; part++) {
+    LLVMValueRef m = part ? vmask(cg, (int)rest) : NULL;
+    LLVMValueRef av[MAX_MR];
+    for (int i = 0; i < mr; i++)
+      av[i] = vload(cg, cg_gep(cg, ap[i], t0), m);
+    for (int j = 0; j < N; j++) {
+      LLVMValueRef bv =
+          vload(cg, cg_gep(cg, g->b, cg_add(cg, t0, i64c(cg, j * K))), m);
+      for (int i = 0; i < mr; i++) {
+        LLVMValueRef x[3] = {av[i], bv, acc[i * N + j]};
+        acc[i * N + j] = cg_intrinsic(cg, "llvm.fma", x, 3);
+      }
+    }
+    if (part == 0)
+      tile_loop_end(cg, &l, mr * N, acc);
+    if (rest == 0)
+      break;
+    t0 = i64c(cg, K - rest);
+  }
+  for (int i = 0; i < mr; i++)
+    tile_store(g, cg_add(cg, row0, i64c(cg, i)), i64c(cg, 0), tmask,
+               lane_sums(cg, &acc[i * N], N), NULL, NULL);
+}
+
 // One register tile: output rows row0 .. row0+mr-1, columns col0 ..
 // col0 + 16 nv - 1 (the last vector masked by tmask when given).
 static void gemm_tile(Gemm *g, LLVMValueRef row0, int mr, LLVMValueRef col0,
                       int nv, LLVMValueRef tmask) {
   Cg *cg = g->cg;
-  LLVMBuilderRef b = cg->b;
-  LLVMTypeRef vt = vty(cg);
+  if (g->dot) {
+    dot_tile(g, row0, mr, tmask);
+    return;
+  }
   assert(mr >= 1 && mr <= MAX_MR && nv >= 1 && nv <= MAX_NV);
-  LLVMValueRef ap[MAX_MR], bv[MAX_NV];
-  LLVMValueRef acc[MAX_MR][MAX_NV], next[MAX_MR][MAX_NV];
+  LLVMValueRef ap[MAX_MR], bv[MAX_NV], acc[ACCS];
   for (int i = 0; i < mr; i++)
     ap[i] = cg_gep(cg, g->a,
                    cg_mul(cg, cg_add(cg, row0, i64c(cg, i)), i64c(cg, g->a_rs)));
   LLVMValueRef bp = cg_gep(cg, g->b, col0);
-  LLVMValueRef zero = LLVMConstNull(vt);
-
-  LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(b));
-  LLVMBasicBlockRef pre = LLVMGetInsertBlock(b);
-  LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(cg->lc, fn, "t");
-  LLVMBasicBlockRef exit = LLVMAppendBasicBlockInContext(cg->lc, fn, "epi");
-  bool guard = !LLVMIsAConstantInt(g->T);
-  if (guard)
-    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSGT, g->T, i64c(cg, 0), ""),
-                    body, exit);
-  else
-    LLVMBuildBr(b, body);
-
-  LLVMPositionBuilderAtEnd(b, body);
-  LLVMValueRef t = LLVMBuildPhi(b, cg->t_i64, "t");
-  for (int i = 0; i < mr; i++)
-    for (int v = 0; v < nv; v++)
-      acc[i][v] = LLVMBuildPhi(b, vt, "");
+  TileLoop l;
+  LLVMValueRef t = tile_loop_begin(cg, &l, g->T, mr * nv, acc);
   LLVMValueRef boff = cg_mul(cg, t, i64c(cg, g->b_ts));
   for (int v = 0; v < nv; v++)
     bv[v] = vload(cg, cg_gep(cg, bp, cg_add(cg, boff, i64c(cg, VL * v))),
@@ -354,54 +528,18 @@ static void gemm_tile(Gemm *g, LLVMValueRef row0, int mr, LLVMValueRef col0,
   for (int i = 0; i < mr; i++) {
     LLVMValueRef s = vsplat(cg, cg_load(cg, ap[i], aoff));
     for (int v = 0; v < nv; v++) {
-      LLVMValueRef x[3] = {s, bv[v], acc[i][v]};
-      next[i][v] = cg_intrinsic(cg, "llvm.fma", x, 3);
+      LLVMValueRef x[3] = {s, bv[v], acc[i * nv + v]};
+      acc[i * nv + v] = cg_intrinsic(cg, "llvm.fma", x, 3);
     }
   }
-  LLVMValueRef t1 = LLVMBuildNSWAdd(b, t, i64c(cg, 1), "");
-  LLVMBasicBlockRef latch = LLVMGetInsertBlock(b);
-  LLVMValueRef br =
-      LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, t1, g->T, ""), body, exit);
-  no_unroll(cg, br);
-  LLVMValueRef z0 = i64c(cg, 0);
-  LLVMAddIncoming(t, &z0, &pre, 1);
-  LLVMAddIncoming(t, &t1, &latch, 1);
-  for (int i = 0; i < mr; i++)
-    for (int v = 0; v < nv; v++) {
-      LLVMAddIncoming(acc[i][v], &zero, &pre, 1);
-      LLVMAddIncoming(acc[i][v], &next[i][v], &latch, 1);
-    }
-
-  LLVMPositionBuilderAtEnd(b, exit);
-  if (guard) // T may be 0: the sums are 0 then
-    for (int i = 0; i < mr; i++)
-      for (int v = 0; v < nv; v++) {
-        LLVMValueRef r = LLVMBuildPhi(b, vt, "");
-        LLVMValueRef in[2] = {zero, next[i][v]};
-        LLVMBasicBlockRef from[2] = {pre, latch};
-        LLVMAddIncoming(r, in, from, 2);
-        next[i][v] = r;
-      }
-  OptRow pending, cur; // the previous vector's update, stored one late
+  tile_loop_end(cg, &l, mr * nv, acc);
+  OptRow pending;
   bool have = false;
-  for (int i = 0; i < mr; i++) {
-    LLVMValueRef row = cg_add(cg, row0, i64c(cg, i));
-    LLVMValueRef orow = cg_gep(cg, g->out, cg_mul(cg, row, i64c(cg, g->N)));
-    for (int v = 0; v < nv; v++) {
-      LLVMValueRef col = cg_add(cg, col0, i64c(cg, VL * v));
-      LLVMValueRef m = v == nv - 1 ? tmask : NULL;
-      LLVMValueRef val = epi(g, g->root, row, col, m, next[i][v]);
-      if (g->k->k->opt_param < 0) {
-        vstore(cg, val, cg_gep(cg, orow, col), m);
-        continue;
-      }
-      opt_load(g, cg_add(cg, cg_mul(cg, row, i64c(cg, g->N)), col), m, val,
-               &cur);
-      if (have)
-        opt_store(g, &pending);
-      pending = cur, have = true;
-    }
-  }
+  for (int i = 0; i < mr; i++)
+    for (int v = 0; v < nv; v++)
+      tile_store(g, cg_add(cg, row0, i64c(cg, i)),
+                 cg_add(cg, col0, i64c(cg, VL * v)), v == nv - 1 ? tmask : NULL,
+                 acc[i * nv + v], &pending, &have);
   if (have)
     opt_store(g, &pending);
 }
@@ -465,7 +603,9 @@ static Split split_of(Gemm *g) {
   Split s;
   LLVMValueRef flops =
       cg_mul(cg, cg_mul(cg, g->T, g->R), i64c(cg, 2 * g->N));
-  s.serial = LLVMBuildICmp(cg->b, LLVMIntSLT, flops, i64c(cg, SERIAL_FLOPS), "");
+  s.serial = LLVMBuildICmp(cg->b, LLVMIntSLT, flops,
+                           i64c(cg, g->dot ? DOT_SERIAL_FLOPS : SERIAL_FLOPS),
+                           "");
   if (g->mm->op == OP_MATMUL_NT) {
     // Each task packs its own columns of b^T, so tasks split columns only.
     s.rc = smax(cg, g->R, i64c(cg, 1));
@@ -538,6 +678,11 @@ static void gemm_setup(Gemm *g) {
   if (g->nv > MAX_NV)
     g->nv = MAX_NV;
   g->mr = ACCS / g->nv;
+  g->dot = dot_form(mm);
+  if (g->dot) { // B^T packed in scratch; tiles of mr rows x N dot products
+    g->b = k->scratch, g->b_ts = ka;
+    g->mr = (int)(ACCS / g->N);
+  }
   int64_t nr = VL * g->nv;
   g->nb = (g->N + nr - 1) / nr;
   g->nfull = g->N / nr;
@@ -618,10 +763,39 @@ static void pack_bt(Gemm *g, LLVMValueRef c0, LLVMValueRef c1) {
     pack_scalar(g, src, M, i64c(cg, tb * VL), i64c(cg, M), c0, c1);
 }
 
+// The dot-product form's B^T[j, t] = b[t, j] (b: K x N, N < 16), for all
+// of it: 16 rows of b (masked to N lanes) transposed in registers per block
+// of 16 t, the last K % 16 element by element.
+static void pack_dot_bt(Gemm *g) {
+  Cg *cg = g->cg;
+  LLVMValueRef src = kern_ptr(g->k, g->mm->arg[1]);
+  int64_t K = last_dim(g->mm->arg[0]), N = g->N, tb = K / VL;
+  LLVMValueRef mask = vmask(cg, (int)N);
+  Loop lt;
+  LLVMValueRef t0 =
+      cg_mul(cg, loop_begin(cg, &lt, i64c(cg, tb), "bt"), i64c(cg, VL));
+  LLVMValueRef r[VL];
+  for (int i = 0; i < VL; i++)
+    r[i] = vload(cg,
+                 cg_gep(cg, src, cg_mul(cg, cg_add(cg, t0, i64c(cg, i)),
+                                        i64c(cg, N))),
+                 mask);
+  transpose16(cg, r);
+  for (int j = 0; j < N; j++)
+    vstore(cg, r[j], cg_gep(cg, g->b, cg_add(cg, t0, i64c(cg, j * K))), NULL);
+  loop_end(cg, &lt);
+  for (int64_t t = tb * VL; t < K; t++)
+    for (int64_t j = 0; j < N; j++)
+      cg_store(cg, cg_load(cg, src, i64c(cg, t * N + j)), g->b,
+               i64c(cg, j * K + t));
+}
+
 void mm_kernel(Kern *k, const IrValue *root, const IrValue *mm) {
   Cg *cg = k->cg;
   Gemm g = {.k = k, .cg = cg, .root = root, .mm = mm};
   gemm_setup(&g);
+  if (g.dot) // once, before the tasks: every task reads all of it
+    pack_dot_bt(&g);
   Split s = split_of(&g);
   size_t len;
   const char *name = LLVMGetValueName2(k->k->fn, &len);
@@ -646,17 +820,19 @@ void mm_kernel(Kern *k, const IrValue *root, const IrValue *mm) {
             smin(cg, cg_mul(cg, cb1, i64c(cg, nr)), i64c(cg, g.N)));
 
   // Full column blocks, then the tail block (at most one, compile-time).
-  Loop l;
-  LLVMValueRef nfull = smax(cg, sub(cg, smin(cg, cb1, i64c(cg, g.nfull)), cb0),
-                            i64c(cg, 0));
-  LLVMValueRef c = loop_begin(cg, &l, nfull, "cb");
-  gemm_rows(&g, r0, r1, cg_mul(cg, cg_add(cg, cb0, c), i64c(cg, nr)), g.mr,
-            g.nv, NULL);
-  loop_end(cg, &l);
+  if (g.nfull > 0) {
+    Loop l;
+    LLVMValueRef nfull = smax(
+        cg, sub(cg, smin(cg, cb1, i64c(cg, g.nfull)), cb0), i64c(cg, 0));
+    LLVMValueRef c = loop_begin(cg, &l, nfull, "cb");
+    gemm_rows(&g, r0, r1, cg_mul(cg, cg_add(cg, cb0, c), i64c(cg, nr)), g.mr,
+              g.nv, NULL);
+    loop_end(cg, &l);
+  }
   if (g.nfull < g.nb) {
     int64_t w = g.N - g.nfull * nr; // columns in the tail block
     int nv = (int)((w + VL - 1) / VL);
-    int mr = ACCS / nv > MAX_MR ? MAX_MR : ACCS / nv;
+    int mr = g.dot ? g.mr : ACCS / nv > MAX_MR ? MAX_MR : ACCS / nv;
     LLVMBasicBlockRef after = if_begin(
         cg, LLVMBuildICmp(cg->b, LLVMIntSGT, cb1, i64c(cg, g.nfull), ""));
     gemm_rows(&g, r0, r1, i64c(cg, g.nfull * nr), mr, nv,

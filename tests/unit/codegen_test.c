@@ -621,6 +621,10 @@ Test(codegen, matmul_shapes_tails_and_threads, .timeout = 300) {
       {70, 100, 33, 2, {37, 5}, 40},         // 64 + 36 columns; 33 = 2 + 1
       {300, 256, 10, 2, {130, 67}, 130},     // many tasks in every form
       {784, 48, 16, 2, {25, 31}, 32},        // 3 full vectors, mr 8
+      // The dot-product form (N <= 12): K % 16 tails, mr 2, 12 and 24
+      {40, 12, 3, 2, {29, 5}, 29},           // k=40 n=12, k=12 broadcast
+      {50, 20, 2, 3, {53, 11, 24}, 53},      // k=20 n=2: mr 12
+      {33, 17, 1, 2, {49, 2}, 49},           // k=17 n=1: mr 24, 1-lane tail
   };
   for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
     T t;
