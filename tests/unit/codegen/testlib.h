@@ -290,7 +290,10 @@ static inline void check_infer(T *t, const IrModule *m, const char *exe,
   int64_t np = d->total * d->out_numel;
   cr_assert_eq(n, 4 * (size_t)np + 16 * (size_t)d->nbatch + 8);
   const float *pred = (const float *)out;
-  const double *stats = (const double *)(out + 4 * np);
+  // The stats follow 4 * np bytes of predictions: copied out, since they
+  // need not be 8-byte aligned (np odd).
+  double *stats = arena_alloc(&t->arena, 16 * (size_t)d->nbatch);
+  memcpy(stats, out + 4 * np, 16 * (size_t)d->nbatch);
   int64_t ok;
   memcpy(&ok, out + 4 * np + 16 * d->nbatch, 8);
   cr_expect_eq(ok, 1, "infer without labels or output disagrees");
