@@ -810,20 +810,21 @@ static void build_model(Cg *cg, const Plan *train, const Plan *infer,
   LLVMTypeRef A = LLVMArrayType2(I, NNRT_MAX_RANK);
 
   // NnrtParamInfo, one per parameter.
-  LLVMTypeRef pf[10] = {P, I, A, I, I, I, D, D, I, I};
-  LLVMTypeRef t_param = struct_type(cg, pf, 10);
+  LLVMTypeRef pf[11] = {P, I, A, I, I, I, D, D, I, I, I};
+  LLVMTypeRef t_param = struct_type(cg, pf, 11);
   int np = m->params.n;
   LLVMValueRef *rows = arena_alloc(cg->arena, sizeof *rows * (size_t)(np + 1));
   for (int i = 0; i < np; i++) {
     const IrParam *p = m->params.item[i];
-    LLVMValueRef f[10] = {
+    LLVMValueRef f[11] = {
         const_str(cg, p->name), ci(cg, p->shape.rank),
         dims(cg, p->shape),     ci(cg, poff[i + 1] - poff[i]),
         ci(cg, poff[i]),        ci(cg, p->init.kind),
         cd(cg, p->init.a),      cd(cg, p->init.b),
         ci(cg, p->fan_in),      ci(cg, p->fan_out),
+        ci(cg, p->transposed),
     };
-    rows[i] = LLVMConstNamedStruct(t_param, f, 10);
+    rows[i] = LLVMConstNamedStruct(t_param, f, 11);
   }
   LLVMValueRef ptable =
       np ? private_global(cg, LLVMConstArray2(t_param, rows, (uint64_t)np),

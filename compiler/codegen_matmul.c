@@ -181,20 +181,22 @@ const IrValue *kernel_matmul(Cg *cg, const IrValue *v) {
   return inline_matmul(cg, v);
 }
 
-// A MATMUL with at most 12 output columns (a classifier's 10 logits) would
-// fill 10 of 16 lanes in the broadcast form, with a load per FMA. Instead
-// each output is a dot product along the reduction: vectors of 16
-// consecutive t of an A row and of a row of B^T (packed once per call,
-// before the tasks start), a tile of mr rows x N columns of accumulators
-// whose lanes are summed at the end (lane_sums). Every lane does useful work.
+// A MATMUL or MATMUL_NT with at most 12 output columns (a classifier's 10
+// logits) would fill 10 of 16 lanes in the broadcast form, with a load per
+// FMA. Instead each output is a dot product along the reduction: vectors of
+// 16 consecutive t of an A row and of a row of B^T, a tile of mr rows x N
+// columns of accumulators whose lanes are summed at the end (lane_sums).
+// Every lane does useful work. MATMUL_NT's b is B^T already (weight_layout
+// stores such weights transposed for this); MATMUL's is packed once per
+// call, before the tasks start.
 static bool dot_form(const IrValue *mm) {
-  return mm->op == OP_MATMUL && last_dim(mm) <= 12 &&
-         last_dim(mm->arg[0]) >= VL;
+  return (mm->op == OP_MATMUL || mm->op == OP_MATMUL_NT) &&
+         last_dim(mm) <= 12 && last_dim(mm->arg[0]) >= VL;
 }
 
 int64_t mm_scratch(const IrValue *mm) {
-  return mm->op == OP_MATMUL_NT || dot_form(mm) ? shape_numel(mm->arg[1]->shape)
-                                                : 0;
+  bool packs = dot_form(mm) ? mm->op == OP_MATMUL : mm->op == OP_MATMUL_NT;
+  return packs ? shape_numel(mm->arg[1]->shape) : 0;
 }
 
 // ---- the GEMM -------------------------------------------------------------------
@@ -603,10 +605,11 @@ static Split split_of(Gemm *g) {
   Split s;
   LLVMValueRef flops =
       cg_mul(cg, cg_mul(cg, g->T, g->R), i64c(cg, 2 * g->N));
+  bool packs_all = g->dot && g->mm->op == OP_MATMUL;
   s.serial = LLVMBuildICmp(cg->b, LLVMIntSLT, flops,
-                           i64c(cg, g->dot ? DOT_SERIAL_FLOPS : SERIAL_FLOPS),
+                           i64c(cg, packs_all ? DOT_SERIAL_FLOPS : SERIAL_FLOPS),
                            "");
-  if (g->mm->op == OP_MATMUL_NT) {
+  if (g->mm->op == OP_MATMUL_NT && !g->dot) {
     // Each task packs its own columns of b^T, so tasks split columns only.
     s.rc = smax(cg, g->R, i64c(cg, 1));
     s.nrc = i64c(cg, 1);
@@ -679,8 +682,8 @@ static void gemm_setup(Gemm *g) {
     g->nv = MAX_NV;
   g->mr = ACCS / g->nv;
   g->dot = dot_form(mm);
-  if (g->dot) { // B^T packed in scratch; tiles of mr rows x N dot products
-    g->b = k->scratch, g->b_ts = ka;
+  if (g->dot) { // B^T (packed in scratch for MATMUL); mr rows x N dots
+    g->b = mm->op == OP_MATMUL ? k->scratch : kern_ptr(k, B), g->b_ts = ka;
     g->mr = (int)(ACCS / g->N);
   }
   int64_t nr = VL * g->nv;
@@ -794,7 +797,7 @@ void mm_kernel(Kern *k, const IrValue *root, const IrValue *mm) {
   Cg *cg = k->cg;
   Gemm g = {.k = k, .cg = cg, .root = root, .mm = mm};
   gemm_setup(&g);
-  if (g.dot) // once, before the tasks: every task reads all of it
+  if (g.dot && mm->op == OP_MATMUL) // once, before the tasks: all read it
     pack_dot_bt(&g);
   Split s = split_of(&g);
   size_t len;
@@ -815,7 +818,7 @@ void mm_kernel(Kern *k, const IrValue *root, const IrValue *mm) {
       cg->b, s.serial, g.R, smin(cg, cg_add(cg, r0, s.rc), g.R), "");
   int64_t nr = VL * g.nv;
 
-  if (mm->op == OP_MATMUL_NT)
+  if (mm->op == OP_MATMUL_NT && !g.dot)
     pack_bt(&g, cg_mul(cg, cb0, i64c(cg, nr)),
             smin(cg, cg_mul(cg, cb1, i64c(cg, nr)), i64c(cg, g.N)));
 

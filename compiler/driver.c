@@ -307,6 +307,7 @@ static int compile(Options *o, Ctx *ctx) {
       opt_simplify(m, ctx);
       grad_emit(m, ctx);
       opt_simplify(m, ctx);
+      weight_layout(m);
       kernel_fuse(m);
       if (codegen_plan(m, ctx, &plan))
         return 1;
@@ -336,6 +337,7 @@ static int compile(Options *o, Ctx *ctx) {
     ir_print(stdout, m);
     return 0;
   }
+  weight_layout(m);
   kernel_fuse(m);
   if (o->stage == STAGE_OPT) {
     ir_print(stdout, m);

@@ -218,6 +218,9 @@ void ir_print(FILE *out, const IrModule *m) {
     const IrParam *p = m->params.item[i];
     fprintf(out, "param %s ", p->name);
     print_type(out, p->value);
+    if (p->transposed)
+      fprintf(out, " (stored transposed: %s)",
+              shape_str(m->fn->arena, p->shape, false));
     fputs(" = ", out);
     print_init(out, p->init);
     fprintf(out, "  (fan_in %lld, fan_out %lld)\n", (long long)p->fan_in,

@@ -154,6 +154,11 @@ typedef struct IrParam {
   Loc loc;
   IrValue *value;         // the PARAM leaf
   IrValue *grad;          // d(objective)/d(param), set by grad_emit
+  // Stored as the transpose of `shape` (a 2-D weight with few columns, see
+  // weight_layout in opt.h): the PARAM leaf, its gradient and its optimizer
+  // state have the transposed shape; `shape` stays the declared one, which
+  // checkpoints and initializers see.
+  bool transposed;
 } IrParam;
 
 // The optimizer: a scalar program applied to every element of every

@@ -431,6 +431,64 @@ static bool epilogue_ok(const IrValue *v, const IrValue *k, const bool *root,
   return true;
 }
 
+// Whether every use of w in fn is as the right operand of a MATMUL or
+// MATMUL_NT (never the left one).
+static bool only_right_matmul_operand(const IrFn *fn, const IrValue *w) {
+  for (int i = 0; i < fn->values.n; i++) {
+    const IrValue *u = fn->values.item[i];
+    for (int j = 0; j < u->narg; j++)
+      if (u->arg[j] == w &&
+          (j != 1 || (u->op != OP_MATMUL && u->op != OP_MATMUL_NT)))
+        return false;
+  }
+  return true;
+}
+
+// A rewritten value still satisfies its primitive's shape rule.
+static void assert_shape_rule(const IrValue *u) {
+  Shape out;
+  bool batched;
+  const char *why = ir_check(u->op, (IrValue **)u->arg, &u->attr, &out,
+                             &batched);
+  (void)why;
+  assert(!why && shape_eq(out, u->shape) && batched == u->batched);
+}
+
+static Shape transposed(Shape s) {
+  return shape_of(2, (int64_t[]){s.dim[1], s.dim[0]});
+}
+
+void weight_layout(IrModule *m) {
+  IrFn *fn = m->fn;
+  ir_count_uses(fn);
+  for (int i = 0; i < m->params.n; i++) {
+    IrParam *p = m->params.item[i];
+    IrValue *w = p->value, *g = p->grad;
+    if (p->transposed || !w || w->batched || w->shape.rank != 2 ||
+        w->shape.dim[1] > 12 || w->shape.dim[0] < 16 ||
+        !only_right_matmul_operand(fn, w))
+      continue;
+    // The gradient must be the matmul_tn it takes: nothing else reads it.
+    if (g && (g->op != OP_MATMUL_TN || g->nuses != 0))
+      continue;
+    w->shape = transposed(w->shape);
+    for (int v = 0; v < fn->values.n; v++) {
+      IrValue *u = fn->values.item[v];
+      if (u->narg == 2 && u->arg[1] == w) {
+        u->op = u->op == OP_MATMUL ? OP_MATMUL_NT : OP_MATMUL;
+        assert_shape_rule(u);
+      }
+    }
+    if (g) {
+      IrValue *x = g->arg[0];
+      g->arg[0] = g->arg[1], g->arg[1] = x;
+      g->shape = transposed(g->shape);
+      assert_shape_rule(g);
+    }
+    p->transposed = true;
+  }
+}
+
 void kernel_fuse(IrModule *m) {
   IrFn *fn = m->fn;
   Arena *a = fn->arena;

@@ -23,4 +23,14 @@ void opt_simplify(IrModule *m, Ctx *ctx);
 // counts; calls ir_count_uses itself.
 void kernel_fuse(IrModule *m);
 
+// Chooses how weights are laid out in memory, before kernel_fuse: a 2-D
+// weight W[K, N] with few columns (N <= 12, K >= 16: a classifier's last
+// layer) that is only ever the right operand of matmuls is stored
+// transposed, as W^T[N, K] (IrParam.transposed). Its users become
+// x W = matmul_nt(x, W^T) and dY W^T = matmul(dY, W^T), and its gradient
+// matmul_tn(x, dY) becomes matmul_tn(dY, x): the forward is then a dot
+// product along K with no packing, and the weight gradient fills every lane
+// of its vectors (N = 10 would fill 10 of 16).
+void weight_layout(IrModule *m);
+
 #endif

@@ -162,8 +162,18 @@ typedef struct SaveCtx {
   const Buf *h;
 } SaveCtx;
 
-static int write_floats(FILE *f, const float *p, int64_t n) {
-  return fwrite(p, sizeof(float), (size_t)n, f) == (size_t)n ? 0 : -1;
+// Parameter p's floats at base (params or one optimizer state), in the
+// order of its declared shape.
+static int write_param(FILE *f, const NnrtParamInfo *p, const float *base) {
+  const float *src = base + p->offset;
+  if (!p->transposed)
+    return fwrite(src, sizeof(float), (size_t)p->numel, f) == (size_t)p->numel
+               ? 0
+               : -1;
+  for (int64_t i = 0; i < p->numel; i++)
+    if (fwrite(src + nnrt_param_at(p, i), sizeof(float), 1, f) != 1)
+      return -1;
+  return 0;
 }
 
 static int write_all(FILE *f, void *ctx) {
@@ -176,12 +186,11 @@ static int write_all(FILE *f, void *ctx) {
       fwrite(c->h->p, 1, c->h->len, f) != c->h->len)
     return -1;
   for (int64_t i = 0; i < m->nparams; i++)
-    if (write_floats(f, c->params + m->params[i].offset, m->params[i].numel))
+    if (write_param(f, &m->params[i], c->params))
       return -1;
   for (int64_t k = 0; c->state && k < m->nstate; k++)
     for (int64_t i = 0; i < m->nparams; i++)
-      if (write_floats(f, c->state + k * m->param_numel + m->params[i].offset,
-                       m->params[i].numel))
+      if (write_param(f, &m->params[i], c->state + k * m->param_numel))
         return -1;
   return 0;
 }
@@ -620,12 +629,17 @@ static int check(const char *path, const char *prefix, const NnrtParamInfo *p,
   return 0;
 }
 
-// Reads the tensor of entry e into dst.
+// Reads the tensor of entry e into parameter p's place at base.
 static int read_tensor(FILE *f, const char *path, uint64_t data_start,
                        const char *prefix, const NnrtParamInfo *p,
-                       const Entry *e, float *dst, NnrtErr *err) {
-  if (fseeko(f, (off_t)(data_start + e->begin), SEEK_SET) ||
-      fread(dst, sizeof(float), (size_t)p->numel, f) != (size_t)p->numel)
+                       const Entry *e, float *base, NnrtErr *err) {
+  float *dst = base + p->offset;
+  int ok = !fseeko(f, (off_t)(data_start + e->begin), SEEK_SET);
+  if (ok && !p->transposed)
+    ok = fread(dst, sizeof(float), (size_t)p->numel, f) == (size_t)p->numel;
+  for (int64_t i = 0; ok && p->transposed && i < p->numel; i++)
+    ok = fread(dst + nnrt_param_at(p, i), sizeof(float), 1, f) == 1;
+  if (!ok)
     return nnrt_fail(err, "%s: read error in tensor '%s%s'", path, prefix,
                      p->name);
   return 0;
@@ -695,8 +709,8 @@ static int load(FILE *f, const char *path, Want *w, float *params,
       }
   }
   for (int64_t i = 0; i < m->nparams; i++)
-    if (read_tensor(f, path, 8 + n, "", &m->params[i], &found[i],
-                    params + m->params[i].offset, err))
+    if (read_tensor(f, path, 8 + n, "", &m->params[i], &found[i], params,
+                    err))
       return -1;
   for (int64_t k = 0; state && *status == NNRT_STATE_RESTORED &&
                       k < m->nstate; k++)
@@ -705,7 +719,7 @@ static int load(FILE *f, const char *path, Want *w, float *params,
       snprintf(prefix, sizeof prefix, "optimizer.%lld.", (long long)k);
       const NnrtParamInfo *p = &m->params[i];
       if (read_tensor(f, path, 8 + n, prefix, p, &sf[k * m->nparams + i],
-                      state + k * m->param_numel + p->offset, err))
+                      state + k * m->param_numel, err))
         return -1;
     }
   return 0;

@@ -4,7 +4,8 @@
 // two numbers and the fans) and fills the parameter's floats in `params`.
 // Element i of parameter p draws only from the key (seed, INIT, p) with
 // counter i, so adding a parameter, or reordering how parameters are filled,
-// never changes the values of the others.
+// never changes the values of the others. i counts in the declared shape,
+// so a parameter kept transposed gets the same values, in its own places.
 #include <math.h>
 
 #include "nnrt_internal.h"
@@ -57,7 +58,7 @@ int nnrt_init_param(const NnrtParamInfo *p, int64_t index, uint64_t seed,
       v = lo;
     else
       v = lo + (hi - lo) * nnrt_rng_uniform(key, (uint64_t)i);
-    w[i] = (float)v;
+    w[nnrt_param_at(p, i)] = (float)v;
   }
   return 0;
 }

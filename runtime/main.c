@@ -382,7 +382,9 @@ static int check_model(const NnrtModel *m, NnrtErr *err) {
     const NnrtParamInfo *p = &m->params[i];
     if (!p->name || p->offset < 0 || p->numel < 0 ||
         p->offset > m->param_numel - p->numel || p->rank < 0 ||
-        p->rank > NNRT_MAX_RANK)
+        p->rank > NNRT_MAX_RANK ||
+        (p->transposed &&
+         (p->rank != 2 || p->dim[0] < 1 || p->dim[0] * p->dim[1] != p->numel)))
       return nnrt_fail(err, "the model table is inconsistent (parameter "
                        "%lld)", (long long)i);
   }

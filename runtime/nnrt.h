@@ -35,6 +35,10 @@ typedef struct NnrtParamInfo {
   int64_t init;                  // NnrtInit
   double init_a, init_b;         // constant a; uniform [a, b]; normal (mean a, std b)
   int64_t fan_in, fan_out;       // for xavier / he
+  int64_t transposed;            // 1: a 2-D [dim0, dim1] parameter kept in
+                                 // memory as its transpose [dim1, dim0]
+                                 // (checkpoints and initializers still see
+                                 // [dim0, dim1]; see nnrt_param_at)
 } NnrtParamInfo;
 
 typedef enum NnrtDataKind {

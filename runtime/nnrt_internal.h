@@ -50,6 +50,15 @@ void nnrt_shuffle(int64_t *perm, int64_t n, uint64_t seed, int64_t epoch);
 
 // ---- init.c -----------------------------------------------------------------
 // Fills parameter `index` (at params + p->offset) from its initializer.
+// Where element i (row-major in p's declared shape) of parameter p lives,
+// relative to p->offset: i itself, or its place in the transpose when the
+// parameter is kept transposed.
+static inline int64_t nnrt_param_at(const NnrtParamInfo *p, int64_t i) {
+  if (!p->transposed)
+    return i;
+  return (i % p->dim[1]) * p->dim[0] + i / p->dim[1];
+}
+
 int nnrt_init_param(const NnrtParamInfo *p, int64_t index, uint64_t seed,
                     float *params, NnrtErr *err);
 // Every parameter of the model.

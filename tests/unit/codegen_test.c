@@ -653,15 +653,22 @@ Test(codegen, matmul_shapes_tails_and_threads, .timeout = 300) {
 // per-row epilogue: 1 and 2 threads give the same bits, and the result
 // matches the interpreter.
 Test(codegen, matmul_forms_threads) {
-  Op ops[3] = {OP_MATMUL, OP_MATMUL_NT, OP_MATMUL_TN};
-  for (int i = 0; i < 3; i++) {
+  // The three forms, then the dot-product form of MATMUL (which packs W^T)
+  // and of MATMUL_NT (which reads its rows), both with 10 columns.
+  Op ops[5] = {OP_MATMUL, OP_MATMUL_NT, OP_MATMUL_TN, OP_MATMUL, OP_MATMUL_NT};
+  for (int i = 0; i < 5; i++) {
     T t;
     t_init(&t);
     IrModule *m = module_new(&t.arena, prims[ops[i]].name);
     m->input = ir_leaf(m->fn, OP_INPUT, shape_vec(200), true, 0, "x", L);
-    IrValue *w = param(m, "W", mat(200, 90), INIT_NORMAL);
-    IrValue *h = un(m, OP_TANH, bin(m, OP_MATMUL, m->input, w)); // [B, 90]
-    if (ops[i] == OP_MATMUL)
+    IrValue *w = param(m, "W", i == 4 ? mat(10, 200) : mat(200, i < 3 ? 90 : 10),
+                       INIT_NORMAL);
+    IrValue *h = NULL;
+    if (i < 3)
+      h = un(m, OP_TANH, bin(m, OP_MATMUL, m->input, w)); // [B, 90]
+    if (i == 3 || i == 4) // [B, 200] x [200, 10], or x [10, 200]^T
+      m->output = un(m, OP_TANH, bin(m, ops[i], m->input, w));
+    else if (ops[i] == OP_MATMUL)
       m->output = h;
     else if (ops[i] == OP_MATMUL_NT) // [B, 90] x [200, 90]^T
       m->output = un(m, OP_TANH, bin(m, OP_MATMUL_NT, h, w));
@@ -671,7 +678,9 @@ Test(codegen, matmul_forms_threads) {
     ir_renumber(m->fn);
     kernel_fuse(m);
     char *exe = build(&t, m, 3);
-    Data d = data_new(&t.arena, m, 2, (int64_t[]){83, 41}, 83, false, 30 + i);
+    // (300 rows: the packing MATMUL splits into tasks from 1 MFLOP on)
+    int64_t big = i == 3 ? 300 : 83;
+    Data d = data_new(&t.arena, m, 2, (int64_t[]){big, 41}, big, false, 30 + i);
     check_infer(&t, m, exe, &d, 0);
     size_t n1, n2;
     char *o1 = run(&t, exe, (HarnessIn){.mode = H_INFER, .threads = 1}, &d,

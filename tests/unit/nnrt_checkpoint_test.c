@@ -252,3 +252,44 @@ Test(checkpoint, many_parameters) {
   cr_assert_arr_eq(w, back, sizeof w);
   cr_assert_eq(epoch, 7);
 }
+
+// A parameter kept transposed in memory ([3, 4] stored as [4, 3]) is written
+// in its declared order, with its optimizer state, and read back into its
+// transposed places.
+Test(checkpoint, transposed_parameters_round_trip) {
+  go_to_tmp();
+  NnrtModel m = small_model();
+  two[0].transposed = 1;
+  m.nstate = 1;
+  float w[16], st[16], back[16] = {0}, stback[16] = {0};
+  for (int i = 0; i < 16; i++)
+    w[i] = (float)i, st[i] = (float)(100 + i);
+  NnrtTrainPos pos = {.epoch = 1, .step = 7, .examples = 0};
+  NnrtErr e;
+  cr_assert_eq(nnrt_checkpoint_write("t.safetensors", &m, w, st, &pos, &e), 0,
+               "%s", e.msg);
+  size_t n;
+  char *f = read_all("t.safetensors", &n);
+  uint64_t hl = 0;
+  for (int i = 7; i >= 0; i--)
+    hl = hl << 8 | (uint8_t)f[i];
+  const float *data = (const float *)(void *)(f + 8 + hl);
+  for (int r = 0; r < 3; r++)  // logical W[r][c] = stored w[c * 3 + r]
+    for (int c = 0; c < 4; c++) {
+      float got;
+      memcpy(&got, data + r * 4 + c, sizeof got);
+      cr_expect_eq(got, w[c * 3 + r], "W[%d][%d]", r, c);
+      memcpy(&got, data + 16 + r * 4 + c, sizeof got);  // optimizer.0
+      cr_expect_eq(got, st[c * 3 + r], "state W[%d][%d]", r, c);
+    }
+  free(f);
+  NnrtTrainPos got;
+  NnrtStateLoad status;
+  cr_assert_eq(nnrt_checkpoint_read("t.safetensors", &m, back, stback, &got,
+                                    &status, &e),
+               0, "%s", e.msg);
+  cr_expect_eq(status, NNRT_STATE_RESTORED);
+  cr_assert_arr_eq(w, back, sizeof w);
+  cr_assert_arr_eq(st, stback, sizeof st);
+  two[0].transposed = 0;
+}

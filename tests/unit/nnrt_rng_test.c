@@ -162,3 +162,18 @@ Test(init, keyed_by_parameter_index) {
   cr_assert_eq(nnrt_init_params(&m, 5, all, &e), -1);
   cr_assert(strstr(e.msg, "unknown initializer"));
 }
+
+// A parameter kept transposed gets the same values, each in its transposed
+// place (element (i, j) of [3, 5] at j * 3 + i).
+Test(init, transposed_parameters_keep_their_values) {
+  NnrtParamInfo p = param(NNRT_INIT_HE_NORMAL, 0, 0);
+  p.rank = 2, p.dim[0] = 3, p.dim[1] = 5, p.numel = 15;
+  float plain[15], stored[15];
+  NnrtErr e;
+  cr_assert_eq(nnrt_init_param(&p, 2, 11, plain, &e), 0);
+  p.transposed = 1;
+  cr_assert_eq(nnrt_init_param(&p, 2, 11, stored, &e), 0);
+  for (int i = 0; i < 3; i++)
+    for (int j = 0; j < 5; j++)
+      cr_expect_eq(stored[j * 3 + i], plain[i * 5 + j]);
+}

@@ -1,4 +1,4 @@
-// opt_test.c — opt_simplify and kernel_fuse.
+// opt_test.c — opt_simplify, kernel_fuse and weight_layout.
 //
 // Each rewrite (folding, identities and the cases where an identity must not
 // fire, CSE, DCE, log(softmax) -> log_softmax) is checked on a small module
@@ -716,5 +716,99 @@ Test(opt, kernel_fuse_matmul_epilogues) {
   };
   for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
     cr_expect_eq(want[i].v->fused, want[i].fused, "%s", want[i].what);
+  fixture_free(f);
+}
+
+// ---- weight_layout ------------------------------------------------------------
+// x[20] -> W1[20, 16] -> tanh -> W2[16, 4] -> mse: W2 (K 16, N 4) is only a
+// right matmul operand (forward, and dY W2^T for the hidden gradient), so it
+// is stored transposed; W1 (N 16) is not. Evaluated with W2's values laid
+// out transposed, every root is the same as before, and W2's gradient is
+// the transpose of the old one.
+static Fixture *two_layers(IrValue **w2out) {
+  Fixture *f = fixture_new();
+  IrModule *m = &f->m;
+  IrFn *fn = m->fn;
+  IrValue *x = m->input = ir_leaf(fn, OP_INPUT, shape_vec(20), true, 0, "x", L);
+  IrValue *y = m->label = ir_leaf(fn, OP_LABEL, shape_vec(4), true, 0, "y", L);
+  IrValue *w1 = param(f, "w1", sh2(20, 16)), *w2 = param(f, "w2", sh2(16, 4));
+  IrValue *h = un(f, OP_TANH, bin(f, OP_MATMUL, x, w1));
+  m->output = bin(f, OP_MATMUL, h, w2);
+  IrValue *d = bin(f, OP_SUB, m->output, y);
+  m->loss = un(f, OP_MEAN, bin(f, OP_MUL, d, d));
+  m->objective = un(f, OP_BATCH_MEAN, m->loss);
+  grad_emit(m, &f->ctx);
+  opt_simplify(m, &f->ctx);
+  *w2out = w2;
+  return f;
+}
+
+static double *transpose_array(Arena *a, const double *v, int64_t r,
+                               int64_t c) {
+  double *t = arena_alloc(a, sizeof(double) * (size_t)(r * c));
+  for (int64_t i = 0; i < r; i++)
+    for (int64_t j = 0; j < c; j++)
+      t[j * r + i] = v[i * c + j];
+  return t;
+}
+
+Test(opt, weight_layout_stores_narrow_weights_transposed) {
+  IrValue *w2;
+  Fixture *f = two_layers(&w2);
+  IrModule *m = &f->m;
+  Data d = {0};
+  EvalEnv env = random_env(f, &d, 7);
+  Snapshot before = snapshot(&f->arena, m, &env);
+  weight_layout(m);
+  check_module(m);
+  IrParam *p1 = m->params.item[0], *p2 = m->params.item[1];
+  cr_expect(!p1->transposed);
+  cr_expect(p2->transposed);
+  cr_expect(shape_eq(p2->shape, sh2(16, 4)), "the declared shape stays");
+  cr_expect(shape_eq(w2->shape, sh2(4, 16)));
+  cr_expect_eq(m->output->op, OP_MATMUL_NT);
+  cr_expect_eq(p2->grad->op, OP_MATMUL_TN);
+  cr_expect(shape_eq(p2->grad->shape, sh2(4, 16)));
+  cr_expect_eq(count_op(m->fn, OP_MATMUL_NT), 1);  // h W2 only
+  // The hidden gradient dY W2^T is now a plain matmul with W2^T.
+  int uses_as_matmul = 0;
+  for (int i = 0; i < m->fn->values.n; i++) {
+    IrValue *u = m->fn->values.item[i];
+    uses_as_matmul += u->op == OP_MATMUL && u->arg[1] == w2;
+  }
+  cr_expect_eq(uses_as_matmul, 1);
+
+  d.param[1] = transpose_array(&f->arena, d.param[1], 16, 4);
+  Snapshot after = snapshot(&f->arena, m, &env);
+  // Roots: output, loss, objective, grad w1, grad w2.
+  cr_assert_eq(after.n, before.n);
+  cr_assert_eq(before.n, 5);
+  for (int i = 0; i < 4; i++)
+    for (int64_t k = 0; k < before.size[i]; k++)
+      cr_expect(fabs(before.val[i][k] - after.val[i][k]) <=
+                    1e-12 * fmax(1, fabs(before.val[i][k])),
+                "root %d [%lld]", i, (long long)k);
+  double *g = transpose_array(&f->arena, before.val[4], 16, 4);
+  for (int64_t k = 0; k < 64; k++)
+    cr_expect(fabs(g[k] - after.val[4][k]) <= 1e-12 * fmax(1, fabs(g[k])),
+              "grad w2 [%lld]", (long long)k);
+  fixture_free(f);
+}
+
+// A weight read any other way (here also by an element-wise penalty, as an
+// L2 term would) keeps its layout, and so does one with many columns.
+Test(opt, weight_layout_leaves_other_weights) {
+  IrValue *w2;
+  Fixture *f = two_layers(&w2);
+  IrModule *m = &f->m;
+  m->loss = bin(f, OP_ADD, m->loss, un(f, OP_SUM, bin(f, OP_MUL, w2, w2)));
+  m->objective = un(f, OP_BATCH_MEAN, m->loss);
+  grad_emit(m, &f->ctx);
+  opt_simplify(m, &f->ctx);
+  weight_layout(m);
+  check_module(m);
+  for (int i = 0; i < m->params.n; i++)
+    cr_expect(!((IrParam *)m->params.item[i])->transposed);
+  cr_expect_eq(count_op(m->fn, OP_MATMUL_NT), 1);  // dY W2^T, as before
   fixture_free(f);
 }

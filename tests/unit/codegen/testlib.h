@@ -108,6 +108,7 @@ static inline void prepare(IrModule *m, Ctx *ctx, bool fuse) {
   grad_emit(m, ctx);
   opt_simplify(m, ctx);
   if (fuse) {
+    weight_layout(m);
     kernel_fuse(m);
   } else {
     ir_renumber(m->fn);
