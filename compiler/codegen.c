@@ -84,7 +84,9 @@ typedef struct Plan {
   int64_t *off;           // ST_ROW / ST_FIXED: region offset in its part
   int64_t *scr;           // kernel scratch: offset in the fixed part, or -1
   int64_t per_row, fixed; // sizes of the two parts
-  int64_t x_off, y_off;   // train: batch inputs and labels (per-row part)
+  int64_t x_off[2], y_off[2]; // train: two batch buffers, inputs and labels
+                              // (per-row part): a step reads one while the
+                              // next batch is gathered into the other
   int64_t grad_off;       // train: the gradient block (fixed part), or -1
 } Plan;
 
@@ -190,7 +192,7 @@ static void plan_storage(Cg *cg, Plan *p, const bool *live, const bool *root,
   p->off = arena_alloc(a, sizeof *p->off * (size_t)n);
   p->scr = arena_alloc(a, sizeof *p->scr * (size_t)n);
   p->per_row = p->fixed = 0;
-  p->x_off = p->y_off = p->grad_off = -1;
+  p->x_off[0] = p->x_off[1] = p->y_off[0] = p->y_off[1] = p->grad_off = -1;
   for (int i = 0; i < n; i++) {
     const IrValue *v = m->fn->values.item[i];
     p->scr[i] = -1;
@@ -271,11 +273,11 @@ static void plan_storage(Cg *cg, Plan *p, const bool *live, const bool *root,
   qsort(r, (size_t)nr, sizeof *r, region_cmp);
 
   Heap heap[2] = {{0}, {0}}; // per-row, fixed
-  if (batch_io) { // the batch: x then y, first in the per-row part
-    p->x_off = heap_alloc(a, &heap[0],
-                          round16(m->input ? shape_numel(m->input->shape) : 0));
-    p->y_off = heap_alloc(a, &heap[0],
-                          round16(m->label ? shape_numel(m->label->shape) : 0));
+  for (int k = 0; batch_io && k < 2; k++) { // x then y, twice, first
+    p->x_off[k] = heap_alloc(
+        a, &heap[0], round16(m->input ? shape_numel(m->input->shape) : 0));
+    p->y_off[k] = heap_alloc(
+        a, &heap[0], round16(m->label ? shape_numel(m->label->shape) : 0));
   }
   bool *freed = arena_alloc(a, (size_t)nr + 1);
   for (int i = 0; i < nr; i++) {
@@ -509,7 +511,8 @@ static LLVMBasicBlockRef block(Cg *cg, LLVMValueRef fn, const char *name) {
 // t = nnrt_step_start(run); for (epoch = 0;; epoch++) {
 //   nb = nnrt_epoch_begin(run, epoch); if (!nb) break;
 //   for (i = 0; i < nb; i++) {
-//     B = nnrt_batch_fetch(run, i, x, y);
+//     B = nnrt_batch_fetch(run, i, x[i % 2], y[i % 2]);
+//     nnrt_batch_prefetch(run, i + 1, x[1 - i % 2], y[1 - i % 2]);
 //     <forward, loss, backward kernels>; t++; <optimizer over every param>
 //     if (nnrt_batch_end(run, B, objective * B, correct)) goto done;
 //   }
@@ -531,12 +534,16 @@ static LLVMValueRef build_train(Cg *cg, const Plan *plan, const bool *live,
                                    (LLVMTypeRef[]){P, I, D, D}, 4, &ty_bend);
   LLVMValueRef f_eend =
       runtime_fn(cg, "nnrt_epoch_end", I, (LLVMTypeRef[]){P, I}, 2, &ty_eend);
+  LLVMTypeRef ty_prefetch;
+  LLVMValueRef f_prefetch =
+      runtime_fn(cg, "nnrt_batch_prefetch", cg->t_void,
+                 (LLVMTypeRef[]){P, I, P, P}, 4, &ty_prefetch);
+  Frame f = {.plan = plan, .poff = poff};
   LLVMTypeRef ty_start;  // steps already taken (a run resumed with --load)
   LLVMValueRef f_start =
       runtime_fn(cg, "nnrt_step_start", I, (LLVMTypeRef[]){P}, 1, &ty_start);
 
   LLVMValueRef run = LLVMGetParam(fn, 0), state = LLVMGetParam(fn, 2);
-  Frame f = {.plan = plan, .poff = poff};
   f.params = LLVMGetParam(fn, 1);
   f.ws = LLVMGetParam(fn, 3);
   f.max_batch = LLVMGetParam(fn, 4);
@@ -557,8 +564,12 @@ static LLVMValueRef build_train(Cg *cg, const Plan *plan, const bool *live,
   LLVMValueRef zero = cg_i64(cg, 0), one = cg_i64(cg, 1);
 
   LLVMPositionBuilderAtEnd(cg->b, entry);
-  f.x = cg_gep(cg, f.ws, cg_mul(cg, f.max_batch, cg_i64(cg, plan->x_off)));
-  f.y = cg_gep(cg, f.ws, cg_mul(cg, f.max_batch, cg_i64(cg, plan->y_off)));
+  LLVMValueRef xs[2], ys[2];
+  for (int k = 0; k < 2; k++) {
+    xs[k] = cg_gep(cg, f.ws, cg_mul(cg, f.max_batch, cg_i64(cg, plan->x_off[k])));
+    ys[k] = cg_gep(cg, f.ws, cg_mul(cg, f.max_batch, cg_i64(cg, plan->y_off[k])));
+  }
+  f.x = xs[0], f.y = ys[0];
   frame_pointers(cg, &f, live);
   LLVMValueRef t = cg_alloca(cg, I, "t"), epoch = cg_alloca(cg, I, "epoch"),
                bi = cg_alloca(cg, I, "i");
@@ -585,10 +596,26 @@ static LLVMValueRef build_train(Cg *cg, const Plan *plan, const bool *live,
   LLVMPositionBuilderAtEnd(cg->b, body);
   f.profile = cg->prof != NULL;
   int nv = m->fn->values.n;
+  // Step i reads batch buffer i % 2, and an idle worker of the pool fills
+  // the other with batch i + 1 meanwhile (nnrt_batch_prefetch), so the
+  // gather leaves the critical path. Pointers derived from x and y are
+  // recomputed for the buffer of this step.
+  LLVMValueRef odd = LLVMBuildTrunc(cg->b, iv, cg->t_i1, "odd");
+  f.x = LLVMBuildSelect(cg->b, odd, xs[1], xs[0], "x");
+  f.y = LLVMBuildSelect(cg->b, odd, ys[1], ys[0], "y");
+  for (int i = 0; i < nv; i++) {
+    Store s = plan->st[i];
+    if (s == ST_INPUT || s == ST_LABEL || s == ST_ALIAS)
+      f.ptr[i] = NULL;
+  }
   LLVMValueRef t0 = prof_start(cg);
   f.rows = call(cg, ty_fetch, f_fetch, (LLVMValueRef[]){run, iv, f.x, f.y}, 4);
   LLVMSetValueName2(f.rows, "B", 1);
   prof_add(cg, nv + PROF_FETCH, t0);
+  LLVMValueRef pf[4] = {run, LLVMBuildNSWAdd(cg->b, iv, one, ""),
+                        LLVMBuildSelect(cg->b, odd, xs[0], xs[1], ""),
+                        LLVMBuildSelect(cg->b, odd, ys[0], ys[1], "")};
+  LLVMBuildCall2(cg->b, ty_prefetch, f_prefetch, pf, 4, "");
   LLVMValueRef tv =
       LLVMBuildNSWAdd(cg->b, LLVMBuildLoad2(cg->b, I, t, ""), one, "");
   LLVMBuildStore(cg->b, tv, t);

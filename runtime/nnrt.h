@@ -104,8 +104,16 @@ int64_t nnrt_step_start(NnrtRun *run);
 // run's numbering and shuffles internally); returns the number of batches,
 // or 0 to stop.
 int64_t nnrt_epoch_begin(NnrtRun *run, int64_t epoch);
-// Gathers batch i of the current epoch (shuffled) into x and y; returns its rows.
+// Gathers batch i of the current epoch (shuffled) into x and y; returns its
+// rows. If nnrt_batch_prefetch was asked for batch i into the same x and y,
+// waits for that instead.
 int64_t nnrt_batch_fetch(NnrtRun *run, int64_t i, float *x, float *y);
+// May start gathering batch i into x and y on an idle worker of the thread
+// pool while the caller computes (or do nothing: nnrt_batch_fetch then
+// gathers it). x and y must not be used until nnrt_batch_fetch(run, i, x, y)
+// returns. Generated code calls it once per step for the next batch, with
+// the other of two batch buffers.
+void nnrt_batch_prefetch(NnrtRun *run, int64_t i, float *x, float *y);
 // Reports a finished step (called after the optimizer update; counts the
 // step): loss summed over its rows, correct predictions. Returns nonzero
 // when training must stop (interrupt, loss not finite).

@@ -164,6 +164,14 @@ int64_t nnrt_pool_start(int64_t n, int pin);
 // Joins the workers (and unpins the caller). A later nnrt_parallel_for or
 // nnrt_num_threads starts the default pool again.
 void nnrt_pool_stop(void);
+// Posts fn(ctx, 0) to run on a spinning worker while the caller goes on:
+// 1 if posted, 0 if it cannot be (one thread, called from a task, or the
+// slot is taken); the caller then does the work itself. A posted task must
+// be waited for with nnrt_pool_background_wait, by the same thread, before
+// anything it touches changes; the wait runs it on the caller if no worker
+// has started it. One task at a time.
+int nnrt_pool_background(NnrtTaskFn *fn, void *ctx);
+void nnrt_pool_background_wait(void);
 
 // ---- checkpoint.c -----------------------------------------------------------
 // Writes a file atomically: fn writes it to path.tmp (returning 0, or -1 with

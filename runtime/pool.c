@@ -35,6 +35,14 @@
 // them only when `sleepers` says someone sleeps, so back-to-back kernels of
 // a training step cost no system call.
 //
+// The background slot: one task at a time (the next batch's gather) that a
+// spinning worker picks up while the posting thread goes on with its own
+// work; the poster later waits for it, and runs it itself if no worker has
+// claimed it yet. bg goes BG_EMPTY -> BG_POSTED (poster) -> BG_RUNNING
+// (whoever claims it, by compare-and-swap) -> BG_DONE -> BG_EMPTY (the
+// poster's wait). While a worker runs it, parallel_for calls simply find
+// one helper fewer. Only one thread may post and wait.
+//
 // Rules: a nested nnrt_parallel_for (from inside a task) runs serially on
 // the calling thread (the thread-local `in_task` says so). Two threads
 // dispatching at the same time are allowed: the one that finds the pool
@@ -61,6 +69,7 @@
 #include "nnrt_internal.h"
 
 enum { DEFAULT_SPIN_US = 100, MAX_SPIN_US = 1000000 };
+enum { BG_EMPTY, BG_POSTED, BG_RUNNING, BG_DONE };
 
 static struct Pool {
   // Written by start/stop under `lock`.
@@ -83,6 +92,9 @@ static struct Pool {
   alignas(64) _Atomic int32_t inside;
   alignas(64) _Atomic int32_t sleepers;
   alignas(64) _Atomic int busy;  // a dispatch is in progress
+  alignas(64) _Atomic int bg;    // the background slot (BG_*)
+  NnrtTaskFn *bg_fn;
+  void *bg_ctx;
 } P;
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -115,15 +127,36 @@ static int64_t now_ns(void) {
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+// ---- the background slot ------------------------------------------------------
+// Claims and runs the posted background task, if there is one.
+static void run_background(void) {
+  int want = BG_POSTED;
+  if (atomic_load_explicit(&P.bg, memory_order_relaxed) != BG_POSTED ||
+      !atomic_compare_exchange_strong_explicit(&P.bg, &want, BG_RUNNING,
+                                               memory_order_acquire,
+                                               memory_order_relaxed))
+    return;
+  int was = in_task;
+  in_task = 1;  // its parallel_for calls run serially here
+  P.bg_fn(P.bg_ctx, 0);
+  in_task = was;
+  atomic_store_explicit(&P.bg, BG_DONE, memory_order_release);
+}
+
 // ---- workers ----------------------------------------------------------------
 // Returns the first value of gen different from `seen`: spins for spin_ns,
-// then sleeps on the futex.
+// then sleeps on the futex; meanwhile runs a posted background task.
 static uint32_t wait_change(uint32_t seen, int64_t spin_ns) {
   int64_t until = -1;
   for (unsigned spins = 1;; spins++) {
     uint32_t g = atomic_load_explicit(&P.gen, memory_order_acquire);
     if (g != seen)
       return g;
+    if (atomic_load_explicit(&P.bg, memory_order_relaxed) == BG_POSTED) {
+      run_background();
+      until = -1;  // spin on afresh: the poster is busy
+      continue;
+    }
     cpu_relax();
     if (spins % 64 == 0) {  // look at the clock now and then only
       int64_t t = now_ns();
@@ -135,9 +168,11 @@ static uint32_t wait_change(uint32_t seen, int64_t spin_ns) {
   }
   for (;;) {
     atomic_fetch_add(&P.sleepers, 1);  // seq_cst: pairs with the dispatch
-    if (atomic_load(&P.gen) == seen)   // still nothing: sleep (futex_wait
-      futex_wait(&P.gen, seen);        // returns at once if gen moved)
+    if (atomic_load(&P.gen) == seen &&  // still nothing: sleep (futex_wait
+        atomic_load(&P.bg) != BG_POSTED) // returns at once if gen moved)
+      futex_wait(&P.gen, seen);
     atomic_fetch_sub(&P.sleepers, 1);
+    run_background();
     uint32_t g = atomic_load_explicit(&P.gen, memory_order_acquire);
     if (g != seen)
       return g;
@@ -244,6 +279,7 @@ static void after_fork_child(void) {
   atomic_store(&P.inside, 0);
   atomic_store(&P.sleepers, 0);
   atomic_store(&P.busy, 0);
+  atomic_store(&P.bg, BG_EMPTY);
   atomic_store(&P.nthreads, 0);
   // Forked in the middle of another thread's dispatch: close its job.
   uint32_t g = atomic_load(&P.gen);
@@ -334,6 +370,31 @@ static int64_t threads_now(void) {
 
 // ---- dispatch ---------------------------------------------------------------
 int64_t nnrt_num_threads(void) { return threads_now(); }
+
+int nnrt_pool_background(NnrtTaskFn *fn, void *ctx) {
+  if (threads_now() <= 1 || in_task ||
+      atomic_load_explicit(&P.bg, memory_order_relaxed) != BG_EMPTY)
+    return 0;
+  P.bg_fn = fn;
+  P.bg_ctx = ctx;
+  atomic_store(&P.bg, BG_POSTED);  // seq_cst: pairs with `sleepers`
+  if (atomic_load(&P.sleepers) > 0)
+    futex_wake_all(&P.gen);  // a sleeping worker looks at the slot too
+  return 1;
+}
+
+void nnrt_pool_background_wait(void) {
+  if (atomic_load_explicit(&P.bg, memory_order_acquire) == BG_EMPTY)
+    return;
+  run_background();  // nobody took it yet: do it here
+  for (unsigned spins = 1;
+       atomic_load_explicit(&P.bg, memory_order_acquire) != BG_DONE; spins++) {
+    cpu_relax();
+    if (spins % 1024 == 0)  // the worker running it was preempted
+      sched_yield();
+  }
+  atomic_store_explicit(&P.bg, BG_EMPTY, memory_order_relaxed);
+}
 
 void nnrt_parallel_for(NnrtTaskFn *fn, void *ctx, int64_t ntasks) {
   if (ntasks <= 0)

@@ -34,6 +34,13 @@ typedef enum NnrtStop {
   STOP_NONE, STOP_INTERRUPT, STOP_DIVERGED, STOP_BAD_WEIGHTS, STOP_ERROR,
 } NnrtStop;
 
+// A batch gathered in the background (nnrt_batch_prefetch).
+typedef struct Prefetch {
+  NnrtRun *r;
+  int64_t i;                     // the batch of the current epoch
+  float *x, *y;                  // where it goes
+} Prefetch;
+
 struct NnrtRun {
   const NnrtModel *m;
   const NnrtOptions *o;
@@ -67,6 +74,8 @@ struct NnrtRun {
   NnrtStop stop;
   int64_t stop_epoch, stop_step; // where it stopped (1-based)
   NnrtErr err;                   // STOP_ERROR's message
+  Prefetch pf;                   // the batch the pool's worker is gathering,
+  int pf_posted;                 // when pf_posted (waited for before use)
 };
 
 // Global mutable state, unavoidable: a signal handler can only reach the
@@ -140,9 +149,41 @@ void nnrt_evaluate(const NnrtModel *m, const float *params, NnrtEval *e,
 }
 
 // ---- callbacks from generated code ------------------------------------------
+// The rows of batch i of the current epoch.
+static int64_t batch_rows(const NnrtRun *r, int64_t i) {
+  int64_t first = r->first + i * r->batch;
+  return r->ntrain - first < r->batch ? r->ntrain - first : r->batch;
+}
+
+// Gathers batch i into x and y, prefetching the rows of batch i + 1.
+static void batch_gather(const NnrtRun *r, int64_t i, float *x, float *y) {
+  int64_t first = r->first + i * r->batch, rows = batch_rows(r, i);
+  int64_t next = first + rows;
+  nnrt_data_gather_ahead(&r->train, r->perm, first, rows, x, y, next,
+                         r->ntrain - next < rows ? r->ntrain - next : rows);
+}
+
+static void prefetch_task(void *ctx, int64_t t) {
+  (void)t;
+  const Prefetch *p = ctx;
+  batch_gather(p->r, p->i, p->x, p->y);
+}
+
+// Waits for the background gather, if one was posted; 1 if it gathered
+// batch i into exactly x and y.
+static int prefetch_settle(NnrtRun *r, int64_t i, const float *x,
+                           const float *y) {
+  if (!r->pf_posted)
+    return 0;
+  nnrt_pool_background_wait();
+  r->pf_posted = 0;
+  return r->pf.i == i && r->pf.x == x && r->pf.y == y;
+}
+
 int64_t nnrt_step_start(NnrtRun *r) { return r->steps; }
 
 int64_t nnrt_epoch_begin(NnrtRun *r, int64_t epoch) {
+  prefetch_settle(r, -1, NULL, NULL);  // before the order changes
   if (interrupts)
     stop_at(r, STOP_INTERRUPT, r->epoch0 + epoch + 1, 0);
   if (r->stop || epoch < 0 || epoch >= r->epochs)
@@ -163,14 +204,19 @@ int64_t nnrt_epoch_begin(NnrtRun *r, int64_t epoch) {
 }
 
 int64_t nnrt_batch_fetch(NnrtRun *r, int64_t i, float *x, float *y) {
+  int ready = prefetch_settle(r, i, x, y);
   if (i < 0 || i >= r->nb)
     return 0;
-  int64_t first = r->first + i * r->batch;
-  int64_t rows = r->ntrain - first < r->batch ? r->ntrain - first : r->batch;
-  int64_t next = first + rows;
-  nnrt_data_gather_ahead(&r->train, r->perm, first, rows, x, y, next,
-                         r->ntrain - next < rows ? r->ntrain - next : rows);
-  return rows;
+  if (!ready)
+    batch_gather(r, i, x, y);
+  return batch_rows(r, i);
+}
+
+void nnrt_batch_prefetch(NnrtRun *r, int64_t i, float *x, float *y) {
+  if (r->pf_posted || i < 0 || i >= r->nb)
+    return;
+  r->pf = (Prefetch){r, i, x, y};
+  r->pf_posted = nnrt_pool_background(prefetch_task, &r->pf);
 }
 
 int64_t nnrt_batch_end(NnrtRun *r, int64_t rows, double loss_sum,
@@ -450,6 +496,7 @@ int nnrt_train_command(const NnrtModel *m, const NnrtOptions *o) {
     sigaction(SIGINT, &old, NULL);
   int64_t max_batch = r.batch < r.ntrain ? r.batch : r.ntrain;
   m->train(&r, r.params, r.state, r.ws, max_batch);
+  prefetch_settle(&r, -1, NULL, NULL);  // a stop may leave one running
   if (interrupts && !r.stop)
     stop_at(&r, STOP_INTERRUPT, r.epoch + 1, r.step);
   sigaction(SIGINT, &old, NULL);

@@ -31,6 +31,8 @@ struct NnrtRun {
   int64_t steps;
   FILE *log; // per-step records, appended to OUT
   int epoch_ended;
+  int64_t pf_i; // the batch nnrt_batch_prefetch put in pf_x, or -1
+  const float *pf_x;
 };
 
 static int bad(const char *why) {
@@ -69,7 +71,7 @@ int64_t nnrt_epoch_begin(NnrtRun *run, int64_t epoch) {
   return epoch < run->in->epochs ? run->in->nbatch : 0;
 }
 
-int64_t nnrt_batch_fetch(NnrtRun *run, int64_t i, float *x, float *y) {
+static int64_t copy_batch(NnrtRun *run, int64_t i, float *x, float *y) {
   const NnrtModel *m = run->m;
   int64_t r = run->rows[i], f = run->first[i];
   memcpy(x, run->x + f * m->in_numel,
@@ -77,6 +79,24 @@ int64_t nnrt_batch_fetch(NnrtRun *run, int64_t i, float *x, float *y) {
   int64_t yc = run->in->ycols;
   memcpy(y, run->y + f * yc, sizeof(float) * (size_t)(r * yc));
   return r;
+}
+
+// The next batch arrives at once, as from a worker that is never late: a
+// step that still read the buffer it names would see the wrong batch.
+void nnrt_batch_prefetch(NnrtRun *run, int64_t i, float *x, float *y) {
+  if (i < 0 || i >= run->in->nbatch)
+    return;
+  copy_batch(run, i, x, y);
+  run->pf_i = i, run->pf_x = x;
+}
+
+int64_t nnrt_batch_fetch(NnrtRun *run, int64_t i, float *x, float *y) {
+  if (run->pf_i == i && run->pf_x == x) {
+    run->pf_i = -1;
+    return run->rows[i];
+  }
+  run->pf_i = -1;
+  return copy_batch(run, i, x, y);
 }
 
 int64_t nnrt_batch_end(NnrtRun *run, int64_t rows, double loss_sum,
@@ -265,7 +285,7 @@ int nnrt_main(const NnrtModel *m, int argc, char **argv) {
       for (int64_t i = 0; i < m->param_numel; i++)
         state[k * m->param_numel + i] = (float)m->state_init[k];
     FILE *log = tmpfile();
-    NnrtRun run = {m, &in, rows, x, y, first, 0, log, 0};
+    NnrtRun run = {m, &in, rows, x, y, first, 0, log, 0, -1, NULL};
     m->train(&run, params, state, ws, in.max_batch);
     check_guard(ws, wsn, "train workspace");
     check_guard(params, m->param_numel, "params");
