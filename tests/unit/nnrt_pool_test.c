@@ -2,6 +2,7 @@
 // for many task and thread counts, nested calls run serially, concurrent
 // dispatchers, a reduction that is bit-identical whatever the thread count,
 // lazy start before nnrt_main, --threads and --pin-threads through nnrt_main,
+// the background slot,
 // and the dispatch overhead (printed, and checked only loosely).
 #include <math.h>
 #include <pthread.h>
@@ -98,6 +99,53 @@ Test(pool, work_is_spread_over_threads) {
       spread |= !pthread_equal(w.ids[i], w.ids[0]);
   }
   cr_assert(spread, "a worker never ran a task");
+  nnrt_pool_stop();
+}
+
+// The background slot: a posted task runs exactly once, on a worker while
+// the poster dispatches other work, or on the poster when it waits first;
+// with one thread nothing is posted.
+typedef struct Bg {
+  _Atomic int runs;
+  _Atomic int on_worker;
+  pthread_t poster;
+} Bg;
+
+static void bg_task(void *ctx, int64_t i) {
+  Bg *b = ctx;
+  (void)i;
+  busy_wait_us(2);
+  if (!pthread_equal(pthread_self(), b->poster))
+    atomic_fetch_add(&b->on_worker, 1);
+  atomic_fetch_add(&b->runs, 1);
+}
+
+Test(pool, background_task_runs_exactly_once) {
+  cr_assert_eq(nnrt_pool_start(1, 0), 1);
+  Bg b = {.poster = pthread_self()};
+  cr_expect_eq(nnrt_pool_background(bg_task, &b), 0);
+  nnrt_pool_background_wait();  // nothing posted: returns at once
+  cr_expect_eq(atomic_load(&b.runs), 0);
+  cr_assert_eq(nnrt_pool_start(2, 0), 2);
+  _Atomic int *runs = calloc(64, sizeof *runs);
+  Count c = {runs};
+  int posted = 0;
+  for (int r = 0; r < 2000; r++) {
+    int ok = nnrt_pool_background(bg_task, &b);
+    posted += ok;
+    cr_expect_eq(nnrt_pool_background(bg_task, &b), 0, "the slot is taken");
+    if (r % 2)  // other work meanwhile, which must all run too
+      nnrt_parallel_for(count_task, &c, 64);
+    if (r % 100 == 99)
+      busy_wait_us(300);  // the worker falls asleep: posting wakes it
+    nnrt_pool_background_wait();
+    cr_assert_eq(atomic_load(&b.runs), posted, "round %d", r);
+  }
+  for (int i = 0; i < 64; i++)
+    cr_expect_eq(atomic_load(&runs[i]), 1000);
+  cr_expect_gt(posted, 1000);
+  cr_expect_gt(atomic_load(&b.on_worker), 0, "no worker ever ran it");
+  free(runs);
   nnrt_pool_stop();
 }
 
