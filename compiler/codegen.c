@@ -309,7 +309,20 @@ typedef struct Frame {
   LLVMValueRef params, ws, max_batch, x, y, rows;
   LLVMValueRef state, tf; // nnc_train: optimizer state, this step's t
   LLVMValueRef *ptr; // per value id, once computed
+  // nnc_train: the call that starts gathering the next batch, made once per
+  // step before the first row-group kernel (see build_train).
+  LLVMTypeRef prefetch_ty;
+  LLVMValueRef prefetch_fn, prefetch_args[4];
+  bool prefetch_pending;
 } Frame;
+
+static void emit_prefetch(Cg *cg, Frame *f) {
+  if (!f->prefetch_pending)
+    return;
+  LLVMBuildCall2(cg->b, f->prefetch_ty, f->prefetch_fn, f->prefetch_args, 4,
+                 "");
+  f->prefetch_pending = false;
+}
 
 // The fixed part of the workspace at float offset off.
 static LLVMValueRef fixed_ptr(Cg *cg, Frame *f, int64_t off) {
@@ -455,6 +468,8 @@ static void call_kernels(Cg *cg, Frame *f, const bool *set, bool fused_opt) {
       continue;
     if (cg->group[i] >= 0 && cg->group[i] != i)
       continue; // computed by its row group's kernel
+    if (cg->group[i] == i)
+      emit_prefetch(cg, f);
     const Kernel *k = kernel_get(cg, v);
     int nopt = k->opt_param >= 0 ? 3 : 0;
     int n = k->nout + k->nin + 1 + k->scratch + nopt;
@@ -512,8 +527,9 @@ static LLVMBasicBlockRef block(Cg *cg, LLVMValueRef fn, const char *name) {
 //   nb = nnrt_epoch_begin(run, epoch); if (!nb) break;
 //   for (i = 0; i < nb; i++) {
 //     B = nnrt_batch_fetch(run, i, x[i % 2], y[i % 2]);
+//     <forward kernels>
 //     nnrt_batch_prefetch(run, i + 1, x[1 - i % 2], y[1 - i % 2]);
-//     <forward, loss, backward kernels>; t++; <optimizer over every param>
+//     <loss, backward kernels>; t++; <optimizer over every param>
 //     if (nnrt_batch_end(run, B, objective * B, correct)) goto done;
 //   }
 //   if (nnrt_epoch_end(run, epoch)) break;
@@ -534,11 +550,9 @@ static LLVMValueRef build_train(Cg *cg, const Plan *plan, const bool *live,
                                    (LLVMTypeRef[]){P, I, D, D}, 4, &ty_bend);
   LLVMValueRef f_eend =
       runtime_fn(cg, "nnrt_epoch_end", I, (LLVMTypeRef[]){P, I}, 2, &ty_eend);
-  LLVMTypeRef ty_prefetch;
-  LLVMValueRef f_prefetch =
-      runtime_fn(cg, "nnrt_batch_prefetch", cg->t_void,
-                 (LLVMTypeRef[]){P, I, P, P}, 4, &ty_prefetch);
   Frame f = {.plan = plan, .poff = poff};
+  f.prefetch_fn = runtime_fn(cg, "nnrt_batch_prefetch", cg->t_void,
+                             (LLVMTypeRef[]){P, I, P, P}, 4, &f.prefetch_ty);
   LLVMTypeRef ty_start;  // steps already taken (a run resumed with --load)
   LLVMValueRef f_start =
       runtime_fn(cg, "nnrt_step_start", I, (LLVMTypeRef[]){P}, 1, &ty_start);
@@ -598,8 +612,11 @@ static LLVMValueRef build_train(Cg *cg, const Plan *plan, const bool *live,
   int nv = m->fn->values.n;
   // Step i reads batch buffer i % 2, and an idle worker of the pool fills
   // the other with batch i + 1 meanwhile (nnrt_batch_prefetch), so the
-  // gather leaves the critical path. Pointers derived from x and y are
-  // recomputed for the buffer of this step.
+  // gather leaves the critical path. It is asked for before the first row
+  // group (the loss and its gradient run on this thread alone, so the
+  // worker is free then; at the start of the step it would miss the
+  // forward matmuls' tasks), or after all kernels when there is none.
+  // Pointers derived from x and y are recomputed for this step's buffer.
   LLVMValueRef odd = LLVMBuildTrunc(cg->b, iv, cg->t_i1, "odd");
   f.x = LLVMBuildSelect(cg->b, odd, xs[1], xs[0], "x");
   f.y = LLVMBuildSelect(cg->b, odd, ys[1], ys[0], "y");
@@ -612,10 +629,11 @@ static LLVMValueRef build_train(Cg *cg, const Plan *plan, const bool *live,
   f.rows = call(cg, ty_fetch, f_fetch, (LLVMValueRef[]){run, iv, f.x, f.y}, 4);
   LLVMSetValueName2(f.rows, "B", 1);
   prof_add(cg, nv + PROF_FETCH, t0);
-  LLVMValueRef pf[4] = {run, LLVMBuildNSWAdd(cg->b, iv, one, ""),
-                        LLVMBuildSelect(cg->b, odd, xs[0], xs[1], ""),
-                        LLVMBuildSelect(cg->b, odd, ys[0], ys[1], "")};
-  LLVMBuildCall2(cg->b, ty_prefetch, f_prefetch, pf, 4, "");
+  f.prefetch_args[0] = run;
+  f.prefetch_args[1] = LLVMBuildNSWAdd(cg->b, iv, one, "");
+  f.prefetch_args[2] = LLVMBuildSelect(cg->b, odd, xs[0], xs[1], "");
+  f.prefetch_args[3] = LLVMBuildSelect(cg->b, odd, ys[0], ys[1], "");
+  f.prefetch_pending = true;
   LLVMValueRef tv =
       LLVMBuildNSWAdd(cg->b, LLVMBuildLoad2(cg->b, I, t, ""), one, "");
   LLVMBuildStore(cg->b, tv, t);
@@ -623,6 +641,7 @@ static LLVMValueRef build_train(Cg *cg, const Plan *plan, const bool *live,
   f.state = state;
   f.tf = tf;
   call_kernels(cg, &f, live, false);
+  emit_prefetch(cg, &f); // no row group
   call_kernels(cg, &f, live, true); // gradients that update their parameter
   t0 = prof_start(cg);
   if (m->opt.fn) {

@@ -68,6 +68,13 @@ enum {
 #ifndef TASK_FLOPS
 #define TASK_FLOPS (1 << 22)
 #endif
+// At least this many tasks above SERIAL_FLOPS: with two, a worker busy
+// with the background gather (nnrt_batch_prefetch) for the first microseconds
+// of a kernel would leave all of it to the calling thread; with four it
+// still finds half of the work.
+#ifndef MIN_TASKS
+#define MIN_TASKS 4
+#endif
 #ifndef MIN_ROWS
 #define MIN_ROWS 4 // rows per task at least (a 4-row tile is ~full speed)
 #endif
@@ -614,11 +621,11 @@ static Split split_of(Gemm *g) {
     s.rc = smax(cg, g->R, i64c(cg, 1));
     s.nrc = i64c(cg, 1);
   } else {
-    // About TASK_FLOPS per task, an even number of them (two threads share
-    // them evenly), spread over the column blocks, then over equal row
-    // chunks of at least MIN_ROWS rows.
+    // About TASK_FLOPS per task (at least MIN_TASKS), an even number of them
+    // (two threads share them evenly), spread over the column blocks, then
+    // over equal row chunks of at least MIN_ROWS rows.
     LLVMValueRef want = smax(cg, cdiv(cg, flops, i64c(cg, TASK_FLOPS)),
-                             i64c(cg, 2));
+                             i64c(cg, MIN_TASKS));
     want = cg_mul(cg, cdiv(cg, want, i64c(cg, 2)), i64c(cg, 2));
     LLVMValueRef nrc = cdiv(cg, want, i64c(cg, g->nb));
     nrc = smin(cg, nrc,
