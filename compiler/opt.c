@@ -515,31 +515,22 @@ void kernel_fuse(IrModule *m) {
   // A matmul whose only user starts an element-wise chain over its own
   // index space (bias, activation, the backward ReLU mask) computes that
   // chain in its epilogue: the chain's stored top is then written straight
-  // from the accumulators, and the matmul's own result is never stored.
-  for (int i = 0; i < n; i++) {
-    IrValue *v = fn->values.item[i];
-    if (prims[v->op].kind != PK_MATMUL || v->nuses != 1 || root[i])
-      continue;
-    IrValue *top = user[i];
-    while (top->fused)
-      top = user[top->id];
-    if (prims[user[i]->op].kind == PK_EW && same_type(user[i], v) &&
-        prims[top->op].kind == PK_EW && same_type(top, v) &&
-        epilogue_ok(top, v, root, epilogue_leaf))
-      v->fused = true;
-  }
-  // A convolution likewise computes such a chain (bias, activation) as it
+  // from the accumulators, and the matmul's own result is never stored. A
+  // convolution likewise computes such a chain (bias, activation) as it
   // stores its output.
   for (int i = 0; i < n; i++) {
     IrValue *v = fn->values.item[i];
-    if (v->op != OP_CONV || v->nuses != 1 || root[i])
+    EpilogueLeaf *leaf = prims[v->op].kind == PK_MATMUL ? epilogue_leaf
+                         : v->op == OP_CONV            ? conv_epilogue_leaf
+                                                       : NULL;
+    if (!leaf || v->nuses != 1 || root[i])
       continue;
     IrValue *top = user[i];
     while (top->fused)
       top = user[top->id];
     if (prims[user[i]->op].kind == PK_EW && same_type(user[i], v) &&
         prims[top->op].kind == PK_EW && same_type(top, v) &&
-        epilogue_ok(top, v, root, conv_epilogue_leaf))
+        epilogue_ok(top, v, root, leaf))
       v->fused = true;
   }
 }

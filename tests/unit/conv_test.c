@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "eval.h"
+#include "fd_compare.h"
 #include "grad.h"
 #include "opt.h"
 
@@ -835,7 +836,8 @@ static IrValue *fd_leaf(Fd *c, Leaf l, Draw d, bool differentiate) {
 
 // Evaluates the forward values only: the backward ops grad_of appended
 // all come after the root.
-static double fd_root(Fd *c) {
+static double fd_root(void *ctx) {
+  Fd *c = ctx;
   Arena a = {0};
   int n = c->fn->values.n;
   c->fn->values.n = c->root->id + 1;
@@ -857,27 +859,8 @@ static void fd_check_root(Fd *c, const char *what) {
               "%s: gradient %d has the wrong type", what, i);
   Arena a = {0};
   double **res = eval_fn(&a, c->fn, &c->env);
-  const double h = 1e-5;
-  int checked = 0;
-  for (int i = 0; i < c->nleaf; i++) {
-    const double *an = res[c->grad[i]->id];
-    for (int64_t k = 0; k < leaf_size(c->leaf[i]); k++) {
-      double x = c->data[i][k];
-      c->data[i][k] = x + h;
-      double up = fd_root(c);
-      c->data[i][k] = x - h;
-      double down = fd_root(c);
-      c->data[i][k] = x;
-      double fd = (up - down) / (2 * h);
-      double tol = 1e-6 * fmax(fabs(fd), fabs(an[k])) + 1e-8;
-      cr_expect(fabs(fd - an[k]) <= tol,
-                "%s: d/d(leaf %d)[%lld]: adjoint %.12g, finite difference "
-                "%.12g",
-                what, i, (long long)k, an[k], fd);
-      checked++;
-    }
-  }
-  cr_assert_gt(checked, 0, "%s: nothing was checked", what);
+  fd_compare(c, fd_root, res, c->nleaf, c->leaf, c->grad, c->data, BATCH,
+             1e-5, what);
   arena_free(&a);
 }
 
