@@ -53,17 +53,15 @@ enum {
 // into tasks of about TASK_FLOPS (4 MFLOP is ~20 us of work at ~200
 // GFLOP/s, next to well under 1 us to hand it to a spinning thread; smaller
 // tasks cost more in panel reloads and row tails than they gain in balance:
-// 1 MFLOP lost ~20 % of fashion_mlp's inference throughput at batch 1000;
-// SERIAL_FLOPS 512k -> 128k took softmax_regression from 34 to 25 ms per
-// epoch). -D overrides them, for measurements.
+// 1 MFLOP lost ~20 % of fashion_mlp's inference throughput at batch 1000).
+// Splitting a kernel of a few microseconds does not pay: its data then
+// crosses between the cores, before and after. At 1 MFLOP (was 128k)
+// softmax_regression's two 0.5 MFLOP kernels run on the calling thread,
+// and its epoch went from 15.2 to 13.9 ms (8 of 8 interleaved rounds);
+// the pool's worker gathers the next batch meanwhile. -D overrides them,
+// for measurements.
 #ifndef SERIAL_FLOPS
-#define SERIAL_FLOPS (1 << 17)
-#endif
-// The dot-product form packs B^T on the calling thread before its tasks
-// start, and its tasks all read that: at batch 32 (0.5 MFLOP) two tasks
-// were slower than one.
-#ifndef DOT_SERIAL_FLOPS
-#define DOT_SERIAL_FLOPS (1 << 20)
+#define SERIAL_FLOPS (1 << 20)
 #endif
 #ifndef TASK_FLOPS
 #define TASK_FLOPS (1 << 22)
@@ -612,10 +610,7 @@ static Split split_of(Gemm *g) {
   Split s;
   LLVMValueRef flops =
       cg_mul(cg, cg_mul(cg, g->T, g->R), i64c(cg, 2 * g->N));
-  bool packs_all = g->dot && g->mm->op == OP_MATMUL;
-  s.serial = LLVMBuildICmp(cg->b, LLVMIntSLT, flops,
-                           i64c(cg, packs_all ? DOT_SERIAL_FLOPS : SERIAL_FLOPS),
-                           "");
+  s.serial = LLVMBuildICmp(cg->b, LLVMIntSLT, flops, i64c(cg, SERIAL_FLOPS), "");
   if (g->mm->op == OP_MATMUL_NT && !g->dot) {
     // Each task packs its own columns of b^T, so tasks split columns only.
     s.rc = smax(cg, g->R, i64c(cg, 1));

@@ -678,8 +678,8 @@ Test(codegen, matmul_forms_threads) {
     ir_renumber(m->fn);
     kernel_fuse(m);
     char *exe = build(&t, m, 3);
-    // (300 rows: the packing MATMUL splits into tasks from 1 MFLOP on)
-    int64_t big = i == 3 ? 300 : 83;
+    // (300 rows: the dot forms split into tasks from 1 MFLOP on)
+    int64_t big = i >= 3 ? 300 : 83;
     Data d = data_new(&t.arena, m, 2, (int64_t[]){big, 41}, big, false, 30 + i);
     check_infer(&t, m, exe, &d, 0);
     size_t n1, n2;
