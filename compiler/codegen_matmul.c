@@ -30,6 +30,8 @@
 // stores say align 4: nothing better is proven (LLVM-NOTES trap 4).
 // A weight gradient (MATMUL_TN) that codegen.c marked in cg->opt_fused
 // runs the optimizer in its epilogue instead of storing the gradient.
+// Outputs of at most 12 columns use the dot-product form instead (dot_form:
+// vectors along the reduction, one accumulator per output element).
 //
 // Determinism: every output element is one fma chain over t = 0, 1, ...,
 // T-1, the same in every tile variant and task. Tasks split the output by
