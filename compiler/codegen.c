@@ -1241,7 +1241,24 @@ static int run(IrModule *m, Ctx *ctx, const CodegenOptions *o,
   cg.t_ptr = LLVMPointerTypeInContext(cg.lc, 0);
 
   build_module(&cg, td);
-  int r = finish(&cg, o);
+  int r;
+  if (o->kind == EMIT_OBJ && o->out_path2) {
+    char *msg = NULL, *triple2 = NULL;
+    r = LLVMVerifyModule(cg.mod, LLVMReturnStatusAction, &msg);
+    if (r)
+      diag_error(&ctx->diag, (Loc){0}, "internal error: invalid LLVM module: %s",
+                 msg);
+    LLVMDisposeMessage(msg);
+    LLVMTargetMachineRef tm2 =
+        r ? NULL : target_machine(ctx, o->opt_level, &triple2);
+    r = r || !tm2 || split_emit(&cg, o, tm2);
+    if (tm2) {
+      LLVMDisposeTargetMachine(tm2);
+      LLVMDisposeMessage(triple2);
+    }
+  } else {
+    r = finish(&cg, o);
+  }
   if (plan)
     *plan = cg.plan;
 

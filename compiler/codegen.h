@@ -24,6 +24,9 @@ typedef struct CodegenOptions {
   EmitKind kind;
   const char *out_path;   // file to write; "-" writes text kinds to stdout
   int opt_level;          // 0..3: the new pass manager's default<O?> pipeline
+  const char *out_path2;  // EMIT_OBJ: when set, the kernels are shared
+                          // between out_path and this second object,
+                          // compiled on two threads (link both)
 } CodegenOptions;
 
 // Returns 0 on success; problems are reported through ctx->diag.

@@ -152,6 +152,11 @@ const IrValue *kernel_matmul(Cg *cg, const IrValue *v);
 // The register-tiled matmul kernel of `mm`, storing `root` (mm itself, or an
 // element-wise tree over mm evaluated in the tile's epilogue).
 void mm_kernel(Kern *k, const IrValue *root, const IrValue *mm);
+
+// codegen_split.c: verifies nothing, optimizes and writes cg->mod as two
+// objects (o->out_path, o->out_path2) on two threads; tm2 is the second
+// half's target machine. Returns nonzero after reporting an error.
+int split_emit(Cg *cg, const CodegenOptions *o, LLVMTargetMachineRef tm2);
 // Scratch floats mm_kernel needs (the packed B^T of MATMUL_NT).
 int64_t mm_scratch(const IrValue *mm);
 

@@ -234,8 +234,8 @@ static void print_summary(FILE *out, SemaResult *r, const CodegenPlan *plan) {
 }
 
 // Runs `cc OBJECT RUNTIME -lz -lm -lpthread -o OUTPUT` without a shell.
-static int link_binary(Arena *a, const char *obj, const char *runtime,
-                       const char *output) {
+static int link_binary(Arena *a, const char *obj, const char *obj2,
+                       const char *runtime, const char *output) {
   const char *argv[32];
   int n = 0;
   argv[n++] = "cc";
@@ -243,6 +243,8 @@ static int link_binary(Arena *a, const char *obj, const char *runtime,
   for (char *tok = strtok(flags, " "); tok && n < 20; tok = strtok(NULL, " "))
     argv[n++] = tok;
   argv[n++] = obj;
+  if (obj2)
+    argv[n++] = obj2;
   argv[n++] = runtime;
   argv[n++] = "-lz";
   argv[n++] = "-lm";
@@ -346,7 +348,7 @@ static int compile(Options *o, Ctx *ctx) {
   double t_mid = now();
   CodegenOptions cg = {.opt_level = o->opt_level};
   const char *output = o->output ? o->output : default_output(a, o->input, o->stage);
-  char tmp_obj[] = "/tmp/nnc-XXXXXX.o";
+  char tmp_obj[] = "/tmp/nnc-XXXXXX.o", tmp_obj2[] = "/tmp/nnc-XXXXXX.o";
   if (o->stage == STAGE_LLVM || o->stage == STAGE_ASM) {
     cg.kind = o->stage == STAGE_LLVM ? EMIT_LLVM : EMIT_ASM;
     cg.out_path = o->output ? o->output : "-";
@@ -363,19 +365,30 @@ static int compile(Options *o, Ctx *ctx) {
     fprintf(stderr, "nnc: error: cannot find libnnrt.a beside %s\n", dir);
     return 1;
   }
-  int fd = mkstemps(tmp_obj, 2);
-  if (fd < 0) {
+  // Two objects: codegen compiles the kernels in two halves on two threads.
+  int fd = mkstemps(tmp_obj, 2), fd2 = fd < 0 ? -1 : mkstemps(tmp_obj2, 2);
+  if (fd < 0 || fd2 < 0) {
     fprintf(stderr, "nnc: error: cannot create a temporary file: %s\n",
             strerror(errno));
+    if (fd >= 0) {
+      close(fd);
+      unlink(tmp_obj);
+    }
     return 1;
   }
   close(fd);
+  close(fd2);
   cg.out_path = tmp_obj;
+  // (NNC_ONE_OBJECT: one object on one thread, to compare; the second
+  // object is then empty)
+  cg.out_path2 = getenv("NNC_ONE_OBJECT") ? NULL : tmp_obj2;
   int rc = codegen_emit(m, ctx, &cg);
   double t_cg = now();
   if (rc == 0)
-    rc = link_binary(a, tmp_obj, runtime, output);
+    rc = link_binary(a, tmp_obj, cg.out_path2 ? tmp_obj2 : NULL, runtime,
+                     output);
   unlink(tmp_obj);
+  unlink(tmp_obj2);
   if (o->timing)
     fprintf(stderr,
             "nnc: front end %.1f ms, grad+opt %.1f ms, codegen %.1f ms, "

@@ -745,7 +745,8 @@ Test(codegen_conv, measure, .timeout = 600) {
     double t0 = seconds();
     IrModule *m = lenet(&t.arena, 0.01);
     prepare(m, &t.ctx, true);
-    CodegenOptions o = {EMIT_OBJ, t_path(&t, ".o"), 3};
+    CodegenOptions o = {.kind = EMIT_OBJ, .out_path = t_path(&t, ".o"),
+                        .opt_level = 3};
     cr_assert_eq(codegen_emit(m, &t.ctx, &o), 0);
     fprintf(stderr, "compile LeNet (IR -> object, O3): %.0f ms\n",
             (seconds() - t0) * 1e3);

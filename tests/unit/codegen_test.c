@@ -728,7 +728,7 @@ Test(codegen, real_runtime_threads_bit_identical, .timeout = 300) {
   m->train.epochs = 2;
   prepare(m, &t.ctx, true);
   char *obj = t_path(&t, ".o"), *exe = t_path(&t, "");
-  CodegenOptions o = {EMIT_OBJ, obj, 3};
+  CodegenOptions o = {.kind = EMIT_OBJ, .out_path = obj, .opt_level = 3};
   cr_assert_eq(codegen_emit(m, &t.ctx, &o), 0);
   const char *san =
 #if defined(__SANITIZE_ADDRESS__)
@@ -834,8 +834,8 @@ Test(codegen, emits_llvm_and_asm_text) {
   sgd(m, 0.1);
   prepare(m, &t.ctx, true);
   char *ll = t_path(&t, ".ll"), *s = t_path(&t, ".s");
-  cr_assert_eq(codegen_emit(m, &t.ctx, &(CodegenOptions){EMIT_LLVM, ll, 3}), 0);
-  cr_assert_eq(codegen_emit(m, &t.ctx, &(CodegenOptions){EMIT_ASM, s, 3}), 0);
+  cr_assert_eq(codegen_emit(m, &t.ctx, &(CodegenOptions){.kind = EMIT_LLVM, .out_path = ll, .opt_level = 3}), 0);
+  cr_assert_eq(codegen_emit(m, &t.ctx, &(CodegenOptions){.kind = EMIT_ASM, .out_path = s, .opt_level = 3}), 0);
   char *ir = slurp(&t.arena, ll), *as = slurp(&t.arena, s);
   cr_expect_not_null(strstr(ir, "define void @nnc_train("));
   cr_expect_not_null(strstr(ir, "define void @nnc_infer("));
@@ -860,7 +860,7 @@ Test(codegen, emits_llvm_and_asm_text) {
   t.ctx.diag.out = devnull;
   cr_expect_neq(
       codegen_emit(m, &t.ctx,
-                   &(CodegenOptions){EMIT_OBJ, "/nonexistent/x.o", 0}),
+                   &(CodegenOptions){.kind = EMIT_OBJ, .out_path = "/nonexistent/x.o"}),
       0);
   cr_expect_eq(t.ctx.diag.nerrors, errs + 1);
   fclose(devnull);
@@ -898,7 +898,8 @@ Test(codegen, measure, .timeout = 300) {
     IrModule *m = mlp3(&t.arena);
     sgd(m, 0.1);
     prepare(m, &t.ctx, true);
-    CodegenOptions o = {EMIT_OBJ, t_path(&t, ".o"), 3};
+    CodegenOptions o = {.kind = EMIT_OBJ, .out_path = t_path(&t, ".o"),
+                        .opt_level = 3};
     cr_assert_eq(codegen_emit(m, &t.ctx, &o), 0);
     double dt = seconds() - t0;
     best = dt < best ? dt : best;

@@ -120,7 +120,7 @@ static inline void prepare(IrModule *m, Ctx *ctx, bool fuse) {
 // ---- compiling, linking, running --------------------------------------------
 static inline char *build(T *t, IrModule *m, int opt_level) {
   char *obj = t_path(t, ".o"), *exe = t_path(t, "");
-  CodegenOptions o = {EMIT_OBJ, obj, opt_level};
+  CodegenOptions o = {.kind = EMIT_OBJ, .out_path = obj, .opt_level = opt_level};
   cr_assert_eq(codegen_emit(m, &t->ctx, &o), 0, "codegen_emit failed");
   cr_assert_eq(t->ctx.diag.nerrors, 0);
   const char *san =
