@@ -595,25 +595,14 @@ static LLVMValueRef epi_value(const Epi *e, const IrValue *v, LLVMValueRef o,
 // by tmask when given): accumulators are phis of the k loop.
 static void mm_tile(Cg *cg, const Mm *g, LLVMValueRef m0, int mr,
                     LLVMValueRef n0, int nv, LLVMValueRef tmask) {
-  LLVMBuilderRef b = cg->b;
-  LLVMTypeRef vt = vty(cg);
   assert(mr >= 1 && mr <= ACCS && nv >= 1 && nv <= MAX_NV && g->K >= 1);
-  LLVMValueRef ap[ACCS], bv[MAX_NV], acc[ACCS][MAX_NV], next[ACCS][MAX_NV];
+  LLVMValueRef ap[ACCS], bv[MAX_NV], acc[ACCS * MAX_NV];
   for (int i = 0; i < mr; i++)
     ap[i] = cg_gep(cg, g->a,
                    cg_mul(cg, cg_add(cg, m0, i64c(cg, i)), i64c(cg, g->a_ms)));
   LLVMValueRef bp = g->im ? NULL : cg_gep(cg, g->b, n0);
-  LLVMValueRef zero = LLVMConstNull(vt);
-  LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(b));
-  LLVMBasicBlockRef pre = LLVMGetInsertBlock(b);
-  LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(cg->lc, fn, "k");
-  LLVMBasicBlockRef exit = LLVMAppendBasicBlockInContext(cg->lc, fn, "store");
-  LLVMBuildBr(b, body);
-  LLVMPositionBuilderAtEnd(b, body);
-  LLVMValueRef k = LLVMBuildPhi(b, cg->t_i64, "k");
-  for (int i = 0; i < mr; i++)
-    for (int v = 0; v < nv; v++)
-      acc[i][v] = LLVMBuildPhi(b, vt, "");
+  TileLoop l;
+  LLVMValueRef k = tile_loop_begin(cg, &l, i64c(cg, g->K), mr * nv, acc, true);
   if (g->im) {
     LLVMValueRef xp, mrow;
     implicit_row(cg, g->im, k, &xp, &mrow);
@@ -631,27 +620,16 @@ static void mm_tile(Cg *cg, const Mm *g, LLVMValueRef m0, int mr,
   for (int i = 0; i < mr; i++) {
     LLVMValueRef s = splat(cg, cg_load(cg, ap[i], aoff));
     for (int v = 0; v < nv; v++)
-      next[i][v] = vfma(cg, s, bv[v], acc[i][v]);
+      acc[i * nv + v] = vfma(cg, s, bv[v], acc[i * nv + v]);
   }
-  LLVMValueRef k1 = LLVMBuildNSWAdd(b, k, i64c(cg, 1), "");
-  LLVMBasicBlockRef latch = LLVMGetInsertBlock(b);
-  LLVMBuildCondBr(b, slt(cg, k1, i64c(cg, g->K)), body, exit);
-  LLVMValueRef z0 = i64c(cg, 0);
-  LLVMAddIncoming(k, &z0, &pre, 1);
-  LLVMAddIncoming(k, &k1, &latch, 1);
-  for (int i = 0; i < mr; i++)
-    for (int v = 0; v < nv; v++) {
-      LLVMAddIncoming(acc[i][v], &zero, &pre, 1);
-      LLVMAddIncoming(acc[i][v], &next[i][v], &latch, 1);
-    }
-  LLVMPositionBuilderAtEnd(b, exit);
+  tile_loop_end(cg, &l, mr * nv, acc, true);
   for (int i = 0; i < mr; i++) {
     LLVMValueRef crow = cg_gep(
         cg, g->c, cg_mul(cg, cg_add(cg, m0, i64c(cg, i)), i64c(cg, g->c_ms)));
     for (int v = 0; v < nv; v++) {
       LLVMValueRef n = cg_add(cg, n0, i64c(cg, VL * v));
       LLVMValueRef m = v == nv - 1 ? tmask : NULL;
-      LLVMValueRef val = next[i][v];
+      LLVMValueRef val = acc[i * nv + v];
       if (g->e)
         val = epi_value(g->e, g->e->root,
                         cg_add(cg, g->e->o0, cg_add(cg, m0, i64c(cg, i))),
@@ -709,10 +687,8 @@ enum { DOT_MI = 6, DOT_NJ = 4 };
 
 static void dot_tile(Cg *cg, const Dot *g, LLVMValueRef i0, int mi,
                      LLVMValueRef j0, int nj) {
-  LLVMBuilderRef b = cg->b;
-  LLVMTypeRef vt = vty(cg);
   LLVMValueRef ap[DOT_MI], bp[DOT_NJ], sp[DOT_MI][DOT_NJ];
-  LLVMValueRef acc[DOT_MI][DOT_NJ], next[DOT_MI][DOT_NJ];
+  LLVMValueRef acc[DOT_MI * DOT_NJ];
   for (int i = 0; i < mi; i++)
     ap[i] = cg_gep(cg, g->a,
                    cg_mul(cg, cg_add(cg, i0, i64c(cg, i)), i64c(cg, g->a_ms)));
@@ -730,21 +706,13 @@ static void dot_tile(Cg *cg, const Dot *g, LLVMValueRef i0, int mi,
           cg_add(cg, cg_mul(cg, cg_add(cg, i0, i64c(cg, i)), i64c(cg, g->J)),
                  cg_add(cg, j0, i64c(cg, j)));
       sp[i][j] = cg_gep(cg, g->s, cg_mul(cg, e, i64c(cg, VL)));
-      acc[i][j] = vload(cg, sp[i][j], NULL);
+      acc[i * nj + j] = vload(cg, sp[i][j], NULL);
     }
   int64_t nfull = g->N / VL, tail = g->N % VL;
-  if (nfull > 0) {
-    LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(b));
-    LLVMBasicBlockRef pre = LLVMGetInsertBlock(b);
-    LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(cg->lc, fn, "q");
-    LLVMBasicBlockRef exit = LLVMAppendBasicBlockInContext(cg->lc, fn, "");
-    LLVMBuildBr(b, body);
-    LLVMPositionBuilderAtEnd(b, body);
-    LLVMValueRef q = LLVMBuildPhi(b, cg->t_i64, "q");
-    LLVMValueRef cur[DOT_MI][DOT_NJ];
-    for (int i = 0; i < mi; i++)
-      for (int j = 0; j < nj; j++)
-        cur[i][j] = LLVMBuildPhi(b, vt, "");
+  if (nfull > 0) { // the running sums go on from their stored values
+    TileLoop l;
+    LLVMValueRef q =
+        tile_loop_begin(cg, &l, i64c(cg, nfull), mi * nj, acc, false);
     LLVMValueRef off = cg_mul(cg, q, i64c(cg, VL));
     LLVMValueRef bv[DOT_NJ];
     for (int j = 0; j < nj; j++)
@@ -753,23 +721,9 @@ static void dot_tile(Cg *cg, const Dot *g, LLVMValueRef i0, int mi,
     for (int i = 0; i < mi; i++) {
       LLVMValueRef av = vload(cg, cg_gep(cg, ap[i], off), NULL);
       for (int j = 0; j < nj; j++)
-        next[i][j] = vfma(cg, av, bv[j], cur[i][j]);
+        acc[i * nj + j] = vfma(cg, av, bv[j], acc[i * nj + j]);
     }
-    LLVMValueRef q1 = LLVMBuildNSWAdd(b, q, i64c(cg, 1), "");
-    LLVMBasicBlockRef latch = LLVMGetInsertBlock(b);
-    LLVMBuildCondBr(b, slt(cg, q1, i64c(cg, nfull)), body, exit);
-    LLVMValueRef z0 = i64c(cg, 0);
-    LLVMAddIncoming(q, &z0, &pre, 1);
-    LLVMAddIncoming(q, &q1, &latch, 1);
-    for (int i = 0; i < mi; i++)
-      for (int j = 0; j < nj; j++) {
-        LLVMAddIncoming(cur[i][j], &acc[i][j], &pre, 1);
-        LLVMAddIncoming(cur[i][j], &next[i][j], &latch, 1);
-      }
-    LLVMPositionBuilderAtEnd(b, exit);
-    for (int i = 0; i < mi; i++)
-      for (int j = 0; j < nj; j++)
-        acc[i][j] = next[i][j];
+    tile_loop_end(cg, &l, mi * nj, acc, true);
   }
   if (tail) {
     LLVMValueRef m = const_mask(cg, tail), off = i64c(cg, nfull * VL);
@@ -780,12 +734,12 @@ static void dot_tile(Cg *cg, const Dot *g, LLVMValueRef i0, int mi,
     for (int i = 0; i < mi; i++) {
       LLVMValueRef av = vload(cg, cg_gep(cg, ap[i], off), m);
       for (int j = 0; j < nj; j++)
-        acc[i][j] = vfma(cg, av, bv[j], acc[i][j]);
+        acc[i * nj + j] = vfma(cg, av, bv[j], acc[i * nj + j]);
     }
   }
   for (int i = 0; i < mi; i++)
     for (int j = 0; j < nj; j++)
-      vstore(cg, acc[i][j], sp[i][j], NULL);
+      vstore(cg, acc[i * nj + j], sp[i][j], NULL);
 }
 
 static void dot_cols(Cg *cg, const Dot *g, LLVMValueRef i0, int mi) {
@@ -1243,45 +1197,27 @@ static void ov_tile(Cg *cg, const Conv *c, const Ov *o, LLVMValueRef roff,
                     int64_t T, int64_t OW, const Epi *e) {
   LLVMBuilderRef b = cg->b;
   const WinGeom *g = &c->g;
-  LLVMTypeRef vt = vty(cg);
-  LLVMValueRef acc[OV_T], next[OV_T];
+  LLVMValueRef acc[OV_T], zero = LLVMConstNull(vty(cg));
   int64_t pos[OV_T];
   for (int64_t j = 0; j < T; j++)
     pos[j] = (j / OW) * g->s[1] * o->P[2] + (j % OW) * g->s[2];
   LLVMValueRef xt = gep(cg, xg, xoff);
-  LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(b));
-  LLVMBasicBlockRef pre = LLVMGetInsertBlock(b);
-  LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(cg->lc, fn, "r");
-  LLVMBasicBlockRef exit = LLVMAppendBasicBlockInContext(cg->lc, fn, "store");
-  LLVMBuildBr(b, body);
-  LLVMPositionBuilderAtEnd(b, body);
-  LLVMValueRef r = LLVMBuildPhi(b, cg->t_i64, "r");
-  for (int64_t j = 0; j < T; j++)
-    acc[j] = LLVMBuildPhi(b, vt, "");
+  TileLoop l;
+  LLVMValueRef r = tile_loop_begin(cg, &l, i64c(cg, c->ck), (int)T, acc, true);
   LLVMValueRef wv =
       vload(cg, cg_gep(cg, wrow, cg_mul(cg, r, i64c(cg, c->og))), NULL);
   LLVMValueRef xr =
       gep(cg, xt,
           LLVMBuildSExt(b, tab_load(cg, cg->t_i32, roff, r), cg->t_i64, ""));
   for (int64_t j = 0; j < T; j++)
-    next[j] =
+    acc[j] =
         vfma(cg, splat(cg, cg_load(cg, xr, i64c(cg, pos[j]))), wv, acc[j]);
-  LLVMValueRef r1 = LLVMBuildNSWAdd(b, r, i64c(cg, 1), "");
-  LLVMBasicBlockRef latch = LLVMGetInsertBlock(b);
-  LLVMBuildCondBr(b, slt(cg, r1, i64c(cg, c->ck)), body, exit);
-  LLVMValueRef z0 = i64c(cg, 0), zero = LLVMConstNull(vt);
-  LLVMAddIncoming(r, &z0, &pre, 1);
-  LLVMAddIncoming(r, &r1, &latch, 1);
-  for (int64_t j = 0; j < T; j++) {
-    LLVMAddIncoming(acc[j], &zero, &pre, 1);
-    LLVMAddIncoming(acc[j], &next[j], &latch, 1);
-  }
-  LLVMPositionBuilderAtEnd(b, exit);
+  tile_loop_end(cg, &l, (int)T, acc, true);
   // Rows of positions: blocks of 16 positions transposed.
   for (int64_t j0 = 0; j0 < T; j0 += VL) {
     LLVMValueRef rows[VL];
     for (int j = 0; j < VL; j++)
-      rows[j] = j0 + j < T ? next[j0 + j] : zero;
+      rows[j] = j0 + j < T ? acc[j0 + j] : zero;
     transpose16(cg, rows);
     LLVMValueRef m = const_mask(cg, T - j0);
     LLVMValueRef q = cg_add(cg, q0, i64c(cg, j0));

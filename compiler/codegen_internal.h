@@ -89,6 +89,24 @@ LLVMValueRef cg_function(Cg *cg, const char *name, LLVMTypeRef ty,
 // `for (i = 0; i < n; i++)` as a guarded, bottom-tested loop whose induction
 // variable is a phi. loop_begin leaves the builder in the body, loop_end after
 // the loop; loops nest by calling them in LIFO order.
+// The reduction loop of a register tile (codegen_matmul.c, codegen_conv.c):
+// n accumulator vectors carried as phis through `for t in [0, T)`.
+// tile_loop_begin starts them at zero (zero) or at acc[] as given, leaves
+// the builder in the body with acc[] the current sums and returns t; the
+// body replaces acc[] with its new sums; tile_loop_end closes the loop
+// (with llvm.loop.unroll.disable unless unroll) and leaves the final sums
+// in acc[] (the starting values when T is 0, which only a run-time T can
+// be).
+enum { TILE_ACCS = 96 };
+typedef struct TileLoop {
+  LLVMBasicBlockRef pre, body, exit;
+  LLVMValueRef t, T, phi[TILE_ACCS], init[TILE_ACCS];
+  bool guard;
+} TileLoop;
+LLVMValueRef tile_loop_begin(Cg *cg, TileLoop *l, LLVMValueRef T, int n,
+                             LLVMValueRef *acc, bool zero);
+void tile_loop_end(Cg *cg, TileLoop *l, int n, LLVMValueRef *acc, bool unroll);
+
 typedef struct Loop {
   LLVMBasicBlockRef pre, body, exit;
   LLVMValueRef i, n;

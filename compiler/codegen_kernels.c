@@ -19,6 +19,8 @@
 #include <math.h>
 #include <string.h>
 
+#include <llvm-c/DebugInfo.h>
+
 #include "codegen_internal.h"
 
 // Elements per optimizer task (a multiple of 16).
@@ -168,6 +170,74 @@ typedef struct Nest {
 static void nest_end(Cg *cg, Nest *ns) {
   while (ns->n > 0)
     loop_end(cg, &ns->l[--ns->n]);
+}
+
+// ---- register tiles ---------------------------------------------------------
+// Marks a loop's back-edge branch llvm.loop.unroll.disable: a tile's body
+// is already 10-50 instructions of loads and FMAs, and unrolled copies of
+// every tile variant would quadruple compile time and code size for a
+// loop overhead of three instructions (LLVM-NOTES trap 6 for the form).
+static void no_unroll(Cg *cg, LLVMValueRef br) {
+  LLVMMetadataRef tmp = LLVMTemporaryMDNode(cg->lc, NULL, 0);
+  LLVMMetadataRef s =
+      LLVMMDStringInContext2(cg->lc, "llvm.loop.unroll.disable", 24);
+  LLVMMetadataRef dis = LLVMMDNodeInContext2(cg->lc, &s, 1);
+  LLVMMetadataRef ops[2] = {tmp, dis};
+  LLVMMetadataRef id = LLVMMDNodeInContext2(cg->lc, ops, 2);
+  LLVMMetadataReplaceAllUsesWith(tmp, id);
+  LLVMSetMetadata(br, LLVMGetMDKindIDInContext(cg->lc, "llvm.loop", 9),
+                  LLVMMetadataAsValue(cg->lc, id));
+}
+
+LLVMValueRef tile_loop_begin(Cg *cg, TileLoop *l, LLVMValueRef T, int n,
+                             LLVMValueRef *acc, bool zero) {
+  LLVMBuilderRef b = cg->b;
+  assert(n <= TILE_ACCS);
+  LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(b));
+  l->T = T;
+  l->pre = LLVMGetInsertBlock(b);
+  l->body = LLVMAppendBasicBlockInContext(cg->lc, fn, "tile");
+  l->exit = LLVMAppendBasicBlockInContext(cg->lc, fn, "tile.end");
+  l->guard = !LLVMIsAConstantInt(T);
+  if (l->guard)
+    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSGT, T, cg_i64(cg, 0), ""),
+                    l->body, l->exit);
+  else
+    LLVMBuildBr(b, l->body);
+  LLVMPositionBuilderAtEnd(b, l->body);
+  l->t = LLVMBuildPhi(b, cg->t_i64, "t");
+  for (int i = 0; i < n; i++) {
+    l->init[i] = zero ? LLVMConstNull(LLVMVectorType(cg->t_f32, 16)) : acc[i];
+    acc[i] = l->phi[i] = LLVMBuildPhi(b, LLVMTypeOf(l->init[i]), "");
+  }
+  return l->t;
+}
+
+void tile_loop_end(Cg *cg, TileLoop *l, int n, LLVMValueRef *acc,
+                   bool unroll) {
+  LLVMBuilderRef b = cg->b;
+  LLVMValueRef t1 = LLVMBuildNSWAdd(b, l->t, cg_i64(cg, 1), "");
+  LLVMBasicBlockRef latch = LLVMGetInsertBlock(b);
+  LLVMValueRef br = LLVMBuildCondBr(
+      b, LLVMBuildICmp(b, LLVMIntSLT, t1, l->T, ""), l->body, l->exit);
+  if (!unroll)
+    no_unroll(cg, br);
+  LLVMValueRef z0 = cg_i64(cg, 0);
+  LLVMAddIncoming(l->t, &z0, &l->pre, 1);
+  LLVMAddIncoming(l->t, &t1, &latch, 1);
+  for (int i = 0; i < n; i++) {
+    LLVMAddIncoming(l->phi[i], &l->init[i], &l->pre, 1);
+    LLVMAddIncoming(l->phi[i], &acc[i], &latch, 1);
+  }
+  LLVMPositionBuilderAtEnd(b, l->exit);
+  if (l->guard) // T may be 0: the sums are the initial values then
+    for (int i = 0; i < n; i++) {
+      LLVMValueRef r = LLVMBuildPhi(b, LLVMTypeOf(acc[i]), "");
+      LLVMValueRef in[2] = {l->init[i], acc[i]};
+      LLVMBasicBlockRef from[2] = {l->pre, latch};
+      LLVMAddIncoming(r, in, from, 2);
+      acc[i] = r;
+    }
 }
 
 // ---- the kernel being built, and addressing in an iteration space -----------

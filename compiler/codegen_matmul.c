@@ -41,7 +41,6 @@
 #include <assert.h>
 #include <string.h>
 
-#include <llvm-c/DebugInfo.h>
 
 #include "codegen_internal.h"
 
@@ -326,81 +325,6 @@ static void opt_store(Gemm *g, OptRow *r) {
     vstore(cg, res[1 + s], r->sp[s], r->mask);
 }
 
-// Marks a loop's back-edge branch llvm.loop.unroll.disable: a tile's body
-// is already 10-50 instructions of loads and FMAs, and unrolled copies of
-// every tile variant would quadruple compile time and code size for a
-// loop overhead of three instructions (LLVM-NOTES trap 6 for the form).
-static void no_unroll(Cg *cg, LLVMValueRef br) {
-  LLVMMetadataRef tmp = LLVMTemporaryMDNode(cg->lc, NULL, 0);
-  LLVMMetadataRef s =
-      LLVMMDStringInContext2(cg->lc, "llvm.loop.unroll.disable", 24);
-  LLVMMetadataRef dis = LLVMMDNodeInContext2(cg->lc, &s, 1);
-  LLVMMetadataRef ops[2] = {tmp, dis};
-  LLVMMetadataRef id = LLVMMDNodeInContext2(cg->lc, ops, 2);
-  LLVMMetadataReplaceAllUsesWith(tmp, id);
-  LLVMSetMetadata(br, LLVMGetMDKindIDInContext(cg->lc, "llvm.loop", 9),
-                  LLVMMetadataAsValue(cg->lc, id));
-}
-
-// The reduction loop of a tile: n accumulator vectors, zero at the start,
-// carried as phis through `for t in [0, T)`. tile_loop_begin leaves the
-// builder in the body with acc[] the current sums and returns t; the body
-// puts its new sums into acc[]; tile_loop_end closes the loop and leaves the
-// final sums in acc[] (zero when T is 0, which only a run-time T can be).
-typedef struct TileLoop {
-  LLVMBasicBlockRef pre, body, exit;
-  LLVMValueRef t, T, phi[ACCS];
-  bool guard;
-} TileLoop;
-
-static LLVMValueRef tile_loop_begin(Cg *cg, TileLoop *l, LLVMValueRef T, int n,
-                                    LLVMValueRef *acc) {
-  LLVMBuilderRef b = cg->b;
-  assert(n <= ACCS);
-  LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(b));
-  l->T = T;
-  l->pre = LLVMGetInsertBlock(b);
-  l->body = LLVMAppendBasicBlockInContext(cg->lc, fn, "t");
-  l->exit = LLVMAppendBasicBlockInContext(cg->lc, fn, "epi");
-  l->guard = !LLVMIsAConstantInt(T);
-  if (l->guard)
-    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSGT, T, i64c(cg, 0), ""),
-                    l->body, l->exit);
-  else
-    LLVMBuildBr(b, l->body);
-  LLVMPositionBuilderAtEnd(b, l->body);
-  l->t = LLVMBuildPhi(b, cg->t_i64, "t");
-  for (int i = 0; i < n; i++)
-    acc[i] = l->phi[i] = LLVMBuildPhi(b, vty(cg), "");
-  return l->t;
-}
-
-static void tile_loop_end(Cg *cg, TileLoop *l, int n, LLVMValueRef *acc) {
-  LLVMBuilderRef b = cg->b;
-  LLVMValueRef zero = LLVMConstNull(vty(cg));
-  LLVMValueRef t1 = LLVMBuildNSWAdd(b, l->t, i64c(cg, 1), "");
-  LLVMBasicBlockRef latch = LLVMGetInsertBlock(b);
-  LLVMValueRef br = LLVMBuildCondBr(
-      b, LLVMBuildICmp(b, LLVMIntSLT, t1, l->T, ""), l->body, l->exit);
-  no_unroll(cg, br);
-  LLVMValueRef z0 = i64c(cg, 0);
-  LLVMAddIncoming(l->t, &z0, &l->pre, 1);
-  LLVMAddIncoming(l->t, &t1, &latch, 1);
-  for (int i = 0; i < n; i++) {
-    LLVMAddIncoming(l->phi[i], &zero, &l->pre, 1);
-    LLVMAddIncoming(l->phi[i], &acc[i], &latch, 1);
-  }
-  LLVMPositionBuilderAtEnd(b, l->exit);
-  if (l->guard) // T may be 0: the sums are 0 then
-    for (int i = 0; i < n; i++) {
-      LLVMValueRef r = LLVMBuildPhi(b, vty(cg), "");
-      LLVMValueRef in[2] = {zero, acc[i]};
-      LLVMBasicBlockRef from[2] = {l->pre, latch};
-      LLVMAddIncoming(r, in, from, 2);
-      acc[i] = r;
-    }
-}
-
 // A vector whose lane j is the sum of the lanes of v[j], j < n <= 16: four
 // rounds, each packing pairs of vectors into one while adding the two
 // halves of every block of lanes (blocks of 16 -> 8 -> 4 -> 2 -> 1 lanes),
@@ -487,7 +411,7 @@ static void dot_tile(Gemm *g, LLVMValueRef row0, int mr, LLVMValueRef tmask) {
                    cg_mul(cg, cg_add(cg, row0, i64c(cg, i)), i64c(cg, K)));
   TileLoop l;
   LLVMValueRef t0 = cg_mul(
-      cg, tile_loop_begin(cg, &l, i64c(cg, K / VL), mr * N, acc), i64c(cg, VL));
+      cg, tile_loop_begin(cg, &l, i64c(cg, K / VL), mr * N, acc, true), i64c(cg, VL));
   for (int part = 0; part < 2; part++) {
     LLVMValueRef m = part ? vmask(cg, (int)rest) : NULL;
     LLVMValueRef av[MAX_MR];
@@ -502,7 +426,7 @@ static void dot_tile(Gemm *g, LLVMValueRef row0, int mr, LLVMValueRef tmask) {
       }
     }
     if (part == 0)
-      tile_loop_end(cg, &l, mr * N, acc);
+      tile_loop_end(cg, &l, mr * N, acc, false);
     if (rest == 0)
       break;
     t0 = i64c(cg, K - rest);
@@ -528,7 +452,7 @@ static void gemm_tile(Gemm *g, LLVMValueRef row0, int mr, LLVMValueRef col0,
                    cg_mul(cg, cg_add(cg, row0, i64c(cg, i)), i64c(cg, g->a_rs)));
   LLVMValueRef bp = cg_gep(cg, g->b, col0);
   TileLoop l;
-  LLVMValueRef t = tile_loop_begin(cg, &l, g->T, mr * nv, acc);
+  LLVMValueRef t = tile_loop_begin(cg, &l, g->T, mr * nv, acc, true);
   LLVMValueRef boff = cg_mul(cg, t, i64c(cg, g->b_ts));
   for (int v = 0; v < nv; v++)
     bv[v] = vload(cg, cg_gep(cg, bp, cg_add(cg, boff, i64c(cg, VL * v))),
@@ -541,7 +465,7 @@ static void gemm_tile(Gemm *g, LLVMValueRef row0, int mr, LLVMValueRef col0,
       acc[i * nv + v] = cg_intrinsic(cg, "llvm.fma", x, 3);
     }
   }
-  tile_loop_end(cg, &l, mr * nv, acc);
+  tile_loop_end(cg, &l, mr * nv, acc, false);
   OptRow pending;
   bool have = false;
   for (int i = 0; i < mr; i++)
