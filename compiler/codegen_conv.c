@@ -70,9 +70,6 @@ enum {
 #define SERIAL_WORK (1 << 19)
 
 // ---- vectors ------------------------------------------------------------------
-static LLVMTypeRef vty(Cg *cg) {
-  return LLVMVectorType(cg->t_f32, VL);
-}
 static LLVMTypeRef ivty(Cg *cg) {
   return LLVMVectorType(cg->t_i32, VL);
 }
@@ -82,15 +79,6 @@ static LLVMValueRef i64c(Cg *cg, int64_t v) {
 }
 static LLVMValueRef i32c(Cg *cg, int64_t v) {
   return LLVMConstInt(cg->t_i32, (unsigned long long)v, 1);
-}
-
-// x (a float or an i32) in every lane.
-static LLVMValueRef splat(Cg *cg, LLVMValueRef x) {
-  LLVMTypeRef vt = LLVMVectorType(LLVMTypeOf(x), VL);
-  LLVMValueRef v =
-      LLVMBuildInsertElement(cg->b, LLVMGetPoison(vt), x, i32c(cg, 0), "");
-  return LLVMBuildShuffleVector(cg->b, v, LLVMGetPoison(vt),
-                                LLVMConstNull(ivty(cg)), "");
 }
 
 static LLVMValueRef const_ivec(Cg *cg, const int64_t *e, int n) {
@@ -112,18 +100,8 @@ static LLVMValueRef lane_seq(Cg *cg, int64_t a, int64_t s) {
 // <16 x i1>: lanes below n (an i64 value).
 static LLVMValueRef lanes_below(Cg *cg, LLVMValueRef n) {
   LLVMValueRef n32 = LLVMBuildTrunc(cg->b, n, cg->t_i32, "");
-  return LLVMBuildICmp(cg->b, LLVMIntSLT, lane_seq(cg, 0, 1), splat(cg, n32),
+  return LLVMBuildICmp(cg->b, LLVMIntSLT, lane_seq(cg, 0, 1), cg_splat(cg, n32),
                        "");
-}
-
-// <16 x i1> with the first n lanes set (constant); NULL when n >= 16.
-static LLVMValueRef const_mask(Cg *cg, int64_t n) {
-  if (n >= VL)
-    return NULL;
-  LLVMValueRef e[VL];
-  for (int i = 0; i < VL; i++)
-    e[i] = LLVMConstInt(cg->t_i1, i < n, 0);
-  return LLVMConstVector(e, VL);
 }
 
 // &p[i] without `inbounds`: masked accesses may start before or past the
@@ -141,40 +119,6 @@ static LLVMValueRef intrinsic(Cg *cg, const char *name, LLVMTypeRef *ov,
   return LLVMBuildCall2(cg->b, ty, fn, args, (unsigned)n, "");
 }
 
-// A vector of `lanes` floats at p; with a mask only its lanes are read (the
-// others are 0).
-static LLVMValueRef vload_n(Cg *cg, LLVMValueRef p, LLVMValueRef mask,
-                            unsigned lanes) {
-  LLVMTypeRef vt = LLVMVectorType(cg->t_f32, lanes);
-  if (!mask) {
-    LLVMValueRef l = LLVMBuildLoad2(cg->b, vt, p, "");
-    LLVMSetAlignment(l, 4);
-    return l;
-  }
-  LLVMTypeRef ov[2] = {vt, cg->t_ptr};
-  LLVMValueRef args[4] = {p, i32c(cg, 4), mask, LLVMConstNull(vt)};
-  return intrinsic(cg, "llvm.masked.load", ov, 2, args, 4);
-}
-
-static void vstore_n(Cg *cg, LLVMValueRef v, LLVMValueRef p,
-                     LLVMValueRef mask) {
-  if (!mask) {
-    LLVMValueRef s = LLVMBuildStore(cg->b, v, p);
-    LLVMSetAlignment(s, 4);
-    return;
-  }
-  LLVMTypeRef ov[2] = {LLVMTypeOf(v), cg->t_ptr};
-  LLVMValueRef args[4] = {v, p, i32c(cg, 4), mask};
-  intrinsic(cg, "llvm.masked.store", ov, 2, args, 4);
-}
-
-static LLVMValueRef vload(Cg *cg, LLVMValueRef p, LLVMValueRef mask) {
-  return vload_n(cg, p, mask, VL);
-}
-static void vstore(Cg *cg, LLVMValueRef v, LLVMValueRef p, LLVMValueRef mask) {
-  vstore_n(cg, v, p, mask);
-}
-
 // Pointers p + idx[i] for an i32 index vector.
 static LLVMValueRef vptrs(Cg *cg, LLVMValueRef p, LLVMValueRef idx) {
   return LLVMBuildGEP2(cg->b, cg->t_f32, p, &idx, 1, "");
@@ -182,15 +126,15 @@ static LLVMValueRef vptrs(Cg *cg, LLVMValueRef p, LLVMValueRef idx) {
 
 static LLVMValueRef gather(Cg *cg, LLVMValueRef p, LLVMValueRef idx,
                            LLVMValueRef mask) {
-  LLVMTypeRef ov[2] = {vty(cg), LLVMVectorType(cg->t_ptr, VL)};
+  LLVMTypeRef ov[2] = {cg_vty(cg), LLVMVectorType(cg->t_ptr, VL)};
   LLVMValueRef args[4] = {vptrs(cg, p, idx), i32c(cg, 4), mask,
-                          LLVMConstNull(vty(cg))};
+                          LLVMConstNull(cg_vty(cg))};
   return intrinsic(cg, "llvm.masked.gather", ov, 2, args, 4);
 }
 
 static void scatter(Cg *cg, LLVMValueRef v, LLVMValueRef p, LLVMValueRef idx,
                     LLVMValueRef mask) {
-  LLVMTypeRef ov[2] = {vty(cg), LLVMVectorType(cg->t_ptr, VL)};
+  LLVMTypeRef ov[2] = {cg_vty(cg), LLVMVectorType(cg->t_ptr, VL)};
   LLVMValueRef args[4] = {v, vptrs(cg, p, idx), i32c(cg, 4), mask};
   intrinsic(cg, "llvm.masked.scatter", ov, 2, args, 4);
 }
@@ -200,7 +144,7 @@ static void scatter(Cg *cg, LLVMValueRef v, LLVMValueRef p, LLVMValueRef idx,
 static LLVMValueRef load_strided(Cg *cg, LLVMValueRef p, int64_t s,
                                  LLVMValueRef mask) {
   if (s == 1)
-    return vload(cg, p, mask);
+    return cg_vload(cg, p, mask);
   if (s > 4)
     return gather(cg, p, lane_seq(cg, 0, s), mask);
   int64_t wide = VL * s, spread[4 * VL], pick[VL];
@@ -211,7 +155,7 @@ static LLVMValueRef load_strided(Cg *cg, LLVMValueRef p, int64_t s,
   LLVMValueRef none = LLVMConstNull(LLVMVectorType(cg->t_i1, VL));
   LLVMValueRef wm = LLVMBuildShuffleVector(
       cg->b, mask, none, const_ivec(cg, spread, (int)wide), "");
-  LLVMValueRef w = vload_n(cg, p, wm, (unsigned)wide);
+  LLVMValueRef w = cg_vload_n(cg, p, wm, (unsigned)wide);
   return LLVMBuildShuffleVector(cg->b, w, LLVMGetPoison(LLVMTypeOf(w)),
                                 const_ivec(cg, pick, VL), "");
 }
@@ -220,7 +164,7 @@ static LLVMValueRef load_strided(Cg *cg, LLVMValueRef p, int64_t s,
 static void store_strided(Cg *cg, LLVMValueRef v, LLVMValueRef p, int64_t s,
                           LLVMValueRef mask) {
   if (s == 1) {
-    vstore(cg, v, p, mask);
+    cg_vstore(cg, v, p, mask);
     return;
   }
   if (s > 4) {
@@ -235,9 +179,10 @@ static void store_strided(Cg *cg, LLVMValueRef v, LLVMValueRef p, int64_t s,
       cg->b, mask, none, const_ivec(cg, spread, (int)wide), "");
   for (int64_t j = 0; j < wide; j++)
     spread[j] = j % s ? 0 : j / s; // the value lanes (others are masked)
-  LLVMValueRef w = LLVMBuildShuffleVector(
-      cg->b, v, LLVMGetPoison(vty(cg)), const_ivec(cg, spread, (int)wide), "");
-  vstore_n(cg, w, p, wm);
+  LLVMValueRef w =
+      LLVMBuildShuffleVector(cg->b, v, LLVMGetPoison(cg_vty(cg)),
+                             const_ivec(cg, spread, (int)wide), "");
+  cg_vstore_n(cg, w, p, wm);
 }
 
 static LLVMValueRef vfma(Cg *cg, LLVMValueRef a, LLVMValueRef b,
@@ -316,13 +261,14 @@ static LLVMValueRef w_lanes(Cg *cg, const WinGeom *g, LLVMValueRef ow0,
   LLVMValueRef base = cg_add(
       cg, sub(cg, cg_mul(cg, ow0, i64c(cg, g->s[2])), i64c(cg, g->lo[2])),
       cg_mul(cg, kw, i64c(cg, g->d[2])));
-  LLVMValueRef p = LLVMBuildAdd(cg->b, splat(cg, to_i32(cg, base)),
+  LLVMValueRef p = LLVMBuildAdd(cg->b, cg_splat(cg, to_i32(cg, base)),
                                 lane_seq(cg, 0, g->s[2]), "");
   LLVMValueRef zero = LLVMConstNull(ivty(cg));
-  LLVMValueRef m = and1(cg, lanes_below(cg, cnt),
-                        and1(cg, LLVMBuildICmp(cg->b, LLVMIntSGE, p, zero, ""),
-                             LLVMBuildICmp(cg->b, LLVMIntSLT, p,
-                                           splat(cg, i32c(cg, g->n[2])), "")));
+  LLVMValueRef m =
+      and1(cg, lanes_below(cg, cnt),
+           and1(cg, LLVMBuildICmp(cg->b, LLVMIntSGE, p, zero, ""),
+                LLVMBuildICmp(cg->b, LLVMIntSLT, p,
+                              cg_splat(cg, i32c(cg, g->n[2])), "")));
   *pos = p;
   return m;
 }
@@ -380,7 +326,7 @@ static void panel_rows(Cg *cg, const Panel *pn, bool back) {
                 slt(cg, id, i64c(cg, g->n[0]))),
            and1(cg, LLVMBuildICmp(cg->b, LLVMIntSGE, ih, zero, ""),
                 slt(cg, ih, i64c(cg, g->n[1]))));
-  LLVMValueRef rowm = splat(cg, rowok);
+  LLVMValueRef rowm = cg_splat(cg, rowok);
   LLVMValueRef xrow =
       gep(cg, xc,
           cg_mul(cg, cg_add(cg, cg_mul(cg, id, i64c(cg, g->n[1])), ih),
@@ -402,10 +348,10 @@ static void panel_rows(Cg *cg, const Panel *pn, bool back) {
   LLVMValueRef qp = cg_gep(cg, qrow, ow0);
   LLVMValueRef cm = OW % VL ? lanes_below(cg, cnt) : NULL;
   if (!back) {
-    vstore(cg, load_strided(cg, xp, g->s[2], m), qp, cm);
+    cg_vstore(cg, load_strided(cg, xp, g->s[2], m), qp, cm);
   } else {
     LLVMValueRef sum = LLVMBuildFAdd(cg->b, load_strided(cg, xp, g->s[2], m),
-                                     vload(cg, qp, cm), "");
+                                     cg_vload(cg, qp, cm), "");
     store_strided(cg, sum, xp, g->s[2], m);
   }
   loop_end(cg, &lw);
@@ -456,9 +402,10 @@ static void panel_pull(Cg *cg, const Panel *pn) {
   LLVMValueRef cnt = smin(cg, sub(cg, i64c(cg, W), iw0), i64c(cg, VL));
   LLVMValueRef lanes = W % VL ? lanes_below(cg, cnt) : NULL;
   LLVMValueRef xp = cg_gep(cg, xrow, iw0);
-  LLVMValueRef acc = cg_alloca(cg, vty(cg), "acc");
+  LLVMValueRef acc = cg_alloca(cg, cg_vty(cg), "acc");
   LLVMBuildStore(cg->b,
-                 pn->only ? LLVMConstNull(vty(cg)) : vload(cg, xp, lanes), acc);
+                 pn->only ? LLVMConstNull(cg_vty(cg)) : cg_vload(cg, xp, lanes),
+                 acc);
   LLVMValueRef zero = i64c(cg, 0), okd, okh;
   LLVMValueRef kd = loop_begin(cg, &lkd, i64c(cg, g->k[0]), "kd");
   LLVMValueRef od = window_of(cg, id, kd, g, 0, g->out[0], &okd);
@@ -486,27 +433,28 @@ static void panel_pull(Cg *cg, const Panel *pn) {
   // ow = iw + lo - kw d for the 16 lanes
   LLVMValueRef ow0 = sub(cg, cg_add(cg, iw0, i64c(cg, g->lo[2])),
                          cg_mul(cg, kw, i64c(cg, g->d[2])));
-  LLVMValueRef ow =
-      LLVMBuildAdd(cg->b, splat(cg, to_i32(cg, ow0)), lane_seq(cg, 0, 1), "");
+  LLVMValueRef ow = LLVMBuildAdd(cg->b, cg_splat(cg, to_i32(cg, ow0)),
+                                 lane_seq(cg, 0, 1), "");
   LLVMValueRef m = and1(
       cg, lanes_below(cg, cnt),
       and1(cg,
            LLVMBuildICmp(cg->b, LLVMIntSGE, ow, LLVMConstNull(ivty(cg)), ""),
-           LLVMBuildICmp(cg->b, LLVMIntSLT, ow, splat(cg, i32c(cg, OW)), "")));
+           LLVMBuildICmp(cg->b, LLVMIntSLT, ow, cg_splat(cg, i32c(cg, OW)),
+                         "")));
   LLVMValueRef q =
       cg_add(cg, cg_mul(cg, cg_add(cg, r0, kw), i64c(cg, pn->pitch)),
              cg_add(cg, cg_mul(cg, li, i64c(cg, OW)), ow0));
-  LLVMValueRef v = vload(cg, gep(cg, pn->col, q), m);
+  LLVMValueRef v = cg_vload(cg, gep(cg, pn->col, q), m);
   LLVMBuildStore(
       cg->b,
-      LLVMBuildFAdd(cg->b, LLVMBuildLoad2(cg->b, vty(cg), acc, ""), v, ""),
+      LLVMBuildFAdd(cg->b, LLVMBuildLoad2(cg->b, cg_vty(cg), acc, ""), v, ""),
       acc);
   loop_end(cg, &lkw);
   LLVMBuildBr(cg->b, after);
   LLVMPositionBuilderAtEnd(cg->b, after);
   loop_end(cg, &lkh);
   loop_end(cg, &lkd);
-  vstore(cg, LLVMBuildLoad2(cg->b, vty(cg), acc, ""), xp, lanes);
+  cg_vstore(cg, LLVMBuildLoad2(cg->b, cg_vty(cg), acc, ""), xp, lanes);
   loop_end(cg, &lw);
   loop_end(cg, &lh);
   loop_end(cg, &ld);
@@ -559,7 +507,7 @@ static LLVMValueRef implicit_load(Cg *cg, const Implicit *im, LLVMValueRef xp,
       LLVMBuildBitCast(cg->b, bits, LLVMVectorType(cg->t_i1, VL), "");
   if (tmask)
     m = and1(cg, m, tmask);
-  return vload(cg, gep(cg, xp, v16), m);
+  return cg_vload(cg, gep(cg, xp, v16), m);
 }
 
 // ---- GEMM: C[m, n] = sum_k A(m, k) B(k, n), the n axis in vectors ----------------
@@ -613,12 +561,12 @@ static void mm_tile(Cg *cg, const Mm *g, LLVMValueRef m0, int mr,
   } else {
     LLVMValueRef boff = cg_mul(cg, k, i64c(cg, g->b_ks));
     for (int v = 0; v < nv; v++)
-      bv[v] = vload(cg, cg_gep(cg, bp, cg_add(cg, boff, i64c(cg, VL * v))),
-                    v == nv - 1 ? tmask : NULL);
+      bv[v] = cg_vload(cg, cg_gep(cg, bp, cg_add(cg, boff, i64c(cg, VL * v))),
+                       v == nv - 1 ? tmask : NULL);
   }
   LLVMValueRef aoff = cg_mul(cg, k, i64c(cg, g->a_ks));
   for (int i = 0; i < mr; i++) {
-    LLVMValueRef s = splat(cg, cg_load(cg, ap[i], aoff));
+    LLVMValueRef s = cg_splat(cg, cg_load(cg, ap[i], aoff));
     for (int v = 0; v < nv; v++)
       acc[i * nv + v] = vfma(cg, s, bv[v], acc[i * nv + v]);
   }
@@ -634,7 +582,7 @@ static void mm_tile(Cg *cg, const Mm *g, LLVMValueRef m0, int mr,
         val = epi_value(g->e, g->e->root,
                         cg_add(cg, g->e->o0, cg_add(cg, m0, i64c(cg, i))),
                         cg_add(cg, g->e->q0, n), m, val);
-      vstore(cg, val, cg_gep(cg, crow, n), m);
+      cg_vstore(cg, val, cg_gep(cg, crow, n), m);
     }
   }
 }
@@ -668,7 +616,7 @@ static void mm_emit(Cg *cg, const Mm *g) {
   if (w) {
     int tv = (int)((w + VL - 1) / VL);
     mm_rows(cg, g, tile_rows(g->M, tv), i64c(cg, full * nr), tv,
-            const_mask(cg, w % VL ? w % VL : VL));
+            cg_vmask(cg, w % VL ? w % VL : VL));
   }
 }
 
@@ -684,6 +632,22 @@ typedef struct Dot {
 } Dot;
 
 enum { DOT_MI = 6, DOT_NJ = 4 };
+
+// One step of a dot tile: 16 positions from off (the first m of them when
+// a mask is given) of every A row and B row, into acc[i nj + j].
+static void dot_step(Cg *cg, const Dot *g, LLVMValueRef *ap, LLVMValueRef *bp,
+                     LLVMValueRef *bm, int mi, int nj, LLVMValueRef off,
+                     LLVMValueRef m, LLVMValueRef *acc) {
+  LLVMValueRef bv[DOT_NJ];
+  for (int j = 0; j < nj; j++)
+    bv[j] = g->im ? implicit_load(cg, g->im, bp[j], bm[j], off, m)
+                  : cg_vload(cg, cg_gep(cg, bp[j], off), m);
+  for (int i = 0; i < mi; i++) {
+    LLVMValueRef av = cg_vload(cg, cg_gep(cg, ap[i], off), m);
+    for (int j = 0; j < nj; j++)
+      acc[i * nj + j] = vfma(cg, av, bv[j], acc[i * nj + j]);
+  }
+}
 
 static void dot_tile(Cg *cg, const Dot *g, LLVMValueRef i0, int mi,
                      LLVMValueRef j0, int nj) {
@@ -706,40 +670,22 @@ static void dot_tile(Cg *cg, const Dot *g, LLVMValueRef i0, int mi,
           cg_add(cg, cg_mul(cg, cg_add(cg, i0, i64c(cg, i)), i64c(cg, g->J)),
                  cg_add(cg, j0, i64c(cg, j)));
       sp[i][j] = cg_gep(cg, g->s, cg_mul(cg, e, i64c(cg, VL)));
-      acc[i * nj + j] = vload(cg, sp[i][j], NULL);
+      acc[i * nj + j] = cg_vload(cg, sp[i][j], NULL);
     }
   int64_t nfull = g->N / VL, tail = g->N % VL;
   if (nfull > 0) { // the running sums go on from their stored values
     TileLoop l;
     LLVMValueRef q =
         tile_loop_begin(cg, &l, i64c(cg, nfull), mi * nj, acc, false);
-    LLVMValueRef off = cg_mul(cg, q, i64c(cg, VL));
-    LLVMValueRef bv[DOT_NJ];
-    for (int j = 0; j < nj; j++)
-      bv[j] = g->im ? implicit_load(cg, g->im, bp[j], bm[j], off, NULL)
-                    : vload(cg, cg_gep(cg, bp[j], off), NULL);
-    for (int i = 0; i < mi; i++) {
-      LLVMValueRef av = vload(cg, cg_gep(cg, ap[i], off), NULL);
-      for (int j = 0; j < nj; j++)
-        acc[i * nj + j] = vfma(cg, av, bv[j], acc[i * nj + j]);
-    }
+    dot_step(cg, g, ap, bp, bm, mi, nj, cg_mul(cg, q, i64c(cg, VL)), NULL, acc);
     tile_loop_end(cg, &l, mi * nj, acc, true);
   }
-  if (tail) {
-    LLVMValueRef m = const_mask(cg, tail), off = i64c(cg, nfull * VL);
-    LLVMValueRef bv[DOT_NJ];
-    for (int j = 0; j < nj; j++)
-      bv[j] = g->im ? implicit_load(cg, g->im, bp[j], bm[j], off, m)
-                    : vload(cg, cg_gep(cg, bp[j], off), m);
-    for (int i = 0; i < mi; i++) {
-      LLVMValueRef av = vload(cg, cg_gep(cg, ap[i], off), m);
-      for (int j = 0; j < nj; j++)
-        acc[i * nj + j] = vfma(cg, av, bv[j], acc[i * nj + j]);
-    }
-  }
+  if (tail)
+    dot_step(cg, g, ap, bp, bm, mi, nj, i64c(cg, nfull * VL),
+             cg_vmask(cg, tail), acc);
   for (int i = 0; i < mi; i++)
     for (int j = 0; j < nj; j++)
-      vstore(cg, acc[i * nj + j], sp[i][j], NULL);
+      cg_vstore(cg, acc[i * nj + j], sp[i][j], NULL);
 }
 
 static void dot_cols(Cg *cg, const Dot *g, LLVMValueRef i0, int mi) {
@@ -1111,26 +1057,6 @@ static LLVMValueRef i32_table(Cg *cg, const int64_t *v, int64_t n) {
   return gl;
 }
 
-// rows[0..16) transposed in place (rows[i][j] <- rows[j][i]): four rounds
-// of two-source shuffles swapping off-diagonal blocks of 8, 4, 2, 1.
-static void transpose16(Cg *cg, LLVMValueRef *rows) {
-  for (int h = 8; h >= 1; h /= 2) {
-    int64_t m1[VL], m2[VL];
-    for (int j = 0; j < VL; j++) {
-      m1[j] = (j & h) ? VL + j - h : j;
-      m2[j] = (j & h) ? VL + j : j + h;
-    }
-    LLVMValueRef s1 = const_ivec(cg, m1, VL), s2 = const_ivec(cg, m2, VL);
-    for (int i = 0; i < VL; i++) {
-      if (i & h)
-        continue;
-      LLVMValueRef a = rows[i], b = rows[i + h];
-      rows[i] = LLVMBuildShuffleVector(cg->b, a, b, s1, "");
-      rows[i + h] = LLVMBuildShuffleVector(cg->b, a, b, s2, "");
-    }
-  }
-}
-
 // Copies example xb (C channels of D x H x W) into the interior of the
 // zero-padded buffer xp (borders stay zero: the task zeroed it once).
 static void ov_copy(Cg *cg, const Conv *c, const Ov *o, LLVMValueRef xb,
@@ -1164,7 +1090,7 @@ static void ov_copy(Cg *cg, const Conv *c, const Ov *o, LLVMValueRef xb,
   LLVMValueRef w0 = cg_mul(cg, w, i64c(cg, VL));
   LLVMValueRef m =
       g->n[2] % VL ? lanes_below(cg, sub(cg, i64c(cg, g->n[2]), w0)) : NULL;
-  vstore(cg, vload(cg, cg_gep(cg, src, w0), m), cg_gep(cg, dst, w0), m);
+  cg_vstore(cg, cg_vload(cg, cg_gep(cg, src, w0), m), cg_gep(cg, dst, w0), m);
   loop_end(cg, &lw);
   loop_end(cg, &lh);
   loop_end(cg, &ld);
@@ -1197,7 +1123,7 @@ static void ov_tile(Cg *cg, const Conv *c, const Ov *o, LLVMValueRef roff,
                     int64_t T, int64_t OW, const Epi *e) {
   LLVMBuilderRef b = cg->b;
   const WinGeom *g = &c->g;
-  LLVMValueRef acc[OV_T], zero = LLVMConstNull(vty(cg));
+  LLVMValueRef acc[OV_T], zero = LLVMConstNull(cg_vty(cg));
   int64_t pos[OV_T];
   for (int64_t j = 0; j < T; j++)
     pos[j] = (j / OW) * g->s[1] * o->P[2] + (j % OW) * g->s[2];
@@ -1205,30 +1131,30 @@ static void ov_tile(Cg *cg, const Conv *c, const Ov *o, LLVMValueRef roff,
   TileLoop l;
   LLVMValueRef r = tile_loop_begin(cg, &l, i64c(cg, c->ck), (int)T, acc, true);
   LLVMValueRef wv =
-      vload(cg, cg_gep(cg, wrow, cg_mul(cg, r, i64c(cg, c->og))), NULL);
+      cg_vload(cg, cg_gep(cg, wrow, cg_mul(cg, r, i64c(cg, c->og))), NULL);
   LLVMValueRef xr =
       gep(cg, xt,
           LLVMBuildSExt(b, tab_load(cg, cg->t_i32, roff, r), cg->t_i64, ""));
   for (int64_t j = 0; j < T; j++)
     acc[j] =
-        vfma(cg, splat(cg, cg_load(cg, xr, i64c(cg, pos[j]))), wv, acc[j]);
+        vfma(cg, cg_splat(cg, cg_load(cg, xr, i64c(cg, pos[j]))), wv, acc[j]);
   tile_loop_end(cg, &l, (int)T, acc, true);
   // Rows of positions: blocks of 16 positions transposed.
   for (int64_t j0 = 0; j0 < T; j0 += VL) {
     LLVMValueRef rows[VL];
     for (int j = 0; j < VL; j++)
       rows[j] = j0 + j < T ? acc[j0 + j] : zero;
-    transpose16(cg, rows);
-    LLVMValueRef m = const_mask(cg, T - j0);
+    cg_transpose16(cg, rows);
+    LLVMValueRef m = cg_vmask(cg, T - j0);
     LLVMValueRef q = cg_add(cg, q0, i64c(cg, j0));
     for (int i = 0; i < VL; i++) {
       LLVMValueRef oi = cg_add(cg, o0, i64c(cg, i));
       LLVMValueRef val = rows[i];
       if (e)
         val = epi_value(e, e->root, oi, q, m, val);
-      vstore(cg, val,
-             cg_gep(cg, yb, cg_add(cg, cg_mul(cg, oi, i64c(cg, g->nout)), q)),
-             m);
+      cg_vstore(
+          cg, val,
+          cg_gep(cg, yb, cg_add(cg, cg_mul(cg, oi, i64c(cg, g->nout)), q)), m);
     }
   }
 }
@@ -1310,12 +1236,12 @@ static void ov_weights(Cg *cg, const Conv *c, const Ov *o, LLVMValueRef xsrc,
   LLVMValueRef rows[VL];
   for (int i = 0; i < VL; i++) {
     LLVMValueRef oi = cg_add(cg, cg_mul(cg, ov, i64c(cg, VL)), i64c(cg, i));
-    rows[i] = vload(
+    rows[i] = cg_vload(
         cg, cg_gep(cg, dyb, cg_add(cg, cg_mul(cg, oi, i64c(cg, P)), q0)), m);
   }
-  transpose16(cg, rows);
+  cg_transpose16(cg, rows);
   for (int j = 0; j < VL; j++) // rows past P land in dyT's padding
-    vstore(
+    cg_vstore(
         cg, rows[j],
         cg_gep(cg, dyt,
                cg_add(cg, cg_mul(cg, cg_add(cg, q0, i64c(cg, j)), i64c(cg, O)),
@@ -1348,9 +1274,9 @@ static void ov_weights(Cg *cg, const Conv *c, const Ov *o, LLVMValueRef xsrc,
                       cg_mul(cg, vo, i64c(cg, VL))));
     LLVMValueRef slot[OV_T];
     for (int64_t j = 0; j < nt; j++) {
-      slot[j] = cg_alloca(cg, vty(cg), "acc");
+      slot[j] = cg_alloca(cg, cg_vty(cg), "acc");
       LLVMBuildStore(cg->b,
-                     vload(cg, cg_gep(cg, srow, i64c(cg, j * c->og)), NULL),
+                     cg_vload(cg, cg_gep(cg, srow, i64c(cg, j * c->og)), NULL),
                      slot[j]);
     }
     LLVMValueRef od = loop_begin(cg, &ld, i64c(cg, g->out[0]), "od");
@@ -1362,22 +1288,22 @@ static void ov_weights(Cg *cg, const Conv *c, const Ov *o, LLVMValueRef xsrc,
                       cg_mul(cg, oh, i64c(cg, g->s[1] * o->P[2]))));
     LLVMValueRef ow = loop_begin(cg, &lw, i64c(cg, g->out[2]), "ow");
     LLVMValueRef q = cg_add(cg, cg_mul(cg, line, i64c(cg, g->out[2])), ow);
-    LLVMValueRef dv = vload(
+    LLVMValueRef dv = cg_vload(
         cg, cg_gep(cg, dyt, cg_add(cg, cg_mul(cg, q, i64c(cg, O)), col)), NULL);
     LLVMValueRef xo = cg_gep(cg, xl, cg_mul(cg, ow, i64c(cg, g->s[2])));
     for (int64_t j = 0; j < nt; j++) {
       LLVMValueRef xv = cg_load(cg, xo, i64c(cg, ov_tap(g, o, t0 + j)));
       LLVMBuildStore(cg->b,
-                     vfma(cg, splat(cg, xv), dv,
-                          LLVMBuildLoad2(cg->b, vty(cg), slot[j], "")),
+                     vfma(cg, cg_splat(cg, xv), dv,
+                          LLVMBuildLoad2(cg->b, cg_vty(cg), slot[j], "")),
                      slot[j]);
     }
     loop_end(cg, &lw);
     loop_end(cg, &lh);
     loop_end(cg, &ld);
     for (int64_t j = 0; j < nt; j++)
-      vstore(cg, LLVMBuildLoad2(cg->b, vty(cg), slot[j], ""),
-             cg_gep(cg, srow, i64c(cg, j * c->og)), NULL);
+      cg_vstore(cg, LLVMBuildLoad2(cg->b, cg_vty(cg), slot[j], ""),
+                cg_gep(cg, srow, i64c(cg, j * c->og)), NULL);
     loop_end(cg, &lc);
   }
   loop_end(cg, &lv);
@@ -1498,9 +1424,9 @@ static LLVMValueRef epi_value(const Epi *e, const IrValue *v, LLVMValueRef o,
     return acc;
   if (v == e->root || cg->inl[v->id]) {
     if (v->op == OP_CONST)
-      return splat(cg, cg_f32(cg, v->attr.num));
+      return cg_splat(cg, cg_f32(cg, v->attr.num));
     if (v->op == OP_BATCH_SIZE)
-      return splat(cg, LLVMBuildSIToFP(cg->b, e->k->rows, cg->t_f32, ""));
+      return cg_splat(cg, LLVMBuildSIToFP(cg->b, e->k->rows, cg->t_f32, ""));
     assert(prims[v->op].kind == PK_EW);
     LLVMValueRef x[MAX_ARGS];
     for (int i = 0; i < v->narg; i++)
@@ -1511,22 +1437,23 @@ static LLVMValueRef epi_value(const Epi *e, const IrValue *v, LLVMValueRef o,
   int64_t n = shape_numel(v->shape);
   LLVMValueRef row = v->batched ? e->b : i64c(cg, 0);
   if (n == e->O * e->P) // the output's layout
-    return vload(cg,
-                 cg_gep(cg, p,
-                        cg_add(cg, cg_mul(cg, row, i64c(cg, n)),
-                               cg_add(cg, cg_mul(cg, o, i64c(cg, e->P)), q))),
-                 mask);
+    return cg_vload(
+        cg,
+        cg_gep(cg, p,
+               cg_add(cg, cg_mul(cg, row, i64c(cg, n)),
+                      cg_add(cg, cg_mul(cg, o, i64c(cg, e->P)), q))),
+        mask);
   if (n == e->O) // per channel
-    return splat(cg,
-                 cg_load(cg, p, cg_add(cg, cg_mul(cg, row, i64c(cg, n)), o)));
+    return cg_splat(
+        cg, cg_load(cg, p, cg_add(cg, cg_mul(cg, row, i64c(cg, n)), o)));
   assert(n == 1);
-  return splat(cg, cg_load(cg, p, row));
+  return cg_splat(cg, cg_load(cg, p, row));
 }
 
 // One <16 x float> lane sum with a fixed tree (reassoc allows it).
 static LLVMValueRef hsum(Cg *cg, LLVMValueRef v) {
   LLVMValueRef args[2] = {cg_f32(cg, 0), v};
-  LLVMTypeRef ov = vty(cg);
+  LLVMTypeRef ov = cg_vty(cg);
   LLVMValueRef r = intrinsic(cg, "llvm.vector.reduce.fadd", &ov, 1, args, 2);
   LLVMSetFastMathFlags(r, LLVMFastMathAllowReassoc);
   return r;
@@ -1583,19 +1510,20 @@ void emit_CONV_W(Kern *k, const IrValue *v) {
   } else {
     LLVMValueRef e = loop_begin(cg, &le, i64c(cg, nw), "e");
     LLVMValueRef eoff = cg_mul(cg, e, i64c(cg, VL));
-    LLVMValueRef acc = vload(cg, cg_gep(cg, k->scratch, eoff), NULL);
-    LLVMValueRef slot = cg_alloca(cg, vty(cg), "sum");
+    LLVMValueRef acc = cg_vload(cg, cg_gep(cg, k->scratch, eoff), NULL);
+    LLVMValueRef slot = cg_alloca(cg, cg_vty(cg), "sum");
     LLVMBuildStore(cg->b, acc, slot);
     LLVMValueRef t = loop_begin(cg, &lt, sub(cg, nt, i64c(cg, 1)), "t");
     LLVMValueRef toff =
         cg_add(cg, cg_mul(cg, cg_add(cg, t, i64c(cg, 1)), i64c(cg, per)), eoff);
     LLVMBuildStore(
         cg->b,
-        LLVMBuildFAdd(cg->b, LLVMBuildLoad2(cg->b, vty(cg), slot, ""),
-                      vload(cg, cg_gep(cg, k->scratch, toff), NULL), ""),
+        LLVMBuildFAdd(cg->b, LLVMBuildLoad2(cg->b, cg_vty(cg), slot, ""),
+                      cg_vload(cg, cg_gep(cg, k->scratch, toff), NULL), ""),
         slot);
     loop_end(cg, &lt);
-    cg_store(cg, hsum(cg, LLVMBuildLoad2(cg->b, vty(cg), slot, "")), k->out, e);
+    cg_store(cg, hsum(cg, LLVMBuildLoad2(cg->b, cg_vty(cg), slot, "")), k->out,
+             e);
     loop_end(cg, &le);
   }
   LLVMBasicBlockRef back = LLVMGetInsertBlock(cg->b);
@@ -1679,7 +1607,7 @@ static void pool_vector(Cg *cg, const Pool *p, LLVMValueRef od, LLVMValueRef oh,
                         LLVMValueRef kd0, LLVMValueRef kd1, LLVMValueRef kh0,
                         LLVMValueRef kh1, LLVMValueRef ow0, LLVMValueRef cnt) {
   const WinGeom *g = &p->g;
-  LLVMTypeRef vt = vty(cg), it = ivty(cg);
+  LLVMTypeRef vt = cg_vty(cg), it = ivty(cg);
   LLVMTypeRef mt = LLVMVectorType(cg->t_i1, VL);
   LLVMValueRef lanes = lanes_below(cg, cnt);
   LLVMValueRef oidx =
@@ -1695,8 +1623,8 @@ static void pool_vector(Cg *cg, const Pool *p, LLVMValueRef od, LLVMValueRef oh,
   LLVMBuildStore(cg->b, LLVMConstNull(it), bidx);
   LLVMBuildStore(cg->b, LLVMConstNull(mt), have);
   if (p->op == P_AVG_T)
-    dyv = LLVMBuildFDiv(cg->b, vload(cg, gep(cg, p->pooled, oidx), lanes),
-                        splat(cg, cg_f32(cg, (double)g->nk)), "");
+    dyv = LLVMBuildFDiv(cg->b, cg_vload(cg, gep(cg, p->pooled, oidx), lanes),
+                        cg_splat(cg, cg_f32(cg, (double)g->nk)), "");
   Loop ld, lh, lw;
   LLVMValueRef kd = range_begin(cg, &ld, kd0, kd1, "kd");
   LLVMValueRef kh = range_begin(cg, &lh, kh0, kh1, "kh");
@@ -1735,7 +1663,7 @@ static void pool_vector(Cg *cg, const Pool *p, LLVMValueRef od, LLVMValueRef oh,
       LLVMBuildStore(cg->b, LLVMBuildOr(cg->b, hv, m, ""), have);
       if (p->op != P_MAX) {
         LLVMValueRef at =
-            LLVMBuildAdd(cg->b, pos, splat(cg, to_i32(cg, rowbase)), "");
+            LLVMBuildAdd(cg->b, pos, cg_splat(cg, to_i32(cg, rowbase)), "");
         LLVMBuildStore(cg->b,
                        LLVMBuildSelect(cg->b, take, at,
                                        LLVMBuildLoad2(cg->b, it, bidx, ""), ""),
@@ -1752,18 +1680,19 @@ static void pool_vector(Cg *cg, const Pool *p, LLVMValueRef od, LLVMValueRef oh,
   LLVMValueRef op = gep(cg, p->pooled, oidx);
   switch (p->op) {
   case P_MAX:
-    vstore(cg, bv, op, lanes);
+    cg_vstore(cg, bv, op, lanes);
     break;
   case P_AVG:
-    vstore(cg,
-           LLVMBuildFDiv(cg->b, bv, splat(cg, cg_f32(cg, (double)g->nk)), ""),
-           op, lanes);
+    cg_vstore(
+        cg,
+        LLVMBuildFDiv(cg->b, bv, cg_splat(cg, cg_f32(cg, (double)g->nk)), ""),
+        op, lanes);
     break;
   case P_SELECT:
-    vstore(cg, gather(cg, p->gin, bi, lanes), op, lanes);
+    cg_vstore(cg, gather(cg, p->gin, bi, lanes), op, lanes);
     break;
   case P_UNPOOL: {
-    LLVMValueRef dy = vload(cg, op, lanes);
+    LLVMValueRef dy = cg_vload(cg, op, lanes);
     if (p->disjoint) {
       // Every position of the windows once: dy at the argmax, else 0
       // (strided stores; a scatter is slow). Positions outside every
@@ -1789,10 +1718,10 @@ static void pool_vector(Cg *cg, const Pool *p, LLVMValueRef od, LLVMValueRef oh,
       LLVMValueRef pos2;
       LLVMValueRef m2 = w_lanes(cg, g, ow0, cnt, kw2, &pos2);
       LLVMValueRef at =
-          LLVMBuildAdd(cg->b, pos2, splat(cg, to_i32(cg, rb)), "");
+          LLVMBuildAdd(cg->b, pos2, cg_splat(cg, to_i32(cg, rb)), "");
       LLVMValueRef hit = LLVMBuildICmp(cg->b, LLVMIntEQ, at, bi, "");
       LLVMValueRef val =
-          LLVMBuildSelect(cg->b, hit, dy, LLVMConstNull(vty(cg)), "");
+          LLVMBuildSelect(cg->b, hit, dy, LLVMConstNull(cg_vty(cg)), "");
       LLVMValueRef first =
           cg_add(cg, rb,
                  cg_add(cg,
@@ -1990,8 +1919,8 @@ void emit_EMBED(Kern *k, const IrValue *v) {
 static LLVMValueRef channel_lanes(Cg *cg, LLVMValueRef base, int64_t P) {
   LLVMValueRef slot[4];
   for (int a = 0; a < 4; a++) {
-    slot[a] = cg_alloca(cg, vty(cg), "acc");
-    LLVMBuildStore(cg->b, LLVMConstNull(vty(cg)), slot[a]);
+    slot[a] = cg_alloca(cg, cg_vty(cg), "acc");
+    LLVMBuildStore(cg->b, LLVMConstNull(cg_vty(cg)), slot[a]);
   }
   int64_t n4 = P / (4 * VL);
   if (n4 > 0) {
@@ -1999,28 +1928,28 @@ static LLVMValueRef channel_lanes(Cg *cg, LLVMValueRef base, int64_t P) {
     LLVMValueRef q = loop_begin(cg, &lq, i64c(cg, n4), "q");
     LLVMValueRef qb = cg_mul(cg, q, i64c(cg, 4 * VL));
     for (int a = 0; a < 4; a++) {
-      LLVMValueRef xv =
-          vload(cg, cg_gep(cg, base, cg_add(cg, qb, i64c(cg, a * VL))), NULL);
-      LLVMBuildStore(cg->b,
-                     LLVMBuildFAdd(cg->b,
-                                   LLVMBuildLoad2(cg->b, vty(cg), slot[a], ""),
-                                   xv, ""),
-                     slot[a]);
+      LLVMValueRef xv = cg_vload(
+          cg, cg_gep(cg, base, cg_add(cg, qb, i64c(cg, a * VL))), NULL);
+      LLVMBuildStore(
+          cg->b,
+          LLVMBuildFAdd(cg->b, LLVMBuildLoad2(cg->b, cg_vty(cg), slot[a], ""),
+                        xv, ""),
+          slot[a]);
     }
     loop_end(cg, &lq);
   }
   for (int64_t off = n4 * 4 * VL, a = 0; off < P; off += VL, a++) {
     LLVMValueRef xv =
-        vload(cg, cg_gep(cg, base, i64c(cg, off)), const_mask(cg, P - off));
+        cg_vload(cg, cg_gep(cg, base, i64c(cg, off)), cg_vmask(cg, P - off));
     LLVMBuildStore(cg->b,
                    LLVMBuildFAdd(cg->b,
-                                 LLVMBuildLoad2(cg->b, vty(cg), slot[a], ""),
+                                 LLVMBuildLoad2(cg->b, cg_vty(cg), slot[a], ""),
                                  xv, ""),
                    slot[a]);
   }
   LLVMValueRef acc[4];
   for (int a = 0; a < 4; a++)
-    acc[a] = LLVMBuildLoad2(cg->b, vty(cg), slot[a], "");
+    acc[a] = LLVMBuildLoad2(cg->b, cg_vty(cg), slot[a], "");
   return LLVMBuildFAdd(cg->b, LLVMBuildFAdd(cg->b, acc[0], acc[1], ""),
                        LLVMBuildFAdd(cg->b, acc[2], acc[3], ""), "");
 }
@@ -2065,18 +1994,19 @@ bool conv_channel_sum(Kern *k, const IrValue *v) {
   task_chunk(cg, task, nt, i64c(cg, C), &c0, &c1);
   LLVMValueRef xp = kern_ptr(k, x);
   LLVMValueRef c = range_begin(cg, &lc, c0, c1, "c");
-  LLVMValueRef tot = cg_alloca(cg, vty(cg), "tot");
-  LLVMBuildStore(cg->b, LLVMConstNull(vty(cg)), tot);
+  LLVMValueRef tot = cg_alloca(cg, cg_vty(cg), "tot");
+  LLVMBuildStore(cg->b, LLVMConstNull(cg_vty(cg)), tot);
   LLVMValueRef b = loop_begin(cg, &lb, k->rows, "b");
   LLVMValueRef base = cg_gep(
       cg, xp,
       cg_mul(cg, cg_add(cg, cg_mul(cg, b, i64c(cg, C)), c), i64c(cg, P)));
   LLVMBuildStore(cg->b,
-                 LLVMBuildFAdd(cg->b, LLVMBuildLoad2(cg->b, vty(cg), tot, ""),
+                 LLVMBuildFAdd(cg->b,
+                               LLVMBuildLoad2(cg->b, cg_vty(cg), tot, ""),
                                channel_lanes(cg, base, P), ""),
                  tot);
   loop_end(cg, &lb);
-  cg_store(cg, hsum(cg, LLVMBuildLoad2(cg->b, vty(cg), tot, "")), k->out, c);
+  cg_store(cg, hsum(cg, LLVMBuildLoad2(cg->b, cg_vty(cg), tot, "")), k->out, c);
   loop_end(cg, &lc);
   return true;
 }

@@ -89,6 +89,19 @@ LLVMValueRef cg_function(Cg *cg, const char *name, LLVMTypeRef ty,
 // `for (i = 0; i < n; i++)` as a guarded, bottom-tested loop whose induction
 // variable is a phi. loop_begin leaves the builder in the body, loop_end after
 // the loop; loops nest by calling them in LIFO order.
+// Vectors of 16 floats (one zmm register), shared by the tiled kernels:
+// loads and stores say align 4 (nothing better is proven, LLVM-NOTES trap
+// 4); with a mask only its lanes are touched (masked-off lanes load 0).
+LLVMTypeRef cg_vty(Cg *cg);
+LLVMValueRef cg_splat(Cg *cg, LLVMValueRef x); // a float or an i32, 16 times
+LLVMValueRef cg_vmask(Cg *cg, int64_t n);      // first n lanes; NULL if n >= 16
+LLVMValueRef cg_vload(Cg *cg, LLVMValueRef p, LLVMValueRef mask);
+void cg_vstore(Cg *cg, LLVMValueRef v, LLVMValueRef p, LLVMValueRef mask);
+LLVMValueRef cg_vload_n(Cg *cg, LLVMValueRef p, LLVMValueRef mask,
+                        unsigned lanes); // `lanes` floats
+void cg_vstore_n(Cg *cg, LLVMValueRef v, LLVMValueRef p, LLVMValueRef mask);
+void cg_transpose16(Cg *cg, LLVMValueRef *r); // r[i][j] <- r[j][i]
+
 // The reduction loop of a register tile (codegen_matmul.c, codegen_conv.c):
 // n accumulator vectors carried as phis through `for t in [0, T)`.
 // tile_loop_begin starts them at zero (zero) or at acc[] as given, leaves

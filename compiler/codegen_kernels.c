@@ -31,7 +31,9 @@ LLVMValueRef cg_i64(Cg *cg, int64_t v) {
   return LLVMConstInt(cg->t_i64, (unsigned long long)v, 1);
 }
 
-LLVMValueRef cg_f32(Cg *cg, double v) { return LLVMConstReal(cg->t_f32, v); }
+LLVMValueRef cg_f32(Cg *cg, double v) {
+  return LLVMConstReal(cg->t_f32, v);
+}
 
 LLVMValueRef cg_gep(Cg *cg, LLVMValueRef p, LLVMValueRef i) {
   return LLVMBuildInBoundsGEP2(cg->b, cg->t_f32, p, &i, 1, "");
@@ -172,6 +174,90 @@ static void nest_end(Cg *cg, Nest *ns) {
     loop_end(cg, &ns->l[--ns->n]);
 }
 
+// ---- vectors of 16 floats ------------------------------------------------------
+LLVMTypeRef cg_vty(Cg *cg) {
+  return LLVMVectorType(cg->t_f32, 16);
+}
+
+LLVMValueRef cg_splat(Cg *cg, LLVMValueRef x) {
+  LLVMTypeRef vt = LLVMVectorType(LLVMTypeOf(x), 16);
+  LLVMValueRef v = LLVMBuildInsertElement(cg->b, LLVMGetPoison(vt), x,
+                                          LLVMConstInt(cg->t_i32, 0, 0), "");
+  return LLVMBuildShuffleVector(cg->b, v, LLVMGetPoison(vt),
+                                LLVMConstNull(LLVMVectorType(cg->t_i32, 16)),
+                                "");
+}
+
+LLVMValueRef cg_vmask(Cg *cg, int64_t n) {
+  if (n >= 16)
+    return NULL;
+  LLVMValueRef e[16];
+  for (int i = 0; i < 16; i++)
+    e[i] = LLVMConstInt(cg->t_i1, i < n, 0);
+  return LLVMConstVector(e, 16);
+}
+
+static LLVMValueRef masked_op(Cg *cg, const char *name, LLVMTypeRef vt,
+                              LLVMValueRef *args) {
+  unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+  assert(id && "unknown intrinsic");
+  LLVMTypeRef ov[2] = {vt, cg->t_ptr};
+  LLVMValueRef fn = LLVMGetIntrinsicDeclaration(cg->mod, id, ov, 2);
+  LLVMTypeRef ty = LLVMIntrinsicGetType(cg->lc, id, ov, 2);
+  return LLVMBuildCall2(cg->b, ty, fn, args, 4, "");
+}
+
+LLVMValueRef cg_vload_n(Cg *cg, LLVMValueRef p, LLVMValueRef mask,
+                        unsigned lanes) {
+  LLVMTypeRef vt = LLVMVectorType(cg->t_f32, lanes);
+  if (!mask) {
+    LLVMValueRef l = LLVMBuildLoad2(cg->b, vt, p, "");
+    LLVMSetAlignment(l, 4);
+    return l;
+  }
+  LLVMValueRef args[4] = {p, LLVMConstInt(cg->t_i32, 4, 0), mask,
+                          LLVMConstNull(vt)};
+  return masked_op(cg, "llvm.masked.load", vt, args);
+}
+
+void cg_vstore_n(Cg *cg, LLVMValueRef v, LLVMValueRef p, LLVMValueRef mask) {
+  if (!mask) {
+    LLVMValueRef s = LLVMBuildStore(cg->b, v, p);
+    LLVMSetAlignment(s, 4);
+    return;
+  }
+  LLVMValueRef args[4] = {v, p, LLVMConstInt(cg->t_i32, 4, 0), mask};
+  masked_op(cg, "llvm.masked.store", LLVMTypeOf(v), args);
+}
+
+LLVMValueRef cg_vload(Cg *cg, LLVMValueRef p, LLVMValueRef mask) {
+  return cg_vload_n(cg, p, mask, 16);
+}
+
+void cg_vstore(Cg *cg, LLVMValueRef v, LLVMValueRef p, LLVMValueRef mask) {
+  cg_vstore_n(cg, v, p, mask);
+}
+
+// Four rounds of two-source shuffles, each swapping the off-diagonal blocks
+// of 8, 4, 2 and 1 rows.
+void cg_transpose16(Cg *cg, LLVMValueRef *r) {
+  for (int h = 8; h >= 1; h /= 2) {
+    LLVMValueRef m1[16], m2[16];
+    for (int j = 0; j < 16; j++) {
+      m1[j] = LLVMConstInt(cg->t_i32, (unsigned)((j & h) ? 16 + j - h : j), 0);
+      m2[j] = LLVMConstInt(cg->t_i32, (unsigned)((j & h) ? 16 + j : j + h), 0);
+    }
+    LLVMValueRef s1 = LLVMConstVector(m1, 16), s2 = LLVMConstVector(m2, 16);
+    for (int i = 0; i < 16; i++) {
+      if (i & h)
+        continue;
+      LLVMValueRef a = r[i], b = r[i + h];
+      r[i] = LLVMBuildShuffleVector(cg->b, a, b, s1, "");
+      r[i + h] = LLVMBuildShuffleVector(cg->b, a, b, s2, "");
+    }
+  }
+}
+
 // ---- register tiles ---------------------------------------------------------
 // Marks a loop's back-edge branch llvm.loop.unroll.disable: a tile's body
 // is already 10-50 instructions of loads and FMAs, and unrolled copies of
@@ -213,8 +299,7 @@ LLVMValueRef tile_loop_begin(Cg *cg, TileLoop *l, LLVMValueRef T, int n,
   return l->t;
 }
 
-void tile_loop_end(Cg *cg, TileLoop *l, int n, LLVMValueRef *acc,
-                   bool unroll) {
+void tile_loop_end(Cg *cg, TileLoop *l, int n, LLVMValueRef *acc, bool unroll) {
   LLVMBuilderRef b = cg->b;
   LLVMValueRef t1 = LLVMBuildNSWAdd(b, l->t, cg_i64(cg, 1), "");
   LLVMBasicBlockRef latch = LLVMGetInsertBlock(b);
@@ -323,7 +408,9 @@ static LLVMValueRef ix_offset(Cg *cg, const Idx *ix, Shape s, bool batched) {
   return off;
 }
 
-static IxMode max_mode(IxMode a, IxMode b) { return a > b ? a : b; }
+static IxMode max_mode(IxMode a, IxMode b) {
+  return a > b ? a : b;
+}
 
 // The mode needed to evaluate v's inline tree in space sp.
 static IxMode tree_mode(Cg *cg, const IrValue *v, Space sp) {
@@ -488,10 +575,11 @@ LLVMValueRef ew_op(Cg *cg, const IrValue *v, LLVMValueRef *x) {
                          LLVMBuildFAdd(b, fk(cg, x[0], 1), e, ""), "");
   }
   case OP_RELU:
-    return LLVMBuildSelect(b, fcmp(cg, LLVMRealOGT, x[0], fk(cg, x[0], 0)), x[0],
-                           fk(cg, x[0], 0), "");
+    return LLVMBuildSelect(b, fcmp(cg, LLVMRealOGT, x[0], fk(cg, x[0], 0)),
+                           x[0], fk(cg, x[0], 0), "");
   case OP_STEP:
-    return select_f(cg, x[0], fcmp(cg, LLVMRealOGT, x[0], fk(cg, x[0], 0)), 1, 0);
+    return select_f(cg, x[0], fcmp(cg, LLVMRealOGT, x[0], fk(cg, x[0], 0)), 1,
+                    0);
   case OP_ABS:
     return call1(cg, "llvm.fabs", x[0]);
   case OP_SIGN: {
@@ -653,7 +741,8 @@ static void kernel_sum_to(Kern *k, const IrValue *v, bool batch_mean) {
   int64_t tn = shape_numel(v->shape);
   LLVMValueRef len = cg_i64(cg, tn * 4);
   if (k->row && v->batched) // this row of the target
-    LLVMBuildMemSet(cg->b, cg_gep(cg, k->out, cg_mul(cg, k->row, cg_i64(cg, tn))),
+    LLVMBuildMemSet(cg->b,
+                    cg_gep(cg, k->out, cg_mul(cg, k->row, cg_i64(cg, tn))),
                     LLVMConstInt(cg->t_i8, 0, 0), len, 4);
   else if (!k->row) // (a row group zeroes its sums before the loop)
     LLVMBuildMemSet(cg->b, k->out, LLVMConstInt(cg->t_i8, 0, 0),
@@ -697,8 +786,8 @@ static void kernel_softmax(Kern *k, const IrValue *v, bool log) {
   int64_t lead = shape_numel(x->shape) / n;
   Loop lr, lj;
   // In row mode, the lead rows of this example only.
-  LLVMValueRef r = loop_begin(
-      cg, &lr, k->row ? cg_i64(cg, lead) : matrix_rows(k, x), "r");
+  LLVMValueRef r =
+      loop_begin(cg, &lr, k->row ? cg_i64(cg, lead) : matrix_rows(k, x), "r");
   if (k->row)
     r = cg_add(cg, cg_mul(cg, k->row, cg_i64(cg, lead)), r);
   LLVMValueRef base = cg_mul(cg, r, cg_i64(cg, n));
@@ -790,8 +879,12 @@ static LLVMValueRef argmax(Cg *cg, LLVMValueRef p, LLVMValueRef base,
 #define emit_ARG kernel_none
 #define emit_RESHAPE kernel_none
 
-static void emit_SUM(Kern *k, const IrValue *v) { kernel_sum(k, v, false); }
-static void emit_MEAN(Kern *k, const IrValue *v) { kernel_sum(k, v, true); }
+static void emit_SUM(Kern *k, const IrValue *v) {
+  kernel_sum(k, v, false);
+}
+static void emit_MEAN(Kern *k, const IrValue *v) {
+  kernel_sum(k, v, true);
+}
 static void emit_SUM_TO(Kern *k, const IrValue *v) {
   if (!conv_channel_sum(k, v)) // a convolution's bias gradient, or not
     kernel_sum_to(k, v, false);
@@ -835,9 +928,15 @@ static void emit_CORRECT(Kern *k, const IrValue *v) {
   loop_end(cg, &l);
 }
 
-static void emit_MATMUL(Kern *k, const IrValue *v) { mm_kernel(k, v, v); }
-static void emit_MATMUL_NT(Kern *k, const IrValue *v) { mm_kernel(k, v, v); }
-static void emit_MATMUL_TN(Kern *k, const IrValue *v) { mm_kernel(k, v, v); }
+static void emit_MATMUL(Kern *k, const IrValue *v) {
+  mm_kernel(k, v, v);
+}
+static void emit_MATMUL_NT(Kern *k, const IrValue *v) {
+  mm_kernel(k, v, v);
+}
+static void emit_MATMUL_TN(Kern *k, const IrValue *v) {
+  mm_kernel(k, v, v);
+}
 
 typedef void EmitFn(Kern *k, const IrValue *v);
 // Defined after every emitter: a primitive without one does not compile.
@@ -986,11 +1085,11 @@ const Kernel *kernel_get(Cg *cg, const IrValue *v) {
     pt[np - 2] = cg->t_f32;
   pt[np - 1] = cg->t_i64;
   k->ty = LLVMFunctionType(cg->t_void, pt, (unsigned)np, 0);
-  k->fn = cg_function(cg,
-                      arena_printf(cg->arena, "k%d.%s%s", v->id,
-                                   prims[v->op].name,
-                                   k->nout > 1 ? ".group" : ""),
-                      k->ty, true);
+  k->fn =
+      cg_function(cg,
+                  arena_printf(cg->arena, "k%d.%s%s", v->id, prims[v->op].name,
+                               k->nout > 1 ? ".group" : ""),
+                  k->ty, true);
 
   LLVMBasicBlockRef saved = LLVMGetInsertBlock(cg->b);
   LLVMPositionBuilderAtEnd(cg->b,
@@ -1072,14 +1171,15 @@ static LLVMValueRef split_tasks(Cg *cg, LLVMValueRef fn, LLVMValueRef ntasks,
   LLVMValueRef task =
       cg_function(cg, arena_printf(cg->arena, "%s.task", name),
                   LLVMFunctionType(cg->t_void, tpt, 2, 0), true);
-  LLVMRemoveEnumAttributeAtIndex(task, LLVMAttributeFunctionIndex,
-                                 LLVMGetEnumAttributeKindForName("noinline", 8));
+  LLVMRemoveEnumAttributeAtIndex(
+      task, LLVMAttributeFunctionIndex,
+      LLVMGetEnumAttributeKindForName("noinline", 8));
   LLVMBuilderRef tb = LLVMCreateBuilderInContext(cg->lc);
   LLVMPositionBuilderAtEnd(tb, LLVMAppendBasicBlockInContext(cg->lc, task, ""));
   LLVMValueRef ctx = LLVMGetParam(task, 0);
   for (unsigned i = 0; i < n; i++)
-    args[i] = LLVMBuildLoad2(tb, pt[i], LLVMBuildStructGEP2(tb, st, ctx, i, ""),
-                             "");
+    args[i] =
+        LLVMBuildLoad2(tb, pt[i], LLVMBuildStructGEP2(tb, st, ctx, i, ""), "");
   args[n] = LLVMGetParam(task, 1);
   LLVMBuildCall2(tb, bty, body, args, n + 1, "");
   LLVMBuildRetVoid(tb);
@@ -1087,7 +1187,8 @@ static LLVMValueRef split_tasks(Cg *cg, LLVMValueRef fn, LLVMValueRef ntasks,
 
   // fn: run the body here when there is one task, else dispatch.
   LLVMBasicBlockRef one = LLVMAppendBasicBlockInContext(cg->lc, fn, "serial");
-  LLVMBasicBlockRef many = LLVMAppendBasicBlockInContext(cg->lc, fn, "parallel");
+  LLVMBasicBlockRef many =
+      LLVMAppendBasicBlockInContext(cg->lc, fn, "parallel");
   LLVMBuildCondBr(cg->b,
                   LLVMBuildICmp(cg->b, LLVMIntSLE, ntasks, cg_i64(cg, 1), ""),
                   one, many);
@@ -1179,14 +1280,14 @@ void opt_eval(Cg *cg, LLVMValueRef *arg, LLVMValueRef *res) {
       // such as 1 - b^t) becomes one reciprocal, hoisted out of the loop:
       // dividers are the bottleneck of Adam-like updates.
       if (u->op == OP_DIV && uni[u->arg[1]->id] && !uni[vi])
-        val[vi] = fmf(LLVMBuildFMul(
-                          cg->b, x[0],
-                          shaped_like(cg,
-                                      LLVMBuildFDiv(cg->b, cg_f32(cg, 1),
-                                                    val[u->arg[1]->id], ""),
-                                      arg[0]),
-                          ""),
-                      FM_CONTRACT);
+        val[vi] =
+            fmf(LLVMBuildFMul(cg->b, x[0],
+                              shaped_like(cg,
+                                          LLVMBuildFDiv(cg->b, cg_f32(cg, 1),
+                                                        val[u->arg[1]->id], ""),
+                                          arg[0]),
+                              ""),
+                FM_CONTRACT);
       else
         val[vi] = ew_op(cg, u, x);
       break;
@@ -1239,22 +1340,22 @@ LLVMValueRef kernel_optimizer(Cg *cg) {
   LLVMValueRef task = LLVMGetParam(body, 6);
   n = LLVMGetParam(body, 3);
   serial = LLVMBuildICmp(cg->b, LLVMIntSLT, n, cg_i64(cg, 2 * OPT_CHUNK), "");
-  LLVMValueRef lo = LLVMBuildSelect(cg->b, serial, cg_i64(cg, 0),
-                                    cg_mul(cg, task, cg_i64(cg, OPT_CHUNK)), "");
+  LLVMValueRef lo =
+      LLVMBuildSelect(cg->b, serial, cg_i64(cg, 0),
+                      cg_mul(cg, task, cg_i64(cg, OPT_CHUNK)), "");
   LLVMValueRef hi = cg_add(cg, lo, cg_i64(cg, OPT_CHUNK));
-  hi = LLVMBuildSelect(
-      cg->b,
-      LLVMBuildOr(cg->b, serial, LLVMBuildICmp(cg->b, LLVMIntSGT, hi, n, ""),
-                  ""),
-      n, hi, "");
+  hi = LLVMBuildSelect(cg->b,
+                       LLVMBuildOr(cg->b, serial,
+                                   LLVMBuildICmp(cg->b, LLVMIntSGT, hi, n, ""),
+                                   ""),
+                       n, hi, "");
   LLVMValueRef p = cg_gep(cg, LLVMGetParam(body, 0), lo),
                g = cg_gep(cg, LLVMGetParam(body, 1), lo),
                st = cg_gep(cg, LLVMGetParam(body, 2), lo),
                stride = LLVMGetParam(body, 4), t = LLVMGetParam(body, 5);
 
   Loop l;
-  LLVMValueRef i =
-      loop_begin(cg, &l, LLVMBuildNSWSub(cg->b, hi, lo, ""), "i");
+  LLVMValueRef i = loop_begin(cg, &l, LLVMBuildNSWSub(cg->b, hi, lo, ""), "i");
   int ns = o->nstate;
   LLVMValueRef *arg = arena_alloc(cg->arena, sizeof *arg * (size_t)(3 + ns));
   LLVMValueRef *res = arena_alloc(cg->arena, sizeof *res * (size_t)(1 + ns));

@@ -41,7 +41,6 @@
 #include <assert.h>
 #include <string.h>
 
-
 #include "codegen_internal.h"
 
 enum {
@@ -78,63 +77,10 @@ enum {
 #define MIN_ROWS 4 // rows per task at least (a 4-row tile is ~full speed)
 #endif
 
-// ---- vectors ----------------------------------------------------------------
-static LLVMTypeRef vty(Cg *cg) { return LLVMVectorType(cg->t_f32, VL); }
-
-static LLVMValueRef vsplat(Cg *cg, LLVMValueRef x) {
-  LLVMTypeRef vt = vty(cg);
-  LLVMValueRef v = LLVMBuildInsertElement(cg->b, LLVMGetPoison(vt), x,
-                                          LLVMConstInt(cg->t_i32, 0, 0), "");
-  return LLVMBuildShuffleVector(cg->b, v, LLVMGetPoison(vt),
-                                LLVMConstNull(LLVMVectorType(cg->t_i32, VL)),
-                                "");
-}
-
-// <16 x i1> with the first n lanes set.
-static LLVMValueRef vmask(Cg *cg, int n) {
-  LLVMValueRef e[VL];
-  for (int i = 0; i < VL; i++)
-    e[i] = LLVMConstInt(cg->t_i1, i < n, 0);
-  return LLVMConstVector(e, VL);
-}
-
-static LLVMValueRef masked_intrinsic(Cg *cg, const char *name,
-                                     LLVMTypeRef *ty) {
-  unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
-  assert(id);
-  LLVMTypeRef ov[2] = {vty(cg), cg->t_ptr};
-  *ty = LLVMIntrinsicGetType(cg->lc, id, ov, 2);
-  return LLVMGetIntrinsicDeclaration(cg->mod, id, ov, 2);
-}
-
-// 16 floats at p (align 4); with a mask, only its lanes (others read 0).
-static LLVMValueRef vload(Cg *cg, LLVMValueRef p, LLVMValueRef mask) {
-  if (!mask) {
-    LLVMValueRef l = LLVMBuildLoad2(cg->b, vty(cg), p, "");
-    LLVMSetAlignment(l, 4);
-    return l;
-  }
-  LLVMTypeRef ty;
-  LLVMValueRef fn = masked_intrinsic(cg, "llvm.masked.load", &ty);
-  LLVMValueRef args[4] = {p, LLVMConstInt(cg->t_i32, 4, 0), mask,
-                          LLVMConstNull(vty(cg))};
-  return LLVMBuildCall2(cg->b, ty, fn, args, 4, "");
-}
-
-static void vstore(Cg *cg, LLVMValueRef v, LLVMValueRef p, LLVMValueRef mask) {
-  if (!mask) {
-    LLVMValueRef s = LLVMBuildStore(cg->b, v, p);
-    LLVMSetAlignment(s, 4);
-    return;
-  }
-  LLVMTypeRef ty;
-  LLVMValueRef fn = masked_intrinsic(cg, "llvm.masked.store", &ty);
-  LLVMValueRef args[4] = {v, p, LLVMConstInt(cg->t_i32, 4, 0), mask};
-  LLVMBuildCall2(cg->b, ty, fn, args, 4, "");
-}
-
 // ---- integer helpers ----------------------------------------------------------
-static LLVMValueRef i64c(Cg *cg, int64_t v) { return cg_i64(cg, v); }
+static LLVMValueRef i64c(Cg *cg, int64_t v) {
+  return cg_i64(cg, v);
+}
 
 static LLVMValueRef sdiv(Cg *cg, LLVMValueRef a, LLVMValueRef b) {
   return LLVMBuildSDiv(cg->b, a, b, "");
@@ -260,9 +206,9 @@ static LLVMValueRef epi(Gemm *g, const IrValue *v, LLVMValueRef row,
     return acc;
   if (v == g->root || cg->inl[v->id]) {
     if (v->op == OP_CONST)
-      return vsplat(cg, cg_f32(cg, v->attr.num));
+      return cg_splat(cg, cg_f32(cg, v->attr.num));
     if (v->op == OP_BATCH_SIZE)
-      return vsplat(cg, LLVMBuildSIToFP(cg->b, g->k->rows, cg->t_f32, ""));
+      return cg_splat(cg, LLVMBuildSIToFP(cg->b, g->k->rows, cg->t_f32, ""));
     assert(prims[v->op].kind == PK_EW);
     LLVMValueRef x[MAX_ARGS];
     for (int i = 0; i < v->narg; i++)
@@ -272,15 +218,15 @@ static LLVMValueRef epi(Gemm *g, const IrValue *v, LLVMValueRef row,
   LLVMValueRef p = kern_ptr(g->k, v);
   switch (leaf_at(v, g->mm)) {
   case AT_ELEM:
-    return vload(cg, cg_gep(cg, p, cg_add(cg, cg_mul(cg, row, i64c(cg, g->N)),
-                                          col)),
-                 mask);
+    return cg_vload(
+        cg, cg_gep(cg, p, cg_add(cg, cg_mul(cg, row, i64c(cg, g->N)), col)),
+        mask);
   case AT_COL:
-    return vload(cg, cg_gep(cg, p, col), mask);
+    return cg_vload(cg, cg_gep(cg, p, col), mask);
   case AT_ROW:
-    return vsplat(cg, cg_load(cg, p, row));
+    return cg_splat(cg, cg_load(cg, p, row));
   case AT_SCALAR:
-    return vsplat(cg, cg_load(cg, p, i64c(cg, 0)));
+    return cg_splat(cg, cg_load(cg, p, i64c(cg, 0)));
   }
   unreachable();
 }
@@ -306,13 +252,13 @@ static void opt_load(Gemm *g, LLVMValueRef idx, LLVMValueRef mask,
   assert(ns <= 8);
   r->mask = mask;
   r->pp = cg_gep(cg, k->opt_p, idx);
-  r->arg[0] = vload(cg, r->pp, mask);
+  r->arg[0] = cg_vload(cg, r->pp, mask);
   r->arg[1] = grad;
   r->arg[2] = k->opt_t;
   for (int s = 0; s < ns; s++) {
-    r->sp[s] = cg_gep(cg, k->opt_st,
-                      cg_add(cg, idx, i64c(cg, s * cg->param_numel)));
-    r->arg[3 + s] = vload(cg, r->sp[s], mask);
+    r->sp[s] =
+        cg_gep(cg, k->opt_st, cg_add(cg, idx, i64c(cg, s * cg->param_numel)));
+    r->arg[3 + s] = cg_vload(cg, r->sp[s], mask);
   }
 }
 
@@ -320,9 +266,9 @@ static void opt_store(Gemm *g, OptRow *r) {
   Cg *cg = g->cg;
   LLVMValueRef res[1 + 8];
   opt_eval(cg, r->arg, res);
-  vstore(cg, res[0], r->pp, r->mask);
+  cg_vstore(cg, res[0], r->pp, r->mask);
   for (int s = 0; s < cg->m->opt.nstate; s++)
-    vstore(cg, res[1 + s], r->sp[s], r->mask);
+    cg_vstore(cg, res[1 + s], r->sp[s], r->mask);
 }
 
 // A vector whose lane j is the sum of the lanes of v[j], j < n <= 16: four
@@ -331,7 +277,7 @@ static void opt_store(Gemm *g, OptRow *r) {
 // then one shuffle that puts the sums in order. src[vector][block] follows
 // which input a block of lanes sums (-1: padding).
 static LLVMValueRef lane_sums(Cg *cg, LLVMValueRef *v, int n) {
-  LLVMValueRef cur[VL], zero = LLVMConstNull(vty(cg));
+  LLVMValueRef cur[VL], zero = LLVMConstNull(cg_vty(cg));
   int src[VL][VL];
   int m = n;
   assert(n >= 1 && n <= VL);
@@ -353,7 +299,8 @@ static LLVMValueRef lane_sums(Cg *cg, LLVMValueRef *v, int n) {
         lo[l] = LLVMConstInt(cg->t_i32, (unsigned)at, 0);
         hi[l] = LLVMConstInt(cg->t_i32, (unsigned)(at + h), 0);
         if (off == 0)
-          ns[k] = k % 2 ? (odd ? -1 : src[2 * p + 1][k / 2]) : src[2 * p][k / 2];
+          ns[k] =
+              k % 2 ? (odd ? -1 : src[2 * p + 1][k / 2]) : src[2 * p][k / 2];
       }
       LLVMValueRef a =
           LLVMBuildShuffleVector(cg->b, x, y, LLVMConstVector(lo, VL), "");
@@ -372,7 +319,7 @@ static LLVMValueRef lane_sums(Cg *cg, LLVMValueRef *v, int n) {
         at = l;
     order[j] = LLVMConstInt(cg->t_i32, (unsigned)at, 0);
   }
-  return LLVMBuildShuffleVector(cg->b, cur[0], LLVMGetPoison(vty(cg)),
+  return LLVMBuildShuffleVector(cg->b, cur[0], LLVMGetPoison(cg_vty(cg)),
                                 LLVMConstVector(order, VL), "");
 }
 
@@ -387,7 +334,7 @@ static void tile_store(Gemm *g, LLVMValueRef row, LLVMValueRef col,
   LLVMValueRef val = epi(g, g->root, row, col, m, sum);
   LLVMValueRef at = cg_add(cg, cg_mul(cg, row, i64c(cg, g->N)), col);
   if (g->k->k->opt_param < 0) {
-    vstore(cg, val, cg_gep(cg, g->out, at), m);
+    cg_vstore(cg, val, cg_gep(cg, g->out, at), m);
     return;
   }
   OptRow cur;
@@ -410,16 +357,17 @@ static void dot_tile(Gemm *g, LLVMValueRef row0, int mr, LLVMValueRef tmask) {
     ap[i] = cg_gep(cg, g->a,
                    cg_mul(cg, cg_add(cg, row0, i64c(cg, i)), i64c(cg, K)));
   TileLoop l;
-  LLVMValueRef t0 = cg_mul(
-      cg, tile_loop_begin(cg, &l, i64c(cg, K / VL), mr * N, acc, true), i64c(cg, VL));
+  LLVMValueRef t0 =
+      cg_mul(cg, tile_loop_begin(cg, &l, i64c(cg, K / VL), mr * N, acc, true),
+             i64c(cg, VL));
   for (int part = 0; part < 2; part++) {
-    LLVMValueRef m = part ? vmask(cg, (int)rest) : NULL;
+    LLVMValueRef m = part ? cg_vmask(cg, (int)rest) : NULL;
     LLVMValueRef av[MAX_MR];
     for (int i = 0; i < mr; i++)
-      av[i] = vload(cg, cg_gep(cg, ap[i], t0), m);
+      av[i] = cg_vload(cg, cg_gep(cg, ap[i], t0), m);
     for (int j = 0; j < N; j++) {
       LLVMValueRef bv =
-          vload(cg, cg_gep(cg, g->b, cg_add(cg, t0, i64c(cg, j * K))), m);
+          cg_vload(cg, cg_gep(cg, g->b, cg_add(cg, t0, i64c(cg, j * K))), m);
       for (int i = 0; i < mr; i++) {
         LLVMValueRef x[3] = {av[i], bv, acc[i * N + j]};
         acc[i * N + j] = cg_intrinsic(cg, "llvm.fma", x, 3);
@@ -448,18 +396,18 @@ static void gemm_tile(Gemm *g, LLVMValueRef row0, int mr, LLVMValueRef col0,
   assert(mr >= 1 && mr <= MAX_MR && nv >= 1 && nv <= MAX_NV);
   LLVMValueRef ap[MAX_MR], bv[MAX_NV], acc[ACCS];
   for (int i = 0; i < mr; i++)
-    ap[i] = cg_gep(cg, g->a,
-                   cg_mul(cg, cg_add(cg, row0, i64c(cg, i)), i64c(cg, g->a_rs)));
+    ap[i] = cg_gep(
+        cg, g->a, cg_mul(cg, cg_add(cg, row0, i64c(cg, i)), i64c(cg, g->a_rs)));
   LLVMValueRef bp = cg_gep(cg, g->b, col0);
   TileLoop l;
   LLVMValueRef t = tile_loop_begin(cg, &l, g->T, mr * nv, acc, true);
   LLVMValueRef boff = cg_mul(cg, t, i64c(cg, g->b_ts));
   for (int v = 0; v < nv; v++)
-    bv[v] = vload(cg, cg_gep(cg, bp, cg_add(cg, boff, i64c(cg, VL * v))),
-                  v == nv - 1 ? tmask : NULL);
+    bv[v] = cg_vload(cg, cg_gep(cg, bp, cg_add(cg, boff, i64c(cg, VL * v))),
+                     v == nv - 1 ? tmask : NULL);
   LLVMValueRef aoff = cg_mul(cg, t, i64c(cg, g->a_ts));
   for (int i = 0; i < mr; i++) {
-    LLVMValueRef s = vsplat(cg, cg_load(cg, ap[i], aoff));
+    LLVMValueRef s = cg_splat(cg, cg_load(cg, ap[i], aoff));
     for (int v = 0; v < nv; v++) {
       LLVMValueRef x[3] = {s, bv[v], acc[i * nv + v]};
       acc[i * nv + v] = cg_intrinsic(cg, "llvm.fma", x, 3);
@@ -534,9 +482,9 @@ typedef struct Split {
 static Split split_of(Gemm *g) {
   Cg *cg = g->cg;
   Split s;
-  LLVMValueRef flops =
-      cg_mul(cg, cg_mul(cg, g->T, g->R), i64c(cg, 2 * g->N));
-  s.serial = LLVMBuildICmp(cg->b, LLVMIntSLT, flops, i64c(cg, SERIAL_FLOPS), "");
+  LLVMValueRef flops = cg_mul(cg, cg_mul(cg, g->T, g->R), i64c(cg, 2 * g->N));
+  s.serial =
+      LLVMBuildICmp(cg->b, LLVMIntSLT, flops, i64c(cg, SERIAL_FLOPS), "");
   if (g->mm->op == OP_MATMUL_NT && !g->dot) {
     // Each task packs its own columns of b^T, so tasks split columns only.
     s.rc = smax(cg, g->R, i64c(cg, 1));
@@ -545,8 +493,8 @@ static Split split_of(Gemm *g) {
     // About TASK_FLOPS per task (at least MIN_TASKS), an even number of them
     // (two threads share them evenly), spread over the column blocks, then
     // over equal row chunks of at least MIN_ROWS rows.
-    LLVMValueRef want = smax(cg, cdiv(cg, flops, i64c(cg, TASK_FLOPS)),
-                             i64c(cg, MIN_TASKS));
+    LLVMValueRef want =
+        smax(cg, cdiv(cg, flops, i64c(cg, TASK_FLOPS)), i64c(cg, MIN_TASKS));
     want = cg_mul(cg, cdiv(cg, want, i64c(cg, 2)), i64c(cg, 2));
     LLVMValueRef nrc = cdiv(cg, want, i64c(cg, g->nb));
     nrc = smin(cg, nrc,
@@ -559,9 +507,9 @@ static Split split_of(Gemm *g) {
     LLVMValueRef mr = i64c(cg, g->mr), four = i64c(cg, MIN_ROWS);
     LLVMValueRef few = LLVMBuildICmp(
         cg->b, LLVMIntSLE, cg_mul(cg, nrc, i64c(cg, g->nb)), i64c(cg, 4), "");
-    LLVMValueRef whole = LLVMBuildSelect(
-        cg->b, LLVMBuildICmp(cg->b, LLVMIntSGT, s.rc, mr, ""),
-        cg_mul(cg, cdiv(cg, s.rc, mr), mr), s.rc, "");
+    LLVMValueRef whole =
+        LLVMBuildSelect(cg->b, LLVMBuildICmp(cg->b, LLVMIntSGT, s.rc, mr, ""),
+                        cg_mul(cg, cdiv(cg, s.rc, mr), mr), s.rc, "");
     s.rc = LLVMBuildSelect(cg->b, few, cg_mul(cg, cdiv(cg, s.rc, four), four),
                            whole, "");
     s.nrc = smax(cg, cdiv(cg, g->R, s.rc), i64c(cg, 1));
@@ -619,24 +567,6 @@ static void gemm_setup(Gemm *g) {
   g->nfull = g->N / nr;
 }
 
-// A 16 x 16 transpose in registers: four rounds that swap the off-diagonal
-// blocks of 8, 4, 2 and 1 rows, each a two-source shuffle per row.
-static void transpose16(Cg *cg, LLVMValueRef *r) {
-  for (int bs = VL / 2; bs >= 1; bs /= 2)
-    for (int i = 0; i < VL; i++) {
-      if (i & bs)
-        continue;
-      LLVMValueRef lo[VL], hi[VL];
-      for (int c = 0; c < VL; c++) {
-        lo[c] = LLVMConstInt(cg->t_i32, (c & bs) ? VL + c - bs : c, 0);
-        hi[c] = LLVMConstInt(cg->t_i32, (c & bs) ? VL + c : c + bs, 0);
-      }
-      LLVMValueRef a = r[i], b = r[i + bs];
-      r[i] = LLVMBuildShuffleVector(cg->b, a, b, LLVMConstVector(lo, VL), "");
-      r[i + bs] = LLVMBuildShuffleVector(cg->b, a, b, LLVMConstVector(hi, VL), "");
-    }
-}
-
 // Scalar b^T[t, col] = b[col, t] over t in [t0, t1), col in [c0, c1).
 static void pack_scalar(Gemm *g, LLVMValueRef src, int64_t M, LLVMValueRef t0,
                         LLVMValueRef t1, LLVMValueRef c0, LLVMValueRef c1) {
@@ -665,26 +595,26 @@ static void pack_bt(Gemm *g, LLVMValueRef c0, LLVMValueRef c1) {
     Loop lt, lc;
     LLVMValueRef t0 =
         cg_mul(cg, loop_begin(cg, &lt, i64c(cg, tb), "bt"), i64c(cg, VL));
-    LLVMValueRef col0 = cg_add(
-        cg, c0, cg_mul(cg, loop_begin(cg, &lc, cb, "bc"), i64c(cg, VL)));
+    LLVMValueRef col0 =
+        cg_add(cg, c0, cg_mul(cg, loop_begin(cg, &lc, cb, "bc"), i64c(cg, VL)));
     LLVMValueRef r[VL];
     for (int i = 0; i < VL; i++)
-      r[i] = vload(cg,
-                   cg_gep(cg, src,
-                          cg_add(cg,
-                                 cg_mul(cg, cg_add(cg, col0, i64c(cg, i)),
-                                        i64c(cg, M)),
-                                 t0)),
-                   NULL);
-    transpose16(cg, r);
+      r[i] = cg_vload(
+          cg,
+          cg_gep(cg, src,
+                 cg_add(cg,
+                        cg_mul(cg, cg_add(cg, col0, i64c(cg, i)), i64c(cg, M)),
+                        t0)),
+          NULL);
+    cg_transpose16(cg, r);
     for (int i = 0; i < VL; i++)
-      vstore(cg, r[i],
-             cg_gep(cg, g->b,
-                    cg_add(cg,
-                           cg_mul(cg, cg_add(cg, t0, i64c(cg, i)),
-                                  i64c(cg, g->N)),
-                           col0)),
-             NULL);
+      cg_vstore(
+          cg, r[i],
+          cg_gep(cg, g->b,
+                 cg_add(cg,
+                        cg_mul(cg, cg_add(cg, t0, i64c(cg, i)), i64c(cg, g->N)),
+                        col0)),
+          NULL);
     loop_end(cg, &lc);
     loop_end(cg, &lt);
     // Columns past the last full block, for the blocked rows of t.
@@ -701,19 +631,20 @@ static void pack_dot_bt(Gemm *g) {
   Cg *cg = g->cg;
   LLVMValueRef src = kern_ptr(g->k, g->mm->arg[1]);
   int64_t K = last_dim(g->mm->arg[0]), N = g->N, tb = K / VL;
-  LLVMValueRef mask = vmask(cg, (int)N);
+  LLVMValueRef mask = cg_vmask(cg, (int)N);
   Loop lt;
   LLVMValueRef t0 =
       cg_mul(cg, loop_begin(cg, &lt, i64c(cg, tb), "bt"), i64c(cg, VL));
   LLVMValueRef r[VL];
   for (int i = 0; i < VL; i++)
-    r[i] = vload(cg,
-                 cg_gep(cg, src, cg_mul(cg, cg_add(cg, t0, i64c(cg, i)),
-                                        i64c(cg, N))),
-                 mask);
-  transpose16(cg, r);
+    r[i] = cg_vload(
+        cg,
+        cg_gep(cg, src, cg_mul(cg, cg_add(cg, t0, i64c(cg, i)), i64c(cg, N))),
+        mask);
+  cg_transpose16(cg, r);
   for (int j = 0; j < N; j++)
-    vstore(cg, r[j], cg_gep(cg, g->b, cg_add(cg, t0, i64c(cg, j * K))), NULL);
+    cg_vstore(cg, r[j], cg_gep(cg, g->b, cg_add(cg, t0, i64c(cg, j * K))),
+              NULL);
   loop_end(cg, &lt);
   for (int64_t t = tb * VL; t < K; t++)
     for (int64_t j = 0; j < N; j++)
@@ -740,10 +671,10 @@ void mm_kernel(Kern *k, const IrValue *root, const IrValue *mm) {
   LLVMValueRef cb0 = LLVMBuildSelect(cg->b, s.serial, i64c(cg, 0), cb, "");
   LLVMValueRef cb1 = LLVMBuildSelect(cg->b, s.serial, i64c(cg, g.nb),
                                      cg_add(cg, cb, i64c(cg, 1)), "");
-  LLVMValueRef r0 = LLVMBuildSelect(cg->b, s.serial, i64c(cg, 0),
-                                    cg_mul(cg, rc, s.rc), "");
-  LLVMValueRef r1 = LLVMBuildSelect(
-      cg->b, s.serial, g.R, smin(cg, cg_add(cg, r0, s.rc), g.R), "");
+  LLVMValueRef r0 =
+      LLVMBuildSelect(cg->b, s.serial, i64c(cg, 0), cg_mul(cg, rc, s.rc), "");
+  LLVMValueRef r1 = LLVMBuildSelect(cg->b, s.serial, g.R,
+                                    smin(cg, cg_add(cg, r0, s.rc), g.R), "");
   int64_t nr = VL * g.nv;
 
   if (mm->op == OP_MATMUL_NT && !g.dot)
@@ -753,8 +684,8 @@ void mm_kernel(Kern *k, const IrValue *root, const IrValue *mm) {
   // Full column blocks, then the tail block (at most one, compile-time).
   if (g.nfull > 0) {
     Loop l;
-    LLVMValueRef nfull = smax(
-        cg, sub(cg, smin(cg, cb1, i64c(cg, g.nfull)), cb0), i64c(cg, 0));
+    LLVMValueRef nfull =
+        smax(cg, sub(cg, smin(cg, cb1, i64c(cg, g.nfull)), cb0), i64c(cg, 0));
     LLVMValueRef c = loop_begin(cg, &l, nfull, "cb");
     gemm_rows(&g, r0, r1, cg_mul(cg, cg_add(cg, cb0, c), i64c(cg, nr)), g.mr,
               g.nv, NULL);
@@ -767,7 +698,7 @@ void mm_kernel(Kern *k, const IrValue *root, const IrValue *mm) {
     LLVMBasicBlockRef after = if_begin(
         cg, LLVMBuildICmp(cg->b, LLVMIntSGT, cb1, i64c(cg, g.nfull), ""));
     gemm_rows(&g, r0, r1, i64c(cg, g.nfull * nr), mr, nv,
-              w % VL ? vmask(cg, (int)(w % VL)) : NULL);
+              w % VL ? cg_vmask(cg, (int)(w % VL)) : NULL);
     if_end(cg, after);
   }
 }

@@ -34,16 +34,16 @@
 
 // One half: its module, where its object goes, and how it went.
 typedef struct Half {
-  LLVMContextRef lc;            // the second half's own context, or NULL
+  LLVMContextRef lc; // the second half's own context, or NULL
   LLVMModuleRef mod;
-  LLVMMemoryBufferRef bitcode;  // the second half starts from this
+  LLVMMemoryBufferRef bitcode; // the second half starts from this
   LLVMTargetMachineRef tm;
-  const char *const *keep;      // kernel prefixes ("k12.") this half keeps
+  const char *const *keep; // kernel prefixes ("k12.") this half keeps
   int nkeep;
-  bool first;                   // also keeps everything that is no kernel
+  bool first; // also keeps everything that is no kernel
   int opt_level;
   const char *path;
-  char err[512];                // empty when it went well
+  char err[512]; // empty when it went well
 } Half;
 
 // The length of a kernel function's "kN." prefix, or 0 for other names.
@@ -213,7 +213,8 @@ int split_emit(Cg *cg, const CodegenOptions *o, LLVMTargetMachineRef tm2) {
       continue;
     }
     int i = 0;
-    while (i < ng && !(strlen(g[i].prefix) == k && !strncmp(g[i].prefix, name, k)))
+    while (i < ng &&
+           !(strlen(g[i].prefix) == k && !strncmp(g[i].prefix, name, k)))
       i++;
     if (i == ng) {
       if (ng == cap) {
@@ -250,10 +251,18 @@ int split_emit(Cg *cg, const CodegenOptions *o, LLVMTargetMachineRef tm2) {
   }
   int level = o->opt_level < 0 ? 0 : o->opt_level > 3 ? 3 : o->opt_level;
   Half h[2] = {
-      {.mod = cg->mod, .tm = cg->tm, .keep = keep[0], .nkeep = nkeep[0],
-       .first = true, .opt_level = level, .path = o->out_path},
-      {.bitcode = LLVMWriteBitcodeToMemoryBuffer(cg->mod), .tm = tm2,
-       .keep = keep[1], .nkeep = nkeep[1], .opt_level = level,
+      {.mod = cg->mod,
+       .tm = cg->tm,
+       .keep = keep[0],
+       .nkeep = nkeep[0],
+       .first = true,
+       .opt_level = level,
+       .path = o->out_path},
+      {.bitcode = LLVMWriteBitcodeToMemoryBuffer(cg->mod),
+       .tm = tm2,
+       .keep = keep[1],
+       .nkeep = nkeep[1],
+       .opt_level = level,
        .path = o->out_path2},
   };
   pthread_t t;

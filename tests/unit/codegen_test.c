@@ -179,31 +179,30 @@ static void check_step(T *t, const IrModule *m, const char *exe, const Data *d,
 }
 
 // ---- tests ------------------------------------------------------------------
-Test(codegen, mlp_matches_reference) {
+// An nin-nh-nout MLP with SGD 0.1, fused or not, compiled at opt_level:
+// inference on every batch and one step against the interpreter.
+static void check_mlp(int64_t nin, int64_t nh, int64_t nout, bool fuse,
+                      int opt_level, int nb, const int64_t *rows,
+                      int64_t max_batch, uint64_t seed) {
   T t;
   t_init(&t);
-  IrModule *m = mlp(&t.arena, 784, 13, 10);
+  IrModule *m = mlp(&t.arena, nin, nh, nout);
   sgd(m, 0.1);
-  prepare(m, &t.ctx, true);
-  char *exe = build(&t, m, 3);
-  Data d = data_new(&t.arena, m, 3, (int64_t[]){7, 3, 7}, 7, true, 1);
+  prepare(m, &t.ctx, fuse);
+  char *exe = build(&t, m, opt_level);
+  Data d = data_new(&t.arena, m, nb, rows, max_batch, true, seed);
   check_infer(&t, m, exe, &d, 0);
   check_step(&t, m, exe, &d, 0.1);
   t_fini(&t);
 }
 
+Test(codegen, mlp_matches_reference) {
+  check_mlp(784, 13, 10, true, 3, 3, (int64_t[]){7, 3, 7}, 7, 1);
+}
+
 // Nothing fused and no optimization: every value gets its own kernel.
 Test(codegen, mlp_unfused_at_O0) {
-  T t;
-  t_init(&t);
-  IrModule *m = mlp(&t.arena, 13, 16, 10);
-  sgd(m, 0.1);
-  prepare(m, &t.ctx, false);
-  char *exe = build(&t, m, 0);
-  Data d = data_new(&t.arena, m, 2, (int64_t[]){7, 1}, 8, true, 2);
-  check_infer(&t, m, exe, &d, 0);
-  check_step(&t, m, exe, &d, 0.1);
-  t_fini(&t);
+  check_mlp(13, 16, 10, false, 0, 2, (int64_t[]){7, 1}, 8, 2);
 }
 
 // A separable synthetic problem: the label is the argmax of a fixed linear
