@@ -80,23 +80,25 @@ typedef enum Store {
 // gradients can share one block laid out like `params`, so the optimizer
 // makes a single pass over all parameters.
 typedef struct Plan {
-  Store *st;              // per value id
-  int64_t *off;           // ST_ROW / ST_FIXED: region offset in its part
-  int64_t *scr;           // kernel scratch: offset in the fixed part, or -1
-  int64_t per_row, fixed; // sizes of the two parts
+  Store *st;                  // per value id
+  int64_t *off;               // ST_ROW / ST_FIXED: region offset in its part
+  int64_t *scr;               // kernel scratch: offset in the fixed part, or -1
+  int64_t per_row, fixed;     // sizes of the two parts
   int64_t x_off[2], y_off[2]; // train: two batch buffers, inputs and labels
                               // (per-row part): a step reads one while the
                               // next batch is gathered into the other
-  int64_t grad_off;       // train: the gradient block (fixed part), or -1
+  int64_t grad_off;           // train: the gradient block (fixed part), or -1
 } Plan;
 
-static int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }
+static int64_t round16(int64_t n) {
+  return (n + 15) / 16 * 16;
+}
 
 // First-fit allocation in one part of the workspace, with coalescing.
 typedef struct Heap {
   int64_t *off, *len; // free blocks, sorted by offset
   int n, cap;
-  int64_t top;        // the part's size so far
+  int64_t top; // the part's size so far
 } Heap;
 
 static int64_t heap_alloc(Arena *a, Heap *h, int64_t size) {
@@ -106,8 +108,10 @@ static int64_t heap_alloc(Arena *a, Heap *h, int64_t size) {
       h->off[i] += size;
       h->len[i] -= size;
       if (!h->len[i]) {
-        memmove(h->off + i, h->off + i + 1, sizeof *h->off * (size_t)(h->n - i - 1));
-        memmove(h->len + i, h->len + i + 1, sizeof *h->len * (size_t)(h->n - i - 1));
+        memmove(h->off + i, h->off + i + 1,
+                sizeof *h->off * (size_t)(h->n - i - 1));
+        memmove(h->len + i, h->len + i + 1,
+                sizeof *h->len * (size_t)(h->n - i - 1));
         h->n--;
       }
       return o;
@@ -143,14 +147,18 @@ static void heap_free(Arena *a, Heap *h, int64_t off, int64_t size) {
   h->off[i] = off, h->len[i] = size, h->n++;
   if (i + 1 < h->n && h->off[i] + h->len[i] == h->off[i + 1]) { // merge next
     h->len[i] += h->len[i + 1];
-    memmove(h->off + i + 1, h->off + i + 2, sizeof *h->off * (size_t)(h->n - i - 2));
-    memmove(h->len + i + 1, h->len + i + 2, sizeof *h->len * (size_t)(h->n - i - 2));
+    memmove(h->off + i + 1, h->off + i + 2,
+            sizeof *h->off * (size_t)(h->n - i - 2));
+    memmove(h->len + i + 1, h->len + i + 2,
+            sizeof *h->len * (size_t)(h->n - i - 2));
     h->n--;
   }
   if (i > 0 && h->off[i - 1] + h->len[i - 1] == h->off[i]) { // merge previous
     h->len[i - 1] += h->len[i];
-    memmove(h->off + i, h->off + i + 1, sizeof *h->off * (size_t)(h->n - i - 1));
-    memmove(h->len + i, h->len + i + 1, sizeof *h->len * (size_t)(h->n - i - 1));
+    memmove(h->off + i, h->off + i + 1,
+            sizeof *h->off * (size_t)(h->n - i - 1));
+    memmove(h->len + i, h->len + i + 1,
+            sizeof *h->len * (size_t)(h->n - i - 1));
     h->n--;
   }
 }
@@ -158,9 +166,9 @@ static void heap_free(Arena *a, Heap *h, int64_t off, int64_t size) {
 // One region to place: live from its kernel `first` to `last`, inclusive.
 typedef struct Region {
   int first, last;
-  bool fixed;     // fixed part (else per-row)
-  int64_t size;   // floats (per row in the per-row part)
-  int64_t *slot;  // where the chosen offset goes
+  bool fixed;    // fixed part (else per-row)
+  int64_t size;  // floats (per row in the per-row part)
+  int64_t *slot; // where the chosen offset goes
 } Region;
 
 static int region_cmp(const void *a, const void *b) {
@@ -272,7 +280,7 @@ static void plan_storage(Cg *cg, Plan *p, const bool *live, const bool *root,
   }
   qsort(r, (size_t)nr, sizeof *r, region_cmp);
 
-  Heap heap[2] = {{0}, {0}}; // per-row, fixed
+  Heap heap[2] = {{0}, {0}};                // per-row, fixed
   for (int k = 0; batch_io && k < 2; k++) { // x then y, twice, first
     p->x_off[k] = heap_alloc(
         a, &heap[0], round16(m->input ? shape_numel(m->input->shape) : 0));
@@ -308,7 +316,7 @@ typedef struct Frame {
   const int64_t *poff; // float offset of each parameter in `params`
   LLVMValueRef params, ws, max_batch, x, y, rows;
   LLVMValueRef state, tf; // nnc_train: optimizer state, this step's t
-  LLVMValueRef *ptr; // per value id, once computed
+  LLVMValueRef *ptr;      // per value id, once computed
   // nnc_train: the call that starts gathering the next batch, made once per
   // step before the first row-group kernel (see build_train).
   LLVMTypeRef prefetch_ty;
@@ -327,7 +335,8 @@ static void emit_prefetch(Cg *cg, Frame *f) {
 // The fixed part of the workspace at float offset off.
 static LLVMValueRef fixed_ptr(Cg *cg, Frame *f, int64_t off) {
   return cg_gep(cg, f->ws,
-                cg_add(cg, cg_mul(cg, f->max_batch, cg_i64(cg, f->plan->per_row)),
+                cg_add(cg,
+                       cg_mul(cg, f->max_batch, cg_i64(cg, f->plan->per_row)),
                        cg_i64(cg, off)));
 }
 
@@ -393,21 +402,22 @@ static void prof_add(Cg *cg, int slot, LLVMValueRef t0) {
   LLVMValueRef p = LLVMBuildInBoundsGEP2(
       cg->b, LLVMGlobalGetValueType(cg->prof), cg->prof, idx, 2, "");
   LLVMValueRef d = LLVMBuildSub(cg->b, prof_now(cg), t0, "");
-  LLVMBuildStore(cg->b,
-                 LLVMBuildAdd(cg->b, LLVMBuildLoad2(cg->b, cg->t_i64, p, ""),
-                              d, ""),
-                 p);
+  LLVMBuildStore(
+      cg->b,
+      LLVMBuildAdd(cg->b, LLVMBuildLoad2(cg->b, cg->t_i64, p, ""), d, ""), p);
 }
 
-static LLVMValueRef prof_start(Cg *cg) { return cg->prof ? prof_now(cg) : NULL; }
+static LLVMValueRef prof_start(Cg *cg) {
+  return cg->prof ? prof_now(cg) : NULL;
+}
 
 // dprintf(2, ...) of every nonzero slot: name, Mcycles, share of the total.
 static void prof_print(Cg *cg) {
   if (!cg->prof)
     return;
   int n = cg->m->fn->values.n;
-  LLVMTypeRef pty = LLVMFunctionType(cg->t_i32, (LLVMTypeRef[]){cg->t_i32, cg->t_ptr},
-                                     2, 1);
+  LLVMTypeRef pty =
+      LLVMFunctionType(cg->t_i32, (LLVMTypeRef[]){cg->t_i32, cg->t_ptr}, 2, 1);
   LLVMValueRef pf = LLVMGetNamedFunction(cg->mod, "dprintf");
   if (!pf)
     pf = LLVMAddFunction(cg->mod, "dprintf", pty);
@@ -440,16 +450,18 @@ static void prof_print(Cg *cg) {
     }
     LLVMValueRef idx[2] = {cg_i64(cg, 0), cg_i64(cg, i)};
     LLVMValueRef c = LLVMBuildLoad2(
-        cg->b, cg->t_i64, LLVMBuildInBoundsGEP2(cg->b, aty, cg->prof, idx, 2, ""),
-        "");
+        cg->b, cg->t_i64,
+        LLVMBuildInBoundsGEP2(cg->b, aty, cg->prof, idx, 2, ""), "");
     LLVMValueRef cf = LLVMBuildUIToFP(cg->b, c, cg->t_f64, "");
     LLVMValueRef args[5] = {
         LLVMConstInt(cg->t_i32, 2, 0),
-        LLVMBuildGlobalStringPtr(cg->b, "nnc profile: %-22s %10.2f Mcycles %6.2f %%\n", ""),
+        LLVMBuildGlobalStringPtr(
+            cg->b, "nnc profile: %-22s %10.2f Mcycles %6.2f %%\n", ""),
         LLVMBuildGlobalStringPtr(cg->b, name, ""),
         LLVMBuildFMul(cg->b, cf, LLVMConstReal(cg->t_f64, 1e-6), ""),
-        LLVMBuildFDiv(cg->b, LLVMBuildFMul(cg->b, cf, LLVMConstReal(cg->t_f64, 100), ""),
-                      totf, ""),
+        LLVMBuildFDiv(
+            cg->b, LLVMBuildFMul(cg->b, cf, LLVMConstReal(cg->t_f64, 100), ""),
+            totf, ""),
     };
     LLVMBuildCall2(cg->b, pty, pf, args, 5, "");
   }
@@ -553,7 +565,7 @@ static LLVMValueRef build_train(Cg *cg, const Plan *plan, const bool *live,
   Frame f = {.plan = plan, .poff = poff};
   f.prefetch_fn = runtime_fn(cg, "nnrt_batch_prefetch", cg->t_void,
                              (LLVMTypeRef[]){P, I, P, P}, 4, &f.prefetch_ty);
-  LLVMTypeRef ty_start;  // steps already taken (a run resumed with --load)
+  LLVMTypeRef ty_start; // steps already taken (a run resumed with --load)
   LLVMValueRef f_start =
       runtime_fn(cg, "nnrt_step_start", I, (LLVMTypeRef[]){P}, 1, &ty_start);
 
@@ -580,15 +592,17 @@ static LLVMValueRef build_train(Cg *cg, const Plan *plan, const bool *live,
   LLVMPositionBuilderAtEnd(cg->b, entry);
   LLVMValueRef xs[2], ys[2];
   for (int k = 0; k < 2; k++) {
-    xs[k] = cg_gep(cg, f.ws, cg_mul(cg, f.max_batch, cg_i64(cg, plan->x_off[k])));
-    ys[k] = cg_gep(cg, f.ws, cg_mul(cg, f.max_batch, cg_i64(cg, plan->y_off[k])));
+    xs[k] =
+        cg_gep(cg, f.ws, cg_mul(cg, f.max_batch, cg_i64(cg, plan->x_off[k])));
+    ys[k] =
+        cg_gep(cg, f.ws, cg_mul(cg, f.max_batch, cg_i64(cg, plan->y_off[k])));
   }
   f.x = xs[0], f.y = ys[0];
   frame_pointers(cg, &f, live);
   LLVMValueRef t = cg_alloca(cg, I, "t"), epoch = cg_alloca(cg, I, "epoch"),
                bi = cg_alloca(cg, I, "i");
-  LLVMBuildStore(cg->b,
-                 LLVMBuildCall2(cg->b, ty_start, f_start, &run, 1, "t0"), t);
+  LLVMBuildStore(cg->b, LLVMBuildCall2(cg->b, ty_start, f_start, &run, 1, "t0"),
+                 t);
   LLVMBuildStore(cg->b, zero, epoch);
   LLVMBuildBr(cg->b, epoch_head);
 
@@ -641,7 +655,7 @@ static LLVMValueRef build_train(Cg *cg, const Plan *plan, const bool *live,
   f.state = state;
   f.tf = tf;
   call_kernels(cg, &f, live, false);
-  emit_prefetch(cg, &f); // no row group
+  emit_prefetch(cg, &f);            // no row group
   call_kernels(cg, &f, live, true); // gradients that update their parameter
   t0 = prof_start(cg);
   if (m->opt.fn) {
@@ -649,9 +663,12 @@ static LLVMValueRef build_train(Cg *cg, const Plan *plan, const bool *live,
     LLVMTypeRef oty = LLVMGlobalGetValueType(opt);
     int64_t total = poff[m->params.n];
     if (plan->grad_off >= 0) { // one pass over every parameter
-      LLVMValueRef args[6] = {f.params, fixed_ptr(cg, &f, plan->grad_off),
-                              state,    cg_i64(cg, total),
-                              cg_i64(cg, total), tf};
+      LLVMValueRef args[6] = {f.params,
+                              fixed_ptr(cg, &f, plan->grad_off),
+                              state,
+                              cg_i64(cg, total),
+                              cg_i64(cg, total),
+                              tf};
       call(cg, oty, opt, args, 6);
     }
     for (int i = 0; i < m->params.n && plan->grad_off < 0; i++) {
@@ -788,7 +805,9 @@ static LLVMValueRef private_global(Cg *cg, LLVMValueRef init, const char *name,
   return g;
 }
 
-static LLVMValueRef null_ptr(Cg *cg) { return LLVMConstNull(cg->t_ptr); }
+static LLVMValueRef null_ptr(Cg *cg) {
+  return LLVMConstNull(cg->t_ptr);
+}
 
 static LLVMValueRef const_str(Cg *cg, const char *s) {
   if (!s)
@@ -807,8 +826,12 @@ static LLVMValueRef const_bytes(Cg *cg, const void *data, size_t n,
                         16);
 }
 
-static LLVMValueRef ci(Cg *cg, int64_t v) { return cg_i64(cg, v); }
-static LLVMValueRef cd(Cg *cg, double v) { return LLVMConstReal(cg->t_f64, v); }
+static LLVMValueRef ci(Cg *cg, int64_t v) {
+  return cg_i64(cg, v);
+}
+static LLVMValueRef cd(Cg *cg, double v) {
+  return LLVMConstReal(cg->t_f64, v);
+}
 
 static LLVMValueRef dims(Cg *cg, Shape s) {
   LLVMValueRef d[NNRT_MAX_RANK];
@@ -1154,27 +1177,36 @@ static int emit(Cg *cg, const CodegenOptions *o) {
 }
 
 // Verifies, optimizes with default<O?> and emits. Returns nonzero on error.
-static int finish(Cg *cg, const CodegenOptions *o) {
-  if (o->kind == EMIT_PLAN)
-    return 0;
+int verify_optimize(LLVMModuleRef mod, LLVMTargetMachineRef tm, int opt_level,
+                    char *err, size_t cap) {
   char *msg = NULL;
-  if (LLVMVerifyModule(cg->mod, LLVMReturnStatusAction, &msg)) {
-    diag_error(&cg->ctx->diag, (Loc){0},
-               "internal error: invalid LLVM module: %s", msg);
+  if (LLVMVerifyModule(mod, LLVMReturnStatusAction, &msg)) {
+    snprintf(err, cap, "invalid LLVM module: %s", msg);
     LLVMDisposeMessage(msg);
     return 1;
   }
   LLVMDisposeMessage(msg);
-  int level = o->opt_level < 0 ? 0 : o->opt_level > 3 ? 3 : o->opt_level;
+  int level = opt_level < 0 ? 0 : opt_level > 3 ? 3 : opt_level;
   char pipeline[32];
   snprintf(pipeline, sizeof pipeline, "default<O%d>", level);
   LLVMPassBuilderOptionsRef po = LLVMCreatePassBuilderOptions();
-  LLVMErrorRef e = LLVMRunPasses(cg->mod, pipeline, cg->tm, po);
+  LLVMErrorRef e = LLVMRunPasses(mod, pipeline, tm, po);
   LLVMDisposePassBuilderOptions(po);
   if (e) {
     char *em = LLVMGetErrorMessage(e);
-    diag_error(&cg->ctx->diag, (Loc){0}, "internal error: %s", em);
+    snprintf(err, cap, "%s", em);
     LLVMDisposeErrorMessage(em);
+    return 1;
+  }
+  return 0;
+}
+
+static int finish(Cg *cg, const CodegenOptions *o) {
+  if (o->kind == EMIT_PLAN)
+    return 0;
+  char err[512];
+  if (verify_optimize(cg->mod, cg->tm, o->opt_level, err, sizeof err)) {
+    diag_error(&cg->ctx->diag, (Loc){0}, "internal error: %s", err);
     return 1;
   }
   return emit(cg, o);
@@ -1243,15 +1275,9 @@ static int run(IrModule *m, Ctx *ctx, const CodegenOptions *o,
   build_module(&cg, td);
   int r;
   if (o->kind == EMIT_OBJ && o->out_path2) {
-    char *msg = NULL, *triple2 = NULL;
-    r = LLVMVerifyModule(cg.mod, LLVMReturnStatusAction, &msg);
-    if (r)
-      diag_error(&ctx->diag, (Loc){0}, "internal error: invalid LLVM module: %s",
-                 msg);
-    LLVMDisposeMessage(msg);
-    LLVMTargetMachineRef tm2 =
-        r ? NULL : target_machine(ctx, o->opt_level, &triple2);
-    r = r || !tm2 || split_emit(&cg, o, tm2);
+    char *triple2 = NULL;
+    LLVMTargetMachineRef tm2 = target_machine(ctx, o->opt_level, &triple2);
+    r = !tm2 || split_emit(&cg, o, tm2);
     if (tm2) {
       LLVMDisposeTargetMachine(tm2);
       LLVMDisposeMessage(triple2);

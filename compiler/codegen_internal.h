@@ -184,7 +184,12 @@ const IrValue *kernel_matmul(Cg *cg, const IrValue *v);
 // element-wise tree over mm evaluated in the tile's epilogue).
 void mm_kernel(Kern *k, const IrValue *root, const IrValue *mm);
 
-// codegen_split.c: verifies nothing, optimizes and writes cg->mod as two
+// Verifies mod and runs the default<O?> pipeline on it; on failure, the
+// reason in err and nonzero. Thread-safe (codegen_split.c's halves).
+int verify_optimize(LLVMModuleRef mod, LLVMTargetMachineRef tm, int opt_level,
+                    char *err, size_t cap);
+
+// codegen_split.c: verifies, optimizes and writes cg->mod as two
 // objects (o->out_path, o->out_path2) on two threads; tm2 is the second
 // half's target machine. Returns nonzero after reporting an error.
 int split_emit(Cg *cg, const CodegenOptions *o, LLVMTargetMachineRef tm2);

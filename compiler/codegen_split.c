@@ -25,10 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <llvm-c/Analysis.h>
 #include <llvm-c/BitReader.h>
 #include <llvm-c/BitWriter.h>
-#include <llvm-c/Transforms/PassBuilder.h>
 
 #include "codegen_internal.h"
 
@@ -153,23 +151,8 @@ static void *compile_half(void *arg) {
     }
   }
   prune(h);
-  if (LLVMVerifyModule(h->mod, LLVMReturnStatusAction, &msg)) {
-    snprintf(h->err, sizeof h->err, "invalid LLVM module half: %s", msg);
-    LLVMDisposeMessage(msg);
+  if (verify_optimize(h->mod, h->tm, h->opt_level, h->err, sizeof h->err))
     return NULL;
-  }
-  LLVMDisposeMessage(msg);
-  char pipeline[32];
-  snprintf(pipeline, sizeof pipeline, "default<O%d>", h->opt_level);
-  LLVMPassBuilderOptionsRef po = LLVMCreatePassBuilderOptions();
-  LLVMErrorRef e = LLVMRunPasses(h->mod, pipeline, h->tm, po);
-  LLVMDisposePassBuilderOptions(po);
-  if (e) {
-    char *em = LLVMGetErrorMessage(e);
-    snprintf(h->err, sizeof h->err, "%s", em);
-    LLVMDisposeErrorMessage(em);
-    return NULL;
-  }
   LLVMMemoryBufferRef buf = NULL;
   if (LLVMTargetMachineEmitToMemoryBuffer(h->tm, h->mod, LLVMObjectFile, &msg,
                                           &buf)) {
@@ -179,7 +162,8 @@ static void *compile_half(void *arg) {
   }
   FILE *f = fopen(h->path, "wb");
   size_t n = LLVMGetBufferSize(buf);
-  if (!f || fwrite(LLVMGetBufferStart(buf), 1, n, f) != n || fclose(f))
+  bool ok = f && fwrite(LLVMGetBufferStart(buf), 1, n, f) == n;
+  if ((f && fclose(f)) || !ok)
     snprintf(h->err, sizeof h->err, "cannot write '%s'", h->path);
   LLVMDisposeMemoryBuffer(buf);
   return NULL;
@@ -249,20 +233,19 @@ int split_emit(Cg *cg, const CodegenOptions *o, LLVMTargetMachineRef tm2) {
       LLVMSetVisibility(fn, LLVMHiddenVisibility);
     }
   }
-  int level = o->opt_level < 0 ? 0 : o->opt_level > 3 ? 3 : o->opt_level;
   Half h[2] = {
       {.mod = cg->mod,
        .tm = cg->tm,
        .keep = keep[0],
        .nkeep = nkeep[0],
        .first = true,
-       .opt_level = level,
+       .opt_level = o->opt_level,
        .path = o->out_path},
       {.bitcode = LLVMWriteBitcodeToMemoryBuffer(cg->mod),
        .tm = tm2,
        .keep = keep[1],
        .nkeep = nkeep[1],
-       .opt_level = level,
+       .opt_level = o->opt_level,
        .path = o->out_path2},
   };
   pthread_t t;
