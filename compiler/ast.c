@@ -169,29 +169,45 @@ static void print_node(FILE *out, const Ast *n, int indent) {
     fputc(')', out);
     return;
   }
-  case AST_FORMAL: case AST_PARAM:
-    fprintf(out, "(%s %s", n->kind == AST_FORMAL ? "formal" : "param",
+  case AST_FORMAL: case AST_PARAM: case AST_BUFFER:
+    fprintf(out, "(%s %s",
+            n->kind == AST_FORMAL ? "formal"
+            : n->kind == AST_PARAM ? "param" : "buffer",
             name_or(n->name));
     if (n->a) {
       fputc(' ', out);
       print_node(out, n->a, indent);
     }
-    if (n->b || n->kind == AST_PARAM) {
+    if (n->b || n->kind != AST_FORMAL) {
       fputs(" = ", out);
       print_node(out, n->b, indent);
     }
     fputc(')', out);
     return;
-  case AST_ASSIGN: case AST_STATE: case AST_NAMED_ARG:
+  case AST_ASSIGN: case AST_STATE: case AST_NAMED_ARG: case AST_BUFFER_UPDATE:
     fprintf(out, "(%s %s ", n->kind == AST_ASSIGN ? "assign"
-                            : n->kind == AST_STATE ? "state" : "named",
+                            : n->kind == AST_STATE ? "state"
+                            : n->kind == AST_NAMED_ARG ? "named" : "update",
             name_or(n->name));
     print_node(out, n->a, indent);
     fputc(')', out);
     return;
-  case AST_RETURN:
-    fputs("(return ", out);
+  case AST_RETURN: case AST_PENALTY:
+    fputs(n->kind == AST_RETURN ? "(return " : "(penalty ", out);
     print_node(out, n->a, indent);
+    fputc(')', out);
+    return;
+  case AST_IF:
+    fputs("(if ", out);
+    print_node(out, n->a, indent);
+    for (int i = 0; i < n->body.n; i++)
+      print_line(out, n->body.item[i], indent + 2);
+    if (n->list.n) {
+      fprintf(out, "\n%*s(else", indent + 2, "");
+      for (int i = 0; i < n->list.n; i++)
+        print_line(out, n->list.item[i], indent + 4);
+      fputc(')', out);
+    }
     fputc(')', out);
     return;
   case AST_NUM:

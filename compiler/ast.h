@@ -24,6 +24,10 @@ typedef enum AstKind {
   AST_RETURN,     // return expr                           a = value
   AST_STATE,      // state NAME = expr (one node per name) a = initial value
   AST_UPDATE,     // update(p, g, t) { body }              formals, body
+  AST_BUFFER,     // buffer NAME: type = init              a = type, b = init
+  AST_BUFFER_UPDATE, // update NAME = expr (a buffer's next value) a = value
+  AST_PENALTY,    // penalty expr (added to the training objective) a = value
+  AST_IF,         // if COND { body } else { list }        a = COND
   // expressions
   AST_NUM,        // 1, 0.5, 1e-3                          num
   AST_STR,        // "path"                                name = contents

@@ -31,6 +31,7 @@
 
 #include "codegen_internal.h"
 #include "nnrt.h"
+#include "nnrt_rng.h"
 
 // The generated table must match runtime/nnrt.h; the enums are shared by
 // value.
@@ -239,10 +240,10 @@ static void plan_storage(Cg *cg, Plan *p, const bool *live, const bool *root,
   // The gradient block: every gradient its own kernel-computed value (and
   // none applies the optimizer itself).
   int64_t total = 0;
-  bool block = grads && m->params.n > 0;
+  bool block = grads && m->ntrainable > 0;
   for (int i = 0; i < n && block; i++)
     block = cg->opt_fused[i] < 0;
-  for (int i = 0; i < m->params.n && block; i++) {
+  for (int i = 0; i < m->ntrainable && block; i++) {
     const IrParam *pr = m->params.item[i];
     int g = pr->grad->id;
     block = p->st[g] == ST_FIXED;
@@ -256,7 +257,7 @@ static void plan_storage(Cg *cg, Plan *p, const bool *live, const bool *root,
   int64_t block_off = 0;
   if (block) {
     int first = end;
-    for (int i = 0; i < m->params.n; i++) {
+    for (int i = 0; i < m->ntrainable; i++) {
       int g = ((IrParam *)m->params.item[i])->grad->id;
       first = pos[g] < first ? pos[g] : first;
     }
@@ -266,7 +267,7 @@ static void plan_storage(Cg *cg, Plan *p, const bool *live, const bool *root,
     if (!has_kernel(p, i))
       continue;
     bool in_block = false;
-    for (int k = 0; k < m->params.n && block && !in_block; k++)
+    for (int k = 0; k < m->ntrainable && block && !in_block; k++)
       in_block = ((IrParam *)m->params.item[k])->grad->id == i;
     const IrValue *v = m->fn->values.item[i];
     if (grads && cg->opt_fused[i] >= 0)
@@ -299,7 +300,7 @@ static void plan_storage(Cg *cg, Plan *p, const bool *live, const bool *root,
   if (block) {
     p->grad_off = block_off;
     int64_t o = block_off;
-    for (int i = 0; i < m->params.n; i++) {
+    for (int i = 0; i < m->ntrainable; i++) {
       const IrParam *pr = m->params.item[i];
       p->off[pr->grad->id] = o;
       o += shape_numel(pr->shape);
@@ -316,6 +317,7 @@ typedef struct Frame {
   const int64_t *poff; // float offset of each parameter in `params`
   LLVMValueRef params, ws, max_batch, x, y, rows;
   LLVMValueRef state, tf; // nnc_train: optimizer state, this step's t
+  LLVMValueRef key;       // the step's key of random draws (i64)
   LLVMValueRef *ptr;      // per value id, once computed
   // nnc_train: the call that starts gathering the next batch, made once per
   // step before the first row-group kernel (see build_train).
@@ -484,7 +486,7 @@ static void call_kernels(Cg *cg, Frame *f, const bool *set, bool fused_opt) {
       emit_prefetch(cg, f);
     const Kernel *k = kernel_get(cg, v);
     int nopt = k->opt_param >= 0 ? 3 : 0;
-    int n = k->nout + k->nin + 1 + k->scratch + nopt;
+    int n = k->nout + k->nin + 1 + k->scratch + k->key + nopt;
     LLVMValueRef *args = arena_alloc(cg->arena, sizeof *args * (size_t)n);
     for (int a = 0; a < k->nout; a++)
       args[a] = value_ptr(cg, f, k->outs[a]);
@@ -494,6 +496,8 @@ static void call_kernels(Cg *cg, Frame *f, const bool *set, bool fused_opt) {
       assert(f->plan->scr[i] >= 0);
       args[k->nout + k->nin] = fixed_ptr(cg, f, f->plan->scr[i]);
     }
+    if (k->key)
+      args[k->nout + k->nin + k->scratch] = f->key;
     if (nopt) {
       args[n - 4] = cg_gep(cg, f->params, cg_i64(cg, f->poff[k->opt_param]));
       args[n - 3] = cg_gep(cg, f->state, cg_i64(cg, f->poff[k->opt_param]));
@@ -654,6 +658,12 @@ static LLVMValueRef build_train(Cg *cg, const Plan *plan, const bool *live,
   LLVMValueRef tf = LLVMBuildSIToFP(cg->b, tv, cg->t_f32, "");
   f.state = state;
   f.tf = tf;
+  if (m->ndraws) {
+    LLVMTypeRef ty_key;
+    LLVMValueRef f_key =
+        runtime_fn(cg, "nnrt_step_key", I, (LLVMTypeRef[]){P, I}, 2, &ty_key);
+    f.key = call(cg, ty_key, f_key, (LLVMValueRef[]){run, tv}, 2);
+  }
   call_kernels(cg, &f, live, false);
   emit_prefetch(cg, &f);            // no row group
   call_kernels(cg, &f, live, true); // gradients that update their parameter
@@ -661,7 +671,7 @@ static LLVMValueRef build_train(Cg *cg, const Plan *plan, const bool *live,
   if (m->opt.fn) {
     LLVMValueRef opt = kernel_optimizer(cg);
     LLVMTypeRef oty = LLVMGlobalGetValueType(opt);
-    int64_t total = poff[m->params.n];
+    int64_t total = poff[m->ntrainable];
     if (plan->grad_off >= 0) { // one pass over every parameter
       LLVMValueRef args[6] = {f.params,
                               fixed_ptr(cg, &f, plan->grad_off),
@@ -671,7 +681,7 @@ static LLVMValueRef build_train(Cg *cg, const Plan *plan, const bool *live,
                               tf};
       call(cg, oty, opt, args, 6);
     }
-    for (int i = 0; i < m->params.n && plan->grad_off < 0; i++) {
+    for (int i = 0; i < m->ntrainable && plan->grad_off < 0; i++) {
       const IrParam *p = m->params.item[i];
       if (cg->opt_fused[p->grad->id] == i)
         continue; // updated by its gradient's kernel
@@ -685,6 +695,15 @@ static LLVMValueRef build_train(Cg *cg, const Plan *plan, const bool *live,
       };
       call(cg, oty, opt, args, 6);
     }
+  }
+  // Buffers take their new values (computed from the step's parameters,
+  // and stored apart from every parameter, so nothing read is overwritten).
+  for (int i = 0; i < m->updates.n; i++) {
+    const IrUpdate *u = m->updates.item[i];
+    const IrParam *p = m->params.item[u->param];
+    LLVMBuildMemMove(cg->b, cg_gep(cg, f.params, cg_i64(cg, poff[u->param])),
+                     4, value_ptr(cg, &f, u->value), 4,
+                     cg_i64(cg, 4 * shape_numel(p->shape)));
   }
   prof_add(cg, nv + PROF_OPT, t0);
   LLVMValueRef loss_sum =
@@ -746,12 +765,16 @@ static LLVMValueRef build_infer(Cg *cg, const Plan *plan, const bool *out_set,
   LLVMBasicBlockRef with_y = block(cg, fn, "loss");
   LLVMBasicBlockRef done = block(cg, fn, "done");
   LLVMPositionBuilderAtEnd(cg->b, entry);
+  // Draws in the inference graph (sampling a generative model) use step 0's
+  // key of the model's default seed.
+  f.key = LLVMConstInt(cg->t_i64, nnrt_infer_key(m->train.seed), 0);
   frame_pointers(cg, &f, live);
   call_kernels(cg, &f, out_set, false);
   LLVMBuildCondBr(cg->b, LLVMBuildIsNotNull(cg->b, out, ""), copy, after_copy);
 
   LLVMPositionBuilderAtEnd(cg->b, copy);
-  const IrValue *o = m->output;
+  IrGraph ev = ir_eval_graph(m);
+  const IrValue *o = ev.output;
   int64_t bytes = shape_numel(o->shape) * 4;
   LLVMValueRef src = value_ptr(cg, &f, o);
   if (o->batched) {
@@ -767,7 +790,7 @@ static LLVMValueRef build_infer(Cg *cg, const Plan *plan, const bool *out_set,
   LLVMBuildBr(cg->b, after_copy);
 
   LLVMPositionBuilderAtEnd(cg->b, after_copy);
-  bool has_loss = m->objective || m->correct;
+  bool has_loss = ev.objective || ev.correct;
   LLVMBuildCondBr(cg->b,
                   has_loss ? LLVMBuildIsNotNull(cg->b, f.y, "")
                            : LLVMConstInt(cg->t_i1, 0, 0),
@@ -776,9 +799,9 @@ static LLVMValueRef build_infer(Cg *cg, const Plan *plan, const bool *out_set,
   LLVMPositionBuilderAtEnd(cg->b, with_y);
   call_kernels(cg, &f, loss_set, false);
   LLVMValueRef loss_sum =
-      LLVMBuildFMul(cg->b, load_scalar(cg, &f, m->objective),
+      LLVMBuildFMul(cg->b, load_scalar(cg, &f, ev.objective),
                     LLVMBuildSIToFP(cg->b, f.rows, D, ""), "");
-  LLVMValueRef correct = load_scalar(cg, &f, m->correct);
+  LLVMValueRef correct = load_scalar(cg, &f, ev.correct);
   LLVMValueRef vals[2] = {loss_sum, correct};
   for (int i = 0; i < 2; i++) {
     LLVMValueRef idx = cg_i64(cg, i);
@@ -879,21 +902,21 @@ static void build_model(Cg *cg, const Plan *train, const Plan *infer,
   LLVMTypeRef A = LLVMArrayType2(I, NNRT_MAX_RANK);
 
   // NnrtParamInfo, one per parameter.
-  LLVMTypeRef pf[11] = {P, I, A, I, I, I, D, D, I, I, I};
-  LLVMTypeRef t_param = struct_type(cg, pf, 11);
+  LLVMTypeRef pf[12] = {P, I, A, I, I, I, D, D, I, I, I, I};
+  LLVMTypeRef t_param = struct_type(cg, pf, 12);
   int np = m->params.n;
   LLVMValueRef *rows = arena_alloc(cg->arena, sizeof *rows * (size_t)(np + 1));
   for (int i = 0; i < np; i++) {
     const IrParam *p = m->params.item[i];
-    LLVMValueRef f[11] = {
+    LLVMValueRef f[12] = {
         const_str(cg, p->name), ci(cg, p->shape.rank),
         dims(cg, p->shape),     ci(cg, poff[i + 1] - poff[i]),
         ci(cg, poff[i]),        ci(cg, p->init.kind),
         cd(cg, p->init.a),      cd(cg, p->init.b),
         ci(cg, p->fan_in),      ci(cg, p->fan_out),
-        ci(cg, p->transposed),
+        ci(cg, p->transposed),  ci(cg, p->buffer),
     };
-    rows[i] = LLVMConstNamedStruct(t_param, f, 11);
+    rows[i] = LLVMConstNamedStruct(t_param, f, 12);
   }
   LLVMValueRef ptable =
       np ? private_global(cg, LLVMConstArray2(t_param, rows, (uint64_t)np),
@@ -981,7 +1004,10 @@ static int fuse_optimizer(Cg *cg, int i) {
   if (g->op != OP_MATMUL_TN || g == m->output || g == m->loss ||
       g == m->objective || g == m->correct)
     return 0;
-  for (int j = 0; j < m->params.n; j++)
+  for (int j = 0; j < m->updates.n; j++)
+    if (((IrUpdate *)m->updates.item[j])->value == g)
+      return 0;
+  for (int j = 0; j < m->ntrainable; j++)
     if (j != i && ((IrParam *)m->params.item[j])->grad == g)
       return 0;
   for (int j = g->id + 1; j < m->fn->values.n; j++) {
@@ -1054,8 +1080,9 @@ static void build_module(Cg *cg, LLVMTargetDataRef td) {
     assert(((IrValue *)m->fn->values.item[i])->id == i &&
            "values must be numbered in order (ir_renumber)");
   assert(m->input && m->output && "a module has an input and an output");
-  for (int i = 0; i < m->params.n && m->opt.fn; i++)
+  for (int i = 0; i < m->ntrainable && m->opt.fn; i++)
     assert(((IrParam *)m->params.item[i])->grad && "grad_emit has not run");
+  IrGraph ev = ir_eval_graph(m);
 
   // Roots must be stored even when marked fused: the driver reads them.
   bool *root = arena_alloc(cg->arena, (size_t)n);
@@ -1067,15 +1094,21 @@ static void build_module(Cg *cg, LLVMTargetDataRef td) {
   mark_root(root, m->loss);
   mark_root(root, m->objective);
   mark_root(root, m->correct);
-  for (int i = 0; i < m->params.n; i++)
+  for (int i = 0; i < m->ntrainable; i++)
     mark_root(root, ((IrParam *)m->params.item[i])->grad);
+  for (int i = 0; i < m->updates.n; i++)
+    mark_root(root, ((IrUpdate *)m->updates.item[i])->value);
   memcpy(train_live, root, (size_t)n);
   close_live(m->fn, train_live);
-  mark_root(out_set, m->output);
+  mark_root(root, ev.output);
+  mark_root(root, ev.loss);
+  mark_root(root, ev.objective);
+  mark_root(root, ev.correct);
+  mark_root(out_set, ev.output);
   close_live(m->fn, out_set);
-  mark_root(loss_set, m->loss);
-  mark_root(loss_set, m->objective);
-  mark_root(loss_set, m->correct);
+  mark_root(loss_set, ev.loss);
+  mark_root(loss_set, ev.objective);
+  mark_root(loss_set, ev.correct);
   close_live(m->fn, loss_set);
   for (int i = 0; i < n; i++) {
     if (out_set[i])
@@ -1102,7 +1135,7 @@ static void build_module(Cg *cg, LLVMTargetDataRef td) {
   for (int i = 0; i < n; i++)
     cg->opt_fused[i] = -1;
   if (m->opt.fn && !getenv("NNC_NO_OPT_FUSION"))
-    for (int i = 0; i < m->params.n; i++)
+    for (int i = 0; i < m->ntrainable; i++)
       nfused += fuse_optimizer(cg, i);
 
   // Kernel order: nnc_train runs every kernel by id, then the gradient

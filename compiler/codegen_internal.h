@@ -30,6 +30,7 @@ typedef struct Kernel {
   int nin;            // pointer arguments after the outputs
   const IrValue **in; // the storage-backed values they point to
   bool scratch;       // a scratch pointer follows the inputs (kernel_scratch)
+  bool key;           // an i64 follows: the step's key for random draws
   int opt_param;      // >= 0: the kernel also applies the optimizer to this
                       // parameter; ptr p, ptr state, float t follow
 } Kernel;
@@ -156,6 +157,7 @@ typedef struct Kern {
   LLVMValueRef *inp;  // the pointer argument of each k->in
   LLVMValueRef *outp; // the pointer argument of each k->outs
   LLVMValueRef row;   // row mode (row groups): emit this batch row only
+  LLVMValueRef key;   // k->key: the step's key of random draws (nnrt_rng.h)
   LLVMValueRef opt_p, opt_st, opt_t; // k->opt_param >= 0: params + offset,
                                      // state + offset, the step t (float)
 } Kern;

@@ -22,6 +22,7 @@
 #include <llvm-c/DebugInfo.h>
 
 #include "codegen_internal.h"
+#include "nnrt_rng.h"
 
 // Elements per optimizer task (a multiple of 16).
 enum { OPT_CHUNK = 16384 };
@@ -623,6 +624,9 @@ LLVMValueRef ew_op(Cg *cg, const IrValue *v, LLVMValueRef *x) {
   case OP_CONST:
   case OP_ARG:
   case OP_BATCH_SIZE:
+  case OP_RAND_UNIFORM:
+  case OP_RAND_NORMAL:
+  case OP_RAND_BERNOULLI:
   case OP_SUM:
   case OP_MEAN:
   case OP_SUM_TO:
@@ -707,6 +711,86 @@ static void kernel_none(Kern *k, const IrValue *v) {
   (void)k, (void)v;
   assert(!"this primitive has no kernel");
 }
+
+// ---- random draws -----------------------------------------------------------
+// The functions of runtime/nnrt_rng.h, instruction for instruction, so the
+// interpreter (eval.c) reproduces every draw: element c of the value (batch
+// rows outermost) is number c of the draw's key, which hashes the step's
+// key (the kernel's `key` argument) with the draw's number. One loop over
+// every element; LLVM vectorizes the integer hashing.
+static LLVMValueRef i64c(Cg *cg, uint64_t v) {
+  return LLVMConstInt(cg->t_i64, v, 0);
+}
+
+static LLVMValueRef mix64(Cg *cg, LLVMValueRef z) {
+  LLVMBuilderRef b = cg->b;
+  z = LLVMBuildMul(b, LLVMBuildXor(b, z, LLVMBuildLShr(b, z, i64c(cg, 30), ""), ""),
+                   i64c(cg, 0xbf58476d1ce4e5b9u), "");
+  z = LLVMBuildMul(b, LLVMBuildXor(b, z, LLVMBuildLShr(b, z, i64c(cg, 27), ""), ""),
+                   i64c(cg, 0x94d049bb133111ebu), "");
+  return LLVMBuildXor(b, z, LLVMBuildLShr(b, z, i64c(cg, 31), ""), "");
+}
+
+// nnrt_rng_bits(key, c)
+static LLVMValueRef rng_bits(Cg *cg, LLVMValueRef key, LLVMValueRef c) {
+  LLVMBuilderRef b = cg->b;
+  LLVMValueRef n = LLVMBuildMul(b, LLVMBuildAdd(b, c, i64c(cg, 1), ""),
+                                i64c(cg, NNRT_GOLDEN), "");
+  return mix64(cg, LLVMBuildAdd(b, key, n, ""));
+}
+
+// (bits >> shift) as a double, times scale.
+static LLVMValueRef bits_fp(Cg *cg, LLVMValueRef bits, unsigned shift,
+                            uint64_t add, double scale) {
+  LLVMBuilderRef b = cg->b;
+  LLVMValueRef v = LLVMBuildLShr(b, bits, i64c(cg, shift), "");
+  if (add)
+    v = LLVMBuildAdd(b, v, i64c(cg, add), "");
+  return LLVMBuildFMul(b, LLVMBuildUIToFP(b, v, cg->t_f64, ""),
+                       LLVMConstReal(cg->t_f64, scale), "");
+}
+
+static void kernel_draw(Kern *k, const IrValue *v) {
+  Cg *cg = k->cg;
+  LLVMBuilderRef b = cg->b;
+  LLVMValueRef key = mix64(
+      cg, LLVMBuildXor(b, k->key,
+                       i64c(cg, ((uint64_t)v->attr.index + 1) *
+                                    0xd1b54a32d192ed03u),
+                       ""));
+  LLVMValueRef n = cg_i64(cg, shape_numel(v->shape));
+  if (v->batched)
+    n = cg_mul(cg, n, k->rows);
+  Loop l;
+  LLVMValueRef c = loop_begin(cg, &l, n, "c");
+  LLVMValueRef x;
+  if (v->op == OP_RAND_UNIFORM) {
+    x = bits_fp(cg, rng_bits(cg, key, c), 40, 0, 0x1.0p-24);
+  } else if (v->op == OP_RAND_BERNOULLI) {
+    uint64_t thr = (uint64_t)llround(v->attr.num * 0x1.0p24);
+    LLVMValueRef hi = LLVMBuildLShr(b, rng_bits(cg, key, c), i64c(cg, 40), "");
+    x = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntULT, hi, i64c(cg, thr), ""),
+                        LLVMConstReal(cg->t_f64, 1), LLVMConstReal(cg->t_f64, 0),
+                        "");
+  } else { // Box-Muller from numbers 2c and 2c + 1, in double
+    LLVMValueRef c2 = LLVMBuildShl(b, c, i64c(cg, 1), "");
+    LLVMValueRef u1 = bits_fp(cg, rng_bits(cg, key, c2), 11, 1, 0x1.0p-53);
+    LLVMValueRef u2 = bits_fp(
+        cg, rng_bits(cg, key, LLVMBuildOr(b, c2, i64c(cg, 1), "")), 11, 0,
+        0x1.0p-53);
+    LLVMValueRef r = cg_intrinsic(cg, "llvm.log", &u1, 1);
+    r = LLVMBuildFMul(b, r, LLVMConstReal(cg->t_f64, -2.0), "");
+    r = cg_intrinsic(cg, "llvm.sqrt", &r, 1);
+    LLVMValueRef a =
+        LLVMBuildFMul(b, u2, LLVMConstReal(cg->t_f64, 6.283185307179586), "");
+    x = LLVMBuildFMul(b, r, cg_intrinsic(cg, "llvm.cos", &a, 1), "");
+  }
+  cg_store(cg, LLVMBuildFPTrunc(b, x, cg->t_f32, ""), k->out, c);
+  loop_end(cg, &l);
+}
+#define emit_RAND_UNIFORM kernel_draw
+#define emit_RAND_NORMAL kernel_draw
+#define emit_RAND_BERNOULLI kernel_draw
 
 // SUM / MEAN: every element of one example to a scalar, per row.
 static void kernel_sum(Kern *k, const IrValue *v, bool mean) {
@@ -1074,13 +1158,16 @@ const Kernel *kernel_get(Cg *cg, const IrValue *v) {
   k->nout = outs.n;
   k->outs = (const IrValue **)outs.item;
   k->scratch = kernel_scratch(cg, v) > 0;
+  k->key = prims[v->op].kind == PK_RANDOM;
   k->opt_param = cg->opt_fused ? cg->opt_fused[v->id] : -1;
   assert(k->opt_param < 0 || v->op == OP_MATMUL_TN);
   int nopt = k->opt_param >= 0 ? 3 : 0;
-  int np = k->nout + k->nin + 1 + k->scratch + nopt;
+  int np = k->nout + k->nin + 1 + k->scratch + k->key + nopt;
   LLVMTypeRef *pt = arena_alloc(cg->arena, sizeof *pt * (size_t)np);
   for (int i = 0; i < np - 1; i++)
     pt[i] = cg->t_ptr;
+  if (k->key)
+    pt[k->nout + k->nin + k->scratch] = cg->t_i64;
   if (nopt)
     pt[np - 2] = cg->t_f32;
   pt[np - 1] = cg->t_i64;
@@ -1112,6 +1199,10 @@ const Kernel *kernel_get(Cg *cg, const IrValue *v) {
   if (k->scratch) {
     kern.scratch = LLVMGetParam(k->fn, (unsigned)(k->nout + k->nin));
     LLVMSetValueName2(kern.scratch, "scratch", 7);
+  }
+  if (k->key) {
+    kern.key = LLVMGetParam(k->fn, (unsigned)(k->nout + k->nin + k->scratch));
+    LLVMSetValueName2(kern.key, "key", 3);
   }
   if (nopt) {
     kern.opt_p = LLVMGetParam(k->fn, (unsigned)np - 4);
@@ -1222,6 +1313,8 @@ LLVMValueRef kern_parallel(Kern *k, LLVMValueRef ntasks, const char *name) {
     k->inp[a] = LLVMGetParam(body, i++);
   if (k->k->scratch)
     k->scratch = LLVMGetParam(body, i++);
+  if (k->k->key)
+    k->key = LLVMGetParam(body, i++);
   if (k->k->opt_param >= 0) {
     k->opt_p = LLVMGetParam(body, i++);
     k->opt_st = LLVMGetParam(body, i++);
@@ -1259,6 +1352,9 @@ void opt_eval(Cg *cg, LLVMValueRef *arg, LLVMValueRef *res) {
     for (int a = 0; a < u->narg; a++)
       x[a] = val[u->arg[a]->id];
     switch (prims[u->op].kind) {
+    case PK_RANDOM:
+      assert(!"an optimizer draws no random numbers");
+      unreachable();
     case PK_LEAF:
       uni[vi] = u->op == OP_CONST || (u->op == OP_ARG && u->attr.index == 2);
       if (u->op == OP_CONST) {

@@ -214,16 +214,21 @@ static void print_summary(FILE *out, SemaResult *r, const CodegenPlan *plan) {
             28 - 2 * li->depth, li->name, shape_str(a, li->shape, false) + 3,
             (long long)li->nparams);
   }
-  int64_t total = 0;
-  for (int i = 0; i < m->params.n; i++)
-    total += shape_numel(((IrParam *)m->params.item[i])->shape);
+  int64_t total = 0, buffers = 0;
+  for (int i = 0; i < m->params.n; i++) {
+    const IrParam *p = m->params.item[i];
+    *(p->buffer ? &buffers : &total) += shape_numel(p->shape);
+  }
   fprintf(out, "total parameters: %lld (%s)\n", (long long)total,
           human(a, 4.0 * (double)total, "B"));
+  if (buffers)
+    fprintf(out, "buffers (running statistics): %lld (%s)\n",
+            (long long)buffers, human(a, 4.0 * (double)buffers, "B"));
   fprintf(out, "forward FLOPs per example: %s\n",
           human(a, (double)forward_flops(m), "FLOP"));
   if (plan) {  // what the training binary allocates at the default batch
     int64_t batch = m->train.batch;
-    int64_t params = total * (1 + m->opt.nstate);
+    int64_t params = total * (1 + m->opt.nstate) + buffers;
     int64_t ws = plan->ws_per_row * batch + plan->ws_fixed;
     fprintf(out, "training memory at batch %lld: %s (parameters and %d "
             "optimizer state%s %s, workspace %s; the data set comes on top)\n",

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "eval.h"
+#include "nnrt_rng.h"
 
 typedef struct Eval {
   const EvalEnv *env;
@@ -82,6 +83,35 @@ static void eval_ARG(const Eval *e, const IrValue *v, double *out) {
 static void eval_BATCH_SIZE(const Eval *e, const IrValue *v, double *out) {
   (void)v;
   out[0] = (double)e->env->batch;
+}
+
+// ---- random draws: the functions of nnrt_rng.h, element c of row r being
+// number r * numel + c of the draw's key -------------------------------------
+typedef double DrawFn(uint64_t key, uint64_t c, uint64_t threshold);
+
+static void draw(const Eval *e, const IrValue *v, double *out, DrawFn *fn) {
+  uint64_t key = nnrt_draw_key(e->env->step_key, (uint64_t)v->attr.index);
+  uint64_t threshold = (uint64_t)llround(v->attr.num * 0x1.0p24);
+  int64_t n = size_of(e, v);
+  for (int64_t c = 0; c < n; c++)
+    out[c] = fn(key, (uint64_t)c, threshold);
+}
+static double draw_uniform(uint64_t key, uint64_t c, uint64_t threshold) {
+  (void)threshold;
+  return nnrt_draw_uniform(key, c);
+}
+static double draw_normal(uint64_t key, uint64_t c, uint64_t threshold) {
+  (void)threshold;
+  return (float)nnrt_draw_normal(key, c);  // generated code rounds to f32
+}
+static void eval_RAND_UNIFORM(const Eval *e, const IrValue *v, double *out) {
+  draw(e, v, out, draw_uniform);
+}
+static void eval_RAND_NORMAL(const Eval *e, const IrValue *v, double *out) {
+  draw(e, v, out, draw_normal);
+}
+static void eval_RAND_BERNOULLI(const Eval *e, const IrValue *v, double *out) {
+  draw(e, v, out, nnrt_draw_bernoulli);
 }
 
 // ---- element-wise: one scalar function per primitive, broadcast loops -------

@@ -15,6 +15,7 @@ typedef struct EvalEnv {
   const double *label;    // batch x numel(LABEL)
   double *const *param;   // param[i]: numel(params[i]) values
   const double *arg;      // ARG leaves (optimizer programs), by index
+  uint64_t step_key;      // the step's key for RAND_* (nnrt_rng.h)
 } EvalEnv;
 
 // Evaluates every value of fn in order. Result i holds value i's elements:

@@ -68,6 +68,7 @@ static void grad_accum(Grad *g, IrValue *x, IrValue *d) {
   }
 NO_ADJ(INPUT) NO_ADJ(LABEL) NO_ADJ(PARAM) NO_ADJ(CONST) NO_ADJ(ARG)
 NO_ADJ(BATCH_SIZE)
+NO_ADJ(RAND_UNIFORM) NO_ADJ(RAND_NORMAL) NO_ADJ(RAND_BERNOULLI)
 NO_ADJ(STEP) NO_ADJ(SIGN) NO_ADJ(GT) NO_ADJ(CORRECT)  // piecewise constant
 
 // ---- element-wise, one argument ---------------------------------------------
@@ -396,7 +397,7 @@ void grad_of(IrFn *fn, IrValue *root, IrValue **wrt, int n, IrValue **out) {
 
 void grad_emit(IrModule *m, Ctx *ctx) {
   (void)ctx;  // every rule is total: sema already rejected what has no gradient
-  int n = m->params.n;
+  int n = m->ntrainable;  // buffers have no gradient
   if (!m->objective || n == 0)
     return;
   IrValue **wrt = arena_alloc(m->fn->arena, sizeof(IrValue *) * (size_t)n);

@@ -45,9 +45,37 @@ IrValue *ir_prim(IrFn *fn, Op op, IrValue **arg, Attr attr, Loc loc) {
   const char *why = ir_check(op, arg, &attr, &v->shape, &v->batched);
   assert(!why && "sema admitted an ill-shaped primitive");
   (void)why;
+  if (fn->share)  // an equal value built earlier stands for this one
+    for (int i = fn->values.n - 1; i >= 0; i--)
+      if (ir_same(fn->values.item[i], v))
+        return fn->values.item[i];
   v->id = fn->values.n;
   ptrvec_push(fn->arena, &fn->values, v);
   return v;
+}
+
+// Field by field: a Window has padding bytes, so memcmp would not do.
+static bool window_same(const Window *a, const Window *b) {
+  for (int i = 0; i < 3; i++)
+    if (a->kernel[i] != b->kernel[i] || a->stride[i] != b->stride[i] ||
+        a->pad_lo[i] != b->pad_lo[i] || a->pad_hi[i] != b->pad_hi[i] ||
+        a->dilation[i] != b->dilation[i])
+      return false;
+  return a->groups == b->groups;
+}
+
+bool ir_same(const IrValue *a, const IrValue *b) {
+  if (a->op != b->op || a->narg != b->narg)
+    return false;
+  for (int i = 0; i < a->narg; i++)
+    if (a->arg[i] != b->arg[i])
+      return false;
+  return memcmp(&a->attr.num, &b->attr.num, sizeof(double)) == 0 &&
+         a->attr.index == b->attr.index &&
+         a->attr.batched == b->attr.batched &&
+         shape_eq(a->attr.shape, b->attr.shape) &&
+         window_same(&a->attr.win, &b->attr.win) &&
+         a->attr.axis == b->attr.axis && a->attr.start == b->attr.start;
 }
 
 IrValue *ir_leaf(IrFn *fn, Op op, Shape s, bool batched, int index,
@@ -210,6 +238,12 @@ static void print_init(FILE *out, Init init) {
     print_num(out, init.b);
     fputc(')', out);
   }
+}
+
+IrGraph ir_eval_graph(const IrModule *m) {
+  if (m->eval.output)
+    return m->eval;
+  return (IrGraph){m->output, m->loss, m->objective, m->correct};
 }
 
 void ir_print(FILE *out, const IrModule *m) {

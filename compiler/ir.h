@@ -39,7 +39,9 @@ typedef enum Op {
   OP_COUNT
 } Op;
 
-typedef enum PrimKind { PK_LEAF, PK_EW, PK_REDUCE, PK_MATMUL, PK_OTHER } PrimKind;
+typedef enum PrimKind {
+  PK_LEAF, PK_RANDOM, PK_EW, PK_REDUCE, PK_MATMUL, PK_OTHER
+} PrimKind;
 
 // The sliding window of the convolution and pooling primitives, one entry
 // per spatial axis (outermost first; entries past the spatial rank are
@@ -114,6 +116,10 @@ struct IrValue {
 typedef struct IrFn {
   Arena *arena;
   PtrVec values;          // IrValue*, topological order
+  bool share;             // ir_prim returns an equal earlier value instead
+                          // of a new one (sema's second, inference-mode
+                          // lowering: what does not depend on the mode is
+                          // built once)
 } IrFn;
 
 IrFn *ir_fn_new(Arena *a);
@@ -131,6 +137,9 @@ IrValue *ir_shaped(IrFn *fn, Op op, IrValue *x, Shape s, bool batched,
 const char *ir_check(Op op, IrValue **arg, const Attr *attr, Shape *out,
                      bool *out_batched);
 void ir_count_uses(IrFn *fn);
+// Whether two values compute the same thing: the same primitive of the same
+// arguments with equal attributes (constants compare bit for bit).
+bool ir_same(const IrValue *a, const IrValue *b);
 void ir_renumber(IrFn *fn);
 
 // ---- the module: one model with its loss, optimizer and training setup -----
@@ -159,7 +168,36 @@ typedef struct IrParam {
   // state have the transposed shape; `shape` stays the declared one, which
   // checkpoints and initializers see.
   bool transposed;
+  // A buffer (`buffer NAME: TYPE = INIT` in a layer): state that is not
+  // trained, such as batch norm's running statistics. It has no gradient
+  // and no optimizer state; the training graph may assign it a new value
+  // each step (IrModule.updates), the inference graph reads it, and
+  // checkpoints save it beside the parameters. Buffers come after every
+  // trainable parameter in IrModule.params.
+  bool buffer;
 } IrParam;
+
+// `update NAME = expr` in a layer: after each training step, buffer
+// params[param] takes the value `value` (unbatched, the buffer's shape),
+// computed from the parameters and buffers as they were during the step.
+typedef struct IrUpdate {
+  int param;              // index into IrModule.params (a buffer)
+  IrValue *value;
+  Loc loc;
+} IrUpdate;
+
+// The roots of one mode's graph. The training and the inference graphs
+// live in the same IrFn: sema lowers the model once per mode, values that
+// do not depend on the mode are shared (the simplifier's CSE merges them),
+// and each mode is the closure of its roots. So a model without dropout or
+// batch norm has one graph, and one that has them differs exactly where
+// the modes differ.
+typedef struct IrGraph {
+  IrValue *output;        // the model's prediction
+  IrValue *loss;          // per-example loss, batched scalar
+  IrValue *objective;     // BATCH_MEAN(loss) (+ penalties in training)
+  IrValue *correct;       // correct predictions in the batch, or NULL
+} IrGraph;
 
 // The optimizer: a scalar program applied to every element of every
 // parameter. ARG 0 = p, 1 = g, 2 = t (1-based step), 3.. = state values.
@@ -202,17 +240,29 @@ typedef struct TrainSpec {
 typedef struct IrModule {
   const char *name;       // the model's name
   const char *source_dir; // folder of the .nn file (data search)
-  IrFn *fn;               // forward, loss, metrics, then backward
+  IrFn *fn;               // both modes' forward, loss, metrics, then backward
   IrValue *input, *label;
+  // The training graph's roots:
   IrValue *output;        // the model's prediction
-  IrValue *loss;          // per-example loss, batched scalar
-  IrValue *objective;     // BATCH_MEAN(loss): what training minimizes
+  IrValue *loss;          // per-example loss (+ per-example penalties)
+  IrValue *objective;     // BATCH_MEAN(loss) + parameter penalties: what
+                          // training minimizes
   IrValue *correct;       // correct predictions in the batch (unbatched
                           // scalar: SUM_TO of per-example CORRECT), or NULL
-  PtrVec params;          // IrParam*
+  IrGraph eval;           // the inference graph's roots (eval mode: dropout
+                          // off, running statistics); output NULL: the same
+                          // as the training graph's
+  PtrVec updates;         // IrUpdate*: buffer assignments of each step
+  int ndraws;             // random draws numbered 0..ndraws-1 (attr.index)
+  PtrVec params;          // IrParam*: trainable ones, then buffers
+  int ntrainable;         // params[0, ntrainable) have gradients
   IrOptimizer opt;
   TrainSpec train;
 } IrModule;
+
+// The inference graph's roots: m->eval, or the training graph's when the
+// modes do not differ (m->eval.output is NULL).
+IrGraph ir_eval_graph(const IrModule *m);
 
 // Prints a module (`--emit=ir`, and `--emit=grad` once gradients exist).
 void ir_print(FILE *out, const IrModule *m);

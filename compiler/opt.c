@@ -40,11 +40,12 @@ static void slots_add(Slots *s, IrValue **p) {
     s->item[s->n++] = p;
 }
 
-// Roots of m->fn: input, label, output, loss, objective, correct, every PARAM
-// leaf and every gradient.
+// Roots of m->fn: input, label, both graphs' output, loss, objective and
+// correct, every PARAM leaf, every gradient and every buffer update.
 static Slots slots_main(IrModule *m) {
   Slots s = {arena_alloc(m->fn->arena,
-                         sizeof(IrValue **) * (size_t)(6 + 2 * m->params.n)),
+                         sizeof(IrValue **) *
+                             (size_t)(10 + 2 * m->params.n + m->updates.n)),
              0};
   slots_add(&s, &m->input);
   slots_add(&s, &m->label);
@@ -52,6 +53,12 @@ static Slots slots_main(IrModule *m) {
   slots_add(&s, &m->loss);
   slots_add(&s, &m->objective);
   slots_add(&s, &m->correct);
+  slots_add(&s, &m->eval.output);
+  slots_add(&s, &m->eval.loss);
+  slots_add(&s, &m->eval.objective);
+  slots_add(&s, &m->eval.correct);
+  for (int i = 0; i < m->updates.n; i++)
+    slots_add(&s, &((IrUpdate *)m->updates.item[i])->value);
   for (int i = 0; i < m->params.n; i++) {
     IrParam *p = m->params.item[i];
     slots_add(&s, &p->value);
@@ -123,34 +130,10 @@ static uint64_t value_hash(const IrValue *v) {
   return mix(h, (uint64_t)v->attr.start);
 }
 
-// Field by field: a Window has padding bytes, so memcmp would not do.
-static bool window_same(const Window *a, const Window *b) {
-  for (int i = 0; i < 3; i++)
-    if (a->kernel[i] != b->kernel[i] || a->stride[i] != b->stride[i] ||
-        a->pad_lo[i] != b->pad_lo[i] || a->pad_hi[i] != b->pad_hi[i] ||
-        a->dilation[i] != b->dilation[i])
-      return false;
-  return a->groups == b->groups;
-}
-
-static bool value_same(const IrValue *a, const IrValue *b) {
-  if (a->op != b->op || a->narg != b->narg)
-    return false;
-  for (int i = 0; i < a->narg; i++)
-    if (a->arg[i] != b->arg[i])
-      return false;
-  return memcmp(&a->attr.num, &b->attr.num, sizeof(double)) == 0 &&
-         a->attr.index == b->attr.index &&
-         a->attr.batched == b->attr.batched &&
-         shape_eq(a->attr.shape, b->attr.shape) &&
-         window_same(&a->attr.win, &b->attr.win) &&
-         a->attr.axis == b->attr.axis && a->attr.start == b->attr.start;
-}
-
 // The earlier value equal to v, or NULL (nothing is recorded).
 static IrValue *cse_find(Opt *o, const IrValue *v) {
   for (uint64_t i = value_hash(v) & o->mask; o->table[i]; i = (i + 1) & o->mask)
-    if (value_same(o->table[i], v))
+    if (ir_same(o->table[i], v))
       return o->table[i];
   return NULL;
 }
@@ -162,7 +145,7 @@ static IrValue *cse(Opt *o, IrValue *v) {
       o->table[i] = v;
       return v;
     }
-    if (value_same(o->table[i], v))
+    if (ir_same(o->table[i], v))
       return o->table[i];
   }
 }

@@ -54,6 +54,10 @@ typedef enum BuiltinKind {
   BK_INIT,     // an initializer
   BK_TRAIN,    // only meaningful in a train block (accuracy, idx, csv, inline)
   BK_WINDOW,   // convolution, pooling, concat, reshape: see sema_window.c
+  BK_DRAW,     // bernoulli(p, like); uniform(like) and normal(like) are
+               // BK_INIT names given a tensor or a shape list
+  BK_BATCH,    // batch_mean(x [, shape]): statistics over the batch axis
+  BK_RANGE,    // in_range(x, lo, hi, "what"): x, checked at compile time
 } BuiltinKind;
 
 typedef struct Builtin {
@@ -90,6 +94,9 @@ static const Builtin builtins[] = {
     {"maxpool", BK_WINDOW, 0, 0, 0},     {"avgpool", BK_WINDOW, 0, 0, 0},
     {"maxunpool", BK_WINDOW, 0, 0, 0},   {"concat", BK_WINDOW, 0, 0, 0},
     {"reshape", BK_WINDOW, 0, 0, 0},
+    {"bernoulli", BK_DRAW, OP_RAND_BERNOULLI, 0, 0},
+    {"batch_mean", BK_BATCH, 0, 0, 0},
+    {"in_range", BK_RANGE, 0, 0, 0},
 };
 enum { NBUILTINS = sizeof builtins / sizeof builtins[0] };
 
@@ -270,6 +277,12 @@ static SVal eval_name(Sema *s, Frame *f, Ast *e) {
   Ast *d = sema_find_decl(s, e->name);
   if (d)
     return func_value(d, -1, e->loc);
+  if (strcmp(e->name, "training") == 0)  // 1 in the training graph, else 0
+    return sval_num(s->training ? 1 : 0, e->loc);
+  if (strcmp(e->name, "batch_size") == 0)
+    return sval_tensor(ir_leaf(s->fn, OP_BATCH_SIZE, shape_scalar(), false, 0,
+                               NULL, e->loc),
+                       e->loc);
   int bi = builtin_find(e->name);
   if (bi >= 0) {
     const Builtin *bt = &builtins[bi];
@@ -578,8 +591,8 @@ static void fan_of(Shape sh, int64_t *fan_in, int64_t *fan_out) {
 static void declare_param(Sema *s, Frame *f, Ast *st) {
   Shape shape;
   if (s->fn != s->m->fn) {
-    diag_error(s->diag, st->loc, "parameters can only be declared in layers "
-                                 "and models");
+    diag_error(s->diag, st->loc, "%s can only be declared in layers and models",
+               st->kind == AST_BUFFER ? "buffers" : "parameters");
     return;
   }
   if (!eval_shape(s, f, st->a, &shape)) {
@@ -601,16 +614,26 @@ static void declare_param(Sema *s, Frame *f, Ast *st) {
   const char *name = f->prefix[0]
                          ? arena_printf(s->arena, "%s.%s", f->prefix, st->name)
                          : st->name;
-  for (int i = 0; i < s->m->params.n; i++)
-    if (strcmp(((IrParam *)s->m->params.item[i])->name, name) == 0) {
-      diag_error(s->diag, st->loc, "parameter '%s' is declared twice", name);
+  bool buffer = st->kind == AST_BUFFER;
+  for (int i = 0; i < s->m->params.n; i++) {
+    IrParam *q = s->m->params.item[i];
+    if (strcmp(q->name, name) != 0)
+      continue;
+    if (s->eval_pass && q->buffer == buffer && shape_eq(q->shape, shape)) {
+      // The inference graph reads the training graph's parameters.
+      frame_bind(s, f, st->name, sval_tensor(q->value, st->loc));
       return;
     }
+    diag_error(s->diag, st->loc, "%s '%s' is declared twice",
+               buffer ? "buffer" : "parameter", name);
+    return;
+  }
   IrParam *p = arena_alloc(s->arena, sizeof *p);
   p->name = name;
   p->shape = shape;
   p->init = init.init;
   p->loc = st->loc;
+  p->buffer = buffer;
   fan_of(shape, &p->fan_in, &p->fan_out);
   p->value = ir_leaf(s->m->fn, OP_PARAM, shape, false, s->m->params.n, name,
                      st->loc);
@@ -618,28 +641,123 @@ static void declare_param(Sema *s, Frame *f, Ast *st) {
   frame_bind(s, f, st->name, sval_tensor(p->value, st->loc));
 }
 
-// Evaluates a declaration's statements; returns what `return` returns.
-static SVal eval_body(Sema *s, Frame *f, Ast *decl) {
-  for (int i = 0; i < decl->body.n; i++) {
-    Ast *st = decl->body.item[i];
+// `update NAME = expr`: the buffer NAME takes expr's value after each
+// training step (the inference graph never updates buffers).
+static void buffer_update(Sema *s, Frame *f, Ast *st) {
+  Binding *b = frame_lookup(f, st->name);
+  IrParam *p = NULL;
+  for (int i = 0; b && b->val.kind == SV_TENSOR && i < s->m->params.n; i++) {
+    IrParam *q = s->m->params.item[i];
+    if (q->buffer && q->value == b->val.t)
+      p = q;
+  }
+  if (!p) {
+    if (!b || b->val.kind != SV_POISON)
+      diag_error(s->diag, st->loc, "'%s' is not a buffer of this layer",
+                 st->name);
+    return;
+  }
+  if (!s->training)
+    return;
+  SVal v = sema_eval(s, f, st->a);
+  if (v.kind == SV_POISON)
+    return;
+  if (v.kind == SV_NUM)
+    v = sval_tensor(ir_shaped(s->fn, OP_BROADCAST,
+                              ir_const(s->fn, v.num, st->a->loc), p->shape,
+                              false, st->a->loc),
+                    v.loc);
+  if (v.kind != SV_TENSOR || v.t->batched || !shape_eq(v.t->shape, p->shape)) {
+    diag_error(s->diag, st->a->loc,
+               "update '%s': the buffer is %s but the new value is %s",
+               st->name, shape_str(s->arena, p->shape, false),
+               sval_describe(s, v));
+    return;
+  }
+  for (int i = 0; i < s->m->updates.n; i++)
+    if (((IrUpdate *)s->m->updates.item[i])->param == p->value->attr.index) {
+      diag_error(s->diag, st->loc, "buffer '%s' is updated twice", p->name);
+      return;
+    }
+  IrUpdate *u = arena_alloc(s->arena, sizeof *u);
+  u->param = p->value->attr.index;
+  u->value = v.t;
+  u->loc = st->loc;
+  ptrvec_push(s->arena, &s->m->updates, u);
+}
+
+// `penalty expr`: a scalar added to the training objective (one number per
+// example, averaged with the loss, or one number for the whole batch).
+static void add_penalty(Sema *s, Frame *f, Ast *st) {
+  if (!s->training)
+    return;
+  SVal v = sema_eval(s, f, st->a);
+  if (v.kind == SV_POISON)
+    return;
+  if (v.kind != SV_TENSOR || v.t->shape.rank != 0) {
+    diag_error(s->diag, st->a->loc,
+               "a penalty must be a scalar tensor (one number per example or "
+               "per batch), got %s",
+               sval_describe(s, v));
+    return;
+  }
+  ptrvec_push(s->arena, &s->penalties, v.t);
+}
+
+// Evaluates statements in order; returns whether a `return` ran (its value
+// in *ret). `if` bodies run in the same frame.
+static bool eval_stmts(Sema *s, Frame *f, const AstList *body, SVal *ret) {
+  for (int i = 0; i < body->n; i++) {
+    Ast *st = body->item[i];
     if (!st)
       continue;  // a statement the parser already reported
     switch (st->kind) {
     case AST_PARAM:
+    case AST_BUFFER:
       declare_param(s, f, st);
       break;
     case AST_ASSIGN:
       frame_bind(s, f, st->name, sema_eval(s, f, st->a));
       break;
+    case AST_BUFFER_UPDATE:
+      buffer_update(s, f, st);
+      break;
+    case AST_PENALTY:
+      add_penalty(s, f, st);
+      break;
+    case AST_IF: {
+      SVal c = sema_eval(s, f, st->a);
+      if (c.kind != SV_NUM) {
+        if (c.kind != SV_POISON)
+          diag_error(s->diag, st->a->loc,
+                     "an if condition must be known at compile time (a "
+                     "number, or 'training'), got %s",
+                     sval_describe(s, c));
+        *ret = sval_poison();
+        return true;
+      }
+      if (eval_stmts(s, f, c.num != 0 ? &st->body : &st->list, ret))
+        return true;
+      break;
+    }
     case AST_RETURN:
-      if (i + 1 < decl->body.n && decl->body.item[i + 1])
-        diag_error(s->diag, ((Ast *)decl->body.item[i + 1])->loc,
+      if (i + 1 < body->n && body->item[i + 1])
+        diag_error(s->diag, ((Ast *)body->item[i + 1])->loc,
                    "statement after 'return' is never reached");
-      return sema_eval(s, f, st->a);
+      *ret = sema_eval(s, f, st->a);
+      return true;
     default:
       diag_error(s->diag, st->loc, "this statement is not allowed here");
     }
   }
+  return false;
+}
+
+// Evaluates a declaration's statements; returns what `return` returns.
+static SVal eval_body(Sema *s, Frame *f, Ast *decl) {
+  SVal r;
+  if (eval_stmts(s, f, &decl->body, &r))
+    return r;
   diag_error(s->diag, decl->loc, "'%s' has no return statement", decl->name);
   return sval_poison();
 }
@@ -733,7 +851,11 @@ static SVal instantiate(Sema *s, Frame *f, Ast *decl, SVal *pos, int npos,
   if (!ok)
     return sval_poison();
   int first_param = s->m->params.n, errors = s->diag->nerrors;
+  Ast *top = s->top_call;
+  if (s->in_model && f->depth == 0)
+    s->top_call = call;
   SVal r = check_result(s, &callee, decl, eval_body(s, &callee, decl));
+  s->top_call = top;
   // An error inside a stdlib layer points into the stdlib; say which call.
   Loc last = s->diag->last_error;
   bool at_call = last.line == call->loc.line && last.col == call->loc.col &&
@@ -748,7 +870,8 @@ static SVal instantiate(Sema *s, Frame *f, Ast *decl, SVal *pos, int npos,
     li->depth = f->layer_depth;
     for (int i = first_param; i < s->m->params.n; i++) {
       IrParam *p = s->m->params.item[i];
-      if (strncmp(p->name, callee.prefix, strlen(callee.prefix)) == 0 &&
+      if (!p->buffer &&
+          strncmp(p->name, callee.prefix, strlen(callee.prefix)) == 0 &&
           strchr(p->name + strlen(callee.prefix) + 1, '.') == NULL)
         li->nparams += shape_numel(p->shape);
     }
@@ -757,6 +880,133 @@ static SVal instantiate(Sema *s, Frame *f, Ast *decl, SVal *pos, int npos,
   if (r.kind != SV_POISON)
     r.loc = call->loc;
   return r;
+}
+
+// The shape a draw takes: a tensor's (`like`), or a list of dimensions
+// (per example, with the batch axis).
+static bool draw_shape(Sema *s, SVal v, const char *name, Shape *sh,
+                       bool *batched) {
+  if (v.kind == SV_TENSOR) {
+    *sh = v.t->shape;
+    *batched = v.t->batched;
+    return true;
+  }
+  if (v.kind == SV_LIST && v.nitems <= MAX_RANK) {
+    sh->rank = v.nitems;
+    for (int i = 0; i < v.nitems; i++) {
+      if (v.items[i].kind != SV_NUM || v.items[i].num < 1 ||
+          v.items[i].num != floor(v.items[i].num) || v.items[i].num > 1e9) {
+        diag_error(s->diag, v.items[i].loc,
+                   "%s: a dimension must be a positive integer", name);
+        return false;
+      }
+      sh->dim[i] = (int64_t)v.items[i].num;
+    }
+    *batched = true;
+    return true;
+  }
+  diag_error(s->diag, v.loc,
+             "%s: expected a tensor to take the shape of, or a list of "
+             "dimensions such as [64], got %s",
+             name, sval_describe(s, v));
+  return false;
+}
+
+// A number argument of a builtin, or NAN after reporting.
+static double number_arg(Sema *s, SVal v, const char *name, const char *what) {
+  if (v.kind == SV_NUM)
+    return v.num;
+  diag_error(s->diag, v.loc, "%s: %s must be a number, got %s", name, what,
+             sval_describe(s, v));
+  return NAN;
+}
+
+// Draws (uniform, normal, bernoulli), batch statistics and in_range.
+static SVal apply_stat(Sema *s, const Builtin *b, SVal *pos, int npos,
+                       const char **names, SVal *named, int nnamed,
+                       Ast *call) {
+  (void)names, (void)named;
+  int want = b->kind == BK_RANGE ? 4 : b->kind == BK_DRAW ? 2 : 1;
+  int most = b->kind == BK_BATCH ? 2 : want;
+  if (npos < want || npos > most || nnamed) {
+    diag_error(s->diag, call->loc, "%s takes %d argument%s", b->name, want,
+               want == 1 ? "" : "s");
+    return sval_poison();
+  }
+  if (b->kind == BK_RANGE) {
+    double x = number_arg(s, pos[0], b->name, "the value");
+    double lo = number_arg(s, pos[1], b->name, "the lower bound");
+    double hi = number_arg(s, pos[2], b->name, "the upper bound");
+    if (isnan(x) || isnan(lo) || isnan(hi))
+      return sval_poison();
+    if (pos[3].kind != SV_STR) {
+      diag_error(s->diag, pos[3].loc, "in_range: expected a name string");
+      return sval_poison();
+    }
+    if (!(x >= lo && x < hi)) {
+      diag_error(s->diag, pos[0].loc, "%s must be in [%g, %g), got %g",
+                 pos[3].str, lo, hi, x);
+      return sval_poison();
+    }
+    return pos[0];
+  }
+  if (b->kind == BK_BATCH) {
+    SVal x = pos[0];
+    if (x.kind != SV_TENSOR || !x.t->batched) {
+      diag_error(s->diag, x.loc,
+                 "batch_mean needs a value with a batch axis, got %s",
+                 sval_describe(s, x));
+      return sval_poison();
+    }
+    if (s->training && s->in_model && !s->batch_stats_at.file)
+      s->batch_stats_at = s->top_call ? s->top_call->loc : call->loc;
+    if (npos == 1)
+      return sema_build(s, OP_BATCH_MEAN, pos, (Attr){0}, call->loc, b->name);
+    // batch_mean(x, [c, 1, 1]): the mean over the batch and over the axes
+    // where the target has extent 1 (a per-channel statistic).
+    Shape to;
+    bool batched;
+    if (!draw_shape(s, pos[1], b->name, &to, &batched))
+      return sval_poison();
+    Attr attr = {.shape = to, .batched = false};
+    SVal sum = sema_build(s, OP_SUM_TO, pos, attr, call->loc, b->name);
+    if (sum.kind == SV_POISON)
+      return sum;
+    double per = (double)shape_numel(x.t->shape) / (double)shape_numel(to);
+    IrValue *n = ir_binary(s->fn, OP_MUL,
+                           ir_leaf(s->fn, OP_BATCH_SIZE, shape_scalar(), false,
+                                   0, NULL, call->loc),
+                           ir_const(s->fn, per, call->loc), call->loc);
+    return sval_tensor(ir_binary(s->fn, OP_DIV, sum.t, n, call->loc),
+                       call->loc);
+  }
+  // A draw: fresh numbers at every training step.
+  double p = 0;
+  SVal like = pos[npos - 1];
+  if (b->kind == BK_DRAW) {
+    p = number_arg(s, pos[0], b->name, "the probability");
+    if (isnan(p))
+      return sval_poison();
+    if (p < 0 || p > 1) {
+      diag_error(s->diag, pos[0].loc,
+                 "bernoulli: the probability must be in [0, 1], got %g", p);
+      return sval_poison();
+    }
+  }
+  Shape sh;
+  bool batched;
+  if (!draw_shape(s, like, b->name, &sh, &batched))
+    return sval_poison();
+  Op op = b->kind == BK_DRAW          ? OP_RAND_BERNOULLI
+          : b->op == INIT_UNIFORM     ? OP_RAND_UNIFORM
+                                      : OP_RAND_NORMAL;
+  Attr attr = {.shape = sh, .batched = batched, .num = p,
+               .index = s->draws++};
+  if (s->draws > s->m->ndraws)
+    s->m->ndraws = s->draws;
+  return sval_tensor(
+      ir_prim(s->fn, op, (IrValue *[MAX_ARGS]){0}, attr, call->loc),
+      call->loc);
 }
 
 static SVal apply_builtin(Sema *s, const Builtin *b, SVal *pos, int npos,
@@ -770,6 +1020,10 @@ static SVal apply_builtin(Sema *s, const Builtin *b, SVal *pos, int npos,
                b->name);
     return sval_poison();
   }
+  if (b->kind == BK_DRAW || b->kind == BK_BATCH || b->kind == BK_RANGE ||
+      (b->kind == BK_INIT && npos == 1 &&
+       (pos[0].kind == SV_TENSOR || pos[0].kind == SV_LIST)))
+    return apply_stat(s, b, pos, npos, names, named, nnamed, call);
   if (b->kind == BK_INIT) {
     int nargs = b->op == INIT_CONSTANT ? 1
                 : (b->op == INIT_UNIFORM || b->op == INIT_NORMAL) ? 2 : 0;
@@ -973,7 +1227,8 @@ static IrValue *lower_model(Sema *s, Ast *model) {
   Shape in;
   if (!eval_shape(s, &f, x->a, &in))
     return NULL;
-  s->m->input = ir_leaf(s->fn, OP_INPUT, in, true, 0, x->name, x->loc);
+  if (!s->eval_pass)
+    s->m->input = ir_leaf(s->fn, OP_INPUT, in, true, 0, x->name, x->loc);
   frame_bind(s, &f, x->name, sval_tensor(s->m->input, x->loc));
   s->in_model = true;
   SVal r = check_result(s, &f, model, eval_body(s, &f, model));
@@ -989,6 +1244,37 @@ static IrValue *lower_model(Sema *s, Ast *model) {
     return NULL;
   }
   return r.t;
+}
+
+// Trainable parameters first, then buffers (both in declaration order), so
+// gradients and optimizer state cover params[0, ntrainable); PARAM leaves
+// and updates follow their parameter's new index.
+static void params_order(IrModule *m) {
+  int n = m->params.n, k = 0;
+  IrParam **sorted = arena_alloc(m->fn->arena, sizeof *sorted * (size_t)(n + 1));
+  int *index = arena_alloc(m->fn->arena, sizeof *index * (size_t)(n + 1));
+  for (int pass = 0; pass < 2; pass++)
+    for (int i = 0; i < n; i++) {
+      IrParam *p = m->params.item[i];
+      if (p->buffer == (pass == 1)) {
+        index[i] = k;
+        sorted[k++] = p;
+      }
+    }
+  for (int i = 0; i < n; i++) {
+    m->params.item[i] = sorted[i];
+    if (!sorted[i]->buffer)
+      m->ntrainable = i + 1;
+  }
+  for (int i = 0; i < m->fn->values.n; i++) {
+    IrValue *v = m->fn->values.item[i];
+    if (v->op == OP_PARAM)
+      v->attr.index = index[v->attr.index];
+  }
+  for (int i = 0; i < m->updates.n; i++) {
+    IrUpdate *u = m->updates.item[i];
+    u->param = index[u->param];
+  }
 }
 
 SemaResult sema_lower(Ctx *ctx, Program *prog) {
@@ -1034,12 +1320,28 @@ SemaResult sema_lower(Ctx *ctx, Program *prog) {
   m->train.threshold = 0.5;
   s.m = m;
   s.fn = m->fn;
+  // The training graph, then (if that went well) the inference graph: the
+  // same source lowered with `training` = 0, reading the same parameters.
+  s.training = true;
   IrValue *out = lower_model(&s, model);
-  if (out) {
-    m->output = out;
-    if (train)
-      sema_train(&s, train, out);
+  IrValue *eval_out = NULL;
+  if (out && ctx->diag.nerrors == 0) {
+    s.training = false;
+    s.eval_pass = true;
+    s.counters = (PtrVec){0};
+    s.layers = NULL;
+    s.draws = 0;
+    m->fn->share = true;
+    eval_out = lower_model(&s, model);
   }
+  if (out && eval_out) {
+    m->output = out;
+    m->eval.output = eval_out;
+    if (train)
+      sema_train(&s, train, out, eval_out);
+  }
+  m->fn->share = false;
+  params_order(m);
   if (ctx->diag.nerrors == 0)
     res.module = m;
   return res;

@@ -60,6 +60,15 @@ typedef struct Sema {
   PtrVec counters;     // Counter*: instance numbering
   PtrVec *layers;      // LayerInfo* for the summary
   bool in_model;       // lowering the model's body (not its loss)
+  // The mode being lowered: the model is lowered twice, into the training
+  // graph (training = true: dropout on, batch statistics, buffer updates,
+  // penalties) and then into the inference graph (`training` is 0 there).
+  bool training;
+  bool eval_pass;      // the second lowering: parameters exist already
+  int draws;           // random draws numbered so far in this pass
+  PtrVec penalties;    // IrValue*: `penalty` terms of the training pass
+  Ast *top_call;       // the model-level call being instantiated
+  Loc batch_stats_at;  // first batch statistic in training (file NULL: none)
 } Sema;
 
 SVal sval_poison(void);
@@ -87,7 +96,9 @@ double sema_number(Sema *s, Frame *f, Ast *e, const char *what,
 SVal sema_window(Sema *s, const char *name, SVal *pos, int npos,
                  const char **names, SVal *named, int nnamed, Ast *call);
 
-// sema_train.c: lowers the train block (loss, optimizer, data, settings).
-void sema_train(Sema *s, Ast *train, IrValue *output);
+// sema_train.c: lowers the train block (loss, optimizer, data, settings)
+// for the training graph's output, and the loss and metrics of the
+// inference graph's.
+void sema_train(Sema *s, Ast *train, IrValue *output, IrValue *eval_output);
 
 #endif

@@ -231,7 +231,11 @@ static void lower_data(Sema *s, Frame *f, Ast *e, DataSpec *d) {
 }
 
 // ---- loss and metrics ---------------------------------------------------------------------
-static void lower_loss(Sema *s, Frame *f, Ast *e) {
+// The loss of `output` against the label, into g. The training graph also
+// adds the penalties: per-example ones to the loss, the others (parameter
+// penalties, one number per batch) to the objective.
+static void lower_loss(Sema *s, Frame *f, Ast *e, IrValue *output, IrGraph *g,
+                       bool penalties) {
   IrModule *m = s->m;
   SVal fn = sema_eval(s, f, e);
   if (fn.kind == SV_POISON)
@@ -243,7 +247,7 @@ static void lower_loss(Sema *s, Frame *f, Ast *e) {
                fn.decl ? "a model or optimizer" : sval_describe(s, fn));
     return;
   }
-  SVal args[2] = {sval_tensor(m->output, e->loc), sval_tensor(m->label, e->loc)};
+  SVal args[2] = {sval_tensor(output, e->loc), sval_tensor(m->label, e->loc)};
   SVal l = sema_apply(s, f, fn, args, 2, NULL, NULL, 0, e);
   if (l.kind == SV_POISON)
     return;
@@ -253,8 +257,18 @@ static void lower_loss(Sema *s, Frame *f, Ast *e) {
                sval_describe(s, l));
     return;
   }
-  m->loss = l.t;
-  m->objective = ir_unary(s->fn, OP_BATCH_MEAN, l.t, e->loc);
+  IrValue *loss = l.t, *extra = NULL;
+  for (int i = 0; penalties && i < s->penalties.n; i++) {
+    IrValue *p = s->penalties.item[i];
+    if (p->batched)
+      loss = ir_binary(s->fn, OP_ADD, loss, p, p->loc);
+    else
+      extra = extra ? ir_binary(s->fn, OP_ADD, extra, p, p->loc) : p;
+  }
+  g->loss = loss;
+  g->objective = ir_unary(s->fn, OP_BATCH_MEAN, loss, e->loc);
+  if (extra)
+    g->objective = ir_binary(s->fn, OP_ADD, g->objective, extra, e->loc);
 }
 
 static void lower_metrics(Sema *s, Frame *f, Ast *e) {
@@ -284,10 +298,18 @@ static void lower_metrics(Sema *s, Frame *f, Ast *e) {
       continue;
     }
     m->train.accuracy = true;
-    IrValue *c = ir_prim(s->fn, OP_CORRECT, (IrValue *[]){m->output, m->label},
-                         (Attr){.num = m->train.threshold}, it->loc);
-    m->correct = ir_shaped(s->fn, OP_SUM_TO, c, shape_scalar(), false, it->loc);
   }
+}
+
+// Correct predictions of `output` in the batch (SUM_TO of per-example
+// CORRECT), when accuracy is a metric.
+static IrValue *lower_correct(Sema *s, IrValue *output, Loc loc) {
+  IrModule *m = s->m;
+  if (!m->train.accuracy)
+    return NULL;
+  IrValue *c = ir_prim(s->fn, OP_CORRECT, (IrValue *[]){output, m->label},
+                       (Attr){.num = m->train.threshold}, loc);
+  return ir_shaped(s->fn, OP_SUM_TO, c, shape_scalar(), false, loc);
 }
 
 // ---- the optimizer ---------------------------------------------------------------------------
@@ -431,7 +453,7 @@ static void lower_optimizer(Sema *s, Ast *e) {
 }
 
 // ---- the block -------------------------------------------------------------------------------
-void sema_train(Sema *s, Ast *train, IrValue *output) {
+void sema_train(Sema *s, Ast *train, IrValue *output, IrValue *eval_output) {
   IrModule *m = s->m;
   TrainSpec *t = &m->train;
   t->loc = train->loc;
@@ -472,7 +494,22 @@ void sema_train(Sema *s, Ast *train, IrValue *output) {
     switch (k) {
     case 0: lower_data(s, &f, e, &t->data); break;
     case 1: lower_data(s, &f, e, &t->test); break;
-    case 2: lower_loss(s, &f, e); break;
+    case 2: {
+      // The training graph's loss (with penalties), then the inference
+      // graph's, built in inference mode (shared where the modes agree).
+      IrGraph g = {0};
+      s->fn->share = false;
+      s->training = true;
+      lower_loss(s, &f, e, output, &g, true);
+      m->loss = g.loss, m->objective = g.objective;
+      s->fn->share = true;
+      s->training = false;
+      if (g.loss)
+        lower_loss(s, &f, e, eval_output, &m->eval, false);
+      s->fn->share = false;
+      s->training = true;
+      break;
+    }
     case 3: lower_optimizer(s, e); break;
     case 4: t->batch = setting_int(s, &f, e, "batch", 1, 32); break;
     case 5: t->epochs = setting_int(s, &f, e, "epochs", 0, 1); break;
@@ -486,5 +523,16 @@ void sema_train(Sema *s, Ast *train, IrValue *output) {
       break;
     case 8: lower_metrics(s, &f, e); break;
     }
+  }
+  m->correct = lower_correct(s, output, t->loc);
+  s->fn->share = true;
+  m->eval.correct = lower_correct(s, eval_output, t->loc);
+  s->fn->share = false;
+  if (t->batch == 1 && s->batch_stats_at.file) {
+    diag_error(s->diag, given[4] ? given[4]->a->loc : train->loc,
+               "batch statistics need at least 2 examples per batch, but "
+               "batch = 1");
+    diag_note(s->diag, s->batch_stats_at,
+              "statistics over the batch are taken here (batch norm)");
   }
 }

@@ -79,6 +79,14 @@ RULE(PARAM) { (void)in, (void)inb; return leaf(attr, out, outb); }
 RULE(CONST) { (void)in, (void)inb; return leaf(attr, out, outb); }
 RULE(ARG) { (void)in, (void)inb; return leaf(attr, out, outb); }
 RULE(BATCH_SIZE) { (void)in, (void)inb; return leaf(attr, out, outb); }
+RULE(RAND_UNIFORM) { (void)in, (void)inb; return leaf(attr, out, outb); }
+RULE(RAND_NORMAL) { (void)in, (void)inb; return leaf(attr, out, outb); }
+RULE(RAND_BERNOULLI) {
+  (void)in, (void)inb;
+  if (!(attr->num >= 0 && attr->num <= 1))
+    return "a probability must be in [0, 1]";
+  return leaf(attr, out, outb);
+}
 
 // Element-wise unary: the shape passes through.
 static const char *same(const Shape *in, const bool *inb, Shape *out,

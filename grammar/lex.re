@@ -14,6 +14,7 @@
 // Invariants: the scanner never reads past the padding (`re2c:eof` with a
 // `$` rule: a NUL inside the file is an error, not the end); lexical errors
 // are reported and scanning goes on; nothing is allocated outside the arena.
+#include <ctype.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -197,6 +198,10 @@ static int lex_scan(Parser *p, YYSTYPE *val) {
       "return"       { return lex_tok(p, tok, cur, RETURN); }
       "state"        { return lex_tok(p, tok, cur, STATE); }
       "update"       { return lex_tok(p, tok, cur, UPDATE); }
+      "buffer"       { return lex_tok(p, tok, cur, BUFFER); }
+      "if"           { return lex_tok(p, tok, cur, IF); }
+      "else"         { return lex_tok(p, tok, cur, ELSE); }
+      "penalty"      { return lex_tok(p, tok, cur, PENALTY); }
       "f32"          { return lex_tok(p, tok, cur, F32); }
       "f64"          { return lex_tok(p, tok, cur, F64); }
       "int"          { return lex_tok(p, tok, cur, INT); }
@@ -236,12 +241,8 @@ static bool lex_continues(int kind) {
   }
 }
 
-// Whether the next line that holds a token starts with '|>'. The answer is
-// remembered in p->pipe_at so blank lines before it are not rescanned.
-static bool lex_pipe_follows(Parser *p) {
-  if (p->cur <= p->pipe_at)
-    return true;
-  const char *q = p->cur;
+// The first byte of the next line that holds a token.
+static const char *lex_next_line(const char *q) {
   for (;;) {
     if (*q == ' ' || *q == '\t' || *q == '\r' || *q == '\n')
       q++;
@@ -251,10 +252,29 @@ static bool lex_pipe_follows(Parser *p) {
     else
       break;
   }
+  return q;
+}
+
+// Whether the next line that holds a token starts with '|>'. The answer is
+// remembered in p->pipe_at so blank lines before it are not rescanned.
+static bool lex_pipe_follows(Parser *p) {
+  if (p->cur <= p->pipe_at)
+    return true;
+  const char *q = lex_next_line(p->cur);
   if (q[0] != '|' || q[1] != '>')
     return false;
   p->pipe_at = q;
   return true;
+}
+
+// Whether a '}' just ended is followed by `else` on a later line: the if
+// statement goes on, as it would with `} else {` on one line.
+static bool lex_else_follows(Parser *p) {
+  if (p->last != '}')
+    return false;
+  const char *q = lex_next_line(p->cur);
+  return strncmp(q, "else", 4) == 0 &&
+         !(isalnum((unsigned char)q[4]) || q[4] == '_');
 }
 
 // Remembers the first newline skipped inside brackets since the last token:
@@ -275,7 +295,7 @@ static bool lex_skip_newline(Parser *p) {
     lex_note_newline(p);
     return true;
   }
-  return lex_continues(p->last) || lex_pipe_follows(p);
+  return lex_continues(p->last) || lex_pipe_follows(p) || lex_else_follows(p);
 }
 
 // Turns the token just scanned into a NEWLINE before it: the token itself is

@@ -82,6 +82,8 @@ static Ast *node_new(Parser *p, AstKind kind, Loc loc, const char *name,
 static Ast *type_new(Parser *p, DType dtype, AstList dims, Loc loc);
 static AstList body_return(Parser *p, Ast *value, Loc loc);
 static Ast *update_new(Parser *p, AstList names, AstList body, Loc loc);
+static Ast *if_new(Parser *p, Ast *cond, AstList then, AstList otherwise,
+                   Loc loc);
 static Ast *call_new(Parser *p, const char *name, AstList args, Loc loc);
 static Ast *list_new(Parser *p, AstList items, Loc loc);
 static Ast *pipe_new(Parser *p, Ast *lhs, Ast *rhs);
@@ -106,7 +108,8 @@ static Ast *expr_checked(Parser *p, Ast *e);
 // expected_items() test ranges of them.
 %token IMPORT "'import'" LAYER "'layer'" MODEL "'model'" LOSS "'loss'"
 %token OPTIMIZER "'optimizer'" TRAIN "'train'" PARAM "'param'"
-%token RETURN "'return'" STATE "'state'" UPDATE "'update'"
+%token RETURN "'return'" STATE "'state'" BUFFER "'buffer'" IF "'if'"
+%token ELSE "'else'" PENALTY "'penalty'" UPDATE "'update'"
 %token F32 "'f32'" F64 "'f64'" INT "'int'" FLOAT "'float'"
 
 %left PIPE
@@ -222,6 +225,16 @@ stmt
       { $$ = node_new(p, AST_ASSIGN, @1, $1, $3, NULL); }
   | RETURN full_expr
       { $$ = node_new(p, AST_RETURN, @1, NULL, $2, NULL); }
+  | BUFFER NAME ':' type '=' full_expr
+      { $$ = node_new(p, AST_BUFFER, @1, $2, $4, $6); }
+  | UPDATE NAME '=' full_expr
+      { $$ = node_new(p, AST_BUFFER_UPDATE, @1, $2, $4, NULL); }
+  | PENALTY full_expr
+      { $$ = node_new(p, AST_PENALTY, @1, NULL, $2, NULL); }
+  | IF full_expr block
+      { $$ = if_new(p, $2, $3, (AstList){0}, @1); }
+  | IF full_expr block ELSE block
+      { $$ = if_new(p, $2, $3, $5, @1); }
   ;
 
 // The body of an optimizer: `state` lines and `update(...) {...}` blocks.
@@ -274,6 +287,8 @@ setting_name
   | OPTIMIZER { $$ = "optimizer"; } | TRAIN { $$ = "train"; }
   | PARAM { $$ = "param"; } | RETURN { $$ = "return"; }
   | STATE { $$ = "state"; } | UPDATE { $$ = "update"; }
+  | BUFFER { $$ = "buffer"; } | IF { $$ = "if"; } | ELSE { $$ = "else"; }
+  | PENALTY { $$ = "penalty"; }
   ;
 
 // Error recovery only: skips a whole braced block (nested ones included)
@@ -289,7 +304,7 @@ skip_toks
 skip_tok
   : NAME | STRING | NUMBER | NEWLINE | PIPE | ARROW
   | IMPORT | LAYER | MODEL | LOSS | OPTIMIZER | TRAIN | PARAM | RETURN
-  | STATE | UPDATE | F32 | F64 | INT | FLOAT
+  | STATE | BUFFER | IF | ELSE | PENALTY | UPDATE | F32 | F64 | INT | FLOAT
   | '+' | '-' | '*' | '/' | '@' | '^' | '(' | ')' | '[' | ']' | ',' | '='
   | ':'
   ;
@@ -448,6 +463,8 @@ static int expected_items(const yypcontext_t *yc, const char **item) {
   bool decl = has[YYSYMBOL_LAYER] && has[YYSYMBOL_TRAIN];
   bool name = has[YYSYMBOL_NAME] && has[YYSYMBOL_IMPORT] &&
               has[YYSYMBOL_UPDATE];
+  bool stmt = has[YYSYMBOL_PARAM] && has[YYSYMBOL_RETURN] &&
+              has[YYSYMBOL_PENALTY] && !name;
   int m = 0;
   for (int i = 0; i < n; i++) {
     yysymbol_kind_t t = exp[i];
@@ -456,10 +473,14 @@ static int expected_items(const yypcontext_t *yc, const char **item) {
                   t == YYSYMBOL_INT || t == YYSYMBOL_FLOAT)) ||
         (decl && (t == YYSYMBOL_YYEOF || (t >= YYSYMBOL_IMPORT &&
                                           t <= YYSYMBOL_TRAIN))) ||
-        (name && t >= YYSYMBOL_IMPORT && t <= YYSYMBOL_UPDATE))
+        (name && t >= YYSYMBOL_IMPORT && t <= YYSYMBOL_UPDATE) ||
+        (stmt && (t == YYSYMBOL_NAME || t == YYSYMBOL_PARAM ||
+                  (t >= YYSYMBOL_RETURN && t <= YYSYMBOL_UPDATE))))
       continue;
     item[m++] = expected_name(t);
   }
+  if (stmt)
+    item[m++] = "a statement";
   if (decl)
     item[m++] = "a declaration";
   if (type)
@@ -554,6 +575,16 @@ static Ast *type_new(Parser *p, DType dtype, AstList dims, Loc loc) {
 // e.g. the operator of a binary node).
 static AstList body_return(Parser *p, Ast *value, Loc loc) {
   return list_one(p, node_new(p, AST_RETURN, loc, NULL, value, NULL));
+}
+
+// if COND { then } else { otherwise }: a = COND, body = then, list = otherwise.
+static Ast *if_new(Parser *p, Ast *cond, AstList then, AstList otherwise,
+                   Loc loc) {
+  Ast *n = ast_new(p->arena, AST_IF, loc);
+  n->a = cond;
+  n->body = then;
+  n->list = otherwise;
+  return n;
 }
 
 static Ast *update_new(Parser *p, AstList names, AstList body, Loc loc) {

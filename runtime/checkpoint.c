@@ -117,7 +117,8 @@ static void build_header(Buf *b, const NnrtModel *m, int with_state,
     char prefix[48];
     snprintf(prefix, sizeof prefix, "optimizer.%lld.", (long long)k);
     for (int64_t i = 0; i < m->nparams; i++)
-      buf_tensor(b, prefix, &m->params[i], &off);
+      if (!m->params[i].buffer)  // buffers have no optimizer state
+        buf_tensor(b, prefix, &m->params[i], &off);
   }
   buf_add(b, "}");
   while (!b->oom && b->len % 8)
@@ -190,7 +191,8 @@ static int write_all(FILE *f, void *ctx) {
       return -1;
   for (int64_t k = 0; c->state && k < m->nstate; k++)
     for (int64_t i = 0; i < m->nparams; i++)
-      if (write_param(f, &m->params[i], c->state + k * m->param_numel))
+      if (!m->params[i].buffer &&
+          write_param(f, &m->params[i], c->state + k * m->param_numel))
         return -1;
   return 0;
 }
@@ -547,7 +549,7 @@ static Entry *entry_for(Want *w, Entry *found, const char *key) {
       return NULL;
   if (*s != '.' || (i = param_index(m, s + 1)) < 0)
     return NULL;
-  if (k >= w->nstate) {
+  if (k >= w->nstate || m->params[i].buffer) {
     w->stray = 1;
     return NULL;
   }
@@ -648,9 +650,13 @@ static int read_tensor(FILE *f, const char *path, uint64_t data_start,
 // Whether the state the file holds can be restored: all of it, and the step.
 static NnrtStateLoad state_status(const Want *w, const Entry *st,
                                   const NnrtTrainPos *pos) {
-  int64_t n = w->nstate * w->m->nparams, present = 0;
-  for (int64_t i = 0; i < n; i++)
-    present += st[i].found;
+  int64_t n = 0, present = 0;
+  for (int64_t k = 0; k < w->nstate; k++)
+    for (int64_t i = 0; i < w->m->nparams; i++)
+      if (!w->m->params[i].buffer) {
+        n++;
+        present += st[k * w->m->nparams + i].found;
+      }
   if (w->stray || (present > 0 && present < n))
     return NNRT_STATE_MISMATCH;
   if (present == 0 && (n > 0 || pos->step < 0))
@@ -703,7 +709,8 @@ static int load(FILE *f, const char *path, Want *w, float *params,
       for (int64_t i = 0; i < m->nparams; i++) {
         char prefix[48];
         snprintf(prefix, sizeof prefix, "optimizer.%lld.", (long long)k);
-        if (check(path, prefix, &m->params[i], &sf[k * m->nparams + i],
+        if (!m->params[i].buffer &&
+            check(path, prefix, &m->params[i], &sf[k * m->nparams + i],
                   data_size, err))
           return -1;
       }
@@ -718,7 +725,8 @@ static int load(FILE *f, const char *path, Want *w, float *params,
       char prefix[48];
       snprintf(prefix, sizeof prefix, "optimizer.%lld.", (long long)k);
       const NnrtParamInfo *p = &m->params[i];
-      if (read_tensor(f, path, 8 + n, prefix, p, &sf[k * m->nparams + i],
+      if (!p->buffer &&
+          read_tensor(f, path, 8 + n, prefix, p, &sf[k * m->nparams + i],
                       state + k * m->param_numel, err))
         return -1;
     }

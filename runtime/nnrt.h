@@ -39,6 +39,9 @@ typedef struct NnrtParamInfo {
                                  // memory as its transpose [dim1, dim0]
                                  // (checkpoints and initializers still see
                                  // [dim0, dim1]; see nnrt_param_at)
+  int64_t buffer;                // 1: a buffer (running statistics): saved
+                                 // and loaded like a parameter, but never
+                                 // trained and without optimizer state
 } NnrtParamInfo;
 
 typedef enum NnrtDataKind {
@@ -100,6 +103,9 @@ int nnrt_main(const NnrtModel *model, int argc, char **argv);
 // before the epoch loop and count the optimizer's t on from it (the first
 // update of the run uses t = nnrt_step_start(run) + 1).
 int64_t nnrt_step_start(NnrtRun *run);
+// The key of step t's random draws (see nnrt_rng.h): a hash of the run's
+// seed and t, so draws continue the same stream when a run resumes.
+int64_t nnrt_step_key(NnrtRun *run, int64_t t);
 // Starts an epoch (0-based in this run; a resumed run continues the saved
 // run's numbering and shuffles internally); returns the number of batches,
 // or 0 to stop.

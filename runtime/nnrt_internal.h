@@ -35,7 +35,7 @@ void *nnrt_alloc_array(int64_t count, size_t elem);
 // ---- rng.c ------------------------------------------------------------------
 // Independent random streams derived from the seed, so that drawing more
 // numbers for one purpose never shifts another.
-enum { NNRT_STREAM_INIT = 1, NNRT_STREAM_SHUFFLE = 2 };
+enum { NNRT_STREAM_INIT = 1, NNRT_STREAM_SHUFFLE = 2, NNRT_STREAM_DRAW = 3 };
 
 // A key for stream `stream`, sub-stream `sub` (parameter index, epoch).
 uint64_t nnrt_rng_key(uint64_t seed, uint64_t stream, uint64_t sub);

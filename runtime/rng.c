@@ -9,15 +9,10 @@
 #include <math.h>
 
 #include "nnrt_internal.h"
+#include "nnrt_rng.h"
 
-static const uint64_t GOLDEN = 0x9e3779b97f4a7c15u;
-
-// The splitmix64 finalizer: a bijection on 64 bits with good avalanche.
-static uint64_t mix64(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
-  return z ^ (z >> 31);
-}
+static const uint64_t GOLDEN = NNRT_GOLDEN;
+#define mix64 nnrt_mix64
 
 uint64_t nnrt_rng_key(uint64_t seed, uint64_t stream, uint64_t sub) {
   // The constants keep mix64(0) == 0 from making seed 0 special.
@@ -27,7 +22,7 @@ uint64_t nnrt_rng_key(uint64_t seed, uint64_t stream, uint64_t sub) {
 }
 
 uint64_t nnrt_rng_u64(uint64_t key, uint64_t counter) {
-  return mix64(key + (counter + 1) * GOLDEN);
+  return nnrt_rng_bits(key, counter);
 }
 
 double nnrt_rng_uniform(uint64_t key, uint64_t counter) {

@@ -182,6 +182,10 @@ static int prefetch_settle(NnrtRun *r, int64_t i, const float *x,
 
 int64_t nnrt_step_start(NnrtRun *r) { return r->steps; }
 
+int64_t nnrt_step_key(NnrtRun *r, int64_t t) {
+  return (int64_t)nnrt_rng_key(r->seed, NNRT_STREAM_DRAW, (uint64_t)t);
+}
+
 int64_t nnrt_epoch_begin(NnrtRun *r, int64_t epoch) {
   prefetch_settle(r, -1, NULL, NULL);  // before the order changes
   if (interrupts)

@@ -46,6 +46,7 @@ static IrValue *param(IrModule *m, const char *name, Shape s) {
   p->loc = L;
   p->value = ir_leaf(m->fn, OP_PARAM, s, false, m->params.n, name, L);
   ptrvec_push(a, &m->params, p);
+  m->ntrainable = m->params.n;
   return p->value;
 }
 

@@ -37,6 +37,7 @@ static IrValue *param(IrModule *m, const char *name, Shape s, InitKind k) {
   p->loc = L;
   p->value = ir_leaf(m->fn, OP_PARAM, s, false, m->params.n, name, L);
   ptrvec_push(a, &m->params, p);
+  m->ntrainable = m->params.n;
   return p->value;
 }
 
@@ -144,7 +145,8 @@ static void check_step(T *t, const IrModule *m, const char *exe, const Data *d,
   memcpy(&steps, out, 8);
   cr_assert_eq(steps, 1);
   const float *p1 = (const float *)(out + 8);
-  double **ref = reference(&t->arena, m, d, 0, d->params);
+  double **ref =
+      reference_key(&t->arena, m, d, 0, d->params, harness_step_key(1));
   int64_t off = 0;
   for (int i = 0; i < m->params.n; i++) {
     const IrParam *p = m->params.item[i];
@@ -475,7 +477,25 @@ static IrValue *c_epilogue_rows(IrModule *m, IrValue *x) {
   return bin(m, OP_MUL, bin(m, OP_MATMUL, x, w), un(m, OP_EXP, r));
 }
 
+// Random draws (dropout's mask, additive noise, a learned noise scale),
+// which the interpreter reproduces bit for bit from the same keys.
+static IrValue *c_draws(IrModule *m, IrValue *x) {
+  IrValue *q = param(m, "q", shape_vec(9), INIT_NORMAL);
+  Attr keep = {.shape = x->shape, .batched = true, .num = 0.6, .index = 0};
+  Attr u = {.shape = x->shape, .batched = true, .index = 1};
+  Attr nrm = {.shape = shape_vec(9), .batched = false, .index = 2};
+  IrValue *none[MAX_ARGS] = {0};
+  IrValue *mask = ir_prim(m->fn, OP_RAND_BERNOULLI, none, keep, L);
+  IrValue *y = bin(m, OP_DIV, bin(m, OP_MUL, x, mask), cst(m, 0.6));
+  y = bin(m, OP_ADD, y, bin(m, OP_MUL, ir_prim(m->fn, OP_RAND_UNIFORM, none, u, L),
+                            cst(m, 0.1)));
+  m->ndraws = 3;
+  return bin(m, OP_ADD, y,
+             bin(m, OP_MUL, q, ir_prim(m->fn, OP_RAND_NORMAL, none, nrm, L)));
+}
+
 static const OpCase op_cases[] = {
+    {"draws", {.rank = 1, .dim = {9}}, c_draws, 0.1},
     {"epilogue", {.rank = 1, .dim = {5}}, c_epilogue, 0.1},
     {"epilogue_rows", {.rank = 2, .dim = {3, 4}}, c_epilogue_rows, 0.1},
     {"axes", {.rank = 2, .dim = {3, 4}}, c_axes, 0.1},

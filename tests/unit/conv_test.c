@@ -1292,6 +1292,7 @@ Test(opt, cse_compares_windows_and_axes) {
   p->shape = S(4, 2, 3, 3);
   p->value = ir_leaf(fn, OP_PARAM, p->shape, false, 0, "w", L);
   ptrvec_push(&a, &m.params, p);
+  m.ntrainable = m.params.n;
   m.input = ir_leaf(fn, OP_INPUT, S(4, 6, 6), true, 0, "x", L);
   IrValue *x = m.input, *w = p->value;
   Window base = win_all(0, 1, 1, 1, 2);

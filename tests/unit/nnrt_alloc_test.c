@@ -86,8 +86,8 @@ static void tiny_infer(const float *params, float *ws, int64_t max_batch,
 }
 
 static const NnrtParamInfo tiny_params[2] = {
-    {"w", 1, {2}, 2, 0, NNRT_INIT_NORMAL, 0, 0.1, 2, 1, 0},
-    {"b", 1, {1}, 1, 2, NNRT_INIT_CONSTANT, 0.1, 0, 0, 0, 0},
+    {"w", 1, {2}, 2, 0, NNRT_INIT_NORMAL, 0, 0.1, 2, 1, 0, 0},
+    {"b", 1, {1}, 1, 2, NNRT_INIT_CONSTANT, 0.1, 0, 0, 0, 0, 0},
 };
 static const double tiny_state[1] = {0};
 

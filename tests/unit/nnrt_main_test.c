@@ -126,8 +126,8 @@ static void fake_infer(const float *params, float *ws, int64_t max_batch,
 }
 
 static const NnrtParamInfo params_table[2] = {
-    {"dense.W", 2, {IN, OUT}, NW, 0, NNRT_INIT_XAVIER_UNIFORM, 0, 0, IN, OUT, 0},
-    {"dense.b", 1, {OUT}, OUT, NW, NNRT_INIT_ZEROS, 0, 0, 0, 0, 0},
+    {"dense.W", 2, {IN, OUT}, NW, 0, NNRT_INIT_XAVIER_UNIFORM, 0, 0, IN, OUT, 0, 0},
+    {"dense.b", 1, {OUT}, OUT, NW, NNRT_INIT_ZEROS, 0, 0, 0, 0, 0, 0},
 };
 static const double state_init[2] = {0, 0.25};
 

@@ -48,7 +48,7 @@ static void ae_infer(const float *params, float *ws, int64_t max_batch,
 }
 
 static const NnrtParamInfo ae_params[1] = {
-    {"bias", 1, {1}, 1, 0, NNRT_INIT_CONSTANT, 0.25, 0, 0, 0, 0},
+    {"bias", 1, {1}, 1, 0, NNRT_INIT_CONSTANT, 0.25, 0, 0, 0, 0, 0},
 };
 
 // Pixels 0..255 as floats, scaled by 1/255 like IDX images; no labels

@@ -116,8 +116,8 @@ static void adam_infer(const float *params, float *ws, int64_t max_batch,
 }
 
 static const NnrtParamInfo adam_params[2] = {
-    {"dense.W", 2, {IN, OUT}, NW, 0, NNRT_INIT_XAVIER_UNIFORM, 0, 0, IN, OUT, 0},
-    {"dense.b", 1, {OUT}, OUT, NW, NNRT_INIT_ZEROS, 0, 0, 0, 0, 0},
+    {"dense.W", 2, {IN, OUT}, NW, 0, NNRT_INIT_XAVIER_UNIFORM, 0, 0, IN, OUT, 0, 0},
+    {"dense.b", 1, {OUT}, OUT, NW, NNRT_INIT_ZEROS, 0, 0, 0, 0, 0, 0},
 };
 static const double adam_state[2] = {0, 0};
 
@@ -398,8 +398,8 @@ static double inits[3] = {0.5, 0.25, 0.125};
 
 // p [2, 2] and q [3]: 7 floats; nstate states.
 static NnrtModel small_model(int64_t nstate) {
-  NnrtParamInfo p = {"p", 2, {2, 2}, 4, 0, NNRT_INIT_ZEROS, 0, 0, 0, 0, 0};
-  NnrtParamInfo q = {"q", 1, {3}, 3, 4, NNRT_INIT_ZEROS, 0, 0, 0, 0, 0};
+  NnrtParamInfo p = {"p", 2, {2, 2}, 4, 0, NNRT_INIT_ZEROS, 0, 0, 0, 0, 0, 0};
+  NnrtParamInfo q = {"q", 1, {3}, 3, 4, NNRT_INIT_ZEROS, 0, 0, 0, 0, 0, 0};
   small_info[0] = p, small_info[1] = q;
   NnrtModel m;
   memset(&m, 0, sizeof m);

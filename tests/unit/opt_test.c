@@ -44,6 +44,7 @@ static IrValue *param(Fixture *f, const char *name, Shape s) {
   p->shape = s;
   p->value = ir_leaf(f->m.fn, OP_PARAM, s, false, f->m.params.n, name, L);
   ptrvec_push(&f->arena, &f->m.params, p);
+  f->m.ntrainable = f->m.params.n;
   return p->value;
 }
 
@@ -283,7 +284,7 @@ static EvalEnv random_env(Fixture *f, Data *d, uint64_t seed) {
   }
   for (int i = 0; i < 8; i++)
     d->arg[i] = uniform(&s, 0.5, 2);
-  return (EvalEnv){BATCH, d->input, d->label, d->param, d->arg};
+  return (EvalEnv){BATCH, d->input, d->label, d->param, d->arg, 0};
 }
 
 // The roots in a fixed order: main fn roots, then the optimizer's.

@@ -333,8 +333,8 @@ Test(parse, newlines) {
   free(s);
   // A newline ends `return x`, so `+ 1` is a statement of its own (wrong).
   expect_errors("layer f(x) {\n  return x\n  + 1\n}\n", 1,
-                "t.nn:3:3: error: unexpected '+', expected one of a name, "
-                "'param', 'return', '}'\n"
+                "t.nn:3:3: error: unexpected '+', expected one of '}', a "
+                "statement\n"
                 "      + 1\n"
                 "      ^\n");
 }
@@ -417,7 +417,7 @@ Test(errors, recovery_keeps_going) {
 Test(errors, end_of_file) {
   expect_errors("layer f(x) {", 1,
                 "t.nn:1:13: error: unexpected end of file, expected one of "
-                "a name, 'param', 'return', '}'\n"
+                "'}', a statement\n"
                 "    layer f(x) {\n"
                 "                ^\n");
   expect_errors("layer f(x) = g(x", 1, NULL);

@@ -16,6 +16,14 @@
 
 #include <stdint.h>
 
+#include "nnrt_rng.h"
+
+// The key nnrt_step_key hands generated code for step t (the real runtime
+// hashes its seed and t): the reference interpreter draws with the same.
+static inline uint64_t harness_step_key(int64_t t) {
+  return nnrt_mix64((uint64_t)t * 0x2545f4914f6cdd1du + 7);
+}
+
 enum {
   // nnc_train for `epochs` epochs over the batches. OUT: int64 steps,
   // float params[param_numel], float state[nstate * param_numel], then per

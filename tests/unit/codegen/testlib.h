@@ -231,9 +231,11 @@ static inline char *run(T *t, const char *exe, HarnessIn in, const Data *d,
 }
 
 // ---- the reference ----------------------------------------------------------
-// eval_fn on batch b of d (with the given parameters).
-static inline double **reference(Arena *a, const IrModule *m, const Data *d,
-                                 int b, const float *params) {
+// eval_fn on batch b of d (with the given parameters), drawing random
+// numbers with `key` (nnrt_rng.h).
+static inline double **reference_key(Arena *a, const IrModule *m,
+                                     const Data *d, int b,
+                                     const float *params, uint64_t key) {
   int64_t first = 0;
   for (int i = 0; i < b; i++)
     first += d->rows[i];
@@ -253,8 +255,15 @@ static inline double **reference(Arena *a, const IrModule *m, const Data *d,
       pp[i][j] = params[off + j];
     off += n;
   }
-  EvalEnv env = {.batch = r, .input = x, .label = y, .param = pp};
+  EvalEnv env = {.batch = r, .input = x, .label = y, .param = pp,
+                 .step_key = key};
   return eval_fn(a, m->fn, &env);
+}
+
+// The reference as nnc_infer computes it (its draws use nnrt_infer_key).
+static inline double **reference(Arena *a, const IrModule *m, const Data *d,
+                                 int b, const float *params) {
+  return reference_key(a, m, d, b, params, nnrt_infer_key(m->train.seed));
 }
 
 // got[i] ~ ref[i]: relative `rel` of the element, or of the tensor's mean
