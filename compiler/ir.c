@@ -212,6 +212,13 @@ static void print_value(FILE *out, const IrValue *v) {
     fputs(" threshold ", out);
     print_num(out, v->attr.num);
   }
+  if (prims[v->op].kind == PK_RANDOM) {
+    fprintf(out, " #%d", v->attr.index);
+    if (v->op == OP_RAND_BERNOULLI) {
+      fputs(" p ", out);
+      print_num(out, v->attr.num);
+    }
+  }
   print_conv_attrs(out, v);
   fputs(" : ", out);
   print_type(out, v);
@@ -250,7 +257,7 @@ void ir_print(FILE *out, const IrModule *m) {
   fprintf(out, "model %s\n", m->name);
   for (int i = 0; i < m->params.n; i++) {
     const IrParam *p = m->params.item[i];
-    fprintf(out, "param %s ", p->name);
+    fprintf(out, "%s %s ", p->buffer ? "buffer" : "param", p->name);
     print_type(out, p->value);
     if (p->transposed)
       fprintf(out, " (stored transposed: %s)",
@@ -271,6 +278,22 @@ void ir_print(FILE *out, const IrModule *m) {
     fprintf(out, "objective %%%d\n", m->objective->id);
   if (m->correct)
     fprintf(out, "correct %%%d\n", m->correct->id);
+  // The inference graph, when it differs from the training graph.
+  IrGraph ev = ir_eval_graph(m);
+  if (ev.output != m->output) {
+    fprintf(out, "eval output %%%d\n", ev.output->id);
+    if (ev.loss)
+      fprintf(out, "eval loss %%%d\n", ev.loss->id);
+    if (ev.objective)
+      fprintf(out, "eval objective %%%d\n", ev.objective->id);
+    if (ev.correct)
+      fprintf(out, "eval correct %%%d\n", ev.correct->id);
+  }
+  for (int i = 0; i < m->updates.n; i++) {
+    const IrUpdate *u = m->updates.item[i];
+    fprintf(out, "update %s = %%%d\n",
+            ((IrParam *)m->params.item[u->param])->name, u->value->id);
+  }
   for (int i = 0; i < m->params.n; i++) {
     const IrParam *p = m->params.item[i];
     if (p->grad)

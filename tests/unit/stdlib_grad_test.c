@@ -71,6 +71,7 @@ static void check_gradients(const char *text, const double *labels) {
   int64_t in = shape_numel(m->input->shape), out = shape_numel(m->label->shape);
   double input[BATCH * 64], label[BATCH * 64];
   cr_assert(in <= 64 && out <= 64);
+  // Buffers (running variances) start positive, as their initializers do.
   for (int64_t i = 0; i < BATCH * in; i++)
     input[i] = pseudo(&seed);
   for (int64_t i = 0; i < BATCH * out; i++)
@@ -82,13 +83,16 @@ static void check_gradients(const char *text, const double *labels) {
     int64_t n = shape_numel(ip->shape);
     param[p] = arena_alloc(&c.arena, sizeof(double) * (size_t)n);
     for (int64_t i = 0; i < n; i++)
-      param[p][i] = 0.5 * pseudo(&seed);
+      param[p][i] = ip->buffer ? 1 + 0.25 * pseudo(&seed) : 0.5 * pseudo(&seed);
   }
-  EvalEnv env = {.batch = BATCH, .input = input, .label = label, .param = param};
+  // Random draws (dropout, noise) are fixed by the key: the objective is
+  // then a deterministic function of the parameters.
+  EvalEnv env = {.batch = BATCH, .input = input, .label = label, .param = param,
+                 .step_key = 12345};
   Arena scratch = {0};
   double **val = eval_fn(&scratch, m->fn, &env);
   int checked = 0;
-  for (int p = 0; p < m->params.n; p++) {
+  for (int p = 0; p < m->ntrainable; p++) {  // buffers have no gradient
     IrParam *ip = m->params.item[p];
     int64_t n = shape_numel(ip->shape);
     cr_assert(ip->grad, "no gradient for %s", ip->name);
@@ -185,4 +189,50 @@ Test(stdlib_grad, dense_networks) {
           "dense(3, init = he_uniform, bias = normal(0, 1)) |> softmax",
           4, 3, "mse", buf, sizeof buf);
   check_gradients(buf, NULL);
+}
+
+// Regularization and normalization layers (training graph: batch
+// statistics, dropout and noise with fixed draws, penalties).
+Test(stdlib_grad, regularization_and_normalization) {
+  static const double onehot[] = {1, 0, 0, 0, 1, 0, 0, 0, 1};
+  static const char *const bodies[] = {
+      "x |> dense(6) |> batchnorm |> relu |> dense(3)",
+      "x |> dense(6) |> batchnorm(momentum = 0.3, eps = 0.01) |> tanh |> "
+      "dense(3)",
+      "x |> dense(6) |> layernorm |> sigmoid |> dense(3)",
+      "x |> dense(6) |> relu |> dropout(0.4) |> dense(3)",
+      "x |> gaussian_noise(0.3) |> dense(5) |> tanh |> dense(3)",
+      "x |> masking_noise(0.3) |> dense(5) |> tanh |> dense(3)",
+      "x |> dense(6) |> sigmoid |> sparsity(0.1) |> dense(3)",
+      "x |> reshape([2, 2, 2]) |> batchnorm2d |> flatten |> dense(3)",
+      "x |> reshape([2, 2, 2]) |> conv2d(3, 1) |> batchnorm2d |> relu |> "
+      "flatten |> dense(3)",
+  };
+  for (size_t k = 0; k < sizeof bodies / sizeof bodies[0]; k++) {
+    char buf[4096];
+    program(bodies[k], 8, 3, "softmax_cross_entropy", buf, sizeof buf);
+    check_gradients(buf, onehot);
+  }
+}
+
+// A penalty on a parameter inside a layer, and one per example.
+Test(stdlib_grad, penalties) {
+  static const char text[] =
+      "layer reg_dense(x: f32[n], units: int) -> f32[units] {\n"
+      "    param W: f32[n, units] = normal(0, 1)\n"
+      "    param b: f32[units] = zeros\n"
+      "    penalty 0.01 * l2(W) + 0.02 * l1(b)\n"
+      "    return x @ W + b\n"
+      "}\n"
+      "model m(x: f32[4]) -> f32[2] {\n"
+      "    h = x |> reg_dense(5) |> tanh\n"
+      "    penalty 0.1 * l2(h)\n"
+      "    return h |> dense(2)\n"
+      "}\n"
+      "train m {\n"
+      "    data = inline([[0, 0, 0, 0]], [[0, 0]])\n"
+      "    loss = mse\n"
+      "    optimizer = sgd\n"
+      "}\n";
+  check_gradients(text, NULL);
 }
