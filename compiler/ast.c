@@ -149,11 +149,11 @@ static void print_node(FILE *out, const Ast *n, int indent) {
     fputc(')', out);
     return;
   case AST_LAYER: case AST_MODEL: case AST_LOSS: case AST_OPTIMIZER:
-  case AST_TRAIN: case AST_UPDATE: {
+  case AST_SCHEDULE: case AST_TRAIN: case AST_UPDATE: {
     static const char *const head[] = {
         [AST_LAYER] = "layer", [AST_MODEL] = "model", [AST_LOSS] = "loss",
-        [AST_OPTIMIZER] = "optimizer", [AST_TRAIN] = "train",
-        [AST_UPDATE] = "update"};
+        [AST_OPTIMIZER] = "optimizer", [AST_SCHEDULE] = "schedule",
+        [AST_TRAIN] = "train", [AST_UPDATE] = "update"};
     fprintf(out, "(%s", head[n->kind]);
     if (n->kind != AST_UPDATE)
       fprintf(out, " %s", name_or(n->name));

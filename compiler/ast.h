@@ -17,6 +17,7 @@ typedef enum AstKind {
   AST_MODEL,      // model NAME(formals) -> type { body }
   AST_LOSS,       // loss NAME(formals) = expr | { body }
   AST_OPTIMIZER,  // optimizer NAME(formals) { state ...  update(p, g, t) {...} }
+  AST_SCHEDULE,   // schedule NAME(formals) = expr | { body } (a learning rate)
   AST_TRAIN,      // train MODEL { settings }              name = model name
   // statements
   AST_PARAM,      // param NAME: type = init               a = type, b = init

@@ -42,7 +42,7 @@ _Static_assert((int)INIT_HE_NORMAL == (int)NNRT_INIT_HE_NORMAL &&
 _Static_assert((int)DATA_INLINE == (int)NNRT_DATA_INLINE &&
                    (int)DATA_CSV == (int)NNRT_DATA_CSV,
                "DataKind and NnrtDataKind differ");
-_Static_assert(sizeof(NnrtModel) == 8 * (21 + NNRT_MAX_RANK + 2 * 11),
+_Static_assert(sizeof(NnrtModel) == 8 * (22 + NNRT_MAX_RANK + 2 * 11),
                "NnrtModel changed: update build_model");
 
 // ---- which values are live, inline or stored --------------------------------
@@ -318,6 +318,7 @@ typedef struct Frame {
   LLVMValueRef params, ws, max_batch, x, y, rows;
   LLVMValueRef state, tf; // nnc_train: optimizer state, this step's t
   LLVMValueRef key;       // the step's key of random draws (i64)
+  LLVMValueRef lr;        // nnc_train: the step's learning rate (float)
   LLVMValueRef *ptr;      // per value id, once computed
   // nnc_train: the call that starts gathering the next batch, made once per
   // step before the first row-group kernel (see build_train).
@@ -485,7 +486,7 @@ static void call_kernels(Cg *cg, Frame *f, const bool *set, bool fused_opt) {
     if (cg->group[i] == i)
       emit_prefetch(cg, f);
     const Kernel *k = kernel_get(cg, v);
-    int nopt = k->opt_param >= 0 ? 3 : 0;
+    int nopt = k->opt_param >= 0 ? 4 : 0;
     int n = k->nout + k->nin + 1 + k->scratch + k->key + nopt;
     LLVMValueRef *args = arena_alloc(cg->arena, sizeof *args * (size_t)n);
     for (int a = 0; a < k->nout; a++)
@@ -499,9 +500,10 @@ static void call_kernels(Cg *cg, Frame *f, const bool *set, bool fused_opt) {
     if (k->key)
       args[k->nout + k->nin + k->scratch] = f->key;
     if (nopt) {
-      args[n - 4] = cg_gep(cg, f->params, cg_i64(cg, f->poff[k->opt_param]));
-      args[n - 3] = cg_gep(cg, f->state, cg_i64(cg, f->poff[k->opt_param]));
-      args[n - 2] = f->tf;
+      args[n - 5] = cg_gep(cg, f->params, cg_i64(cg, f->poff[k->opt_param]));
+      args[n - 4] = cg_gep(cg, f->state, cg_i64(cg, f->poff[k->opt_param]));
+      args[n - 3] = f->tf;
+      args[n - 2] = f->lr;
     }
     args[n - 1] = f->rows;
     LLVMValueRef t0 = f->profile ? prof_start(cg) : NULL;
@@ -536,6 +538,43 @@ static LLVMValueRef call(Cg *cg, LLVMTypeRef ty, LLVMValueRef fn,
 
 static LLVMBasicBlockRef block(Cg *cg, LLVMValueRef fn, const char *name) {
   return LLVMAppendBasicBlockInContext(cg->lc, fn, name);
+}
+
+// The schedule's learning rate for a step, as a float: its scalar program
+// on (iteration, epoch), then the warm-up factor min(1, (iteration + 1) /
+// warmup).
+static LLVMValueRef schedule_lr(Cg *cg, LLVMValueRef iteration,
+                                LLVMValueRef epoch) {
+  const IrSchedule *sc = &cg->m->sched;
+  int nv = sc->fn->values.n;
+  LLVMValueRef *val = arena_alloc(cg->arena, sizeof *val * (size_t)nv);
+  LLVMValueRef args[2] = {iteration, epoch};
+  for (int i = 0; i < nv; i++) {
+    const IrValue *u = sc->fn->values.item[i];
+    assert(u->id == i && shape_numel(u->shape) == 1 && !u->batched);
+    LLVMValueRef x[MAX_ARGS];
+    for (int a = 0; a < u->narg; a++)
+      x[a] = val[u->arg[a]->id];
+    if (u->op == OP_CONST)
+      val[i] = cg_f32(cg, u->attr.num);
+    else if (u->op == OP_ARG)
+      val[i] = args[u->attr.index];
+    else if (prims[u->op].kind == PK_EW)
+      val[i] = ew_op(cg, u, x);
+    else // SUM, MEAN, SUM_TO, RESHAPE of one number: the number
+      val[i] = x[0];
+  }
+  LLVMValueRef lr = val[sc->lr->id];
+  if (sc->warmup > 0) {
+    LLVMValueRef w = LLVMBuildFDiv(
+        cg->b, LLVMBuildFAdd(cg->b, iteration, cg_f32(cg, 1), ""),
+        cg_f32(cg, (double)sc->warmup), "");
+    w = LLVMBuildSelect(
+        cg->b, LLVMBuildFCmp(cg->b, LLVMRealOLT, w, cg_f32(cg, 1), ""), w,
+        cg_f32(cg, 1), "");
+    lr = LLVMBuildFMul(cg->b, lr, w, "");
+  }
+  return lr;
 }
 
 // ---- nnc_train --------------------------------------------------------------
@@ -658,6 +697,22 @@ static LLVMValueRef build_train(Cg *cg, const Plan *plan, const bool *live,
   LLVMValueRef tf = LLVMBuildSIToFP(cg->b, tv, cg->t_f32, "");
   f.state = state;
   f.tf = tf;
+  f.lr = cg_f32(cg, 0); // unused without a schedule
+  if (m->sched.lr) {
+    LLVMTypeRef ty_ep, ty_rep;
+    LLVMValueRef f_ep = runtime_fn(cg, "nnrt_epoch_number", I,
+                                   (LLVMTypeRef[]){P}, 1, &ty_ep);
+    LLVMValueRef f_rep = runtime_fn(cg, "nnrt_report_lr", cg->t_void,
+                                    (LLVMTypeRef[]){P, D}, 2, &ty_rep);
+    LLVMValueRef ep = call(cg, ty_ep, f_ep, &run, 1);
+    f.lr = schedule_lr(
+        cg,
+        LLVMBuildSIToFP(cg->b, LLVMBuildNSWSub(cg->b, tv, one, ""), cg->t_f32,
+                        ""),
+        LLVMBuildSIToFP(cg->b, ep, cg->t_f32, ""));
+    call(cg, ty_rep, f_rep,
+         (LLVMValueRef[]){run, LLVMBuildFPExt(cg->b, f.lr, D, "")}, 2);
+  }
   if (m->ndraws) {
     LLVMTypeRef ty_key;
     LLVMValueRef f_key =
@@ -671,29 +726,33 @@ static LLVMValueRef build_train(Cg *cg, const Plan *plan, const bool *live,
   if (m->opt.fn) {
     LLVMValueRef opt = kernel_optimizer(cg);
     LLVMTypeRef oty = LLVMGlobalGetValueType(opt);
-    int64_t total = poff[m->ntrainable];
+    // State k of element i is state[k * stride + i], stride covering the
+    // buffers too (the runtime's layout); only trainables are updated.
+    int64_t total = poff[m->params.n], trained = poff[m->ntrainable];
     if (plan->grad_off >= 0) { // one pass over every parameter
-      LLVMValueRef args[6] = {f.params,
+      LLVMValueRef args[7] = {f.params,
                               fixed_ptr(cg, &f, plan->grad_off),
                               state,
+                              cg_i64(cg, trained),
                               cg_i64(cg, total),
-                              cg_i64(cg, total),
-                              tf};
-      call(cg, oty, opt, args, 6);
+                              tf,
+                              f.lr};
+      call(cg, oty, opt, args, 7);
     }
     for (int i = 0; i < m->ntrainable && plan->grad_off < 0; i++) {
       const IrParam *p = m->params.item[i];
       if (cg->opt_fused[p->grad->id] == i)
         continue; // updated by its gradient's kernel
-      LLVMValueRef args[6] = {
+      LLVMValueRef args[7] = {
           cg_gep(cg, f.params, cg_i64(cg, poff[i])),
           value_ptr(cg, &f, p->grad),
           cg_gep(cg, state, cg_i64(cg, poff[i])),
           cg_i64(cg, poff[i + 1] - poff[i]),
           cg_i64(cg, total),
           tf,
+          f.lr,
       };
-      call(cg, oty, opt, args, 6);
+      call(cg, oty, opt, args, 7);
     }
   }
   // Buffers take their new values (computed from the step's parameters,
@@ -936,9 +995,9 @@ static void build_model(Cg *cg, const Plan *train, const Plan *infer,
   // NnrtDataSpec and NnrtModel.
   LLVMTypeRef df[11] = {I, P, P, D, I, P, I, I, I, P, P};
   LLVMTypeRef t_data = struct_type(cg, df, 11);
-  LLVMTypeRef mf[24] = {P,      P, I, A, I, I, I, P, I, I, P, t_data,
-                        t_data, I, I, I, D, I, I, I, I, I, P, P};
-  LLVMTypeRef t_model = struct_type(cg, mf, 24);
+  LLVMTypeRef mf[25] = {P,      P, I, A, I, I, I, P, I, I, P, t_data,
+                        t_data, I, I, I, D, I, I, I, I, I, P, P, I};
+  LLVMTypeRef t_model = struct_type(cg, mf, 25);
   assert(LLVMABISizeOfType(td, t_model) == sizeof(NnrtModel));
   assert(LLVMABISizeOfType(td, t_param) == sizeof(NnrtParamInfo));
   assert(LLVMABISizeOfType(td, t_data) == sizeof(NnrtDataSpec));
@@ -946,7 +1005,7 @@ static void build_model(Cg *cg, const Plan *train, const Plan *infer,
 
   Shape in = m->input ? m->input->shape : shape_scalar();
   const TrainSpec *ts = &m->train;
-  LLVMValueRef f[24] = {
+  LLVMValueRef f[25] = {
       const_str(cg, m->name),
       const_str(cg, m->source_dir),
       ci(cg, in.rank),
@@ -971,9 +1030,10 @@ static void build_model(Cg *cg, const Plan *train, const Plan *infer,
       ci(cg, infer->fixed),
       train_fn,
       infer_fn,
+      ci(cg, ts->patience),
   };
   LLVMValueRef g = LLVMAddGlobal(cg->mod, t_model, "nnc_model");
-  LLVMSetInitializer(g, LLVMConstNamedStruct(t_model, f, 24));
+  LLVMSetInitializer(g, LLVMConstNamedStruct(t_model, f, 25));
   LLVMSetGlobalConstant(g, 1);
   LLVMSetAlignment(g, 8);
 }

@@ -158,6 +158,7 @@ typedef struct Kern {
   LLVMValueRef *outp; // the pointer argument of each k->outs
   LLVMValueRef row;   // row mode (row groups): emit this batch row only
   LLVMValueRef key;   // k->key: the step's key of random draws (nnrt_rng.h)
+  LLVMValueRef opt_lr;               // and the step's learning rate
   LLVMValueRef opt_p, opt_st, opt_t; // k->opt_param >= 0: params + offset,
                                      // state + offset, the step t (float)
 } Kern;

@@ -589,6 +589,12 @@ LLVMValueRef ew_op(Cg *cg, const IrValue *v, LLVMValueRef *x) {
     return LLVMBuildSelect(b, fcmp(cg, LLVMRealOGT, x[0], fk(cg, x[0], 0)),
                            fk(cg, x[0], 1), neg, "");
   }
+  case OP_SIN:
+    return call1(cg, "llvm.sin", x[0]);
+  case OP_COS:
+    return call1(cg, "llvm.cos", x[0]);
+  case OP_FLOOR:
+    return call1(cg, "llvm.floor", x[0]);
   case OP_BROADCAST:
     return x[0]; // the index mapping did the work
   case OP_ADD:
@@ -947,6 +953,9 @@ static LLVMValueRef argmax(Cg *cg, LLVMValueRef p, LLVMValueRef base,
 #define emit_STEP kernel_ew
 #define emit_ABS kernel_ew
 #define emit_SIGN kernel_ew
+#define emit_SIN kernel_ew
+#define emit_COS kernel_ew
+#define emit_FLOOR kernel_ew
 #define emit_BROADCAST kernel_ew
 #define emit_ADD kernel_ew
 #define emit_SUB kernel_ew
@@ -1161,7 +1170,7 @@ const Kernel *kernel_get(Cg *cg, const IrValue *v) {
   k->key = prims[v->op].kind == PK_RANDOM;
   k->opt_param = cg->opt_fused ? cg->opt_fused[v->id] : -1;
   assert(k->opt_param < 0 || v->op == OP_MATMUL_TN);
-  int nopt = k->opt_param >= 0 ? 3 : 0;
+  int nopt = k->opt_param >= 0 ? 4 : 0;
   int np = k->nout + k->nin + 1 + k->scratch + k->key + nopt;
   LLVMTypeRef *pt = arena_alloc(cg->arena, sizeof *pt * (size_t)np);
   for (int i = 0; i < np - 1; i++)
@@ -1169,7 +1178,7 @@ const Kernel *kernel_get(Cg *cg, const IrValue *v) {
   if (k->key)
     pt[k->nout + k->nin + k->scratch] = cg->t_i64;
   if (nopt)
-    pt[np - 2] = cg->t_f32;
+    pt[np - 3] = pt[np - 2] = cg->t_f32;
   pt[np - 1] = cg->t_i64;
   k->ty = LLVMFunctionType(cg->t_void, pt, (unsigned)np, 0);
   k->fn =
@@ -1205,9 +1214,11 @@ const Kernel *kernel_get(Cg *cg, const IrValue *v) {
     LLVMSetValueName2(kern.key, "key", 3);
   }
   if (nopt) {
-    kern.opt_p = LLVMGetParam(k->fn, (unsigned)np - 4);
-    kern.opt_st = LLVMGetParam(k->fn, (unsigned)np - 3);
-    kern.opt_t = LLVMGetParam(k->fn, (unsigned)np - 2);
+    kern.opt_p = LLVMGetParam(k->fn, (unsigned)np - 5);
+    kern.opt_st = LLVMGetParam(k->fn, (unsigned)np - 4);
+    kern.opt_t = LLVMGetParam(k->fn, (unsigned)np - 3);
+    kern.opt_lr = LLVMGetParam(k->fn, (unsigned)np - 2);
+    LLVMSetValueName2(kern.opt_lr, "lr", 2);
     LLVMSetValueName2(kern.opt_p, "param", 5);
     LLVMSetValueName2(kern.opt_st, "state", 5);
     LLVMSetValueName2(kern.opt_t, "t", 1);
@@ -1319,6 +1330,7 @@ LLVMValueRef kern_parallel(Kern *k, LLVMValueRef ntasks, const char *name) {
     k->opt_p = LLVMGetParam(body, i++);
     k->opt_st = LLVMGetParam(body, i++);
     k->opt_t = LLVMGetParam(body, i++);
+    k->opt_lr = LLVMGetParam(body, i++);
   }
   k->rows = LLVMGetParam(body, i++);
   LLVMValueRef t = LLVMGetParam(body, i);
@@ -1356,11 +1368,15 @@ void opt_eval(Cg *cg, LLVMValueRef *arg, LLVMValueRef *res) {
       assert(!"an optimizer draws no random numbers");
       unreachable();
     case PK_LEAF:
-      uni[vi] = u->op == OP_CONST || (u->op == OP_ARG && u->attr.index == 2);
+      // The step and the learning rate are the same for every element.
+      uni[vi] = u->op == OP_CONST ||
+                (u->op == OP_ARG &&
+                 (u->attr.index == 2 || u->attr.index == 3 + o->nstate));
       if (u->op == OP_CONST) {
         val[vi] = cg_f32(cg, u->attr.num);
       } else {
-        assert(u->op == OP_ARG && u->attr.index < 3 + o->nstate);
+        assert(u->op == OP_ARG && u->attr.index <= 3 + o->nstate);
+        assert(u->attr.index < 3 + o->nstate || o->lr_arg > 0);
         val[vi] = arg[u->attr.index];
       }
       break;
@@ -1411,9 +1427,9 @@ LLVMValueRef kernel_optimizer(Cg *cg) {
   if (cg->opt_fn)
     return cg->opt_fn;
   const IrOptimizer *o = &cg->m->opt;
-  LLVMTypeRef pt[6] = {cg->t_ptr, cg->t_ptr, cg->t_ptr,
-                       cg->t_i64, cg->t_i64, cg->t_f32};
-  LLVMTypeRef ty = LLVMFunctionType(cg->t_void, pt, 6, 0);
+  LLVMTypeRef pt[7] = {cg->t_ptr, cg->t_ptr, cg->t_ptr, cg->t_i64,
+                       cg->t_i64, cg->t_f32, cg->t_f32};
+  LLVMTypeRef ty = LLVMFunctionType(cg->t_void, pt, 7, 0);
   LLVMValueRef fn = cg_function(cg, "nnc.opt", ty, true);
   // After simplification a gradient may be a parameter's own buffer
   // (d/dW of W*W/2 is W): g may alias p, which is written.
@@ -1433,7 +1449,7 @@ LLVMValueRef kernel_optimizer(Cg *cg) {
                     cg_i64(cg, OPT_CHUNK), ""),
       "");
   LLVMValueRef body = split_tasks(cg, fn, ntasks, "nnc.opt");
-  LLVMValueRef task = LLVMGetParam(body, 6);
+  LLVMValueRef task = LLVMGetParam(body, 7);
   n = LLVMGetParam(body, 3);
   serial = LLVMBuildICmp(cg->b, LLVMIntSLT, n, cg_i64(cg, 2 * OPT_CHUNK), "");
   LLVMValueRef lo =
@@ -1448,16 +1464,18 @@ LLVMValueRef kernel_optimizer(Cg *cg) {
   LLVMValueRef p = cg_gep(cg, LLVMGetParam(body, 0), lo),
                g = cg_gep(cg, LLVMGetParam(body, 1), lo),
                st = cg_gep(cg, LLVMGetParam(body, 2), lo),
-               stride = LLVMGetParam(body, 4), t = LLVMGetParam(body, 5);
+               stride = LLVMGetParam(body, 4), t = LLVMGetParam(body, 5),
+               lr = LLVMGetParam(body, 6);
 
   Loop l;
   LLVMValueRef i = loop_begin(cg, &l, LLVMBuildNSWSub(cg->b, hi, lo, ""), "i");
   int ns = o->nstate;
-  LLVMValueRef *arg = arena_alloc(cg->arena, sizeof *arg * (size_t)(3 + ns));
+  LLVMValueRef *arg = arena_alloc(cg->arena, sizeof *arg * (size_t)(4 + ns));
   LLVMValueRef *res = arena_alloc(cg->arena, sizeof *res * (size_t)(1 + ns));
   arg[0] = cg_load(cg, p, i);
   arg[1] = cg_load(cg, g, i);
   arg[2] = t;
+  arg[3 + ns] = lr;
   for (int k = 0; k < ns; k++)
     arg[3 + k] =
         cg_load(cg, st, cg_add(cg, cg_mul(cg, cg_i64(cg, k), stride), i));

@@ -241,7 +241,7 @@ static LLVMValueRef epi(Gemm *g, const IrValue *v, LLVMValueRef row,
 // (store-to-load forwarding fails), which made these kernels 2x slower.
 typedef struct OptRow {
   LLVMValueRef mask, pp, sp[8];
-  LLVMValueRef arg[3 + 8]; // parameter, gradient, step, states
+  LLVMValueRef arg[4 + 8]; // parameter, gradient, step, states, lr
 } OptRow;
 
 static void opt_load(Gemm *g, LLVMValueRef idx, LLVMValueRef mask,
@@ -255,6 +255,7 @@ static void opt_load(Gemm *g, LLVMValueRef idx, LLVMValueRef mask,
   r->arg[0] = cg_vload(cg, r->pp, mask);
   r->arg[1] = grad;
   r->arg[2] = k->opt_t;
+  r->arg[3 + ns] = k->opt_lr;
   for (int s = 0; s < ns; s++) {
     r->sp[s] =
         cg_gep(cg, k->opt_st, cg_add(cg, idx, i64c(cg, s * cg->param_numel)));

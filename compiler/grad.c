@@ -69,7 +69,7 @@ static void grad_accum(Grad *g, IrValue *x, IrValue *d) {
 NO_ADJ(INPUT) NO_ADJ(LABEL) NO_ADJ(PARAM) NO_ADJ(CONST) NO_ADJ(ARG)
 NO_ADJ(BATCH_SIZE)
 NO_ADJ(RAND_UNIFORM) NO_ADJ(RAND_NORMAL) NO_ADJ(RAND_BERNOULLI)
-NO_ADJ(STEP) NO_ADJ(SIGN) NO_ADJ(GT) NO_ADJ(CORRECT)  // piecewise constant
+NO_ADJ(STEP) NO_ADJ(SIGN) NO_ADJ(FLOOR) NO_ADJ(GT) NO_ADJ(CORRECT)  // piecewise constant
 
 // ---- element-wise, one argument ---------------------------------------------
 static void adj_NEG(Grad *g, IrValue *y, IrValue *dy) {
@@ -112,6 +112,17 @@ static void adj_RELU(Grad *g, IrValue *y, IrValue *dy) {
 static void adj_ABS(Grad *g, IrValue *y, IrValue *dy) {
   IrValue *x = y->arg[0];
   grad_accum(g, x, bin(g, y, OP_MUL, dy, un(g, y, OP_SIGN, x)));
+}
+
+// d sin(x) = cos(x), d cos(x) = -sin(x)
+static void adj_SIN(Grad *g, IrValue *y, IrValue *dy) {
+  IrValue *x = y->arg[0];
+  grad_accum(g, x, bin(g, y, OP_MUL, dy, un(g, y, OP_COS, x)));
+}
+
+static void adj_COS(Grad *g, IrValue *y, IrValue *dy) {
+  IrValue *x = y->arg[0];
+  grad_accum(g, x, un(g, y, OP_NEG, bin(g, y, OP_MUL, dy, un(g, y, OP_SIN, x))));
 }
 
 // The inverse of a broadcast is a sum back down (grad_accum does it).
@@ -405,6 +416,28 @@ void grad_emit(IrModule *m, Ctx *ctx) {
   for (int i = 0; i < n; i++)
     wrt[i] = ((IrParam *)m->params.item[i])->value;
   grad_of(m->fn, m->objective, wrt, n, out);
+  // Clipping by global norm (torch.nn.utils.clip_grad_norm_): every
+  // gradient times min(1, c / (||g|| + 1e-6)), ||g|| over all of them.
+  double c = m->train.clip_norm;
+  if (c > 0) {
+    Loc loc = m->train.loc;
+    IrFn *fn = m->fn;
+    IrValue *sq = NULL;
+    for (int i = 0; i < n; i++) {
+      IrValue *s = ir_unary(fn, OP_SUM, ir_binary(fn, OP_MUL, out[i], out[i],
+                                                  loc), loc);
+      sq = sq ? ir_binary(fn, OP_ADD, sq, s, loc) : s;
+    }
+    IrValue *norm = ir_binary(fn, OP_ADD, ir_unary(fn, OP_SQRT, sq, loc),
+                              ir_const(fn, 1e-6, loc), loc);
+    IrValue *scale = ir_binary(fn, OP_MIN, ir_const(fn, 1, loc),
+                               ir_binary(fn, OP_DIV, ir_const(fn, c, loc),
+                                         norm, loc), loc);
+    for (int i = 0; i < n; i++)
+      out[i] = ir_binary(fn, OP_MUL, out[i],
+                         ir_shaped(fn, OP_BROADCAST, scale, out[i]->shape,
+                                   false, loc), loc);
+  }
   for (int i = 0; i < n; i++)
     ((IrParam *)m->params.item[i])->grad = out[i];
 }

@@ -315,4 +315,13 @@ void ir_print(FILE *out, const IrModule *m) {
     }
     fputs("}\n", out);
   }
+  const IrSchedule *sc = &m->sched;
+  if (sc->fn && sc->lr) {
+    fprintf(out, "schedule %s (iteration, epoch) {\n", sc->name);
+    ir_print_fn(out, sc->fn);
+    fprintf(out, "  lr <- %%%d\n", sc->lr->id);
+    if (sc->warmup)
+      fprintf(out, "  warmup %lld steps\n", (long long)sc->warmup);
+    fputs("}\n", out);
+  }
 }

@@ -200,10 +200,13 @@ typedef struct IrGraph {
 } IrGraph;
 
 // The optimizer: a scalar program applied to every element of every
-// parameter. ARG 0 = p, 1 = g, 2 = t (1-based step), 3.. = state values.
+// parameter. ARG 0 = p, 1 = g, 2 = t (1-based step), 3.. = state values,
+// then (lr_arg) the scheduled learning rate.
 typedef struct IrOptimizer {
   const char *name;
   IrFn *fn;
+  int lr_arg;             // with a schedule: the ARG index (3 + nstate)
+                          // holding this step's learning rate; else 0
   int nstate;
   const char **state_name;
   double *state_init;     // initial value of each state
@@ -228,12 +231,28 @@ typedef struct DataSpec {
   double *x, *y;
 } DataSpec;
 
+// A learning-rate schedule: a scalar program of ARG 0 = the optimizer steps
+// taken before this one (`iteration`, from 0) and ARG 1 = the epoch (from
+// 0), giving the learning rate of each step; before `warmup` steps it is
+// scaled by (iteration + 1) / warmup.
+typedef struct IrSchedule {
+  const char *name;       // "cosine", or NULL: no schedule
+  IrFn *fn;
+  IrValue *lr;
+  int64_t warmup;         // steps of linear warm-up (0: none)
+} IrSchedule;
+
 typedef struct TrainSpec {
   DataSpec data, test;
   int64_t batch, epochs, seed;
   double validation;      // fraction of the training data held out
   bool accuracy;          // metrics = [accuracy]
   double threshold;       // accuracy threshold for one output
+  double clip_norm;       // > 0: gradients scaled to this global L2 norm
+  double l1, l2;          // penalties l1 * sum |p| + l2 / 2 * sum p^2 over
+                          // every trainable parameter
+  int64_t patience;       // > 0: early stopping after this many epochs
+                          // without a better validation (or test) loss
   Loc loc;
 } TrainSpec;
 
@@ -257,6 +276,7 @@ typedef struct IrModule {
   PtrVec params;          // IrParam*: trainable ones, then buffers
   int ntrainable;         // params[0, ntrainable) have gradients
   IrOptimizer opt;
+  IrSchedule sched;       // the optimizer's learning rate over time
   TrainSpec train;
 } IrModule;
 

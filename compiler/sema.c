@@ -73,6 +73,8 @@ static const Builtin builtins[] = {
     {"sigmoid", BK_EW1, OP_SIGMOID, 0, 0}, {"relu", BK_EW1, OP_RELU, 0, 0},
     {"step", BK_EW1, OP_STEP, 0, 0},     {"abs", BK_EW1, OP_ABS, 0, 0},
     {"sign", BK_EW1, OP_SIGN, 0, 0},     {"max", BK_EW2, OP_MAX, 0, 0},
+    {"sin", BK_EW1, OP_SIN, 0, 0},       {"cos", BK_EW1, OP_COS, 0, 0},
+    {"floor", BK_EW1, OP_FLOOR, 0, 0},
     {"min", BK_EW2, OP_MIN, 0, 0},       {"sum", BK_REDUCE, OP_SUM, 0, 0},
     {"mean", BK_REDUCE, OP_MEAN, 0, 0},  {"softmax", BK_REDUCE, OP_SOFTMAX, 0, 0},
     {"log_softmax", BK_REDUCE, OP_LOG_SOFTMAX, 0, 0},
@@ -167,17 +169,27 @@ void sema_load_stdlib(Ctx *ctx, Program *prog) {
 }
 
 // ---- names ----------------------------------------------------------------------
-Ast *sema_find_decl(Sema *s, const char *name) {
+// Schedules have a namespace of their own (only `schedule = ...` names
+// them), so `constant` stays the initializer too.
+static Ast *find_decl(Sema *s, const char *name, bool schedule) {
   for (int i = s->prog->files.n - 1; i >= 0; i--) {
     AstFile *f = s->prog->files.item[i];
     for (int j = f->decls.n - 1; j >= 0; j--) {
       Ast *d = f->decls.item[j];
       if (d->kind != AST_IMPORT && d->kind != AST_TRAIN && d->name &&
-          strcmp(d->name, name) == 0)
+          (d->kind == AST_SCHEDULE) == schedule && strcmp(d->name, name) == 0)
         return d;
     }
   }
   return NULL;
+}
+
+Ast *sema_find_schedule(Sema *s, const char *name) {
+  return find_decl(s, name, true);
+}
+
+Ast *sema_find_decl(Sema *s, const char *name) {
+  return find_decl(s, name, false);
 }
 
 void frame_bind(Sema *s, Frame *f, const char *name, SVal v) {
@@ -277,6 +289,8 @@ static SVal eval_name(Sema *s, Frame *f, Ast *e) {
   Ast *d = sema_find_decl(s, e->name);
   if (d)
     return func_value(d, -1, e->loc);
+  if (strcmp(e->name, "pi") == 0)
+    return sval_num(M_PI, e->loc);
   if (strcmp(e->name, "training") == 0)  // 1 in the training graph, else 0
     return sval_num(s->training ? 1 : 0, e->loc);
   if (strcmp(e->name, "batch_size") == 0)
@@ -357,6 +371,9 @@ static double fold_unary(Op op, double x) {
   case OP_STEP: return x > 0;
   case OP_ABS: return fabs(x);
   case OP_SIGN: return (x > 0) - (x < 0);
+  case OP_SIN: return sin(x);
+  case OP_COS: return cos(x);
+  case OP_FLOOR: return floor(x);
   default: unreachable();
   }
 }
@@ -754,7 +771,7 @@ static bool eval_stmts(Sema *s, Frame *f, const AstList *body, SVal *ret) {
 }
 
 // Evaluates a declaration's statements; returns what `return` returns.
-static SVal eval_body(Sema *s, Frame *f, Ast *decl) {
+SVal sema_eval_body(Sema *s, Frame *f, Ast *decl) {
   SVal r;
   if (eval_stmts(s, f, &decl->body, &r))
     return r;
@@ -854,7 +871,7 @@ static SVal instantiate(Sema *s, Frame *f, Ast *decl, SVal *pos, int npos,
   Ast *top = s->top_call;
   if (s->in_model && f->depth == 0)
     s->top_call = call;
-  SVal r = check_result(s, &callee, decl, eval_body(s, &callee, decl));
+  SVal r = check_result(s, &callee, decl, sema_eval_body(s, &callee, decl));
   s->top_call = top;
   // An error inside a stdlib layer points into the stdlib; say which call.
   Loc last = s->diag->last_error;
@@ -1231,7 +1248,7 @@ static IrValue *lower_model(Sema *s, Ast *model) {
     s->m->input = ir_leaf(s->fn, OP_INPUT, in, true, 0, x->name, x->loc);
   frame_bind(s, &f, x->name, sval_tensor(s->m->input, x->loc));
   s->in_model = true;
-  SVal r = check_result(s, &f, model, eval_body(s, &f, model));
+  SVal r = check_result(s, &f, model, sema_eval_body(s, &f, model));
   s->in_model = false;
   if (r.kind == SV_POISON)
     return NULL;

@@ -77,8 +77,11 @@ SVal sval_tensor(IrValue *t, Loc loc);
 const char *sval_describe(Sema *s, SVal v);  // "f32[B, 10]", "a number", ...
 
 Ast *sema_find_decl(Sema *s, const char *name);
+Ast *sema_find_schedule(Sema *s, const char *name);  // `schedule` decls
 void frame_bind(Sema *s, Frame *f, const char *name, SVal v);
 SVal sema_eval(Sema *s, Frame *f, Ast *e);
+// Runs a declaration's statements; returns what its `return` returns.
+SVal sema_eval_body(Sema *s, Frame *f, Ast *decl);
 // Calls a function value with evaluated arguments; `call` is for messages.
 SVal sema_apply(Sema *s, Frame *f, SVal fn, SVal *pos, int npos,
                 const char **names, SVal *named, int nnamed, Ast *call);

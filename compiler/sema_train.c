@@ -12,8 +12,10 @@
 
 static const char *const settings[] = {
     "data", "test", "loss", "optimizer", "batch", "epochs", "seed",
-    "validation", "metrics",
+    "validation", "metrics", "schedule", "warmup", "clip_norm", "l1", "l2",
+    "early_stopping",
 };
+enum { S_OPTIMIZER = 3, S_BATCH = 4, S_SCHEDULE = 9 };
 enum { NSETTINGS = sizeof settings / sizeof settings[0] };
 
 // ---- numbers ----------------------------------------------------------------------
@@ -313,7 +315,7 @@ static IrValue *lower_correct(Sema *s, IrValue *output, Loc loc) {
 }
 
 // ---- the optimizer ---------------------------------------------------------------------------
-static void lower_optimizer(Sema *s, Ast *e) {
+static void lower_optimizer(Sema *s, Ast *e, bool scheduled, double *lr) {
   IrModule *m = s->m;
   if (e->kind != AST_NAME && e->kind != AST_CALL) {
     diag_error(s->diag, e->loc, "expected an optimizer, like adam(lr = 1e-3)");
@@ -346,6 +348,8 @@ static void lower_optimizer(Sema *s, Ast *e) {
     }
     double v = sema_number(s, given ? &outer : &f, src, formal->name, NAN);
     frame_bind(s, &f, formal->name, sval_num(v, src->loc));
+    if (strcmp(formal->name, "lr") == 0)
+      *lr = v;
   }
   for (int i = 0; e->kind == AST_CALL && i < e->list.n; i++) {
     Ast *a = e->list.item[i];
@@ -412,6 +416,21 @@ static void lower_optimizer(Sema *s, Ast *e) {
     IrValue *leaf = ir_leaf(o->fn, OP_ARG, one, false, 3 + k, st->name, st->loc);
     frame_bind(s, &f, st->name, sval_tensor(leaf, st->loc));
   }
+  // With a schedule, `lr` is the step's learning rate, an argument.
+  o->lr_arg = 0;
+  if (scheduled) {
+    if (isnan(*lr)) {
+      diag_error(s->diag, e->loc,
+                 "a schedule needs an optimizer with an 'lr' argument; '%s' "
+                 "has none",
+                 decl->name);
+    } else {
+      o->lr_arg = 3 + states.n;
+      IrValue *leaf =
+          ir_leaf(o->fn, OP_ARG, one, false, o->lr_arg, "lr", e->loc);
+      frame_bind(s, &f, "lr", sval_tensor(leaf, e->loc));
+    }
+  }
   for (int i = 0; i < update->body.n; i++) {
     Ast *st = update->body.item[i];
     if (!st)
@@ -452,6 +471,119 @@ static void lower_optimizer(Sema *s, Ast *e) {
   s->fn = saved;
 }
 
+// ---- the schedule ----------------------------------------------------------------------------
+// `schedule = NAME(args)`: the declaration's body, with `lr` the
+// optimizer's learning rate, `epoch` and `iteration` arguments of the
+// program, becomes m->sched.
+static void lower_schedule(Sema *s, Ast *e, double lr) {
+  IrModule *m = s->m;
+  const char *name = e->kind == AST_NAME || e->kind == AST_CALL ? e->name : NULL;
+  Ast *decl = name ? sema_find_schedule(s, name) : NULL;
+  if (!decl) {
+    diag_error(s->diag, e->loc,
+               "unknown schedule%s%s%s (known: constant, step_decay, "
+               "multi_step, exponential, inverse_time, polynomial, linear, "
+               "cosine; or a 'schedule' declaration)",
+               name ? " '" : "", name ? name : "", name ? "'" : "");
+    return;
+  }
+  IrSchedule *sc = &m->sched;
+  IrFn *saved = s->fn;
+  s->fn = sc->fn = ir_fn_new(s->arena);
+  sc->name = decl->name;
+  Frame f = {.prefix = ""}, outer = {.prefix = ""};
+  Shape one = shape_scalar();
+  frame_bind(s, &f, "iteration",
+             sval_tensor(ir_leaf(sc->fn, OP_ARG, one, false, 0, "iteration",
+                                 e->loc), e->loc));
+  frame_bind(s, &f, "epoch",
+             sval_tensor(ir_leaf(sc->fn, OP_ARG, one, false, 1, "epoch", e->loc),
+                         e->loc));
+  frame_bind(s, &f, "lr", sval_num(lr, e->loc));
+  int npos = 0;
+  for (int i = 0; e->kind == AST_CALL && i < e->list.n; i++) {
+    Ast *a = e->list.item[i];
+    int k = -1;
+    if (a->kind == AST_NAMED_ARG) {
+      for (int j = 0; j < decl->formals.n; j++)
+        if (strcmp(((Ast *)decl->formals.item[j])->name, a->name) == 0)
+          k = j;
+      if (k < 0)
+        diag_error(s->diag, a->loc, "%s has no argument named '%s'",
+                   decl->name, a->name);
+    } else if ((k = npos++) >= decl->formals.n) {
+      diag_error(s->diag, a->loc, "%s takes %d arguments", decl->name,
+                 decl->formals.n);
+      k = -1;
+    }
+    if (k >= 0) {
+      Ast *formal = decl->formals.item[k];
+      double v = sema_number(s, &outer, a->kind == AST_NAMED_ARG ? a->a : a,
+                             formal->name, NAN);
+      frame_bind(s, &f, formal->name, sval_num(v, a->loc));
+    }
+  }
+  for (int j = 0; j < decl->formals.n; j++) {
+    Ast *formal = decl->formals.item[j];
+    bool bound = false;
+    for (Binding *b = f.vars; b && !bound; b = b->next)
+      bound = strcmp(b->name, formal->name) == 0;
+    if (bound)
+      continue;
+    if (!formal->b) {
+      diag_error(s->diag, e->loc, "%s: missing argument '%s'", decl->name,
+                 formal->name);
+      s->fn = saved;
+      return;
+    }
+    double v = sema_number(s, &f, formal->b, formal->name, NAN);
+    frame_bind(s, &f, formal->name, sval_num(v, formal->b->loc));
+  }
+  SVal r = sema_eval_body(s, &f, decl);
+  if (r.kind == SV_NUM || (r.kind == SV_TENSOR && r.t->shape.rank == 0 &&
+                           !r.t->batched)) {
+    sc->lr = sema_tensor_of(s, r, decl->loc);
+  } else if (r.kind != SV_POISON) {
+    diag_error(s->diag, decl->loc,
+               "a schedule gives one number (the learning rate), got %s",
+               sval_describe(s, r));
+  }
+  s->fn = saved;
+}
+
+// l1 * sum |p| + l2 / 2 * sum p^2 over every trainable parameter: the
+// train block's `l1` and `l2` settings.
+static IrValue *weight_penalty(Sema *s, double l1, double l2, Loc loc) {
+  IrModule *m = s->m;
+  IrValue *total = NULL;
+  for (int i = 0; i < m->params.n; i++) {
+    IrParam *p = m->params.item[i];
+    if (p->buffer)
+      continue;
+    for (int k = 0; k < 2; k++) {
+      double w = k ? l2 / 2 : l1;
+      if (w == 0)
+        continue;
+      IrValue *x = k ? ir_binary(s->fn, OP_MUL, p->value, p->value, loc)
+                     : ir_unary(s->fn, OP_ABS, p->value, loc);
+      IrValue *t = ir_binary(s->fn, OP_MUL, ir_const(s->fn, w, loc),
+                             ir_unary(s->fn, OP_SUM, x, loc), loc);
+      total = total ? ir_binary(s->fn, OP_ADD, total, t, loc) : t;
+    }
+  }
+  return total;
+}
+
+static double setting_nonneg(Sema *s, Frame *f, Ast *e, const char *what) {
+  double v = sema_number(s, f, e, what, 0);
+  if (!(v >= 0) || isinf(v)) {
+    diag_error(s->diag, e->loc, "%s must be a number of at least 0, got %g",
+               what, v);
+    return 0;
+  }
+  return v;
+}
+
 // ---- the block -------------------------------------------------------------------------------
 void sema_train(Sema *s, Ast *train, IrValue *output, IrValue *eval_output) {
   IrModule *m = s->m;
@@ -459,6 +591,7 @@ void sema_train(Sema *s, Ast *train, IrValue *output, IrValue *eval_output) {
   t->loc = train->loc;
   Frame f = {.prefix = ""};
   Ast *given[NSETTINGS] = {0};
+  double lr = NAN;  // the optimizer's `lr`, for the schedule
   for (int i = 0; i < train->body.n; i++) {
     Ast *st = train->body.item[i];
     if (!st)
@@ -470,7 +603,8 @@ void sema_train(Sema *s, Ast *train, IrValue *output, IrValue *eval_output) {
     if (k < 0) {
       diag_error(s->diag, st->loc,
                  "unknown setting '%s' (known: data, test, loss, optimizer, "
-                 "batch, epochs, seed, validation, metrics)",
+                 "batch, epochs, seed, validation, metrics, schedule, warmup, "
+                 "clip_norm, l1, l2, early_stopping)",
                  st->name ? st->name : "?");
       continue;
     }
@@ -510,7 +644,7 @@ void sema_train(Sema *s, Ast *train, IrValue *output, IrValue *eval_output) {
       s->training = true;
       break;
     }
-    case 3: lower_optimizer(s, e); break;
+    case 3: lower_optimizer(s, e, given[S_SCHEDULE] != NULL, &lr); break;
     case 4: t->batch = setting_int(s, &f, e, "batch", 1, 32); break;
     case 5: t->epochs = setting_int(s, &f, e, "epochs", 0, 1); break;
     case 6: t->seed = setting_int(s, &f, e, "seed", 0, 1); break;
@@ -522,7 +656,30 @@ void sema_train(Sema *s, Ast *train, IrValue *output, IrValue *eval_output) {
       }
       break;
     case 8: lower_metrics(s, &f, e); break;
+    case 9:
+      if (m->opt.lr_arg > 0)
+        lower_schedule(s, e, lr);
+      break;
+    case 10: m->sched.warmup = setting_int(s, &f, e, "warmup", 0, 0); break;
+    case 11: t->clip_norm = setting_nonneg(s, &f, e, "clip_norm"); break;
+    case 12: t->l1 = setting_nonneg(s, &f, e, "l1"); break;
+    case 13: t->l2 = setting_nonneg(s, &f, e, "l2"); break;
+    case 14:
+      t->patience = setting_int(s, &f, e, "early_stopping (patience)", 1, 0);
+      break;
     }
+  }
+  if (given[10] && !given[S_SCHEDULE])
+    diag_error(s->diag, given[10]->loc,
+               "warmup needs a schedule ('schedule = constant' keeps lr)");
+  if (t->patience > 0 && t->validation == 0 && t->test.kind == DATA_NONE)
+    diag_error(s->diag, given[14]->loc,
+               "early_stopping watches the validation loss: it needs "
+               "'validation = fraction' or a 'test' set");
+  if (m->objective && (t->l1 > 0 || t->l2 > 0)) {
+    IrValue *w = weight_penalty(s, t->l1, t->l2, t->loc);
+    if (w)
+      m->objective = ir_binary(s->fn, OP_ADD, m->objective, w, t->loc);
   }
   m->correct = lower_correct(s, output, t->loc);
   s->fn->share = true;

@@ -193,6 +193,7 @@ static int lex_scan(Parser *p, YYSTYPE *val) {
       "model"        { return lex_tok(p, tok, cur, MODEL); }
       "loss"         { return lex_tok(p, tok, cur, LOSS); }
       "optimizer"    { return lex_tok(p, tok, cur, OPTIMIZER); }
+      "schedule"     { return lex_tok(p, tok, cur, SCHEDULE); }
       "train"        { return lex_tok(p, tok, cur, TRAIN); }
       "param"        { return lex_tok(p, tok, cur, PARAM); }
       "return"       { return lex_tok(p, tok, cur, RETURN); }

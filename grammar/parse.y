@@ -107,7 +107,8 @@ static Ast *expr_checked(Parser *p, Ast *e);
 // Keep IMPORT..UPDATE together and in this order: the lexer and
 // expected_items() test ranges of them.
 %token IMPORT "'import'" LAYER "'layer'" MODEL "'model'" LOSS "'loss'"
-%token OPTIMIZER "'optimizer'" TRAIN "'train'" PARAM "'param'"
+%token OPTIMIZER "'optimizer'" SCHEDULE "'schedule'" TRAIN "'train'"
+%token PARAM "'param'"
 %token RETURN "'return'" STATE "'state'" BUFFER "'buffer'" IF "'if'"
 %token ELSE "'else'" PENALTY "'penalty'" UPDATE "'update'"
 %token F32 "'f32'" F64 "'f64'" INT "'int'" FLOAT "'float'"
@@ -151,6 +152,8 @@ decl
       { $$ = decl_new(p, AST_LOSS, @1, $2, $3, $4, $5); }
   | OPTIMIZER NAME formals '{' opt_items '}'
       { $$ = decl_new(p, AST_OPTIMIZER, @1, $2, $3, NULL, $5); }
+  | SCHEDULE NAME formals body
+      { $$ = decl_new(p, AST_SCHEDULE, @1, $2, $3, NULL, $4); }
   | TRAIN NAME '{' settings '}'
       { $$ = decl_new(p, AST_TRAIN, @1, $2, (AstList){0}, NULL, $4); }
   ;
@@ -285,6 +288,7 @@ setting_name
   | IMPORT { $$ = "import"; } | LAYER { $$ = "layer"; }
   | MODEL { $$ = "model"; } | LOSS { $$ = "loss"; }
   | OPTIMIZER { $$ = "optimizer"; } | TRAIN { $$ = "train"; }
+  | SCHEDULE { $$ = "schedule"; }
   | PARAM { $$ = "param"; } | RETURN { $$ = "return"; }
   | STATE { $$ = "state"; } | UPDATE { $$ = "update"; }
   | BUFFER { $$ = "buffer"; } | IF { $$ = "if"; } | ELSE { $$ = "else"; }
@@ -303,7 +307,8 @@ skip_toks
 
 skip_tok
   : NAME | STRING | NUMBER | NEWLINE | PIPE | ARROW
-  | IMPORT | LAYER | MODEL | LOSS | OPTIMIZER | TRAIN | PARAM | RETURN
+  | IMPORT | LAYER | MODEL | LOSS | OPTIMIZER | SCHEDULE | TRAIN | PARAM
+  | RETURN
   | STATE | BUFFER | IF | ELSE | PENALTY | UPDATE | F32 | F64 | INT | FLOAT
   | '+' | '-' | '*' | '/' | '@' | '^' | '(' | ')' | '[' | ']' | ',' | '='
   | ':'

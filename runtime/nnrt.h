@@ -92,6 +92,10 @@ typedef struct NnrtModel {
   int64_t infer_ws_per_row, infer_ws_fixed;  // workspace floats for infer
   NnrtTrainFn *train;
   NnrtInferFn *infer;
+  int64_t patience;              // > 0: early stopping after this many epochs
+                                 // without a better validation loss (the
+                                 // test loss without a validation split);
+                                 // the best weights are restored
 } NnrtModel;
 
 // ---- called by the generated main ------------------------------------------
@@ -110,6 +114,11 @@ int64_t nnrt_step_key(NnrtRun *run, int64_t t);
 // run's numbering and shuffles internally); returns the number of batches,
 // or 0 to stop.
 int64_t nnrt_epoch_begin(NnrtRun *run, int64_t epoch);
+// The epoch being trained, from 0, counting the epochs of the run a
+// checkpoint resumed (a schedule's `epoch`).
+int64_t nnrt_epoch_number(NnrtRun *run);
+// The learning rate of the step about to run (reported per epoch).
+void nnrt_report_lr(NnrtRun *run, double lr);
 // Gathers batch i of the current epoch (shuffled) into x and y; returns its
 // rows. If nnrt_batch_prefetch was asked for batch i into the same x and y,
 // waits for that instead.

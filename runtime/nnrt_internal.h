@@ -245,6 +245,8 @@ typedef struct NnrtMetrics {
   int has_test;                     // a test set exists
   double test_loss, test_accuracy;
   double seconds, samples_per_s;    // training time only
+  int has_lr;                       // a schedule sets the learning rate
+  double lr;                        // the epoch's last learning rate
 } NnrtMetrics;
 
 // The human line ("epoch 1/5  loss 0.5123 ...") or one JSON object; no '\n'.

@@ -163,6 +163,8 @@ void nnrt_metrics_format(char *buf, size_t cap, const NnrtMetrics *m,
       if (m->has_accuracy)
         json_key(buf, cap, "test_accuracy", m->test_accuracy);
     }
+    if (m->has_lr)
+      json_key(buf, cap, "lr", m->lr);
     json_key(buf, cap, "seconds", m->seconds);
     json_key(buf, cap, "samples_per_s", m->samples_per_s);
     add(buf, cap, "%s", "}");
@@ -182,6 +184,11 @@ void nnrt_metrics_format(char *buf, size_t cap, const NnrtMetrics *m,
     human_loss(buf, cap, "test_loss", m->test_loss);
     if (m->has_accuracy)
       human_pct(buf, cap, "test_accuracy", m->test_accuracy);
+  }
+  if (m->has_lr) {
+    char lr[48];
+    snprintf(lr, sizeof lr, "  lr %.4g", m->lr);
+    add(buf, cap, "%s", lr);
   }
   char rs[32], t[96];
   nnrt_format_rate(rs, sizeof rs, m->samples_per_s);

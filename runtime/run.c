@@ -32,6 +32,7 @@ enum { EVAL_BATCH = 1000 };
 
 typedef enum NnrtStop {
   STOP_NONE, STOP_INTERRUPT, STOP_DIVERGED, STOP_BAD_WEIGHTS, STOP_ERROR,
+  STOP_EARLY,  // early stopping: the best weights are back, a clean exit
 } NnrtStop;
 
 // A batch gathered in the background (nnrt_batch_prefetch).
@@ -76,6 +77,13 @@ struct NnrtRun {
   NnrtErr err;                   // STOP_ERROR's message
   Prefetch pf;                   // the batch the pool's worker is gathering,
   int pf_posted;                 // when pf_posted (waited for before use)
+  int has_lr;                    // a schedule reported this epoch's lr
+  double lr;
+  // Early stopping (m->patience > 0): the best watched loss so far, its
+  // epoch (1-based) and weights, and epochs since it.
+  double best_loss;
+  int64_t best_epoch, since_best;
+  float *best;
 };
 
 // Global mutable state, unavoidable: a signal handler can only reach the
@@ -182,6 +190,13 @@ static int prefetch_settle(NnrtRun *r, int64_t i, const float *x,
 
 int64_t nnrt_step_start(NnrtRun *r) { return r->steps; }
 
+int64_t nnrt_epoch_number(NnrtRun *r) { return r->epoch; }
+
+void nnrt_report_lr(NnrtRun *r, double lr) {
+  r->has_lr = 1;
+  r->lr = lr;
+}
+
 int64_t nnrt_step_key(NnrtRun *r, int64_t t) {
   return (int64_t)nnrt_rng_key(r->seed, NNRT_STREAM_DRAW, (uint64_t)t);
 }
@@ -261,6 +276,30 @@ static int params_finite(const NnrtRun *r) {
   return 1;
 }
 
+// Keeps the best weights by the watched loss; after m->patience epochs
+// without a better one, puts them back and stops (the checkpoint written
+// next then holds them).
+static void early_stopping(NnrtRun *r, double loss) {
+  const NnrtModel *m = r->m;
+  if (r->best_epoch == 0 || loss < r->best_loss) {
+    r->best_loss = loss;
+    r->best_epoch = r->epoch + 1;
+    r->since_best = 0;
+    memcpy(r->best, r->params, sizeof(float) * (size_t)m->param_numel);
+    return;
+  }
+  if (++r->since_best < m->patience)
+    return;
+  memcpy(r->params, r->best, sizeof(float) * (size_t)m->param_numel);
+  if (!r->o->quiet)
+    fprintf(r->human,
+            "early stopping: no better %s loss for %lld epochs; restored the "
+            "weights of epoch %lld (loss %.4f)\n",
+            r->nval > 0 ? "validation" : "test", (long long)r->since_best,
+            (long long)r->best_epoch, r->best_loss);
+  stop_at(r, STOP_EARLY, r->epoch + 1, r->step);
+}
+
 int64_t nnrt_epoch_end(NnrtRun *r, int64_t epoch) {
   (void)epoch;  // r->epoch is the one nnrt_epoch_begin started
   if (r->stop)
@@ -281,6 +320,8 @@ int64_t nnrt_epoch_end(NnrtRun *r, int64_t epoch) {
   mt.has_accuracy = m->accuracy == 1;
   mt.seconds = seconds;
   mt.samples_per_s = seconds > 0 ? (double)r->seen / seconds : 0;
+  mt.has_lr = r->has_lr;
+  mt.lr = r->lr;
   if (r->nval > 0) {
     mt.has_val = 1;
     nnrt_evaluate(m, r->params, &r->eval, &r->train, r->ntrain, r->nval,
@@ -303,6 +344,8 @@ int64_t nnrt_epoch_end(NnrtRun *r, int64_t epoch) {
     fflush(r->human);
   }
   r->epochs_done = r->epoch + 1;
+  if (m->patience > 0 && (mt.has_val || mt.has_test))
+    early_stopping(r, mt.has_val ? mt.val_loss : mt.test_loss);
   if (r->save_path) {
     if (save(r)) {
       stop_at(r, STOP_ERROR, r->epoch + 1, r->step);
@@ -315,7 +358,7 @@ int64_t nnrt_epoch_end(NnrtRun *r, int64_t epoch) {
     stop_at(r, STOP_INTERRUPT, r->epoch + 1, r->step);
     return 1;
   }
-  return 0;
+  return r->stop == STOP_EARLY;
 }
 
 // ---- the train command ------------------------------------------------------
@@ -391,6 +434,8 @@ static int setup(NnrtRun *r, const NnrtModel *m, const NnrtOptions *o) {
   int64_t max_batch = r->batch < r->ntrain ? r->batch : r->ntrain;
   r->perm = nnrt_alloc_array(r->ntrain, sizeof(int64_t));
   r->params = nnrt_alloc_array(m->param_numel, sizeof(float));
+  if (m->patience > 0)
+    r->best = nnrt_alloc_array(m->param_numel, sizeof(float));
   int64_t nstate, ws;
   if (__builtin_mul_overflow(m->nstate, m->param_numel, &nstate))
     nstate = -1;
@@ -399,7 +444,8 @@ static int setup(NnrtRun *r, const NnrtModel *m, const NnrtOptions *o) {
     ws = -1;
   r->state = nnrt_alloc_array(nstate, sizeof(float));
   r->ws = nnrt_alloc_array(ws, sizeof(float));
-  if (!r->perm || !r->params || !r->state || !r->ws)
+  if (!r->perm || !r->params || !r->state || !r->ws ||
+      (m->patience > 0 && !r->best))
     return nnrt_fail(err, "out of memory (%lld parameters, %lld workspace "
                      "floats)", (long long)m->param_numel, (long long)ws);
   for (int64_t k = 0; k < m->nstate; k++)
@@ -425,6 +471,7 @@ static void teardown(NnrtRun *r) {
   nnrt_free(r->ws);
   nnrt_free(r->state);
   nnrt_free(r->params);
+  nnrt_free(r->best);
   nnrt_free(r->perm);
   nnrt_data_close(&r->test);
   nnrt_data_close(&r->train);
@@ -442,6 +489,7 @@ static int report_stop(NnrtRun *r) {
     snprintf(kept, sizeof kept, "no weights were saved");
   switch (r->stop) {
   case STOP_NONE:
+  case STOP_EARLY:
     break;
   case STOP_DIVERGED:
     fprintf(stderr, "%s: loss is not finite at epoch %lld, step %lld; %s\n",

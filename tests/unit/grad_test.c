@@ -25,7 +25,8 @@ enum { BATCH = 3 };
 
 // Primitives whose derivative is zero wherever it exists: no rule to check.
 static bool zero_derivative(Op op) {
-  return op == OP_STEP || op == OP_SIGN || op == OP_GT || op == OP_CORRECT;
+  return op == OP_STEP || op == OP_SIGN || op == OP_FLOOR || op == OP_GT ||
+         op == OP_CORRECT;
 }
 
 typedef enum Domain {
@@ -81,6 +82,8 @@ static Case cases[] = {
     UNARY(OP_LOG, POSITIVE),
     UNARY(OP_SQRT, POSITIVE),
     UNARY(OP_TANH, ANY),
+    UNARY(OP_SIN, ANY),
+    UNARY(OP_COS, ANY),
     UNARY(OP_SIGMOID, ANY),
     UNARY(OP_RELU, NONZERO),
     UNARY(OP_ABS, NONZERO),
