@@ -62,3 +62,13 @@ expect_error() {
   fi
   echo "ok: '$*' -> $rc: $(head -n 1 err.txt)"
 }
+
+# safetensor FILE NAME: the F32 tensor NAME of a safetensors file, one value
+# per line (read with od from the header's data_offsets).
+safetensor() {
+  hlen=$(od -A n -t u8 -N 8 "$1" | tr -d ' ')
+  offs=$(dd if="$1" bs=1 skip=8 count="$hlen" 2>/dev/null |
+         sed -n "s/.*\"$2\":{[^}]*\"data_offsets\":\[\([0-9]*\),\([0-9]*\)\].*/\1 \2/p")
+  set -- "$1" $offs
+  od -A n -v -t f4 -j $((8 + hlen + $2)) -N $(($3 - $2)) "$1" | tr -s ' ' '\n' | sed '/^$/d'
+}
