@@ -690,6 +690,6 @@ void sema_train(Sema *s, Ast *train, IrValue *output, IrValue *eval_output) {
                "batch statistics need at least 2 examples per batch, but "
                "batch = 1");
     diag_note(s->diag, s->batch_stats_at,
-              "statistics over the batch are taken here (batch norm)");
+              "statistics over the batch are taken here");
   }
 }
