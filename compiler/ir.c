@@ -198,7 +198,7 @@ static void print_conv_attrs(FILE *out, const IrValue *v) {
   }
 }
 
-static void print_value(FILE *out, const IrValue *v) {
+static void print_value(FILE *out, const IrValue *v, const char *mode) {
   fprintf(out, "  %%%d = %s", v->id, prims[v->op].name);
   if (v->name)
     fprintf(out, " %s", v->name);
@@ -224,12 +224,54 @@ static void print_value(FILE *out, const IrValue *v) {
   print_type(out, v);
   if (v->fused)
     fputs("  (fused)", out);
+  if (mode)
+    fprintf(out, "  [%s]", mode);
   fputc('\n', out);
 }
 
 void ir_print_fn(FILE *out, const IrFn *fn) {
   for (int i = 0; i < fn->values.n; i++)
-    print_value(out, fn->values.item[i]);
+    print_value(out, fn->values.item[i], NULL);
+}
+
+// Marks `root` and what it depends on (values are in topological order).
+static void mark_graph(const IrFn *fn, bool *in, const IrValue *root) {
+  if (!root)
+    return;
+  in[root->id] = true;
+  for (int i = root->id; i >= 0; i--) {
+    const IrValue *v = fn->values.item[i];
+    for (int a = 0; in[i] && a < v->narg; a++)
+      in[v->arg[a]->id] = true;
+  }
+}
+
+// The module's function with each value that only one mode computes marked
+// [train] or [eval]; unmarked values belong to both graphs (or neither:
+// parameters and leaves no root reads).
+static void print_modes(FILE *out, const IrModule *m) {
+  IrGraph ev = ir_eval_graph(m);
+  int n = m->fn->values.n;
+  bool *tr = calloc((size_t)n + 1, 2), *inf = tr + n + 1;
+  IrValue *troots[] = {m->output, m->loss, m->objective, m->correct};
+  IrValue *eroots[] = {ev.output, ev.loss, ev.objective, ev.correct};
+  for (int i = 0; i < 4; i++) {
+    mark_graph(m->fn, tr, troots[i]);
+    mark_graph(m->fn, inf, eroots[i]);
+  }
+  for (int i = 0; i < m->params.n; i++)
+    mark_graph(m->fn, tr, ((IrParam *)m->params.item[i])->grad);
+  for (int i = 0; i < m->updates.n; i++)
+    mark_graph(m->fn, tr, ((IrUpdate *)m->updates.item[i])->value);
+  bool differ = ev.output != m->output;
+  for (int i = 0; i < n; i++) {
+    const IrValue *v = m->fn->values.item[i];
+    const char *mode = NULL;
+    if (differ && tr[i] != inf[i] && prims[v->op].kind != PK_LEAF)
+      mode = tr[i] ? "train" : "eval";
+    print_value(out, v, mode);
+  }
+  free(tr);
 }
 
 static void print_init(FILE *out, Init init) {
@@ -268,7 +310,7 @@ void ir_print(FILE *out, const IrModule *m) {
             (long long)p->fan_out);
   }
   fputs("fn step {\n", out);
-  ir_print_fn(out, m->fn);
+  print_modes(out, m);
   fputs("}\n", out);
   if (m->output)
     fprintf(out, "output %%%d\n", m->output->id);
