@@ -1034,7 +1034,7 @@ static void emit_MATMUL_TN(Kern *k, const IrValue *v) {
 typedef void EmitFn(Kern *k, const IrValue *v);
 // Defined after every emitter: a primitive without one does not compile.
 static EmitFn *const emitters[OP_COUNT] = {
-#define PRIM(id, name, arity, kind) [OP_##id] = emit_##id,
+#define PRIM(id, name, arity, kind, flags, identity, flops) [OP_##id] = emit_##id,
 #include "prims.def"
 #undef PRIM
 };
@@ -1067,22 +1067,15 @@ bool row_groupable(Cg *cg, const IrValue *v, bool *sink) {
   if (kernel_matmul(cg, v) || kernel_conv(cg, v) || kernel_scratch(cg, v))
     return false;
   const IrValue *x = v->narg ? v->arg[0] : NULL;
-  switch (v->op) {
-  case OP_SUM:
-  case OP_MEAN:
-  case OP_SOFTMAX:
-  case OP_LOG_SOFTMAX:
-  case OP_CORRECT:
-    return v->batched;
-  case OP_SUM_TO:
+  if (v->op == OP_SUM_TO) { // per row, or a sum over the batch (a sink)
     *sink = !v->batched && x->batched;
     return v->batched || *sink;
-  case OP_BATCH_MEAN:
+  }
+  if (prims[v->op].flags & PF_BATCH_SUM) {
     *sink = true;
     return x->batched;
-  default:
-    return prims[v->op].kind == PK_EW && v->batched;
   }
+  return (prims[v->op].flags & PF_ROW) && v->batched;
 }
 
 // The members of the row group led by v (v first), in order.

@@ -144,22 +144,23 @@ static double now(void) {
 // Floating-point operations one example costs in value v's kernel (a
 // multiply-add counts as two), for the summary's forward-FLOPs line.
 static int64_t value_flops(const IrValue *v) {
-  int64_t out = shape_numel(v->shape);
+  int64_t out = shape_numel(v->shape), per = prims[v->op].flops;
   switch (prims[v->op].kind) {
   case PK_LEAF:
+  case PK_RANDOM:
     return 0;
   case PK_MATMUL: {
     const Shape *a = &v->arg[0]->shape;
-    return 2 * shape_numel(*a) * v->shape.dim[v->shape.rank - 1];
+    return per * shape_numel(*a) * v->shape.dim[v->shape.rank - 1];
   }
   case PK_REDUCE:
-    return shape_numel(v->arg[0]->shape);
+    return per * shape_numel(v->arg[0]->shape);
   default:
     break;
   }
   if (v->op == OP_CONV) {  // each output: C/groups x kernel multiply-adds
     Shape w = v->arg[1]->shape;
-    return 2 * out * (shape_numel(w) / w.dim[0]);
+    return per * out * (shape_numel(w) / w.dim[0]);
   }
   if (v->op == OP_MAXPOOL || v->op == OP_AVGPOOL) {
     const Window *win = &v->attr.win;
@@ -170,9 +171,9 @@ static int64_t value_flops(const IrValue *v) {
   }
   if (v->op == OP_CONV_T) {
     Shape w = v->arg[1]->shape;
-    return 2 * shape_numel(v->arg[0]->shape) * (shape_numel(w) / w.dim[0]);
+    return per * shape_numel(v->arg[0]->shape) * (shape_numel(w) / w.dim[0]);
   }
-  return v->op == OP_RESHAPE ? 0 : out;
+  return per * out;
 }
 
 // Sums value_flops over what the model's output depends on.

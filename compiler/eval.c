@@ -520,7 +520,7 @@ static void eval_EMBED(const Eval *e, const IrValue *v, double *out) {
 }
 
 static EvalRule *const eval_rules[OP_COUNT] = {
-#define PRIM(id, name, arity, kind) [OP_##id] = eval_##id,
+#define PRIM(id, name, arity, kind, flags, identity, flops) [OP_##id] = eval_##id,
 #include "prims.def"
 #undef PRIM
 };

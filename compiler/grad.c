@@ -366,7 +366,7 @@ static void adj_EMBED(Grad *g, IrValue *y, IrValue *dy) {
 }
 
 static AdjRule *const adj_rules[OP_COUNT] = {
-#define PRIM(id, name, arity, kind) [OP_##id] = adj_##id,
+#define PRIM(id, name, arity, kind, flags, identity, flops) [OP_##id] = adj_##id,
 #include "prims.def"
 #undef PRIM
 };

@@ -33,7 +33,7 @@ int64_t shape_inner(Shape s, int axis);
 char *shape_str(Arena *a, Shape s, bool batched);
 
 typedef enum Op {
-#define PRIM(id, name, arity, kind) OP_##id,
+#define PRIM(id, name, arity, kind, flags, identity, flops) OP_##id,
 #include "prims.def"
 #undef PRIM
   OP_COUNT
@@ -90,10 +90,22 @@ typedef struct Attr {
 typedef const char *ShapeRule(const Shape *in, const bool *in_batched,
                               const Attr *attr, Shape *out, bool *out_batched);
 
+// The flags column of prims.def.
+enum {
+  PF_ROW = 1,        // each batch row from that row of its arguments alone
+  PF_READS_EW = 2,   // reads its argument element by element
+  PF_BATCH_SUM = 4,  // sums over the batch axis
+  PF_FLAT = 8,       // zero derivative wherever it exists
+  PF_COMMUTES = 16,  // a op b == b op a
+};
+
 typedef struct Prim {
   const char *name;
   int arity;
   PrimKind kind;
+  unsigned flags;     // PF_*
+  double identity;    // e with x op e == x, or NAN
+  int flops;          // per output element (see prims.def)
   ShapeRule *shape;
 } Prim;
 extern const Prim prims[OP_COUNT];

@@ -21,6 +21,7 @@
 // kernel: single-use element-wise chains, and matmuls whose user starts an
 // element-wise chain over the matmul's output (the matmul's epilogue).
 #include <assert.h>
+#include <math.h>
 #include <string.h>
 
 #include "eval.h"
@@ -172,20 +173,16 @@ static IrValue *fold(Opt *o, IrValue *v) {
 static IrValue *identity(IrValue *v) {
   IrValue *a = v->narg > 0 ? v->arg[0] : NULL;
   IrValue *b = v->narg > 1 ? v->arg[1] : NULL;
+  const Prim *pr = &prims[v->op];
+  if (v->narg == 2 && !isnan(pr->identity)) {  // x op e, and e op x
+    if (is_splat(b, pr->identity) && same_type(v, a))
+      return a;
+    if ((pr->flags & PF_COMMUTES) && is_splat(a, pr->identity) &&
+        same_type(v, b))
+      return b;
+  }
   switch (v->op) {
-  case OP_ADD:
-    if (is_splat(b, 0) && same_type(v, a))
-      return a;
-    if (is_splat(a, 0) && same_type(v, b))
-      return b;
-    return NULL;
-  case OP_SUB:
-    return is_splat(b, 0) && same_type(v, a) ? a : NULL;
   case OP_MUL:
-    if (is_splat(b, 1) && same_type(v, a))
-      return a;
-    if (is_splat(a, 1) && same_type(v, b))
-      return b;
     // x * 0 -> the zero operand, when it already has the result's shape.
     // (Like every compiler that does this, it assumes x is finite.)
     if (is_splat(b, 0) && same_type(v, b))
@@ -193,9 +190,6 @@ static IrValue *identity(IrValue *v) {
     if (is_splat(a, 0) && same_type(v, a))
       return a;
     return NULL;
-  case OP_DIV:
-  case OP_POW:
-    return is_splat(b, 1) && same_type(v, a) ? a : NULL;
   case OP_NEG:
     return a->op == OP_NEG ? a->arg[0] : NULL;
   case OP_BROADCAST:
@@ -337,17 +331,11 @@ void opt_simplify(IrModule *m, Ctx *ctx) {
 // element of any element-wise user: computed inline, it is loop-invariant.
 // A broadcast costs nothing inline (it is only an index mapping).
 static bool reads_elementwise(const IrValue *u, const IrValue *v) {
-  switch (u->op) {
-  case OP_SUM:
-  case OP_MEAN:
-  case OP_SUM_TO:
-  case OP_BATCH_MEAN:
+  if (prims[u->op].flags & PF_READS_EW)
     return true;
-  default:
-    return prims[u->op].kind == PK_EW &&
-           (same_type(u, v) || (!v->batched && shape_numel(v->shape) == 1) ||
-            v->op == OP_BROADCAST);
-  }
+  return prims[u->op].kind == PK_EW &&
+         (same_type(u, v) || (!v->batched && shape_numel(v->shape) == 1) ||
+          v->op == OP_BROADCAST);
 }
 
 // Whether a matmul's epilogue can read leaf u at each output element (i, j)

@@ -6,6 +6,7 @@
 // the rules to report user errors; the IR builder calls them again and
 // asserts, so every later phase can trust the shapes.
 #include <assert.h>
+#include <math.h>
 #include <string.h>
 
 #include "ir.h"
@@ -558,7 +559,8 @@ RULE(EMBED) {
 }
 
 const Prim prims[OP_COUNT] = {
-#define PRIM(id, name, arity, kind) [OP_##id] = {name, arity, kind, shape_##id},
+#define PRIM(id, name, arity, kind, flags, identity, flops) \
+  [OP_##id] = {name, arity, kind, flags, identity, flops, shape_##id},
 #include "prims.def"
 #undef PRIM
 };

@@ -25,8 +25,7 @@ enum { BATCH = 3 };
 
 // Primitives whose derivative is zero wherever it exists: no rule to check.
 static bool zero_derivative(Op op) {
-  return op == OP_STEP || op == OP_SIGN || op == OP_FLOOR || op == OP_GT ||
-         op == OP_CORRECT;
+  return prims[op].flags & PF_FLAT;
 }
 
 typedef enum Domain {
