@@ -545,7 +545,7 @@ static LLVMBasicBlockRef block(Cg *cg, LLVMValueRef fn, const char *name) {
 // warmup).
 static LLVMValueRef schedule_lr(Cg *cg, LLVMValueRef iteration,
                                 LLVMValueRef epoch) {
-  const IrSchedule *sc = &cg->m->sched;
+  const IrSchedule *sc = &cg->step->sched;
   int nv = sc->fn->values.n;
   LLVMValueRef *val = arena_alloc(cg->arena, sizeof *val * (size_t)nv);
   LLVMValueRef args[2] = {iteration, epoch};
@@ -698,7 +698,7 @@ static LLVMValueRef build_train(Cg *cg, const Plan *plan, const bool *live,
   f.state = state;
   f.tf = tf;
   f.lr = cg_f32(cg, 0); // unused without a schedule
-  if (m->sched.lr) {
+  if (cg->step->sched.lr) {
     LLVMTypeRef ty_ep, ty_rep;
     LLVMValueRef f_ep = runtime_fn(cg, "nnrt_epoch_number", I,
                                    (LLVMTypeRef[]){P}, 1, &ty_ep);
@@ -723,7 +723,7 @@ static LLVMValueRef build_train(Cg *cg, const Plan *plan, const bool *live,
   emit_prefetch(cg, &f);            // no row group
   call_kernels(cg, &f, live, true); // gradients that update their parameter
   t0 = prof_start(cg);
-  if (m->opt.fn) {
+  if (cg->step->opt.fn) {
     LLVMValueRef opt = kernel_optimizer(cg);
     LLVMTypeRef oty = LLVMGlobalGetValueType(opt);
     // State k of element i is state[k * stride + i], stride covering the
@@ -766,7 +766,7 @@ static LLVMValueRef build_train(Cg *cg, const Plan *plan, const bool *live,
   }
   prof_add(cg, nv + PROF_OPT, t0);
   LLVMValueRef loss_sum =
-      LLVMBuildFMul(cg->b, load_scalar(cg, &f, m->objective),
+      LLVMBuildFMul(cg->b, load_scalar(cg, &f, cg->step->objective),
                     LLVMBuildSIToFP(cg->b, f.rows, D, ""), "");
   LLVMValueRef correct = load_scalar(cg, &f, m->correct);
   t0 = prof_start(cg);
@@ -982,7 +982,7 @@ static void build_model(Cg *cg, const Plan *train, const Plan *infer,
                           ".params", 8)
          : null_ptr(cg);
 
-  const IrOptimizer *o = &m->opt;
+  const IrOptimizer *o = &cg->step->opt;
   LLVMValueRef state_init = null_ptr(cg);
   if (o->fn && o->nstate > 0) {
     LLVMValueRef *si = arena_alloc(cg->arena, sizeof *si * (size_t)o->nstate);
@@ -1062,7 +1062,7 @@ static int fuse_optimizer(Cg *cg, int i) {
   const IrParam *p = m->params.item[i];
   const IrValue *g = p->grad;
   if (g->op != OP_MATMUL_TN || g == m->output || g == m->loss ||
-      g == m->objective || g == m->correct)
+      g == cg->step->objective || g == m->correct)
     return 0;
   for (int j = 0; j < m->updates.n; j++)
     if (((IrUpdate *)m->updates.item[j])->value == g)
@@ -1140,7 +1140,7 @@ static void build_module(Cg *cg, LLVMTargetDataRef td) {
     assert(((IrValue *)m->fn->values.item[i])->id == i &&
            "values must be numbered in order (ir_renumber)");
   assert(m->input && m->output && "a module has an input and an output");
-  for (int i = 0; i < m->ntrainable && m->opt.fn; i++)
+  for (int i = 0; i < m->ntrainable && cg->step->opt.fn; i++)
     assert(((IrParam *)m->params.item[i])->grad && "grad_emit has not run");
   IrGraph ev = ir_eval_graph(m);
 
@@ -1152,7 +1152,7 @@ static void build_module(Cg *cg, LLVMTargetDataRef td) {
   bool *infer_live = arena_alloc(cg->arena, (size_t)n);
   mark_root(root, m->output);
   mark_root(root, m->loss);
-  mark_root(root, m->objective);
+  mark_root(root, cg->step->objective);
   mark_root(root, m->correct);
   for (int i = 0; i < m->ntrainable; i++)
     mark_root(root, ((IrParam *)m->params.item[i])->grad);
@@ -1194,7 +1194,7 @@ static void build_module(Cg *cg, LLVMTargetDataRef td) {
   int nfused = 0;
   for (int i = 0; i < n; i++)
     cg->opt_fused[i] = -1;
-  if (m->opt.fn && !getenv("NNC_NO_OPT_FUSION"))
+  if (cg->step->opt.fn && !getenv("NNC_NO_OPT_FUSION"))
     for (int i = 0; i < m->ntrainable; i++)
       nfused += fuse_optimizer(cg, i);
 
@@ -1217,7 +1217,7 @@ static void build_module(Cg *cg, LLVMTargetDataRef td) {
   }
   Plan train, infer;
   plan_storage(cg, &train, train_live, root, train_pos, n + nfused + 1, true,
-               m->opt.fn != NULL);
+               cg->step->opt.fn != NULL);
   cg->plan = (CodegenPlan){train.per_row, train.fixed};
   int *fused = cg->opt_fused;
   cg->opt_fused = NULL; // nnc_infer computes no gradients
@@ -1347,7 +1347,10 @@ static int run(IrModule *m, Ctx *ctx, const CodegenOptions *o,
   LLVMTargetMachineRef tm = target_machine(ctx, o->opt_level, &triple);
   if (!tm)
     return 1;
-  Cg cg = {.m = m, .ctx = ctx, .arena = ctx->arena, .tm = tm};
+  static const IrStep no_step; // a model without a train block
+  assert(m->nsteps <= 1 && "sema admits one step per program so far");
+  Cg cg = {.m = m, .step = m->nsteps ? &m->steps[0] : &no_step,
+           .ctx = ctx, .arena = ctx->arena, .tm = tm};
   cg.lc = LLVMContextCreate();
   cg.mod = LLVMModuleCreateWithNameInContext(m->name ? m->name : "nnc", cg.lc);
   // Triple and data layout before any IR: the optimizer reads them.

@@ -39,6 +39,9 @@ typedef struct Kernel {
 typedef struct Cg {
   CodegenPlan plan;       // the training workspace, once planned
   IrModule *m;
+  const IrStep *step;     // the step nnc_train runs (codegen compiles
+                          // programs of at most one step so far); an
+                          // empty one without a train block
   Ctx *ctx;
   Arena *arena;
   LLVMContextRef lc;

@@ -1345,7 +1345,7 @@ static LLVMValueRef shaped_like(Cg *cg, LLVMValueRef x, LLVMValueRef like) {
 }
 
 void opt_eval(Cg *cg, LLVMValueRef *arg, LLVMValueRef *res) {
-  const IrOptimizer *o = &cg->m->opt;
+  const IrOptimizer *o = &cg->step->opt;
   int nv = o->fn->values.n;
   LLVMValueRef *val = arena_alloc(cg->arena, sizeof *val * (size_t)nv);
   bool *uni = arena_alloc(cg->arena, (size_t)nv); // same for every element
@@ -1419,7 +1419,7 @@ void opt_eval(Cg *cg, LLVMValueRef *arg, LLVMValueRef *res) {
 LLVMValueRef kernel_optimizer(Cg *cg) {
   if (cg->opt_fn)
     return cg->opt_fn;
-  const IrOptimizer *o = &cg->m->opt;
+  const IrOptimizer *o = &cg->step->opt;
   LLVMTypeRef pt[7] = {cg->t_ptr, cg->t_ptr, cg->t_ptr, cg->t_i64,
                        cg->t_i64, cg->t_f32, cg->t_f32};
   LLVMTypeRef ty = LLVMFunctionType(cg->t_void, pt, 7, 0);

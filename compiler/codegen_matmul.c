@@ -248,7 +248,7 @@ static void opt_load(Gemm *g, LLVMValueRef idx, LLVMValueRef mask,
                      LLVMValueRef grad, OptRow *r) {
   Cg *cg = g->cg;
   Kern *k = g->k;
-  int ns = cg->m->opt.nstate;
+  int ns = cg->step->opt.nstate;
   assert(ns <= 8);
   r->mask = mask;
   r->pp = cg_gep(cg, k->opt_p, idx);
@@ -268,7 +268,7 @@ static void opt_store(Gemm *g, OptRow *r) {
   LLVMValueRef res[1 + 8];
   opt_eval(cg, r->arg, res);
   cg_vstore(cg, res[0], r->pp, r->mask);
-  for (int s = 0; s < cg->m->opt.nstate; s++)
+  for (int s = 0; s < cg->step->opt.nstate; s++)
     cg_vstore(cg, res[1 + s], r->sp[s], r->mask);
 }
 

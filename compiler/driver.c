@@ -202,6 +202,12 @@ static const char *human(Arena *a, double x, const char *unit) {
   return arena_printf(a, k ? "%.2f %s%s" : "%.0f %s%s", x, prefix[k], unit);
 }
 
+// Whether the module has a training program: a step with an objective and
+// an optimizer.
+static bool trainable_module(const IrModule *m) {
+  return m->nsteps > 0 && m->steps[0].objective && m->steps[0].opt.fn;
+}
+
 static void print_summary(FILE *out, SemaResult *r, const CodegenPlan *plan) {
   IrModule *m = r->module;
   Arena *a = m->fn->arena;
@@ -229,12 +235,13 @@ static void print_summary(FILE *out, SemaResult *r, const CodegenPlan *plan) {
           human(a, (double)forward_flops(m), "FLOP"));
   if (plan) {  // what the training binary allocates at the default batch
     int64_t batch = m->train.batch;
-    int64_t params = total * (1 + m->opt.nstate) + buffers;
+    int nstate = m->steps[0].opt.nstate;
+    int64_t params = total * (1 + nstate) + buffers;
     int64_t ws = plan->ws_per_row * batch + plan->ws_fixed;
     fprintf(out, "training memory at batch %lld: %s (parameters and %d "
             "optimizer state%s %s, workspace %s; the data set comes on top)\n",
             (long long)batch, human(a, 4.0 * (double)(params + ws), "B"),
-            m->opt.nstate, m->opt.nstate == 1 ? "" : "s",
+            nstate, nstate == 1 ? "" : "s",
             human(a, 4.0 * (double)params, "B"), human(a, 4.0 * (double)ws, "B"));
   }
 }
@@ -310,7 +317,7 @@ static int compile(Options *o, Ctx *ctx) {
   double t_front = now();
   if (o->stage == STAGE_SUMMARY) {
     CodegenPlan plan = {0};
-    bool trainable = m->objective && m->opt.fn;
+    bool trainable = trainable_module(m);
     if (trainable) {  // the memory line needs codegen's workspace plan
       opt_simplify(m, ctx);
       grad_emit(m, ctx);
@@ -327,7 +334,7 @@ static int compile(Options *o, Ctx *ctx) {
     ir_print(stdout, m);
     return 0;
   }
-  if (!m->objective || !m->opt.fn) {
+  if (!trainable_module(m)) {
     diag_error(&ctx->diag, (Loc){o->input, 1, 1},
                "nothing to train: this file has no train block with a loss "
                "and an optimizer");

@@ -406,16 +406,21 @@ void grad_of(IrFn *fn, IrValue *root, IrValue **wrt, int n, IrValue **out) {
   }
 }
 
-void grad_emit(IrModule *m, Ctx *ctx) {
-  (void)ctx;  // every rule is total: sema already rejected what has no gradient
-  int n = m->ntrainable;  // buffers have no gradient
-  if (!m->objective || n == 0)
+// The gradients of one step's objective for its parameters.
+static void step_grads(IrModule *m, const IrStep *st) {
+  // A step without a parameter list updates every trainable one (buffers
+  // have no gradient).
+  int n = st->params ? st->nparams : m->ntrainable;
+  if (!st->objective || n == 0)
     return;
+  IrParam **ps = arena_alloc(m->fn->arena, sizeof(IrParam *) * (size_t)n);
   IrValue **wrt = arena_alloc(m->fn->arena, sizeof(IrValue *) * (size_t)n);
   IrValue **out = arena_alloc(m->fn->arena, sizeof(IrValue *) * (size_t)n);
-  for (int i = 0; i < n; i++)
-    wrt[i] = ((IrParam *)m->params.item[i])->value;
-  grad_of(m->fn, m->objective, wrt, n, out);
+  for (int i = 0; i < n; i++) {
+    ps[i] = m->params.item[st->params ? st->params[i] : i];
+    wrt[i] = ps[i]->value;
+  }
+  grad_of(m->fn, st->objective, wrt, n, out);
   // Clipping by global norm (torch.nn.utils.clip_grad_norm_): every
   // gradient times min(1, c / (||g|| + 1e-6)), ||g|| over all of them.
   double c = m->train.clip_norm;
@@ -439,5 +444,11 @@ void grad_emit(IrModule *m, Ctx *ctx) {
                                    false, loc), loc);
   }
   for (int i = 0; i < n; i++)
-    ((IrParam *)m->params.item[i])->grad = out[i];
+    ps[i]->grad = out[i];
+}
+
+void grad_emit(IrModule *m, Ctx *ctx) {
+  (void)ctx;  // every rule is total: sema already rejected what has no gradient
+  for (int k = 0; k < m->nsteps; k++)
+    step_grads(m, &m->steps[k]);
 }

@@ -10,8 +10,10 @@
 
 #include "ir.h"
 
-// Appends d(m->objective)/d(param) for every parameter to m->fn and sets
-// IrParam.grad (a zero BROADCAST when the objective does not depend on it).
+// Appends, for every step, d(step objective)/d(param) for each parameter
+// the step updates to m->fn and sets IrParam.grad (a zero BROADCAST when
+// the objective does not depend on it). With clip_norm, each step's
+// gradients are scaled to that global norm.
 void grad_emit(IrModule *m, Ctx *ctx);
 
 // The general form, for tests: gradients of the unbatched scalar `root`

@@ -253,12 +253,14 @@ static void print_modes(FILE *out, const IrModule *m) {
   IrGraph ev = ir_eval_graph(m);
   int n = m->fn->values.n;
   bool *tr = calloc((size_t)n + 1, 2), *inf = tr + n + 1;
-  IrValue *troots[] = {m->output, m->loss, m->objective, m->correct};
+  IrValue *troots[] = {m->output, m->loss, m->correct};
   IrValue *eroots[] = {ev.output, ev.loss, ev.objective, ev.correct};
-  for (int i = 0; i < 4; i++) {
+  for (int i = 0; i < 3; i++)
     mark_graph(m->fn, tr, troots[i]);
+  for (int i = 0; i < 4; i++)
     mark_graph(m->fn, inf, eroots[i]);
-  }
+  for (int i = 0; i < m->nsteps; i++)
+    mark_graph(m->fn, tr, m->steps[i].objective);
   for (int i = 0; i < m->params.n; i++)
     mark_graph(m->fn, tr, ((IrParam *)m->params.item[i])->grad);
   for (int i = 0; i < m->updates.n; i++)
@@ -289,10 +291,22 @@ static void print_init(FILE *out, Init init) {
   }
 }
 
+static void print_step(FILE *out, const IrStep *st);
+
+IrStep *ir_main_step(IrModule *m) {
+  if (m->nsteps == 0) {
+    m->steps = arena_alloc(m->fn->arena, sizeof *m->steps);
+    m->steps[0].name = "loss";
+    m->nsteps = 1;
+  }
+  return &m->steps[0];
+}
+
 IrGraph ir_eval_graph(const IrModule *m) {
   if (m->eval.output)
     return m->eval;
-  return (IrGraph){m->output, m->loss, m->objective, m->correct};
+  return (IrGraph){m->output, m->loss,
+                   m->nsteps ? m->steps[0].objective : NULL, m->correct};
 }
 
 void ir_print(FILE *out, const IrModule *m) {
@@ -316,8 +330,12 @@ void ir_print(FILE *out, const IrModule *m) {
     fprintf(out, "output %%%d\n", m->output->id);
   if (m->loss)
     fprintf(out, "loss %%%d\n", m->loss->id);
-  if (m->objective)
-    fprintf(out, "objective %%%d\n", m->objective->id);
+  for (int i = 0; i < m->nsteps; i++)
+    if (m->steps[i].objective) {
+      if (m->nsteps > 1)
+        fprintf(out, "step %s ", m->steps[i].name);
+      fprintf(out, "objective %%%d\n", m->steps[i].objective->id);
+    }
   if (m->correct)
     fprintf(out, "correct %%%d\n", m->correct->id);
   // The inference graph, when it differs from the training graph.
@@ -341,7 +359,13 @@ void ir_print(FILE *out, const IrModule *m) {
     if (p->grad)
       fprintf(out, "grad %s = %%%d\n", p->name, p->grad->id);
   }
-  const IrOptimizer *o = &m->opt;
+  for (int k = 0; k < m->nsteps; k++)
+    print_step(out, &m->steps[k]);
+}
+
+// A step's optimizer program and schedule.
+static void print_step(FILE *out, const IrStep *st) {
+  const IrOptimizer *o = &st->opt;
   if (o->fn) {
     fprintf(out, "optimizer %s (p, g, t", o->name);
     for (int i = 0; i < o->nstate; i++)
@@ -357,7 +381,7 @@ void ir_print(FILE *out, const IrModule *m) {
     }
     fputs("}\n", out);
   }
-  const IrSchedule *sc = &m->sched;
+  const IrSchedule *sc = &st->sched;
   if (sc->fn && sc->lr) {
     fprintf(out, "schedule %s (iteration, epoch) {\n", sc->name);
     ir_print_fn(out, sc->fn);

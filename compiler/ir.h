@@ -254,6 +254,22 @@ typedef struct IrSchedule {
   int64_t warmup;         // steps of linear warm-up (0: none)
 } IrSchedule;
 
+// One step of a training program: what it minimizes, over which
+// parameters, with which optimizer and schedule. The steps run in order on
+// every batch (each reads the parameters as the steps before it left
+// them). A train block without `step` blocks has one step: its loss (plus
+// penalties) over every trainable parameter. A parameter belongs to at
+// most one step, so IrParam.grad is that step's gradient.
+typedef struct IrStep {
+  const char *name;       // "loss", or the step's own name
+  IrValue *objective;     // unbatched scalar: BATCH_MEAN(loss) + penalties
+  int nparams;            // the parameters it updates (indices into
+  int *params;            // IrModule.params); params NULL: every trainable
+  IrOptimizer opt;
+  IrSchedule sched;       // sched.name NULL: the optimizer's own lr
+  Loc loc;
+} IrStep;
+
 typedef struct TrainSpec {
   DataSpec data, test;
   int64_t batch, epochs, seed;
@@ -276,8 +292,6 @@ typedef struct IrModule {
   // The training graph's roots:
   IrValue *output;        // the model's prediction
   IrValue *loss;          // per-example loss (+ per-example penalties)
-  IrValue *objective;     // BATCH_MEAN(loss) + parameter penalties: what
-                          // training minimizes
   IrValue *correct;       // correct predictions in the batch (unbatched
                           // scalar: SUM_TO of per-example CORRECT), or NULL
   IrGraph eval;           // the inference graph's roots (eval mode: dropout
@@ -287,13 +301,18 @@ typedef struct IrModule {
   int ndraws;             // random draws numbered 0..ndraws-1 (attr.index)
   PtrVec params;          // IrParam*: trainable ones, then buffers
   int ntrainable;         // params[0, ntrainable) have gradients
-  IrOptimizer opt;
-  IrSchedule sched;       // the optimizer's learning rate over time
+  IrStep *steps;          // the training program, in order (none without
+  int nsteps;             // a train block)
   TrainSpec train;
 } IrModule;
 
+// The module's first step; a new one (over every trainable parameter, no
+// optimizer yet) when it has none.
+IrStep *ir_main_step(IrModule *m);
+
 // The inference graph's roots: m->eval, or the training graph's when the
-// modes do not differ (m->eval.output is NULL).
+// modes do not differ (m->eval.output is NULL; the objective is then the
+// first step's).
 IrGraph ir_eval_graph(const IrModule *m);
 
 // Prints a module (`--emit=ir`, and `--emit=grad` once gradients exist).

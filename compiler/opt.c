@@ -1,7 +1,7 @@
 // opt.c — IR simplification and element-wise fusion (see opt.h).
 //
 // Consumes an IrModule after grad (or before it: nothing here needs the
-// gradients); rewrites m->fn and m->opt.fn in place and leaves every pointer
+// gradients); rewrites m->fn and the steps' optimizer programs in place and leaves every pointer
 // that the module, its parameters and its optimizer hold pointing at a live
 // value of the right function. One simplify pass walks a function in
 // topological order and, for each value, first resolves its arguments to
@@ -46,13 +46,15 @@ static void slots_add(Slots *s, IrValue **p) {
 static Slots slots_main(IrModule *m) {
   Slots s = {arena_alloc(m->fn->arena,
                          sizeof(IrValue **) *
-                             (size_t)(10 + 2 * m->params.n + m->updates.n)),
+                             (size_t)(10 + 2 * m->params.n + m->updates.n +
+                                      m->nsteps)),
              0};
   slots_add(&s, &m->input);
   slots_add(&s, &m->label);
   slots_add(&s, &m->output);
   slots_add(&s, &m->loss);
-  slots_add(&s, &m->objective);
+  for (int i = 0; i < m->nsteps; i++)
+    slots_add(&s, &m->steps[i].objective);
   slots_add(&s, &m->correct);
   slots_add(&s, &m->eval.output);
   slots_add(&s, &m->eval.loss);
@@ -69,8 +71,7 @@ static Slots slots_main(IrModule *m) {
 }
 
 // Roots of the optimizer program: the new parameter and the new states.
-static Slots slots_opt(IrModule *m) {
-  IrOptimizer *o = &m->opt;
+static Slots slots_opt(IrOptimizer *o) {
   Slots s = {arena_alloc(o->fn->arena,
                          sizeof(IrValue **) * (size_t)(1 + o->nstate)),
              0};
@@ -318,10 +319,11 @@ void opt_simplify(IrModule *m, Ctx *ctx) {
     Slots s = slots_main(m);
     simplify_fn(m->fn, &s);
   }
-  if (m->opt.fn) {
-    Slots s = slots_opt(m);
-    simplify_fn(m->opt.fn, &s);
-  }
+  for (int i = 0; i < m->nsteps; i++)
+    if (m->steps[i].opt.fn) {
+      Slots s = slots_opt(&m->steps[i].opt);
+      simplify_fn(m->steps[i].opt.fn, &s);
+    }
 }
 
 // ---- fusion -----------------------------------------------------------------

@@ -1359,6 +1359,13 @@ SemaResult sema_lower(Ctx *ctx, Program *prog) {
   }
   m->fn->share = false;
   params_order(m);
+  if (m->nsteps == 1) {  // the train block's step updates every parameter
+    IrStep *st = &m->steps[0];
+    st->nparams = m->ntrainable;
+    st->params = arena_alloc(ctx->arena, sizeof(int) * (size_t)(st->nparams + 1));
+    for (int i = 0; i < st->nparams; i++)
+      st->params[i] = i;
+  }
   if (ctx->diag.nerrors == 0)
     res.module = m;
   return res;

@@ -367,7 +367,7 @@ static void lower_optimizer(Sema *s, Ast *e, bool scheduled, double *lr) {
                  a->name);
   }
   // The update rule, as a scalar program over ARG leaves.
-  IrOptimizer *o = &m->opt;
+  IrOptimizer *o = &ir_main_step(m)->opt;
   Ast *update = NULL;
   PtrVec states = {0};
   for (int i = 0; i < decl->body.n; i++) {
@@ -474,7 +474,7 @@ static void lower_optimizer(Sema *s, Ast *e, bool scheduled, double *lr) {
 // ---- the schedule ----------------------------------------------------------------------------
 // `schedule = NAME(args)`: the declaration's body, with `lr` the
 // optimizer's learning rate, `epoch` and `iteration` arguments of the
-// program, becomes m->sched.
+// program, becomes the step's schedule.
 static void lower_schedule(Sema *s, Ast *e, double lr) {
   IrModule *m = s->m;
   const char *name = e->kind == AST_NAME || e->kind == AST_CALL ? e->name : NULL;
@@ -487,7 +487,7 @@ static void lower_schedule(Sema *s, Ast *e, double lr) {
                name ? " '" : "", name ? name : "", name ? "'" : "");
     return;
   }
-  IrSchedule *sc = &m->sched;
+  IrSchedule *sc = &ir_main_step(m)->sched;
   IrFn *saved = s->fn;
   s->fn = sc->fn = ir_fn_new(s->arena);
   sc->name = decl->name;
@@ -592,6 +592,9 @@ void sema_train(Sema *s, Ast *train, IrValue *output, IrValue *eval_output) {
   Frame f = {.prefix = ""};
   Ast *given[NSETTINGS] = {0};
   double lr = NAN;  // the optimizer's `lr`, for the schedule
+  // One step: the loss over every trainable parameter.
+  IrStep *step = ir_main_step(m);
+  step->loc = train->loc;
   for (int i = 0; i < train->body.n; i++) {
     Ast *st = train->body.item[i];
     if (!st)
@@ -635,7 +638,7 @@ void sema_train(Sema *s, Ast *train, IrValue *output, IrValue *eval_output) {
       s->fn->share = false;
       s->training = true;
       lower_loss(s, &f, e, output, &g, true);
-      m->loss = g.loss, m->objective = g.objective;
+      m->loss = g.loss, step->objective = g.objective;
       s->fn->share = true;
       s->training = false;
       if (g.loss)
@@ -657,10 +660,10 @@ void sema_train(Sema *s, Ast *train, IrValue *output, IrValue *eval_output) {
       break;
     case 8: lower_metrics(s, &f, e); break;
     case 9:
-      if (m->opt.lr_arg > 0)
+      if (step->opt.lr_arg > 0)
         lower_schedule(s, e, lr);
       break;
-    case 10: m->sched.warmup = setting_int(s, &f, e, "warmup", 0, 0); break;
+    case 10: step->sched.warmup = setting_int(s, &f, e, "warmup", 0, 0); break;
     case 11: t->clip_norm = setting_nonneg(s, &f, e, "clip_norm"); break;
     case 12: t->l1 = setting_nonneg(s, &f, e, "l1"); break;
     case 13: t->l2 = setting_nonneg(s, &f, e, "l2"); break;
@@ -676,10 +679,10 @@ void sema_train(Sema *s, Ast *train, IrValue *output, IrValue *eval_output) {
     diag_error(s->diag, given[14]->loc,
                "early_stopping watches the validation loss: it needs "
                "'validation = fraction' or a 'test' set");
-  if (m->objective && (t->l1 > 0 || t->l2 > 0)) {
+  if (step->objective && (t->l1 > 0 || t->l2 > 0)) {
     IrValue *w = weight_penalty(s, t->l1, t->l2, t->loc);
     if (w)
-      m->objective = ir_binary(s->fn, OP_ADD, m->objective, w, t->loc);
+      step->objective = ir_binary(s->fn, OP_ADD, step->objective, w, t->loc);
   }
   m->correct = lower_correct(s, output, t->loc);
   s->fn->share = true;

@@ -49,7 +49,7 @@ static IrValue *cst(IrModule *m, double c) { return ir_const(m->fn, c, L); }
 
 // Adam, written as the stdlib would: m, v states; bias-corrected step.
 static void adam(IrModule *m, double lr, double b1, double b2, double eps) {
-  IrOptimizer *o = &m->opt;
+  IrOptimizer *o = &ir_main_step(m)->opt;
   IrFn *f = o->fn = ir_fn_new(m->fn->arena);
   Arena *a = f->arena;
   o->name = "adam";
@@ -83,7 +83,7 @@ static void ce_loss(IrModule *m, IrValue *z) {
   IrValue *y = m->label;
   IrValue *ls = un(m, OP_LOG_SOFTMAX, z);
   m->loss = un(m, OP_NEG, un(m, OP_SUM, bin(m, OP_MUL, y, ls)));
-  m->objective = un(m, OP_BATCH_MEAN, m->loss);
+  ir_main_step(m)->objective = un(m, OP_BATCH_MEAN, m->loss);
   m->correct = ir_shaped(m->fn, OP_SUM_TO, bin(m, OP_CORRECT, z, y),
                          shape_scalar(), false, L);
 }
@@ -173,9 +173,9 @@ static void check_step(T *t, const IrModule *m, const char *exe, const Data *d,
   memcpy(&loss_sum, log + 8, 8);
   memcpy(&correct, log + 16, 8);
   cr_assert_eq(rows, d->rows[0]);
-  if (m->objective)
-    expect_near("step loss", loss_sum, ref[m->objective->id][0] * (double)rows,
-                1e-4);
+  const IrValue *obj = m->steps[0].objective; // check_step: a trained module
+  if (obj)
+    expect_near("step loss", loss_sum, ref[obj->id][0] * (double)rows, 1e-4);
   if (m->correct)
     expect_near("step correct", correct, ref[m->correct->id][0], 0);
 }
@@ -534,7 +534,7 @@ static IrModule *op_module(Arena *a, const OpCase *c) {
   m->label = ir_leaf(m->fn, OP_LABEL, ys, true, 0, "y", L);
   m->output = c->build(m, m->input);
   m->loss = un(m, OP_SUM, bin(m, OP_MUL, m->output, m->label));
-  m->objective = un(m, OP_BATCH_MEAN, m->loss);
+  ir_main_step(m)->objective = un(m, OP_BATCH_MEAN, m->loss);
   sgd(m, c->lr);
   return m;
 }
@@ -562,13 +562,13 @@ Test(codegen, cases_cover_every_primitive) {
   for (int i = 0; i <= NCASES; i++) {
     IrModule *m =
         i < NCASES ? op_module(&t.arena, &op_cases[i]) : mlp(&t.arena, 5, 4, 3);
-    if (!m->opt.fn)
+    if (!ir_main_step(m)->opt.fn)
       sgd(m, 0.1);
     grad_emit(m, &t.ctx);
     for (int j = 0; j < m->fn->values.n; j++)
       seen[((IrValue *)m->fn->values.item[j])->op] = true;
-    for (int j = 0; j < m->opt.fn->values.n; j++)
-      seen[((IrValue *)m->opt.fn->values.item[j])->op] = true;
+    for (int j = 0; j < ir_main_step(m)->opt.fn->values.n; j++)
+      seen[((IrValue *)ir_main_step(m)->opt.fn->values.item[j])->op] = true;
   }
   // The convolutional family has its own cases (codegen_conv_test.c).
   for (int op = 0; op < OP_COUNT; op++)
@@ -785,7 +785,7 @@ Test(codegen, model_table) {
   t_init(&t);
   IrModule *m = mlp(&t.arena, 13, 8, 3);
   adam(m, 0.01, 0.9, 0.999, 1e-8);
-  m->opt.state_init[1] = 0.5;
+  ir_main_step(m)->opt.state_init[1] = 0.5;
   m->train.batch = 32;
   m->train.epochs = 4;
   m->train.seed = 77;

@@ -415,7 +415,7 @@ Test(grad, grad_emit_sets_every_parameter) {
   m.input = ir_leaf(m.fn, OP_INPUT, s3, true, 0, "x", l);
   m.output = ir_binary(m.fn, OP_MUL, m.input, p[0]->value, l);
   m.loss = ir_unary(m.fn, OP_SUM, m.output, l);
-  m.objective = ir_unary(m.fn, OP_BATCH_MEAN, m.loss, l);
+  ir_main_step(&m)->objective = ir_unary(m.fn, OP_BATCH_MEAN, m.loss, l);
   grad_emit(&m, &(Ctx){.arena = &a});
 
   cr_assert(p[0]->grad && p[1]->grad);

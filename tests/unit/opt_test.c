@@ -74,7 +74,9 @@ static bool in_fn(const IrFn *fn, const IrValue *v) {
 // Every value is numbered by position, arguments come first, and every
 // pointer the module holds is a value of the right function.
 static void check_module(const IrModule *m) {
-  const IrFn *fns[2] = {m->fn, m->opt.fn};
+  static const IrStep none;
+  const IrStep *st = m->nsteps ? &m->steps[0] : &none;
+  const IrFn *fns[2] = {m->fn, st->opt.fn};
   for (int k = 0; k < 2; k++) {
     if (!fns[k])
       continue;
@@ -86,7 +88,7 @@ static void check_module(const IrModule *m) {
     }
   }
   const IrValue *held[] = {m->input, m->label, m->output, m->loss,
-                           m->objective, m->correct};
+                           st->objective, m->correct};
   for (size_t i = 0; i < sizeof held / sizeof held[0]; i++)
     cr_assert(!held[i] || in_fn(m->fn, held[i]));
   for (int i = 0; i < m->params.n; i++) {
@@ -94,10 +96,10 @@ static void check_module(const IrModule *m) {
     cr_assert(in_fn(m->fn, p->value));
     cr_assert(!p->grad || in_fn(m->fn, p->grad));
   }
-  if (m->opt.fn) {
-    cr_assert(in_fn(m->opt.fn, m->opt.new_p));
-    for (int i = 0; i < m->opt.nstate; i++)
-      cr_assert(in_fn(m->opt.fn, m->opt.new_state[i]));
+  if (st->opt.fn) {
+    cr_assert(in_fn(st->opt.fn, st->opt.new_p));
+    for (int i = 0; i < st->opt.nstate; i++)
+      cr_assert(in_fn(st->opt.fn, st->opt.new_state[i]));
   }
 }
 
@@ -195,7 +197,7 @@ Test(opt, common_subexpressions) {
       ir_shaped(f->m.fn, OP_SUM_TO, a, shape_scalar(), false, L));
   // two parameters of the same shape are different leaves
   IrValue *w2 = param(f, "w2", sh2(3, 4));
-  f->m.objective = bin(f, OP_ADD, un(f, OP_SUM, w), un(f, OP_SUM, w2));
+  ir_main_step(&f->m)->objective = bin(f, OP_ADD, un(f, OP_SUM, w), un(f, OP_SUM, w2));
   opt_simplify(&f->m, &f->ctx);
   check_module(&f->m);
   cr_expect_eq(count_op(f->m.fn, OP_MATMUL), 1);
@@ -290,7 +292,7 @@ static EvalEnv random_env(Fixture *f, Data *d, uint64_t seed) {
 // The roots in a fixed order: main fn roots, then the optimizer's.
 static int module_roots(const IrModule *m, IrValue **out, bool *opt_fn) {
   int n = 0;
-  const IrValue *held[] = {m->output, m->loss, m->objective, m->correct};
+  const IrValue *held[] = {m->output, m->loss, (&m->steps[0])->objective, m->correct};
   for (int i = 0; i < 4; i++)
     if (held[i])
       opt_fn[n] = false, out[n++] = (IrValue *)held[i];
@@ -299,10 +301,10 @@ static int module_roots(const IrModule *m, IrValue **out, bool *opt_fn) {
     if (p->grad)
       opt_fn[n] = false, out[n++] = p->grad;
   }
-  if (m->opt.fn) {
-    opt_fn[n] = true, out[n++] = m->opt.new_p;
-    for (int i = 0; i < m->opt.nstate; i++)
-      opt_fn[n] = true, out[n++] = m->opt.new_state[i];
+  if ((&m->steps[0])->opt.fn) {
+    opt_fn[n] = true, out[n++] = (&m->steps[0])->opt.new_p;
+    for (int i = 0; i < (&m->steps[0])->opt.nstate; i++)
+      opt_fn[n] = true, out[n++] = (&m->steps[0])->opt.new_state[i];
   }
   return n;
 }
@@ -318,7 +320,7 @@ static Snapshot snapshot(Arena *a, const IrModule *m, const EvalEnv *env) {
   bool opt_fn[MAX_ROOTS];
   Snapshot s = {.n = module_roots(m, root, opt_fn)};
   double **main = eval_fn(a, m->fn, env);
-  double **opt = m->opt.fn ? eval_fn(a, m->opt.fn, env) : NULL;
+  double **opt = (&m->steps[0])->opt.fn ? eval_fn(a, (&m->steps[0])->opt.fn, env) : NULL;
   for (int i = 0; i < s.n; i++) {
     s.val[i] = (opt_fn[i] ? opt : main)[root[i]->id];
     s.size[i] = (root[i]->batched ? env->batch : 1) *
@@ -377,7 +379,7 @@ static Fixture *mlp(bool cross_entropy, bool simplify_first) {
     loss = un(f, OP_MEAN, bin(f, OP_POW, d, cst(f, 2)));
   }
   m->loss = bin(f, OP_MUL, loss, bin(f, OP_DIV, cst(f, 3), cst(f, 3)));
-  m->objective = un(f, OP_BATCH_MEAN, m->loss);
+  ir_main_step(m)->objective = un(f, OP_BATCH_MEAN, m->loss);
   m->correct = ir_shaped(fn, OP_SUM_TO,
                          ir_prim(fn, OP_CORRECT, (IrValue *[]){m->output, y},
                                  (Attr){0}, L),
@@ -387,7 +389,7 @@ static Fixture *mlp(bool cross_entropy, bool simplify_first) {
   grad_emit(m, &f->ctx);
 
   // momentum: v = 0.9 v + (1 - 0.9) g; p = p - 0.01 * v / (1 - 0.9^t)
-  IrOptimizer *o = &m->opt;
+  IrOptimizer *o = &ir_main_step(m)->opt;
   IrFn *ofn = o->fn = ir_fn_new(&f->arena);
   o->name = "momentum";
   o->nstate = 1;
@@ -424,7 +426,7 @@ Test(opt, mlp_results_unchanged) {
       Fixture *f = mlp(ce, false);
       Data d = {0};
       EvalEnv env = random_env(f, &d, seed);
-      int before_n = f->m.fn->values.n, before_opt = f->m.opt.fn->values.n;
+      int before_n = f->m.fn->values.n, before_opt = ir_main_step(&f->m)->opt.fn->values.n;
       Snapshot before = snapshot(&f->arena, &f->m, &env);
       opt_simplify(&f->m, &f->ctx);
       check_module(&f->m);
@@ -433,10 +435,10 @@ Test(opt, mlp_results_unchanged) {
       // log(softmax) -> log_softmax changes rounding; everything else is exact
       expect_same(&before, &after, ce ? 1e-12 : 0, ce ? "mlp ce" : "mlp mse");
       cr_expect_lt(f->m.fn->values.n, before_n);
-      cr_expect_lt(f->m.opt.fn->values.n, before_opt);
+      cr_expect_lt(ir_main_step(&f->m)->opt.fn->values.n, before_opt);
       cr_expect_eq(count_op(f->m.fn, OP_MATMUL) + count_op(f->m.fn, OP_TANH),
                    3);  // one hidden layer left, plus the output layer
-      cr_expect_eq(count_op(f->m.opt.fn, OP_NEG), 0);
+      cr_expect_eq(count_op(ir_main_step(&f->m)->opt.fn, OP_NEG), 0);
       cr_expect_eq(count_op(f->m.fn, OP_LOG), 0);
       // the unused parameter's zero gradient survives as a root
       IrParam *unused = f->m.params.item[4];
@@ -495,7 +497,7 @@ static Fixture *random_graph(uint64_t seed) {
   IrValue *t = un(f, OP_SUM, bin(f, OP_ADD, m->input, pool[n - 3]));
   m->loss = bin(f, OP_ADD, t, un(f, OP_SUM, pool[n - 4]));
   m->loss = bin(f, OP_ADD, m->loss, un(f, OP_SUM, pool[n - 1]));
-  m->objective = un(f, OP_BATCH_MEAN, m->loss);
+  ir_main_step(m)->objective = un(f, OP_BATCH_MEAN, m->loss);
   grad_emit(m, &f->ctx);
   return f;
 }
@@ -545,11 +547,11 @@ Test(opt, simplify_before_grad) {
 Test(opt, simplify_reaches_a_fixed_point) {
   Fixture *f = mlp(true, false);
   opt_simplify(&f->m, &f->ctx);
-  int n = f->m.fn->values.n, no = f->m.opt.fn->values.n;
+  int n = f->m.fn->values.n, no = ir_main_step(&f->m)->opt.fn->values.n;
   opt_simplify(&f->m, &f->ctx);
   check_module(&f->m);
   cr_expect_eq(f->m.fn->values.n, n);
-  cr_expect_eq(f->m.opt.fn->values.n, no);
+  cr_expect_eq(ir_main_step(&f->m)->opt.fn->values.n, no);
   fixture_free(f);
 }
 
@@ -565,7 +567,7 @@ Test(opt, step_reads_the_relu) {
   IrValue *h = un(f, OP_RELU, a);
   m->output = h;
   m->loss = un(f, OP_SUM, bin(f, OP_MUL, h, h));
-  m->objective = un(f, OP_BATCH_MEAN, m->loss);
+  ir_main_step(m)->objective = un(f, OP_BATCH_MEAN, m->loss);
   IrValue *s2 = un(f, OP_STEP, h);  // already step(relu): left alone
   m->correct = ir_shaped(m->fn, OP_SUM_TO, un(f, OP_SUM, s2), shape_scalar(),
                          false, L);
@@ -600,7 +602,7 @@ Test(opt, unary_moves_inside_broadcast) {
   IrValue *e = un(f, OP_EXP, un(f, OP_NEG, bp));
   m->output = bin(f, OP_MUL, x, e);
   m->loss = un(f, OP_SUM, m->output);
-  m->objective = un(f, OP_BATCH_MEAN, m->loss);
+  ir_main_step(m)->objective = un(f, OP_BATCH_MEAN, m->loss);
   Data d = {0};
   EvalEnv env = random_env(f, &d, 6);
   Snapshot before = snapshot(&f->arena, m, &env);
@@ -644,7 +646,7 @@ Test(opt, kernel_fuse_marks_single_use_elementwise_chains) {
   IrValue *out = bin(f, OP_ADD, u2, st);    // a root: not fused
   m->output = out;
   m->loss = bin(f, OP_ADD, s, un(f, OP_SUM, sm));
-  m->objective = un(f, OP_BATCH_MEAN, m->loss);
+  ir_main_step(m)->objective = un(f, OP_BATCH_MEAN, m->loss);
   kernel_fuse(m);
 
   struct { IrValue *v; bool fused; const char *what; } want[] = {
@@ -706,7 +708,7 @@ Test(opt, kernel_fuse_matmul_epilogues) {
   IrValue *t = bin(f, OP_ADD, un(f, OP_SUM, bin(f, OP_ADD, two, l6)),
                    un(f, OP_SUM, bin(f, OP_MUL, two, l6)));  // two users each
   m->loss = bin(f, OP_ADD, t, un(f, OP_SUM, l5));
-  m->objective = un(f, OP_BATCH_MEAN, m->loss);
+  ir_main_step(m)->objective = un(f, OP_BATCH_MEAN, m->loss);
   m->correct = m7;
   kernel_fuse(m);
   struct { IrValue *v; bool fused; const char *what; } want[] = {
@@ -737,7 +739,7 @@ static Fixture *two_layers(IrValue **w2out) {
   m->output = bin(f, OP_MATMUL, h, w2);
   IrValue *d = bin(f, OP_SUB, m->output, y);
   m->loss = un(f, OP_MEAN, bin(f, OP_MUL, d, d));
-  m->objective = un(f, OP_BATCH_MEAN, m->loss);
+  ir_main_step(m)->objective = un(f, OP_BATCH_MEAN, m->loss);
   grad_emit(m, &f->ctx);
   opt_simplify(m, &f->ctx);
   *w2out = w2;
@@ -803,7 +805,7 @@ Test(opt, weight_layout_leaves_other_weights) {
   Fixture *f = two_layers(&w2);
   IrModule *m = &f->m;
   m->loss = bin(f, OP_ADD, m->loss, un(f, OP_SUM, bin(f, OP_MUL, w2, w2)));
-  m->objective = un(f, OP_BATCH_MEAN, m->loss);
+  ir_main_step(m)->objective = un(f, OP_BATCH_MEAN, m->loss);
   grad_emit(m, &f->ctx);
   opt_simplify(m, &f->ctx);
   weight_layout(m);

@@ -60,7 +60,7 @@ static void compiled_free(Compiled *c) {
 
 static double objective(IrModule *m, EvalEnv *env, Arena *scratch) {
   double **val = eval_fn(scratch, m->fn, env);
-  return val[m->objective->id][0];
+  return val[ir_main_step(m)->objective->id][0];
 }
 
 // Checks every parameter element's gradient against central differences.
