@@ -1,8 +1,8 @@
 // opt.c — IR simplification and element-wise fusion (see opt.h).
 //
 // Consumes an IrModule after grad (or before it: nothing here needs the
-// gradients); rewrites m->fn and the steps' optimizer programs in place and leaves every pointer
-// that the module, its parameters and its optimizer hold pointing at a live
+// gradients); rewrites m->fn and the steps' optimizer programs in place
+// and leaves every pointer that the module, its parameters and its optimizer hold pointing at a live
 // value of the right function. One simplify pass walks a function in
 // topological order and, for each value, first resolves its arguments to
 // their replacements, then tries the rewrites (constant folding, algebraic

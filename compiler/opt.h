@@ -1,7 +1,7 @@
 // opt.h — IR simplification and fusion, between grad and codegen.
 //
-// opt_simplify rewrites m->fn and each step's optimizer program in place: constant folding,
-// algebraic identities (x*1, x+0, x*0 on constants, neg(neg x)), the stable
+// opt_simplify rewrites m->fn and each step's optimizer program in place:
+// constant folding, algebraic identities (x*1, x+0, x*0 on constants, neg(neg x)), the stable
 // fused form log(softmax(x)) -> log_softmax(x), step(x) -> step(relu(x))
 // when relu(x) exists, f(broadcast(x)) -> broadcast(f(x)),
 // broadcast(broadcast(x)) -> broadcast(x), common subexpression

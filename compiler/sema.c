@@ -1362,7 +1362,8 @@ SemaResult sema_lower(Ctx *ctx, Program *prog) {
   if (m->nsteps == 1) {  // the train block's step updates every parameter
     IrStep *st = &m->steps[0];
     st->nparams = m->ntrainable;
-    st->params = arena_alloc(ctx->arena, sizeof(int) * (size_t)(st->nparams + 1));
+    st->params =
+        arena_alloc(ctx->arena, sizeof(int) * (size_t)(st->nparams + 1));
     for (int i = 0; i < st->nparams; i++)
       st->params[i] = i;
   }

@@ -197,7 +197,8 @@ Test(opt, common_subexpressions) {
       ir_shaped(f->m.fn, OP_SUM_TO, a, shape_scalar(), false, L));
   // two parameters of the same shape are different leaves
   IrValue *w2 = param(f, "w2", sh2(3, 4));
-  ir_main_step(&f->m)->objective = bin(f, OP_ADD, un(f, OP_SUM, w), un(f, OP_SUM, w2));
+  ir_main_step(&f->m)->objective =
+      bin(f, OP_ADD, un(f, OP_SUM, w), un(f, OP_SUM, w2));
   opt_simplify(&f->m, &f->ctx);
   check_module(&f->m);
   cr_expect_eq(count_op(f->m.fn, OP_MATMUL), 1);
@@ -292,7 +293,7 @@ static EvalEnv random_env(Fixture *f, Data *d, uint64_t seed) {
 // The roots in a fixed order: main fn roots, then the optimizer's.
 static int module_roots(const IrModule *m, IrValue **out, bool *opt_fn) {
   int n = 0;
-  const IrValue *held[] = {m->output, m->loss, (&m->steps[0])->objective, m->correct};
+  const IrValue *held[] = {m->output, m->loss, m->steps[0].objective, m->correct};
   for (int i = 0; i < 4; i++)
     if (held[i])
       opt_fn[n] = false, out[n++] = (IrValue *)held[i];
@@ -301,10 +302,10 @@ static int module_roots(const IrModule *m, IrValue **out, bool *opt_fn) {
     if (p->grad)
       opt_fn[n] = false, out[n++] = p->grad;
   }
-  if ((&m->steps[0])->opt.fn) {
-    opt_fn[n] = true, out[n++] = (&m->steps[0])->opt.new_p;
-    for (int i = 0; i < (&m->steps[0])->opt.nstate; i++)
-      opt_fn[n] = true, out[n++] = (&m->steps[0])->opt.new_state[i];
+  if (m->steps[0].opt.fn) {
+    opt_fn[n] = true, out[n++] = m->steps[0].opt.new_p;
+    for (int i = 0; i < m->steps[0].opt.nstate; i++)
+      opt_fn[n] = true, out[n++] = m->steps[0].opt.new_state[i];
   }
   return n;
 }
@@ -320,7 +321,7 @@ static Snapshot snapshot(Arena *a, const IrModule *m, const EvalEnv *env) {
   bool opt_fn[MAX_ROOTS];
   Snapshot s = {.n = module_roots(m, root, opt_fn)};
   double **main = eval_fn(a, m->fn, env);
-  double **opt = (&m->steps[0])->opt.fn ? eval_fn(a, (&m->steps[0])->opt.fn, env) : NULL;
+  double **opt = m->steps[0].opt.fn ? eval_fn(a, m->steps[0].opt.fn, env) : NULL;
   for (int i = 0; i < s.n; i++) {
     s.val[i] = (opt_fn[i] ? opt : main)[root[i]->id];
     s.size[i] = (root[i]->batched ? env->batch : 1) *
@@ -426,7 +427,8 @@ Test(opt, mlp_results_unchanged) {
       Fixture *f = mlp(ce, false);
       Data d = {0};
       EvalEnv env = random_env(f, &d, seed);
-      int before_n = f->m.fn->values.n, before_opt = ir_main_step(&f->m)->opt.fn->values.n;
+      int before_n = f->m.fn->values.n,
+          before_opt = ir_main_step(&f->m)->opt.fn->values.n;
       Snapshot before = snapshot(&f->arena, &f->m, &env);
       opt_simplify(&f->m, &f->ctx);
       check_module(&f->m);
