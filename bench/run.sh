@@ -5,6 +5,8 @@
 # Usage: sh bench/run.sh [ROUNDS] [WORKLOAD...]   (from the repository root)
 # Workloads:
 #   fashion_mlp         one training epoch (784-256-128-10, Adam, batch 128)
+#   fashion_mlp_bn      the same with batch norm and dropout after each hidden
+#                       layer (not in the default list)
 #   softmax_regression  one training epoch (784-10, SGD 0.1, batch 32)
 #   mlp_small           one training epoch (784-32-10, SGD 0.1, batch 32)
 #   infer               fashion_mlp on the 10k test images at batch 1000:

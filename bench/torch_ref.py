@@ -23,6 +23,10 @@ def model_for(name):
     if name == "fashion_mlp":
         return nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128),
                              nn.ReLU(), nn.Linear(128, 10))
+    if name == "fashion_mlp_bn":  # nn.BatchNorm1d defaults: momentum 0.1, eps 1e-5
+        return nn.Sequential(nn.Linear(784, 256), nn.BatchNorm1d(256), nn.ReLU(), nn.Dropout(0.2),
+                             nn.Linear(256, 128), nn.BatchNorm1d(128), nn.ReLU(), nn.Dropout(0.2),
+                             nn.Linear(128, 10))
     if name == "mlp_small":
         return nn.Sequential(nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, 10))
     if name == "softmax_regression":
@@ -53,13 +57,16 @@ def main():
     tx = torch.tensor(idx("t10k-images-idx3-ubyte.gz").reshape(-1, 784), dtype=torch.float32) / 255
     ty = torch.tensor(idx("t10k-labels-idx1-ubyte.gz"), dtype=torch.long)
     net = model_for(a.model)
-    if a.model == "fashion_mlp":
+    if a.model in ("fashion_mlp", "fashion_mlp_bn"):
         opt, batch = torch.optim.Adam(net.parameters(), lr=1e-3), 128
     elif a.model == "lenet":
         opt, batch = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9), 64
     else:
         opt, batch = torch.optim.SGD(net.parameters(), lr=0.1), 32
     lossf = nn.CrossEntropyLoss()
+    # fashion_mlp_bn's cosine schedule, stepped once per epoch (t_max 10).
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10)
+             if a.model == "fashion_mlp_bn" else None)
 
     def infer():
         with torch.no_grad():
@@ -89,6 +96,8 @@ def main():
             total += loss.item() * len(idxs)
             correct += (out.argmax(1) == yb).sum().item()
         secs = time.perf_counter() - t0
+        if sched:
+            sched.step()
         tc, isecs = infer()
         print(json.dumps({"epoch": epoch, "loss": total / len(x), "accuracy": correct / len(x),
                           "test_accuracy": tc / len(tx), "seconds": secs,
