@@ -55,7 +55,7 @@ IrValue *ir_prim(IrFn *fn, Op op, IrValue **arg, Attr attr, Loc loc) {
 }
 
 // Field by field: a Window has padding bytes, so memcmp would not do.
-static bool window_same(const Window *a, const Window *b) {
+bool ir_window_same(const Window *a, const Window *b) {
   for (int i = 0; i < 3; i++)
     if (a->kernel[i] != b->kernel[i] || a->stride[i] != b->stride[i] ||
         a->pad_lo[i] != b->pad_lo[i] || a->pad_hi[i] != b->pad_hi[i] ||
@@ -74,7 +74,7 @@ bool ir_same(const IrValue *a, const IrValue *b) {
          a->attr.index == b->attr.index &&
          a->attr.batched == b->attr.batched &&
          shape_eq(a->attr.shape, b->attr.shape) &&
-         window_same(&a->attr.win, &b->attr.win) &&
+         ir_window_same(&a->attr.win, &b->attr.win) &&
          a->attr.axis == b->attr.axis && a->attr.start == b->attr.start;
 }
 

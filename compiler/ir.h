@@ -149,6 +149,8 @@ IrValue *ir_shaped(IrFn *fn, Op op, IrValue *x, Shape s, bool batched,
 const char *ir_check(Op op, IrValue **arg, const Attr *attr, Shape *out,
                      bool *out_batched);
 void ir_count_uses(IrFn *fn);
+// Whether two windows are equal in every field.
+bool ir_window_same(const Window *a, const Window *b);
 // Whether two values compute the same thing: the same primitive of the same
 // arguments with equal attributes (constants compare bit for bit).
 bool ir_same(const IrValue *a, const IrValue *b);

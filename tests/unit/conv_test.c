@@ -1139,14 +1139,6 @@ Test(fd, small_cnn) {
 }
 
 // ---- the ops each adjoint rule emits ---------------------------------------------
-static bool window_eq(const Window *a, const Window *b) {
-  for (int i = 0; i < 3; i++)
-    if (a->kernel[i] != b->kernel[i] || a->stride[i] != b->stride[i] ||
-        a->pad_lo[i] != b->pad_lo[i] || a->pad_hi[i] != b->pad_hi[i] ||
-        a->dilation[i] != b->dilation[i])
-      return false;
-  return a->groups == b->groups;
-}
 
 // Differentiates SUM(op(a, b)) with respect to its leaves and checks the
 // primitive each gradient is (under the SUM_TO over the batch, if any) and
@@ -1172,7 +1164,7 @@ static void adjoint_ops(Op op, Leaf la, Leaf lb, Attr attr, Op want_a,
     cr_expect_eq(d->op, want[i], "%s, argument %d: got %s, want %s",
                  prims[op].name, i, prims[d->op].name, prims[want[i]].name);
     if (d->op != OP_BROADCAST)
-      cr_expect(window_eq(&d->attr.win, &attr.win) &&
+      cr_expect(ir_window_same(&d->attr.win, &attr.win) &&
                     d->attr.axis == attr.axis,
                 "%s, argument %d: the window or axis was not passed on",
                 prims[op].name, i);

@@ -10,36 +10,7 @@
 #include <string.h>
 
 #include "eval.h"
-#include "sema.h"
-
-typedef struct Compiled {
-  Arena arena;
-  Ctx ctx;
-  IrModule *m;
-  char *messages;
-  size_t nmessages;
-} Compiled;
-
-static IrModule *compile(Compiled *c, const char *text) {
-  memset(c, 0, sizeof *c);
-  c->ctx.arena = &c->arena;
-  c->ctx.diag.arena = &c->arena;
-  c->ctx.diag.out = open_memstream(&c->messages, &c->nmessages);
-  Program prog = {.main_path = "t.nn"};
-  sema_load_stdlib(&c->ctx, &prog);
-  Source *src = source_from_string(&c->ctx.diag, "t.nn", text);
-  ptrvec_push(&c->arena, &prog.files, parse_source(&c->ctx, src));
-  SemaResult r = sema_lower(&c->ctx, &prog);
-  fflush(c->ctx.diag.out);
-  cr_assert(r.module, "compile failed:\n%s", c->messages);
-  return c->m = r.module;
-}
-
-static void compiled_free(Compiled *c) {
-  fclose(c->ctx.diag.out);
-  free(c->messages);
-  arena_free(&c->arena);
-}
+#include "sema_compile.h"
 
 enum { ROWS = 50, COLS = 200 };
 
@@ -80,7 +51,7 @@ Test(modes, dropout_keeps_and_scales) {
     char body[64], buf[512];
     snprintf(body, sizeof body, "h |> dropout(%g)", p);
     Compiled c;
-    IrModule *m = compile(&c, program(body, buf, sizeof buf));
+    IrModule *m = sema_compile(&c, program(body, buf, sizeof buf));
     double *tr, *inf, *tr2, *inf2;
     outputs(m, 1234, &c.arena, &tr, &inf);
     int64_t n = ROWS * COLS, kept = 0;
@@ -120,7 +91,7 @@ Test(modes, draw_moments) {
   for (int k = 0; k < 3; k++) {
     char buf[512];
     Compiled c;
-    IrModule *m = compile(&c, program(cases[k].body, buf, sizeof buf));
+    IrModule *m = sema_compile(&c, program(cases[k].body, buf, sizeof buf));
     double *tr, *inf;
     outputs(m, 99, &c.arena, &tr, &inf);
     int64_t n = ROWS * COLS;
@@ -141,7 +112,7 @@ Test(modes, draw_moments) {
 Test(modes, one_graph_without_mode_dependence) {
   char buf[512];
   Compiled c;
-  IrModule *m = compile(&c, program("relu(h)", buf, sizeof buf));
+  IrModule *m = sema_compile(&c, program("relu(h)", buf, sizeof buf));
   cr_expect(ir_eval_graph(m).output == m->output);
   compiled_free(&c);
 }
@@ -149,7 +120,7 @@ Test(modes, one_graph_without_mode_dependence) {
 // batch norm in inference: (x - running_mean) / sqrt(running_var + eps).
 Test(modes, batchnorm_inference_reads_running_statistics) {
   Compiled c;
-  IrModule *m = compile(&c,
+  IrModule *m = sema_compile(&c,
                         "model m(x: f32[3]) -> f32[3] {\n"
                         "    return x |> batchnorm(eps = 0)\n"
                         "}\n");

@@ -13,7 +13,7 @@
 #include "eval.h"
 #include "grad.h"
 #include "opt.h"
-#include "sema.h"
+#include "sema_compile.h"
 
 enum { BATCH = 3 };
 
@@ -25,37 +25,13 @@ static double pseudo(unsigned *state) {
   return fabs(v) < 0.05 ? v + 0.1 : v;
 }
 
-typedef struct Compiled {
-  Arena arena;
-  Ctx ctx;
-  IrModule *m;
-  char *messages;
-  size_t nmessages;
-} Compiled;
-
 static IrModule *compile_source(Compiled *c, const char *text) {
-  memset(c, 0, sizeof *c);
-  c->ctx.arena = &c->arena;
-  c->ctx.diag.arena = &c->arena;
-  c->ctx.diag.out = open_memstream(&c->messages, &c->nmessages);
-  Program prog = {.main_path = "test.nn"};
-  sema_load_stdlib(&c->ctx, &prog);
-  Source *src = source_from_string(&c->ctx.diag, "test.nn", text);
-  ptrvec_push(&c->arena, &prog.files, parse_source(&c->ctx, src));
-  SemaResult r = sema_lower(&c->ctx, &prog);
-  fflush(c->ctx.diag.out);
-  cr_assert(r.module, "compile failed:\n%s", c->messages);
-  opt_simplify(r.module, &c->ctx);
-  grad_emit(r.module, &c->ctx);
-  opt_simplify(r.module, &c->ctx);
+  IrModule *m = sema_compile(c, text);
+  opt_simplify(m, &c->ctx);
+  grad_emit(m, &c->ctx);
+  opt_simplify(m, &c->ctx);
   cr_assert_eq(c->ctx.diag.nerrors, 0, "%s", c->messages);
-  return c->m = r.module;
-}
-
-static void compiled_free(Compiled *c) {
-  fclose(c->ctx.diag.out);
-  free(c->messages);
-  arena_free(&c->arena);
+  return m;
 }
 
 static double objective(IrModule *m, EvalEnv *env, Arena *scratch) {
