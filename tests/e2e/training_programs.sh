@@ -67,3 +67,33 @@ sed 's/masking_noise(0.3)/masking_noise(0.3, always = 1)/' "$ROOT/examples/denoi
 ./plain eval --load dae.safetensors --json >dae_clean.json
 cat dae.json ae.json dae_clean.json
 check "$(json_last test_loss dae.json)" "<" "$(json_last test_loss ae.json)" "denoiser's MSE on noisy inputs against the plain autoencoder's"
+
+# Early stopping: a network that overfits 200 examples stops 3 epochs after
+# its best validation loss and puts that epoch's weights back.
+cat >es.nn <<'NN'
+model m(x: f32[784]) -> f32[10] {
+    return x |> dense(256) |> relu |> dense(10)
+}
+train m {
+    data       = idx("fashion-mnist/train-images-idx3-ubyte.gz",
+                     "fashion-mnist/train-labels-idx1-ubyte.gz", scale = 1/255)
+    loss       = softmax_cross_entropy
+    optimizer  = adam(lr = 3e-3)
+    batch      = 32
+    epochs     = 40
+    validation = 0.5
+    early_stopping = 3
+}
+NN
+"$NNC" es.nn -o es
+./es train --limit 400 --save es.safetensors --json >es.json 2>es.err
+cat es.err
+ran=$(grep -c '^{' es.json)
+best=$(sed -n 's/.*restored the weights of epoch \([0-9]*\).*/\1/p' es.err)
+[ -n "$best" ] || { echo "FAIL: no early stopping"; exit 1; }
+[ "$ran" -eq $((best + 3)) ] || { echo "FAIL: stopped after $ran epochs, best $best"; exit 1; }
+bestloss=$(grep '^{' es.json | sed -n "${best}p" | sed -n 's/.*"val_loss": *\([0-9.eE+-]*\).*/\1/p')
+for e in $(seq "$ran"); do
+  l=$(grep '^{' es.json | sed -n "${e}p" | sed -n 's/.*"val_loss": *\([0-9.eE+-]*\).*/\1/p')
+  check "$bestloss" "<=" "$l" "the restored epoch's validation loss against epoch $e's"
+done
