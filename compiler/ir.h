@@ -197,6 +197,9 @@ typedef struct TrainSpec {
   bool accuracy;          // metrics = [accuracy]
   double threshold;       // accuracy threshold for one output
   Loc loc;
+  bool no_shuffle;        // shuffle = false: every epoch in the data's order
+  bool stop_when_perfect; // stop after an epoch without a misclassified
+                          // training example (needs accuracy)
 } TrainSpec;
 
 typedef struct IrModule {

@@ -12,7 +12,7 @@
 
 static const char *const settings[] = {
     "data", "test", "loss", "optimizer", "batch", "epochs", "seed",
-    "validation", "metrics",
+    "validation", "metrics", "shuffle", "stop_when_perfect",
 };
 enum { NSETTINGS = sizeof settings / sizeof settings[0] };
 
@@ -28,6 +28,20 @@ static int64_t setting_int(Sema *s, Frame *f, Ast *e, const char *what,
     return fallback;
   }
   return (int64_t)v;
+}
+
+// true or false (also 1 or 0).
+static bool setting_bool(Sema *s, Frame *f, Ast *e, const char *what,
+                         bool fallback) {
+  if (e->kind == AST_NAME && (strcmp(e->name, "true") == 0 ||
+                              strcmp(e->name, "false") == 0))
+    return strcmp(e->name, "true") == 0;
+  double v = e->kind == AST_NAME ? NAN : sema_number(s, f, e, what, NAN);
+  if (v == 0 || v == 1)
+    return v == 1;
+  if (e->kind == AST_NAME || !isnan(v))
+    diag_error(s->diag, e->loc, "%s must be true or false", what);
+  return fallback;
 }
 
 // ---- lists of numbers (inline data, class filters) -----------------------------------
@@ -448,7 +462,8 @@ void sema_train(Sema *s, Ast *train, IrValue *output) {
     if (k < 0) {
       diag_error(s->diag, st->loc,
                  "unknown setting '%s' (known: data, test, loss, optimizer, "
-                 "batch, epochs, seed, validation, metrics)",
+                 "batch, epochs, seed, validation, metrics, shuffle, "
+                 "stop_when_perfect)",
                  st->name ? st->name : "?");
       continue;
     }
@@ -485,6 +500,15 @@ void sema_train(Sema *s, Ast *train, IrValue *output) {
       }
       break;
     case 8: lower_metrics(s, &f, e); break;
+    case 9: t->no_shuffle = !setting_bool(s, &f, e, "shuffle", true); break;
+    case 10:
+      t->stop_when_perfect = setting_bool(s, &f, e, "stop_when_perfect", false);
+      break;
     }
   }
+  // Perfect means no misclassified training example: accuracy counts them.
+  if (t->stop_when_perfect && !t->accuracy && given[10])
+    diag_error(s->diag, given[10]->loc,
+               "stop_when_perfect needs metrics = [accuracy] to count the "
+               "misclassified examples");
 }

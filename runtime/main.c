@@ -39,6 +39,7 @@ static const struct Option {
     {"load", 1, T | E | P | R}, {"json", 0, T | E},
     {"quiet", 0, T | E | P | R}, {"out", 1, R}, {"count", 1, R},
     {"threads", 1, T | E | P | R}, {"pin-threads", 0, T | E | P | R},
+    {"no-shuffle", 0, T}, {"stop-when-perfect", 0, T},
     {"help", 0, T | E | P | R},
 };
 
@@ -51,6 +52,8 @@ static void set_defaults(const NnrtModel *m, NnrtOptions *o) {
   o->epochs = m->epochs > 0 ? m->epochs : 1;
   o->batch = m->batch > 0 ? m->batch : 32;
   o->seed = m->seed;
+  o->no_shuffle = m->no_shuffle == 1;
+  o->stop_when_perfect = m->stop_when_perfect == 1;
   o->threads = 0;  // one per CPU available
   o->count = 16;
 }
@@ -80,6 +83,11 @@ static void usage(FILE *f, const NnrtModel *m, const char *prog) {
           "(with the\n"
           "                  optimizer state and epoch count saved with "
           "them)\n"
+          "  --no-shuffle    every epoch visits the training data in its "
+          "order%s\n"
+          "  --stop-when-perfect  stop after an epoch that misclassified no "
+          "training\n"
+          "                  example (the perceptron rule has converged)%s\n"
           "  --json          one JSON object per epoch on stdout\n"
           "  --quiet         no progress bar or notes\n"
           "  --threads N     threads for the model's arithmetic (default: one "
@@ -93,7 +101,9 @@ static void usage(FILE *f, const NnrtModel *m, const char *prog) {
           "Relative data paths are searched in $NNC_DATA (folders separated "
           "by ':'),\nthe model's source folder and /usr/share/datasets.\n",
           prog, m->name ? m->name : "", prog, prog, prog, (long long)d.epochs,
-          (long long)d.batch, (long long)d.seed, prog, prog);
+          (long long)d.batch, (long long)d.seed, prog,
+          d.no_shuffle ? " (the default here)" : "",
+          d.stop_when_perfect ? " (the default here)" : "", prog);
 }
 
 static int usage_error(const NnrtOptions *o, const char *fmt, ...)
@@ -213,6 +223,10 @@ static int parse_args(const NnrtModel *m, int argc, char **argv,
       o->json = 1;
     else if (!strcmp(n, "quiet"))
       o->quiet = 1;
+    else if (!strcmp(n, "no-shuffle"))
+      o->no_shuffle = 1;
+    else if (!strcmp(n, "stop-when-perfect"))
+      o->stop_when_perfect = 1;
     if (rc > 0)
       return rc;
     o->batch_set |= !strcmp(n, "batch");
@@ -222,6 +236,9 @@ static int parse_args(const NnrtModel *m, int argc, char **argv,
   if (o->threads > NNRT_MAX_THREADS)
     return usage_error(o, "--threads: %lld is too large (the most is %d)",
                        (long long)o->threads, NNRT_MAX_THREADS);
+  if (o->stop_when_perfect && m->accuracy != 1)
+    return usage_error(o, "--stop-when-perfect needs the model to count its "
+                       "mistakes: give it metrics = [accuracy]");
   if (o->save && o->no_save)
     return usage_error(o, "--save and --no-save contradict each other");
   if (o->command == NNRT_CMD_PREDICT && !o->input)

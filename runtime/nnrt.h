@@ -89,6 +89,8 @@ typedef struct NnrtModel {
   int64_t infer_ws_per_row, infer_ws_fixed;  // workspace floats for infer
   NnrtTrainFn *train;
   NnrtInferFn *infer;
+  int64_t no_shuffle;            // 1: epochs visit the rows in order
+  int64_t stop_when_perfect;     // 1: stop after an epoch with no mistake
 } NnrtModel;
 
 // ---- called by the generated main ------------------------------------------

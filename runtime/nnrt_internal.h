@@ -245,6 +245,8 @@ typedef struct NnrtMetrics {
   int has_test;                     // a test set exists
   double test_loss, test_accuracy;
   double seconds, samples_per_s;    // training time only
+  int has_mistakes;                 // misclassified training examples are
+  int64_t mistakes;                 // counted (a single thresholded output)
 } NnrtMetrics;
 
 // The human line ("epoch 1/5  loss 0.5123 ...") or one JSON object; no '\n'.
@@ -276,6 +278,8 @@ typedef struct NnrtOptions {
   const char *argv0;             // as typed, for "try './model --help'"
   char default_ckpt[4096];       // "<basename of argv[0]>.safetensors"
   char default_pgm[4096];        // "<basename of argv[0]>-reconstruct.pgm"
+  int no_shuffle;                // --no-shuffle or shuffle = false
+  int stop_when_perfect;         // --stop-when-perfect or the train setting
 } NnrtOptions;
 
 // Buffers for running model->infer over a data set in chunks.
