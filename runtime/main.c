@@ -336,13 +336,15 @@ static int eval_command(const NnrtModel *m, const NnrtOptions *o,
   return rc;
 }
 
-static void print_prediction(const float *out, int64_t n) {
+// One output: class 1 above the threshold accuracy uses (0 for a perceptron's
+// score: step(score)), so predict and accuracy always agree.
+static void print_prediction(const float *out, int64_t n, double threshold) {
   int64_t best = 0;
   for (int64_t j = 1; j < n; j++)
     if (out[j] > out[best])
       best = j;
   if (n == 1)
-    printf("%d", out[0] >= 0.5f);
+    printf("%d", (float)out[0] > (float)threshold);
   else
     printf("%lld", (long long)best);
   for (int64_t j = 0; j < n; j++)
@@ -366,7 +368,7 @@ static int predict_command(const NnrtModel *m, const NnrtOptions *o,
     double stats[2] = {0, 0};
     m->infer(params, e.ws, e.max_batch, e.x, NULL, n, e.out, stats);
     for (int64_t r = 0; r < n; r++)
-      print_prediction(e.out + r * m->out_numel, m->out_numel);
+      print_prediction(e.out + r * m->out_numel, m->out_numel, m->threshold);
   }
   if (!rc && (fflush(stdout) || ferror(stdout)))
     rc = nnrt_fail(err, "error writing the predictions (%s)", strerror(errno));

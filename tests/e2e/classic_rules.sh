@@ -116,6 +116,10 @@ for gate in and:0001 or:0111 nand:1110 xor:0110; do
       { echo "FAIL: $name does not say it converged"; cat "$name.err"; exit 1; }
     grep -q "stopped after epoch" "$name.err" ||
       { echo "FAIL: $name does not say it stopped"; cat "$name.err"; exit 1; }
+    # predict thresholds like accuracy: step(score), a score of 0 is class 0
+    echo "$TABLE" | tr ' ' ',' >table.csv
+    got=$("./$name" predict --load "$name.safetensors" table.csv | cut -d, -f1 | tr -d '\n')
+    [ "$got" = "$labels" ] || { echo "FAIL: $name predicts $got, want $labels"; exit 1; }
     echo "ok: $name: $(grep '^converged' "$name.err")"
   fi
 done
