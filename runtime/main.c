@@ -83,11 +83,10 @@ static void usage(FILE *f, const NnrtModel *m, const char *prog) {
           "(with the\n"
           "                  optimizer state and epoch count saved with "
           "them)\n"
-          "  --no-shuffle    every epoch visits the training data in its "
-          "order%s\n"
-          "  --stop-when-perfect  stop after an epoch that misclassified no "
-          "training\n"
-          "                  example (the perceptron rule has converged)%s\n"
+          "  --no-shuffle    every epoch in the training data's order%s\n"
+          "  --stop-when-perfect\n"
+          "                  stop after an epoch without a misclassified "
+          "training example%s\n"
           "  --json          one JSON object per epoch on stdout\n"
           "  --quiet         no progress bar or notes\n"
           "  --threads N     threads for the model's arithmetic (default: one "
@@ -102,8 +101,9 @@ static void usage(FILE *f, const NnrtModel *m, const char *prog) {
           "by ':'),\nthe model's source folder and /usr/share/datasets.\n",
           prog, m->name ? m->name : "", prog, prog, prog, (long long)d.epochs,
           (long long)d.batch, (long long)d.seed, prog,
-          d.no_shuffle ? " (the default here)" : "",
-          d.stop_when_perfect ? " (the default here)" : "", prog);
+          d.no_shuffle ? " (set by the .nn file)" : "",
+          d.stop_when_perfect ? "\n                  (set by the .nn file)" : "",
+          prog);
 }
 
 static int usage_error(const NnrtOptions *o, const char *fmt, ...)
