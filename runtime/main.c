@@ -102,7 +102,8 @@ static void usage(FILE *f, const NnrtModel *m, const char *prog) {
           prog, m->name ? m->name : "", prog, prog, prog, (long long)d.epochs,
           (long long)d.batch, (long long)d.seed, prog,
           d.no_shuffle ? " (set by the .nn file)" : "",
-          d.stop_when_perfect ? "\n                  (set by the .nn file)" : "",
+          d.stop_when_perfect ? "\n                  (set by the .nn file)"
+                              : "",
           prog);
 }
 

@@ -1,5 +1,6 @@
 // run.c — one training run: setup, the callbacks generated code makes, and
-// what happens when it stops (finished, Ctrl-C, divergence, an error).
+// what happens when it stops (finished, converged with --stop-when-perfect,
+// Ctrl-C, divergence, an error).
 //
 // nnrt_train_command loads the data, allocates and initializes (or loads)
 // the parameters, the optimizer state and the workspace, then hands control
