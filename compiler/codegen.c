@@ -42,7 +42,7 @@ _Static_assert((int)INIT_HE_NORMAL == (int)NNRT_INIT_HE_NORMAL &&
 _Static_assert((int)DATA_INLINE == (int)NNRT_DATA_INLINE &&
                    (int)DATA_CSV == (int)NNRT_DATA_CSV,
                "DataKind and NnrtDataKind differ");
-_Static_assert(sizeof(NnrtModel) == 8 * (22 + NNRT_MAX_RANK + 2 * 11),
+_Static_assert(sizeof(NnrtModel) == 8 * (25 + NNRT_MAX_RANK + 2 * 11),
                "NnrtModel changed: update build_model");
 
 // ---- which values are live, inline or stored --------------------------------
@@ -995,9 +995,9 @@ static void build_model(Cg *cg, const Plan *train, const Plan *infer,
   // NnrtDataSpec and NnrtModel.
   LLVMTypeRef df[11] = {I, P, P, D, I, P, I, I, I, P, P};
   LLVMTypeRef t_data = struct_type(cg, df, 11);
-  LLVMTypeRef mf[25] = {P,      P, I, A, I, I, I, P, I, I, P, t_data,
-                        t_data, I, I, I, D, I, I, I, I, I, P, P, I};
-  LLVMTypeRef t_model = struct_type(cg, mf, 25);
+  LLVMTypeRef mf[28] = {P,      P, I, A, I, I, I, P, I, I, P, t_data,
+                        t_data, I, I, I, D, I, I, I, I, I, P, P, I, I, I, D};
+  LLVMTypeRef t_model = struct_type(cg, mf, 28);
   assert(LLVMABISizeOfType(td, t_model) == sizeof(NnrtModel));
   assert(LLVMABISizeOfType(td, t_param) == sizeof(NnrtParamInfo));
   assert(LLVMABISizeOfType(td, t_data) == sizeof(NnrtDataSpec));
@@ -1005,7 +1005,7 @@ static void build_model(Cg *cg, const Plan *train, const Plan *infer,
 
   Shape in = m->input ? m->input->shape : shape_scalar();
   const TrainSpec *ts = &m->train;
-  LLVMValueRef f[25] = {
+  LLVMValueRef f[28] = {
       const_str(cg, m->name),
       const_str(cg, m->source_dir),
       ci(cg, in.rank),
@@ -1031,9 +1031,12 @@ static void build_model(Cg *cg, const Plan *train, const Plan *infer,
       train_fn,
       infer_fn,
       ci(cg, ts->patience),
+      ci(cg, ts->no_shuffle),
+      ci(cg, ts->stop_when_perfect),
+      cd(cg, ts->threshold),
   };
   LLVMValueRef g = LLVMAddGlobal(cg->mod, t_model, "nnc_model");
-  LLVMSetInitializer(g, LLVMConstNamedStruct(t_model, f, 25));
+  LLVMSetInitializer(g, LLVMConstNamedStruct(t_model, f, 28));
   LLVMSetGlobalConstant(g, 1);
   LLVMSetAlignment(g, 8);
 }

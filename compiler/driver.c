@@ -46,6 +46,7 @@ typedef struct Options {
   const char *input;
   const char *output;
   const char *stdlib_dir;
+  const char *train_name;  // --train MODEL
   Stage stage;
   int opt_level;
   bool timing;
@@ -53,8 +54,9 @@ typedef struct Options {
 
 static void usage(FILE *out) {
   fputs("usage: nnc FILE.nn [-o OUTPUT] [-O0|-O1|-O2|-O3] [--emit=STAGE]\n"
-        "           [--summary] [--stdlib DIR] [--time]\n"
+        "           [--summary] [--stdlib DIR] [--time] [--train MODEL]\n"
         "  compiles a network description into a native training binary\n"
+        "  --train MODEL the file's 'train MODEL' block (default: its first)\n"
         "  --emit=STAGE  print a stage and stop: ast, ir, grad, opt, llvm, asm,\n"
         "                or obj (writes OUTPUT, default FILE.o)\n"
         "  --summary     print the model's layers, output shapes and parameters\n",
@@ -69,6 +71,8 @@ static int parse_args(int argc, char **argv, Options *o) {
       o->output = argv[++i];
     } else if (strcmp(a, "--stdlib") == 0 && i + 1 < argc) {
       o->stdlib_dir = argv[++i];
+    } else if (strcmp(a, "--train") == 0 && i + 1 < argc) {
+      o->train_name = argv[++i];
     } else if (strncmp(a, "-O", 2) == 0 && a[2] >= '0' && a[2] <= '3' &&
                !a[3]) {
       o->opt_level = a[2] - '0';
@@ -297,7 +301,7 @@ static int compile(Options *o, Ctx *ctx) {
                         : beside_exe(a, dir, (const char *const[]){
                                                  "stdlib", "../stdlib",
                                                  "../share/nnc/stdlib", NULL});
-  Program prog = {.main_path = o->input};
+  Program prog = {.main_path = o->input, .train_name = o->train_name};
   sema_load_stdlib(ctx, &prog);
   sema_load_file(ctx, &prog, o->input, (Loc){0});
   if (ctx->diag.nerrors)
@@ -360,7 +364,11 @@ static int compile(Options *o, Ctx *ctx) {
   }
   double t_mid = now();
   CodegenOptions cg = {.opt_level = o->opt_level};
-  const char *output = o->output ? o->output : default_output(a, o->input, o->stage);
+  // nnc FILE.nn --train MODEL names the binary after the model.
+  const char *output =
+      o->output ? o->output
+                : default_output(a, o->train_name ? o->train_name : o->input,
+                                 o->stage);
   char tmp_obj[] = "/tmp/nnc-XXXXXX.o", tmp_obj2[] = "/tmp/nnc-XXXXXX.o";
   if (o->stage == STAGE_LLVM || o->stage == STAGE_ASM) {
     cg.kind = o->stage == STAGE_LLVM ? EMIT_LLVM : EMIT_ASM;

@@ -284,6 +284,9 @@ typedef struct TrainSpec {
   int64_t patience;       // > 0: early stopping after this many epochs
                           // without a better validation (or test) loss
   Loc loc;
+  bool no_shuffle;        // shuffle = false: every epoch in the data's order
+  bool stop_when_perfect; // stop after an epoch without a misclassified
+                          // training example (needs accuracy)
 } TrainSpec;
 
 typedef struct IrModule {

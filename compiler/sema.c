@@ -1306,9 +1306,14 @@ SemaResult sema_lower(Ctx *ctx, Program *prog) {
   }
   if (!main_file)
     return res;
-  Ast *train = find_in_file(main_file, AST_TRAIN, NULL);
+  Ast *train = find_in_file(main_file, AST_TRAIN, prog->train_name);
   Ast *model = NULL;
   Loc where = {main_file->path, 1, 1};
+  if (!train && prog->train_name) {
+    diag_error(s.diag, where, "no 'train %s' block in this file (--train)",
+               prog->train_name);
+    return res;
+  }
   if (train) {
     Ast *d = sema_find_decl(&s, train->name);
     if (!d || d->kind != AST_MODEL) {

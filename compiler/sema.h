@@ -18,6 +18,8 @@
 typedef struct Program {
   PtrVec files;            // AstFile*, in load order
   const char *main_path;   // the file named on the command line
+  const char *train_name;  // nnc --train MODEL: that model's train block
+                           // (NULL: the file's first train block)
 } Program;
 
 // Parses the embedded or on-disk stdlib (ctx->stdlib_dir) into prog.

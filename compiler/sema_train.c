@@ -13,7 +13,7 @@
 static const char *const settings[] = {
     "data", "test", "loss", "optimizer", "batch", "epochs", "seed",
     "validation", "metrics", "schedule", "warmup", "clip_norm", "l1", "l2",
-    "early_stopping",
+    "early_stopping", "shuffle", "stop_when_perfect",
 };
 enum { S_OPTIMIZER = 3, S_BATCH = 4, S_SCHEDULE = 9 };
 enum { NSETTINGS = sizeof settings / sizeof settings[0] };
@@ -30,6 +30,20 @@ static int64_t setting_int(Sema *s, Frame *f, Ast *e, const char *what,
     return fallback;
   }
   return (int64_t)v;
+}
+
+// true or false (also 1 or 0).
+static bool setting_bool(Sema *s, Frame *f, Ast *e, const char *what,
+                         bool fallback) {
+  if (e->kind == AST_NAME && (strcmp(e->name, "true") == 0 ||
+                              strcmp(e->name, "false") == 0))
+    return strcmp(e->name, "true") == 0;
+  double v = e->kind == AST_NAME ? NAN : sema_number(s, f, e, what, NAN);
+  if (v == 0 || v == 1)
+    return v == 1;
+  if (e->kind == AST_NAME || !isnan(v))
+    diag_error(s->diag, e->loc, "%s must be true or false", what);
+  return fallback;
 }
 
 // ---- lists of numbers (inline data, class filters) -----------------------------------
@@ -607,7 +621,8 @@ void sema_train(Sema *s, Ast *train, IrValue *output, IrValue *eval_output) {
       diag_error(s->diag, st->loc,
                  "unknown setting '%s' (known: data, test, loss, optimizer, "
                  "batch, epochs, seed, validation, metrics, schedule, warmup, "
-                 "clip_norm, l1, l2, early_stopping)",
+                 "clip_norm, l1, l2, early_stopping, shuffle, "
+                 "stop_when_perfect)",
                  st->name ? st->name : "?");
       continue;
     }
@@ -670,6 +685,10 @@ void sema_train(Sema *s, Ast *train, IrValue *output, IrValue *eval_output) {
     case 14:
       t->patience = setting_int(s, &f, e, "early_stopping (patience)", 1, 0);
       break;
+    case 15: t->no_shuffle = !setting_bool(s, &f, e, "shuffle", true); break;
+    case 16:
+      t->stop_when_perfect = setting_bool(s, &f, e, "stop_when_perfect", false);
+      break;
     }
   }
   if (given[10] && !given[S_SCHEDULE])
@@ -695,4 +714,9 @@ void sema_train(Sema *s, Ast *train, IrValue *output, IrValue *eval_output) {
     diag_note(s->diag, s->batch_stats_at,
               "statistics over the batch are taken here");
   }
+  // Perfect means no misclassified training example: accuracy counts them.
+  if (t->stop_when_perfect && !t->accuracy && given[16])
+    diag_error(s->diag, given[16]->loc,
+               "stop_when_perfect needs metrics = [accuracy] to count the "
+               "misclassified examples");
 }

@@ -39,6 +39,7 @@ static const struct Option {
     {"load", 1, T | E | P | R}, {"json", 0, T | E},
     {"quiet", 0, T | E | P | R}, {"out", 1, R}, {"count", 1, R},
     {"threads", 1, T | E | P | R}, {"pin-threads", 0, T | E | P | R},
+    {"no-shuffle", 0, T}, {"stop-when-perfect", 0, T},
     {"help", 0, T | E | P | R},
 };
 
@@ -51,6 +52,8 @@ static void set_defaults(const NnrtModel *m, NnrtOptions *o) {
   o->epochs = m->epochs > 0 ? m->epochs : 1;
   o->batch = m->batch > 0 ? m->batch : 32;
   o->seed = m->seed;
+  o->no_shuffle = m->no_shuffle == 1;
+  o->stop_when_perfect = m->stop_when_perfect == 1;
   o->threads = 0;  // one per CPU available
   o->count = 16;
 }
@@ -80,6 +83,10 @@ static void usage(FILE *f, const NnrtModel *m, const char *prog) {
           "(with the\n"
           "                  optimizer state and epoch count saved with "
           "them)\n"
+          "  --no-shuffle    every epoch in the training data's order%s\n"
+          "  --stop-when-perfect\n"
+          "                  stop after an epoch without a misclassified "
+          "training example%s\n"
           "  --json          one JSON object per epoch on stdout\n"
           "  --quiet         no progress bar or notes\n"
           "  --threads N     threads for the model's arithmetic (default: one "
@@ -93,7 +100,11 @@ static void usage(FILE *f, const NnrtModel *m, const char *prog) {
           "Relative data paths are searched in $NNC_DATA (folders separated "
           "by ':'),\nthe model's source folder and /usr/share/datasets.\n",
           prog, m->name ? m->name : "", prog, prog, prog, (long long)d.epochs,
-          (long long)d.batch, (long long)d.seed, prog, prog);
+          (long long)d.batch, (long long)d.seed, prog,
+          d.no_shuffle ? " (set by the .nn file)" : "",
+          d.stop_when_perfect ? "\n                  (set by the .nn file)"
+                              : "",
+          prog);
 }
 
 static int usage_error(const NnrtOptions *o, const char *fmt, ...)
@@ -213,6 +224,10 @@ static int parse_args(const NnrtModel *m, int argc, char **argv,
       o->json = 1;
     else if (!strcmp(n, "quiet"))
       o->quiet = 1;
+    else if (!strcmp(n, "no-shuffle"))
+      o->no_shuffle = 1;
+    else if (!strcmp(n, "stop-when-perfect"))
+      o->stop_when_perfect = 1;
     if (rc > 0)
       return rc;
     o->batch_set |= !strcmp(n, "batch");
@@ -222,6 +237,9 @@ static int parse_args(const NnrtModel *m, int argc, char **argv,
   if (o->threads > NNRT_MAX_THREADS)
     return usage_error(o, "--threads: %lld is too large (the most is %d)",
                        (long long)o->threads, NNRT_MAX_THREADS);
+  if (o->stop_when_perfect && m->accuracy != 1)
+    return usage_error(o, "--stop-when-perfect needs the model to count its "
+                       "mistakes: give it metrics = [accuracy]");
   if (o->save && o->no_save)
     return usage_error(o, "--save and --no-save contradict each other");
   if (o->command == NNRT_CMD_PREDICT && !o->input)
@@ -319,13 +337,15 @@ static int eval_command(const NnrtModel *m, const NnrtOptions *o,
   return rc;
 }
 
-static void print_prediction(const float *out, int64_t n) {
+// One output: class 1 above the threshold accuracy uses (0 for a perceptron's
+// score: step(score)), so predict and accuracy always agree.
+static void print_prediction(const float *out, int64_t n, double threshold) {
   int64_t best = 0;
   for (int64_t j = 1; j < n; j++)
     if (out[j] > out[best])
       best = j;
   if (n == 1)
-    printf("%d", out[0] >= 0.5f);
+    printf("%d", (float)out[0] > (float)threshold);
   else
     printf("%lld", (long long)best);
   for (int64_t j = 0; j < n; j++)
@@ -349,7 +369,7 @@ static int predict_command(const NnrtModel *m, const NnrtOptions *o,
     double stats[2] = {0, 0};
     m->infer(params, e.ws, e.max_batch, e.x, NULL, n, e.out, stats);
     for (int64_t r = 0; r < n; r++)
-      print_prediction(e.out + r * m->out_numel, m->out_numel);
+      print_prediction(e.out + r * m->out_numel, m->out_numel, m->threshold);
   }
   if (!rc && (fflush(stdout) || ferror(stdout)))
     rc = nnrt_fail(err, "error writing the predictions (%s)", strerror(errno));

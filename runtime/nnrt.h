@@ -96,6 +96,10 @@ typedef struct NnrtModel {
                                  // without a better validation loss (the
                                  // test loss without a validation split);
                                  // the best weights are restored
+  int64_t no_shuffle;            // 1: epochs visit the rows in order
+  int64_t stop_when_perfect;     // 1: stop after an epoch with no mistake
+  double threshold;              // a single output predicts class 1 when
+                                 // above it (accuracy's threshold, 0.5)
 } NnrtModel;
 
 // ---- called by the generated main ------------------------------------------

@@ -247,6 +247,8 @@ typedef struct NnrtMetrics {
   double seconds, samples_per_s;    // training time only
   int has_lr;                       // a schedule sets the learning rate
   double lr;                        // the epoch's last learning rate
+  int has_mistakes;                 // misclassified training examples are
+  int64_t mistakes;                 // counted (a single thresholded output)
 } NnrtMetrics;
 
 // The human line ("epoch 1/5  loss 0.5123 ...") or one JSON object; no '\n'.
@@ -278,6 +280,8 @@ typedef struct NnrtOptions {
   const char *argv0;             // as typed, for "try './model --help'"
   char default_ckpt[4096];       // "<basename of argv[0]>.safetensors"
   char default_pgm[4096];        // "<basename of argv[0]>-reconstruct.pgm"
+  int no_shuffle;                // --no-shuffle or shuffle = false
+  int stop_when_perfect;         // --stop-when-perfect or the train setting
 } NnrtOptions;
 
 // Buffers for running model->infer over a data set in chunks.

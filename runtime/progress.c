@@ -153,6 +153,8 @@ void nnrt_metrics_format(char *buf, size_t cap, const NnrtMetrics *m,
     json_key(buf, cap, "loss", m->loss);
     if (m->has_accuracy)
       json_key(buf, cap, "accuracy", m->accuracy);
+    if (m->has_mistakes)
+      json_key(buf, cap, "mistakes", (double)m->mistakes);
     if (m->has_val) {
       json_key(buf, cap, "val_loss", m->val_loss);
       if (m->has_accuracy)
@@ -175,6 +177,11 @@ void nnrt_metrics_format(char *buf, size_t cap, const NnrtMetrics *m,
   human_loss(buf, cap, "loss", m->loss);
   if (m->has_accuracy)
     human_pct(buf, cap, "accuracy", m->accuracy);
+  if (m->has_mistakes) {
+    char t[64];
+    snprintf(t, sizeof t, "  mistakes %lld", (long long)m->mistakes);
+    add(buf, cap, "%s", t);
+  }
   if (m->has_val) {
     human_loss(buf, cap, "val_loss", m->val_loss);
     if (m->has_accuracy)

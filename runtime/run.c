@@ -1,5 +1,6 @@
 // run.c — one training run: setup, the callbacks generated code makes, and
-// what happens when it stops (finished, Ctrl-C, divergence, an error).
+// what happens when it stops (finished, converged with --stop-when-perfect,
+// Ctrl-C, divergence, an error).
 //
 // nnrt_train_command loads the data, allocates and initializes (or loads)
 // the parameters, the optimizer state and the workspace, then hands control
@@ -33,6 +34,7 @@ enum { EVAL_BATCH = 1000 };
 typedef enum NnrtStop {
   STOP_NONE, STOP_INTERRUPT, STOP_DIVERGED, STOP_BAD_WEIGHTS, STOP_ERROR,
   STOP_EARLY,  // early stopping: the best weights are back, a clean exit
+  STOP_CONVERGED,  // --stop-when-perfect: an epoch made no mistake
 } NnrtStop;
 
 // A batch gathered in the background (nnrt_batch_prefetch).
@@ -84,6 +86,10 @@ struct NnrtRun {
   double best_loss;
   int64_t best_epoch, since_best;
   float *best;
+  // Convergence (see count_mistakes).
+  int count_mistakes;            // misclassified examples are counted
+  int64_t converged_epoch;       // first epoch without a mistake; 0: none
+  int64_t last_mistakes;         // in the last complete epoch
 };
 
 // Global mutable state, unavoidable: a signal handler can only reach the
@@ -215,7 +221,11 @@ int64_t nnrt_epoch_begin(NnrtRun *r, int64_t epoch) {
   r->step = r->first / r->batch;
   r->seen = 0;
   r->loss_sum = r->correct = 0;
-  nnrt_shuffle(r->perm, r->ntrain, r->seed, r->epoch);
+  if (r->o->no_shuffle)
+    for (int64_t k = 0; k < r->ntrain; k++)
+      r->perm[k] = k;
+  else
+    nnrt_shuffle(r->perm, r->ntrain, r->seed, r->epoch);
   r->t0 = nnrt_now();
   nnrt_progress_update(&r->progress, r->epoch + 1, r->epoch0 + r->epochs,
                        r->first, r->ntrain, 0, 0, 1);
@@ -267,6 +277,25 @@ static int save(NnrtRun *r) {
   NnrtTrainPos pos = {r->epochs_done, r->steps, into};
   return nnrt_checkpoint_write(r->save_path, r->m, r->params, r->state, &pos,
                                &r->err);
+}
+
+// Mistakes are the training examples an epoch misclassified, each counted
+// with the weights it was predicted with, before its step's update. An epoch
+// without one converged: for the perceptron criterion every gradient of the
+// epoch was then 0, the weights did not move, and they classify the whole
+// training set correctly. Counted when accuracy is, for a single thresholded
+// output (the classic units) or when asked to stop there.
+static void note_mistakes(NnrtRun *r, NnrtMetrics *mt) {
+  if (!r->count_mistakes)
+    return;
+  mt->has_mistakes = 1;
+  mt->mistakes = r->seen - (int64_t)llround(r->correct);
+  if (r->first != 0 || r->seen != r->ntrain)
+    return;  // the end of an interrupted epoch: not a whole pass
+  r->last_mistakes = mt->mistakes;
+  if (mt->mistakes != 0 || r->converged_epoch)
+    return;
+  r->converged_epoch = mt->epoch;
 }
 
 static int params_finite(const NnrtRun *r) {
@@ -332,6 +361,9 @@ int64_t nnrt_epoch_end(NnrtRun *r, int64_t epoch) {
     nnrt_evaluate(m, r->params, &r->eval, &r->test, 0, r->test.rows,
                   &mt.test_loss, &mt.test_accuracy);
   }
+  FILE *notes = !r->o->json || !r->o->quiet ? r->human : NULL;
+  int64_t converged = r->converged_epoch;
+  note_mistakes(r, &mt);
   char line[1024];
   if (r->o->json) {
     nnrt_metrics_format(line, sizeof line, &mt, 1);
@@ -341,8 +373,11 @@ int64_t nnrt_epoch_end(NnrtRun *r, int64_t epoch) {
   if (!r->o->json || !r->o->quiet) {
     nnrt_metrics_format(line, sizeof line, &mt, 0);
     fprintf(r->human, "%s\n", line);
-    fflush(r->human);
   }
+  if (notes && r->converged_epoch != converged)
+    fprintf(notes, "converged: epoch %lld misclassified no training "
+            "example\n", (long long)r->converged_epoch);
+  fflush(r->human);
   r->epochs_done = r->epoch + 1;
   if (m->patience > 0 && (mt.has_val || mt.has_test))
     early_stopping(r, mt.has_val ? mt.val_loss : mt.test_loss);
@@ -356,6 +391,10 @@ int64_t nnrt_epoch_end(NnrtRun *r, int64_t epoch) {
   }
   if (interrupts) {
     stop_at(r, STOP_INTERRUPT, r->epoch + 1, r->step);
+    return 1;
+  }
+  if (r->o->stop_when_perfect && r->converged_epoch == r->epoch + 1) {
+    stop_at(r, STOP_CONVERGED, r->epoch + 1, r->step);
     return 1;
   }
   return r->stop == STOP_EARLY;
@@ -462,6 +501,9 @@ static int setup(NnrtRun *r, const NnrtModel *m, const NnrtOptions *o) {
   }
   r->save_path = o->no_save ? NULL : o->save ? o->save : o->default_ckpt;
   r->human = o->json ? stderr : stdout;
+  r->count_mistakes = m->accuracy == 1 &&
+                      (m->out_numel == 1 || o->stop_when_perfect);
+  r->last_mistakes = -1;
   r->progress.enabled = !o->quiet && isatty(STDERR_FILENO);
   return 0;
 }
@@ -502,6 +544,8 @@ static int report_stop(NnrtRun *r) {
   case STOP_ERROR:
     fprintf(stderr, "%s: %s\n", prog, r->err.msg);
     return 1;
+  case STOP_CONVERGED:
+    break;  // a success, told by nnrt_train_command
   case STOP_INTERRUPT:
     if (!r->save_path) {
       fprintf(stderr, "%s: interrupted at epoch %lld, step %lld; not saved "
@@ -557,11 +601,24 @@ int nnrt_train_command(const NnrtModel *m, const NnrtOptions *o) {
   if (rc == 0 && !o->quiet) {
     if (r.save_path && r.saved_epoch > 0)
       fprintf(stderr, "weights saved to %s\n", r.save_path);
-    if (r.epochs_done - r.epoch0 < r.epochs)
+    if (r.stop == STOP_CONVERGED)
+      fprintf(stderr, "%s: stopped after epoch %lld of %lld: no training "
+              "example misclassified (stop when perfect)\n", o->prog,
+              (long long)r.converged_epoch, (long long)(r.epoch0 + r.epochs));
+    else if (r.epochs_done - r.epoch0 < r.epochs)
       fprintf(stderr, "%s: training stopped after %lld of %lld epochs\n",
               o->prog, (long long)(r.epochs_done - r.epoch0),
               (long long)r.epochs);
   }
+  // Asked to stop when perfect but never was: the data may not be linearly
+  // separable (XOR), or it needed more epochs.
+  if (rc == 0 && r.stop == STOP_NONE && o->stop_when_perfect &&
+      !r.converged_epoch && r.last_mistakes > 0 &&
+      (!o->json || !o->quiet))
+    fprintf(r.human, "not converged: every epoch misclassified training "
+            "examples (%lld of %lld in epoch %lld)\n",
+            (long long)r.last_mistakes,
+            (long long)r.ntrain, (long long)r.epochs_done);
   teardown(&r);
   return rc;
 }

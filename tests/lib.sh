@@ -24,6 +24,27 @@ json_first() {
   grep '^{' "$2" | head -n 1 | sed -n "s/.*\"$1\": *\([-0-9.eE+]*\).*/\1/p"
 }
 
+# json_all KEY FILE: KEY's number in every JSON line of FILE, one a line
+json_all() {
+  grep '^{' "$2" | sed -n "s/.*\"$1\": *\([-0-9.eE+]*\).*/\1/p"
+}
+
+# honest LOG WHAT: every epoch of LOG (--json) whose accuracy is below 1
+# reports a loss above 0 (a loss never says all is well while examples are
+# misclassified).
+honest() {
+  json_all loss "$1" >honest_loss.txt
+  json_all accuracy "$1" >honest_acc.txt
+  [ -s honest_loss.txt ] || { echo "FAIL: $2: no epochs in $1"; exit 1; }
+  if ! paste honest_loss.txt honest_acc.txt |
+       awk '$2 < 1 && $1 <= 0 { bad = 1 } END { exit bad }'; then
+    echo "FAIL: $2: a loss of 0 for an epoch that misclassified examples"
+    paste honest_loss.txt honest_acc.txt
+    exit 1
+  fi
+  echo "ok: $2: no loss of 0 while examples are misclassified"
+}
+
 # check A OP B WHAT: numeric comparison (OP is <, <=, >, >=), fails the test
 check() {
   if awk -v a="$1" -v b="$3" -v op="$2" 'BEGIN {

@@ -125,6 +125,7 @@ static NnrtModel tiny_model(const char *dir) {
   m.test_data.kind = NNRT_DATA_CSV;
   m.test_data.path_x = "test.csv", m.test_data.scale = 0.1;
   m.batch = 8, m.epochs = 3, m.seed = 1, m.validation = 0.2, m.accuracy = 1;
+  m.threshold = 0.5;  // what sema gives a single output by default
   m.train_ws_per_row = 3, m.train_ws_fixed = 0;
   m.infer_ws_per_row = 1, m.infer_ws_fixed = 0;
   m.train = tiny_train, m.infer = tiny_infer;
@@ -148,7 +149,7 @@ Test(tiny, trains_and_predicts_one_output) {
   write_text(in_dir(dir, "in.csv"), "0,0\n9,9\n");
   c = run_main(&m, dir, (char *[]){"tiny", "predict", "in.csv", NULL});
   cr_assert_eq(c.rc, 0, "%s", c.err);
-  // The class (output >= 0.5), then the raw output.
+  // The class (output > the threshold, 0.5), then the raw output.
   cr_assert_eq(strncmp(c.out, "0,0.", 4), 0, "%s", c.out);
   cr_assert(strstr(c.out, "\n1,0."), "%s", c.out);
   captured_free(&c);

@@ -462,3 +462,18 @@ Test(metrics, formats) {
   cr_assert_str_eq(buf, "{\"epoch\":1,\"loss\":null,\"val_loss\":2e-05,"
                    "\"seconds\":1.523,\"samples_per_s\":39512}");
 }
+
+// The misclassified training examples follow the accuracy (classic units).
+Test(metrics, mistakes) {
+  NnrtMetrics mt = {0};
+  mt.epoch = 2, mt.epochs = 20, mt.loss = 0.25, mt.accuracy = 0.75;
+  mt.has_accuracy = 1, mt.has_mistakes = 1, mt.mistakes = 1;
+  mt.seconds = 0.001, mt.samples_per_s = 4000;
+  char buf[512];
+  nnrt_metrics_format(buf, sizeof buf, &mt, 0);
+  cr_assert_str_eq(buf, "epoch 2/20  loss 0.2500  accuracy 75.00%  mistakes 1"
+                   "  0.00 s  4.0k samples/s");
+  nnrt_metrics_format(buf, sizeof buf, &mt, 1);
+  cr_assert_str_eq(buf, "{\"epoch\":2,\"loss\":0.25,\"accuracy\":0.75,"
+                   "\"mistakes\":1,\"seconds\":0.001,\"samples_per_s\":4000}");
+}

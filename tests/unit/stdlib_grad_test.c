@@ -145,6 +145,7 @@ Test(stdlib_grad, losses) {
       {"nll", "log_softmax", 3, onehot},
       {"hinge", "identity", 1, binary},
       {"perceptron", "identity", 1, binary},
+      {"delta", "identity", 3, NULL},
   };
   for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
     char body[256], buf[4096];
