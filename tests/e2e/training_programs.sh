@@ -97,3 +97,33 @@ for e in $(seq "$ran"); do
   l=$(grep '^{' es.json | sed -n "${e}p" | sed -n 's/.*"val_loss": *\([0-9.eE+-]*\).*/\1/p')
   check "$bestloss" "<=" "$l" "the restored epoch's validation loss against epoch $e's"
 done
+
+# The sparse autoencoder's activity penalty: its codes for the test images
+# (read with `predict` through an encoder-only model that loads the same
+# dense_1) are much smaller on average than the same network's without it.
+compile sparse_autoencoder
+sed 's/ |> sparsity(1e-2)//' "$ROOT/examples/sparse_autoencoder.nn" >dense_ae.nn
+"$NNC" dense_ae.nn -o dense_ae
+zeros=$(awk 'BEGIN { for (i = 0; i < 784; i++) printf "%s0", i ? "," : "" }')
+cat >encoder.nn <<NN
+model encoder(x: f32[784]) -> f32[256] {
+    return x |> dense(256) |> relu
+}
+train encoder {
+    data      = inline([[$zeros]], [[0]], scale = 1/255)
+    loss      = mse
+    optimizer = sgd
+}
+NN
+"$NNC" encoder.nn -o encoder
+./sparse_autoencoder train --limit 6000 --epochs 2 --quiet --json --save sae.safetensors >sae.json
+./dense_ae train --limit 6000 --epochs 2 --quiet --json --save dae2.safetensors >dae2.json
+images=/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
+mean_code() {
+  ./encoder predict --load "$1" "$images" | head -n 2000 |
+    awk -F, '{ for (i = 2; i <= NF; i++) { s += $i; n++ } } END { print s / n }'
+}
+sparse=$(mean_code sae.safetensors)
+plain=$(mean_code dae2.safetensors)
+check "$sparse" "<" "$(awk -v p="$plain" 'BEGIN { print p / 1.8 }')" "mean code activation with the penalty against $plain / 1.8 without"
+check "$(json_last test_loss sae.json)" "<" "$(awk -v l="$(json_last test_loss dae2.json)" 'BEGIN { print 1.5 * l }')" "the sparse autoencoder's test MSE against 1.5 x the plain one's"
