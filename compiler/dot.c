@@ -32,11 +32,11 @@ static bool same_loc(Loc a, Loc b) {
          strcmp(a.file, b.file) == 0;
 }
 
-// Text for a DOT double-quoted string.
+// Text for a DOT double-quoted string (labels keep their "\n" escapes).
 static void quoted(FILE *out, const char *s) {
   fputc('"', out);
   for (; *s; s++) {
-    if (*s == '"' || *s == '\\')
+    if (*s == '"')
       fputc('\\', out);
     fputc(*s, out);
   }
@@ -106,7 +106,7 @@ void dot_write(FILE *out, const IrModule *m, bool with_grad) {
         cl[i] = arena_printf(a, "%s backward", u->layer);
     }
   }
-  fprintf(out, "digraph \"%s%s\" {\n  rankdir=TB;\n"
+  fprintf(out, "digraph \"%s%s\" {\n  rankdir=TB; fontname=\"Helvetica\";\n"
           "  node [shape=box, style=\"rounded,filled\", fillcolor=white, "
           "fontname=\"Helvetica\", fontsize=11];\n"
           "  edge [fontname=\"Helvetica\", fontsize=9];\n",
