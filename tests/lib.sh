@@ -24,7 +24,7 @@ json_first() {
   grep '^{' "$2" | head -n 1 | sed -n "s/.*\"$1\": *\([-0-9.eE+]*\).*/\1/p"
 }
 
-# check A OP B WHAT: numeric comparison (OP is <, <=, >, >=), fails the test
+# check A OP B WHAT: numeric comparison (OP is <, <=, >, >=, =), fails the test
 check() {
   if awk -v a="$1" -v b="$3" -v op="$2" 'BEGIN {
        if (a == "") exit 1
@@ -32,6 +32,7 @@ check() {
        if (op == "<=") exit !(a + 0 <= b + 0)
        if (op == ">")  exit !(a + 0 >  b + 0)
        if (op == ">=") exit !(a + 0 >= b + 0)
+       if (op == "=")  exit !(a + 0 == b + 0)
        exit 1 }'; then
     echo "ok: $4: $1 $2 $3"
   else
