@@ -106,7 +106,8 @@ void dot_write(FILE *out, const IrModule *m, bool with_grad) {
         cl[i] = arena_printf(a, "%s backward", u->layer);
     }
   }
-  fprintf(out, "digraph \"%s%s\" {\n  rankdir=TB; fontname=\"Helvetica\";\n"
+  fprintf(out,
+          "digraph \"%s%s\" {\n  rankdir=TB; fontname=\"Helvetica\";\n"
           "  node [shape=box, style=\"rounded,filled\", fillcolor=white, "
           "fontname=\"Helvetica\", fontsize=11];\n"
           "  edge [fontname=\"Helvetica\", fontsize=9];\n",
@@ -162,7 +163,8 @@ void dot_write(FILE *out, const IrModule *m, bool with_grad) {
     for (int i = 0; i < m->params.n; i++) {
       const IrParam *p = m->params.item[i];
       if (p->grad && p->grad->op != OP_CONST)
-        fprintf(out, "  v%d -> v%d [style=dashed, label=\"grad\", "
+        fprintf(out,
+                "  v%d -> v%d [style=dashed, label=\"grad\", "
                 "constraint=false, color=\"#c0392b\"];\n",
                 p->grad->id, p->value->id);
     }

@@ -26,8 +26,8 @@ int driver_spawn(const char *const *argv, const char *stdin_path) {
   if (stdin_path)
     posix_spawn_file_actions_addopen(&fa, 0, stdin_path, O_RDONLY, 0);
   pid_t pid;
-  int err = posix_spawnp(&pid, argv[0], &fa, NULL, (char *const *)argv,
-                         environ);
+  int err =
+      posix_spawnp(&pid, argv[0], &fa, NULL, (char *const *)argv, environ);
   posix_spawn_file_actions_destroy(&fa);
   if (err) {
     fprintf(stderr, "nnc: error: cannot run %s: %s\n", argv[0], strerror(err));
@@ -49,8 +49,9 @@ const char *lib_prefix(Arena *a, const char *output) {
     base[n -= 2] = 0;
   if (n > 3 && strncmp(base, "lib", 3) == 0)
     base += 3;
-  char *p = arena_printf(a, "%s%s", (base[0] >= '0' && base[0] <= '9') || !*base
-                                        ? "m_" : "", base);
+  char *p = arena_printf(
+      a, "%s%s", (base[0] >= '0' && base[0] <= '9') || !*base ? "m_" : "",
+      base);
   for (char *c = p; *c; c++)
     if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
           (*c >= '0' && *c <= '9')))
@@ -81,11 +82,13 @@ static void write_header(FILE *f, const char *p, const IrModule *m,
           "floats\n// shaped ",
           p, m->name, input, p, (long long)shape_numel(in));
   shape_comment(f, in);
-  fprintf(f, " (row-major, scaled like the training data: multiplied\n// by "
+  fprintf(f,
+          " (row-major, scaled like the training data: multiplied\n// by "
           "%s_INPUT_SCALE); a prediction is %lld floats shaped ",
           guard, (long long)shape_numel(out));
   shape_comment(f, out);
-  fprintf(f, ".\n"
+  fprintf(f,
+          ".\n"
           "// Contexts are independent: separate contexts may run on separate "
           "threads at\n"
           "// once (one context is not to be shared between threads without "
@@ -95,11 +98,12 @@ static void write_header(FILE *f, const char *p, const IrModule *m,
           "#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n",
           guard, guard);
   double scale = m->train.data.kind != DATA_NONE ? m->train.data.scale : 1;
-  fprintf(f, "#define %s_INPUT_SIZE %lld\n#define %s_OUTPUT_SIZE %lld\n"
+  fprintf(f,
+          "#define %s_INPUT_SIZE %lld\n#define %s_OUTPUT_SIZE %lld\n"
           "#define %s_INPUT_SCALE %.17g\n"
           "#define %s_HAS_EMBEDDED_WEIGHTS %d\n\n",
-          guard, (long long)shape_numel(in), guard,
-          (long long)shape_numel(out), guard, scale, guard, embedded ? 1 : 0);
+          guard, (long long)shape_numel(in), guard, (long long)shape_numel(out),
+          guard, scale, guard, embedded ? 1 : 0);
   fprintf(f,
           "typedef struct %s_ctx %s_ctx;\n\n"
           "// A context for batches of up to max_batch rows, with the weights "
@@ -125,7 +129,8 @@ static void write_header(FILE *f, const char *p, const IrModule *m,
 
 static void write_glue(FILE *f, const char *p, const IrModule *m,
                        const char *header, bool embedded) {
-  fprintf(f, "// glue for %s: the header's functions over runtime/lib.c\n"
+  fprintf(f,
+          "// glue for %s: the header's functions over runtime/lib.c\n"
           "#include \"%s\"\n#include <string.h>\n"
           "struct NnrtModel;\nstruct NnrtLib;\n"
           "extern const struct NnrtModel %s_model;\n"
@@ -136,8 +141,10 @@ static void write_glue(FILE *f, const char *p, const IrModule *m,
           "void nnrt_lib_free(struct NnrtLib *);\n",
           p, header, p);
   if (embedded)
-    fprintf(f, "extern const unsigned char %s_model_weights[];\n"
-            "extern const int64_t %s_model_weights_len;\n", p, p);
+    fprintf(f,
+            "extern const unsigned char %s_model_weights[];\n"
+            "extern const int64_t %s_model_weights_len;\n",
+            p, p);
   fprintf(f,
           "%s_ctx *%s_create(const char *path, int64_t max_batch, char *err, "
           "size_t cap) {\n"
@@ -146,8 +153,11 @@ static void write_glue(FILE *f, const char *p, const IrModule *m,
           "int %s_run(%s_ctx *c, const float *x, int64_t rows, float *out) "
           "{\n  return nnrt_lib_run((struct NnrtLib *)c, x, rows, out);\n}\n"
           "void %s_free(%s_ctx *c) { nnrt_lib_free((struct NnrtLib *)c); }\n",
-          p, p, p, p, embedded ? arena_printf(m->fn->arena, "%s_model_weights", p) : "NULL",
-          embedded ? arena_printf(m->fn->arena, "(size_t)%s_model_weights_len", p) : "0",
+          p, p, p, p,
+          embedded ? arena_printf(m->fn->arena, "%s_model_weights", p) : "NULL",
+          embedded
+              ? arena_printf(m->fn->arena, "(size_t)%s_model_weights_len", p)
+              : "0",
           p, p, p, p);
   const char *which[2] = {"input", "output"};
   for (int k = 0; k < 2; k++) {
@@ -159,9 +169,9 @@ static void write_glue(FILE *f, const char *p, const IrModule *m,
   }
 }
 
-int lib_emit(Arena *a, const IrModule *m, const char *input,
-             const char *output, const char *obj, const char *runtime,
-             bool embedded, const char *cc_flags) {
+int lib_emit(Arena *a, const IrModule *m, const char *input, const char *output,
+             const char *obj, const char *runtime, bool embedded,
+             const char *cc_flags) {
   const char *p = lib_prefix(a, output);
   char *dir = dirname(arena_strdup(a, output));
   const char *header = arena_printf(a, "%s/%s.h", dir, p);

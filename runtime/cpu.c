@@ -20,7 +20,7 @@ int nnrt_cpu_check(const NnrtModel *m, char *msg, size_t cap) {
 #if defined(__x86_64__) && defined(__GNUC__)
   __builtin_cpu_init();
 #define CHECK(bit, name)                                                       \
-  if ((need >> (bit) & 1) && !__builtin_cpu_supports(name))                    \
+  if ((need >> (bit)&1) && !__builtin_cpu_supports(name))                      \
     n += (size_t)snprintf(lack + n, sizeof lack - n, "%s%s", n ? ", " : "",    \
                           name);
   NNRT_CPU_FEATURES(CHECK)

@@ -49,8 +49,8 @@ static int load_embedded(const NnrtModel *m, const void *data, size_t len,
   int rc = nnrt_checkpoint_load(path, m, params, &epoch, err);
   close(fd);
   if (rc) { // name them, not the descriptor
-    const char *why = strstr(err->msg, ": ") ? strstr(err->msg, ": ") + 2
-                                             : err->msg;
+    const char *why =
+        strstr(err->msg, ": ") ? strstr(err->msg, ": ") + 2 : err->msg;
     char tmp[sizeof err->msg];
     memcpy(tmp, why, strlen(why) + 1);
     snprintf(err->msg, sizeof err->msg, "embedded weights: %.2000s", tmp);
@@ -70,7 +70,7 @@ NnrtLib *nnrt_lib_create(const NnrtModel *m, const char *path,
     max_batch = 1;
   if (!path && !embedded) {
     nnrt_fail(&e, "no weights: give a safetensors file (this library was "
-              "built without --embed)");
+                  "built without --embed)");
     set_err(err, cap, &e);
     return NULL;
   }
@@ -115,7 +115,9 @@ int nnrt_lib_run(NnrtLib *l, const float *x, int64_t rows, float *out) {
   return 0;
 }
 
-const NnrtModel *nnrt_lib_model(const NnrtLib *l) { return l->m; }
+const NnrtModel *nnrt_lib_model(const NnrtLib *l) {
+  return l->m;
+}
 
 void nnrt_lib_free(NnrtLib *l) {
   if (!l)

@@ -87,8 +87,10 @@ static int read_table(const char *path, Table *t, NnrtErr *err) {
          s = strtok(NULL, ",\r\n"))
       snprintf(t->names[t->ncols++], sizeof t->names[0], "%s", s);
     if (col_index(t, "epoch") < 0 || col_index(t, "loss") < 0)
-      rc = nnrt_fail(err, "%s: not a training log (the first line must name "
-                     "the columns, 'epoch' and 'loss' among them)", path);
+      rc = nnrt_fail(err,
+                     "%s: not a training log (the first line must name "
+                     "the columns, 'epoch' and 'loss' among them)",
+                     path);
   }
   int64_t cap = 0;
   while (!rc && fgets(line, sizeof line, f)) {
@@ -153,16 +155,18 @@ static Axis nice_axis(double lo, double hi, int ticks) {
     lo -= d, hi += d;
   }
   double raw = (hi - lo) / ticks, p = pow(10, floor(log10(raw)));
-  double step = raw <= p ? p : raw <= 2 * p ? 2 * p : raw <= 5 * p ? 5 * p
-                                                                   : 10 * p;
+  double step = raw <= p       ? p
+                : raw <= 2 * p ? 2 * p
+                : raw <= 5 * p ? 5 * p
+                               : 10 * p;
   return (Axis){floor(lo / step + 1e-9) * step, ceil(hi / step - 1e-9) * step,
                 step};
 }
 
 typedef struct Panel {
   const char *title, *id;
-  const char *cols[3];  // train, validation, test column names
-  int left;             // x of the plot area
+  const char *cols[3]; // train, validation, test column names
+  int left;            // x of the plot area
 } Panel;
 
 static const char *const series_name[3] = {"train", "validation", "test"};
@@ -205,37 +209,45 @@ static void draw_panel(const Plot *p, const Panel *pn) {
     return;
   Axis y = nice_axis(lo, hi, 5);
   fprintf(f, "<g id=\"%s-panel\">\n", pn->id);
-  fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"16\" font-weight=\"bold\" "
+  fprintf(f,
+          "<text x=\"%d\" y=\"%d\" font-size=\"16\" font-weight=\"bold\" "
           "text-anchor=\"middle\">%s</text>\n",
           pn->left + PW / 2, TOP - 20, pn->title);
   // Grid and y ticks.
   for (double v = y.lo; v <= y.hi + y.step * 1e-6; v += y.step) {
     double yy = py(&y, v);
-    fprintf(f, "<line class=\"grid\" x1=\"%d\" y1=\"%.1f\" x2=\"%d\" "
+    fprintf(f,
+            "<line class=\"grid\" x1=\"%d\" y1=\"%.1f\" x2=\"%d\" "
             "y2=\"%.1f\" stroke=\"#e0e0e0\"/>\n",
             pn->left, yy, pn->left + PW, yy);
-    fprintf(f, "<text class=\"ytick\" x=\"%d\" y=\"%.1f\" font-size=\"12\" "
+    fprintf(f,
+            "<text class=\"ytick\" x=\"%d\" y=\"%.1f\" font-size=\"12\" "
             "text-anchor=\"end\">%.4g</text>\n",
             pn->left - 6, yy + 4, fabs(v) < y.step * 1e-6 ? 0 : v);
   }
-  for (double e = ceil(p->x.lo / p->x.step) * p->x.step;
-       e <= p->x.hi + 1e-9; e += p->x.step) {
+  for (double e = ceil(p->x.lo / p->x.step) * p->x.step; e <= p->x.hi + 1e-9;
+       e += p->x.step) {
     double xx = px(p, pn, e);
-    fprintf(f, "<line class=\"grid\" x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" "
+    fprintf(f,
+            "<line class=\"grid\" x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" "
             "y2=\"%d\" stroke=\"#f0f0f0\"/>\n",
             xx, TOP, xx, TOP + PH);
-    fprintf(f, "<text class=\"xtick\" x=\"%.1f\" y=\"%d\" font-size=\"12\" "
+    fprintf(f,
+            "<text class=\"xtick\" x=\"%.1f\" y=\"%d\" font-size=\"12\" "
             "text-anchor=\"middle\">%.0f</text>\n",
             xx, TOP + PH + 18, e);
   }
   // Axes.
-  fprintf(f, "<line id=\"%s-x-axis\" class=\"axis\" x1=\"%d\" y1=\"%d\" "
+  fprintf(f,
+          "<line id=\"%s-x-axis\" class=\"axis\" x1=\"%d\" y1=\"%d\" "
           "x2=\"%d\" y2=\"%d\" stroke=\"black\"/>\n",
           pn->id, pn->left, TOP + PH, pn->left + PW, TOP + PH);
-  fprintf(f, "<line id=\"%s-y-axis\" class=\"axis\" x1=\"%d\" y1=\"%d\" "
+  fprintf(f,
+          "<line id=\"%s-y-axis\" class=\"axis\" x1=\"%d\" y1=\"%d\" "
           "x2=\"%d\" y2=\"%d\" stroke=\"black\"/>\n",
           pn->id, pn->left, TOP, pn->left, TOP + PH);
-  fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"13\" "
+  fprintf(f,
+          "<text x=\"%d\" y=\"%d\" font-size=\"13\" "
           "text-anchor=\"middle\">epoch</text>\n",
           pn->left + PW / 2, TOP + PH + 38);
   // Series.
@@ -247,7 +259,8 @@ static void draw_panel(const Plot *p, const Panel *pn) {
       n += isfinite(p->t->v[r * p->t->ncols + c]);
     if (!n)
       continue;
-    fprintf(f, "<polyline id=\"%s-%s\" class=\"series\" fill=\"none\" "
+    fprintf(f,
+            "<polyline id=\"%s-%s\" class=\"series\" fill=\"none\" "
             "stroke=\"%s\" stroke-width=\"2\"%s points=\"",
             pn->id, series_id[s], series_color[s],
             s == 2 ? " stroke-dasharray=\"6,3\"" : "");
@@ -267,11 +280,13 @@ static void draw_panel(const Plot *p, const Panel *pn) {
     }
     // The legend: one row under the axis label, out of the data's way.
     int lx = pn->left + 60 + 110 * legend++, ly = TOP + PH + 62;
-    fprintf(f, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"%s\" "
+    fprintf(f,
+            "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"%s\" "
             "stroke-width=\"2\"%s/>\n",
             lx, ly, lx + 25, ly, series_color[s],
             s == 2 ? " stroke-dasharray=\"6,3\"" : "");
-    fprintf(f, "<text class=\"legend\" x=\"%d\" y=\"%d\" font-size=\"12\">"
+    fprintf(f,
+            "<text class=\"legend\" x=\"%d\" y=\"%d\" font-size=\"12\">"
             "%s</text>\n",
             lx + 30, ly + 4, series_name[s]);
   }
@@ -299,7 +314,8 @@ static int write_svg(FILE *f, void *ctx) {
     if (p.x.lo < 0)
       p.x.lo = 0;
   }
-  fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+  fprintf(f,
+          "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
           "<svg xmlns=\"http://www.w3.org/2000/svg\" version=\"1.1\" "
           "width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" "
           "font-family=\"Helvetica, Arial, sans-serif\">\n"
@@ -307,7 +323,8 @@ static int write_svg(FILE *f, void *ctx) {
           "<title>training curves of %s</title>\n",
           W, H, W, H, job->title);
   Panel loss = {"loss", "loss", {"loss", "val_loss", "test_loss"}, LEFT0};
-  Panel acc = {"accuracy", "accuracy",
+  Panel acc = {"accuracy",
+               "accuracy",
                {"accuracy", "val_accuracy", "test_accuracy"},
                LEFT0 + PW + GAP};
   draw_panel(&p, &loss);
@@ -322,8 +339,8 @@ int nnrt_plot_command(const NnrtOptions *o, NnrtErr *err) {
     return -1;
   const char *out = o->out ? o->out : "curves.svg";
   // The file name only, escaped enough for the SVG title.
-  const char *base = strrchr(o->input, '/') ? strrchr(o->input, '/') + 1
-                                            : o->input;
+  const char *base =
+      strrchr(o->input, '/') ? strrchr(o->input, '/') + 1 : o->input;
   char title[256];
   size_t n = 0;
   for (const char *s = base; *s && n + 6 < sizeof title; s++)
