@@ -27,11 +27,11 @@ if grep -v 'arch_x86_64_v4>:$' avx512.txt; then
 fi
 check "$(objdump -d v3 | grep -c ymm)" ">" 1000 "the v3 binary uses 256-bit vectors"
 
-./native train --limit 6000 --epochs 1 --json --quiet >native.json
-./v3 train --limit 6000 --epochs 1 --json --quiet >v3.json
+./native train --limit 3000 --epochs 1 --json --quiet >native.json
+./v3 train --limit 3000 --epochs 1 --json --quiet >v3.json
 a=$(json_last test_accuracy native.json)
 b=$(json_last test_accuracy v3.json)
-check "$b" ">" 0.70 "x86-64-v3 test accuracy"
+check "$b" ">" 0.6 "x86-64-v3 test accuracy"
 check "$(awk -v a="$a" -v b="$b" 'BEGIN { d = a - b; print d < 0 ? -d : d }')" "<" 0.01 \
   "x86-64-v3 and native accuracies agree ($a, $b)"
 
@@ -44,8 +44,8 @@ if "$NNC" --link-flags | grep -q sanitize; then
   echo "skip: qemu with a sanitizer build"
 elif command -v qemu-x86_64 >/dev/null; then
   # The same binary on a CPU without AVX-512 computes the same numbers.
-  ./v3 train --limit 600 --epochs 1 --json --quiet --threads 1 --no-save >v3s.json
-  qemu-x86_64 -cpu Haswell ./v3 train --limit 600 --epochs 1 --json --quiet \
+  ./v3 train --limit 300 --epochs 1 --json --quiet --threads 1 --no-save >v3s.json
+  qemu-x86_64 -cpu Haswell ./v3 train --limit 300 --epochs 1 --json --quiet \
     --threads 1 --no-save >qemu.json 2>qemu.err
   check "$(json_last test_accuracy qemu.json)" "=" "$(json_last test_accuracy v3s.json)" \
     "x86-64-v3 under qemu -cpu Haswell (no AVX-512) trains as on this CPU"
