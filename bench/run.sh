@@ -12,6 +12,10 @@
 #   infer               fashion_mlp on the 10k test images at batch 1000:
 #                       samples/s of inference alone (nnc: `eval --json`,
 #                       PyTorch: torch_ref.py --epochs 0)
+#   clib                fashion_mlp through the C inference library
+#                       (nnc --emit=lib, examples/classify.c --bench): images/s
+#                       at batch 1 and at batch 256, each the median of 5
+#                       passes, against torch_ref.py --infer-batch 1 / 256
 # Both sides use every CPU (nnc's default --threads; PyTorch with Debian's
 # OpenMP OpenBLAS and torch.set_num_threads(nproc)); TORCH_THREADS=N and
 # NNC_THREADS=N override either. The machine is shared: compare only within
@@ -21,7 +25,7 @@ set -eu
 cd "$(dirname "$0")/.."
 rounds=${1:-5}
 [ $# -gt 0 ] && shift
-workloads=${*:-fashion_mlp softmax_regression mlp_small infer}
+workloads=${*:-fashion_mlp softmax_regression mlp_small infer clib}
 sh scripts/deps.sh --bench
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j "$(nproc)" >/dev/null
@@ -48,10 +52,32 @@ fm_seconds=""
 peak=$("$out/fma_peak" "$(nproc)" "$rounds")
 for w in $workloads; do
   model=$w
-  [ "$w" = infer ] && model=fashion_mlp
+  [ "$w" = infer ] || [ "$w" = clib ] && model=fashion_mlp
   build/nnc "examples/$model.nn" -o "$out/$model"
   : >"$out/nnc.txt"
   : >"$out/torch.txt"
+  if [ "$w" = clib ]; then
+    (cd "$out" && "./$model" train --epochs 1 --quiet --save w.safetensors >/dev/null)
+    build/nnc --emit=lib "examples/$model.nn" -o "$out/libmodel.a"
+    cc -O2 examples/classify.c -I"$out" "$out/libmodel.a" -lz -lm -lpthread -o "$out/classify"
+    images=/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
+    for b in 1 256; do
+      : >"$out/nnc.txt"
+      : >"$out/torch.txt"
+      for r in $(seq "$rounds"); do
+        # (the library's thread pool: one thread per CPU, like nnc's default)
+        (cd "$out" && ./classify --bench w.safetensors "$images") |
+          sed -n "s/^batch $b: \([0-9.]*\).*/\1/p" >>"$out/nnc.txt"
+        torch "$model" --epochs 0 --infer-batch "$b" | key infer_samples_per_s >>"$out/torch.txt"
+      done
+      n=$(median <"$out/nnc.txt")
+      t=$(median <"$out/torch.txt")
+      nb=$(highest <"$out/nnc.txt")
+      tb=$(highest <"$out/torch.txt")
+      echo "| C library (classify.c) fashion_mlp, batch $b (images/s) | $(printf %.0f "$n") ($(printf %.0f "$nb")) | $(printf %.0f "$t") ($(printf %.0f "$tb")) | $(ratio "$n" "$t") x ($(ratio "$nb" "$tb") x) throughput |"
+    done
+    continue
+  fi
   if [ "$w" = infer ]; then
     (cd "$out" && "./$model" train --epochs 1 --quiet --save w.safetensors >/dev/null)
     for r in $(seq "$rounds"); do

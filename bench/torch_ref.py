@@ -49,6 +49,10 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--infer", action="store_true",
                     help="time inference on the test set at batch 1000")
+    ap.add_argument("--infer-batch", type=int, default=0,
+                    help="with --epochs 0: forward passes alone at this batch "
+                    "(batch 1: the first 2000 test images), median of 5 passes, "
+                    "like examples/classify.c --bench")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -76,6 +80,22 @@ def main():
                      for i in range(0, len(tx), 1000))
             return tc, time.perf_counter() - t1
 
+    if a.epochs == 0 and a.infer_batch:
+        b = a.infer_batch
+        rows = tx[:2000] if b == 1 else tx
+        n = len(rows) // b * b
+        rates = []
+        with torch.no_grad():
+            net.eval()
+            net(rows[:b])
+            for _ in range(5):
+                t1 = time.perf_counter()
+                for i in range(0, n, b):
+                    net(rows[i:i + b])
+                rates.append(n / (time.perf_counter() - t1))
+        print(json.dumps({"infer_batch": b,
+                          "infer_samples_per_s": sorted(rates)[2]}), flush=True)
+        return
     if a.epochs == 0:
         infer()
         tc, isecs = infer()

@@ -42,7 +42,7 @@ _Static_assert((int)INIT_HE_NORMAL == (int)NNRT_INIT_HE_NORMAL &&
 _Static_assert((int)DATA_INLINE == (int)NNRT_DATA_INLINE &&
                    (int)DATA_CSV == (int)NNRT_DATA_CSV,
                "DataKind and NnrtDataKind differ");
-_Static_assert(sizeof(NnrtModel) == 8 * (25 + NNRT_MAX_RANK + 2 * 11),
+_Static_assert(sizeof(NnrtModel) == 8 * (27 + NNRT_MAX_RANK + 2 * 11),
                "NnrtModel changed: update build_model");
 
 // ---- which values are live, inline or stored --------------------------------
@@ -995,9 +995,10 @@ static void build_model(Cg *cg, const Plan *train, const Plan *infer,
   // NnrtDataSpec and NnrtModel.
   LLVMTypeRef df[11] = {I, P, P, D, I, P, I, I, I, P, P};
   LLVMTypeRef t_data = struct_type(cg, df, 11);
-  LLVMTypeRef mf[28] = {P,      P, I, A, I, I, I, P, I, I, P, t_data,
-                        t_data, I, I, I, D, I, I, I, I, I, P, P, I, I, I, D};
-  LLVMTypeRef t_model = struct_type(cg, mf, 28);
+  LLVMTypeRef mf[30] = {P,      P, I, A, I, I, I, P, I, I, P, t_data,
+                        t_data, I, I, I, D, I, I, I, I, I, P, P, I, I, I, D,
+                        I, P};
+  LLVMTypeRef t_model = struct_type(cg, mf, 30);
   assert(LLVMABISizeOfType(td, t_model) == sizeof(NnrtModel));
   assert(LLVMABISizeOfType(td, t_param) == sizeof(NnrtParamInfo));
   assert(LLVMABISizeOfType(td, t_data) == sizeof(NnrtDataSpec));
@@ -1005,7 +1006,7 @@ static void build_model(Cg *cg, const Plan *train, const Plan *infer,
 
   Shape in = m->input ? m->input->shape : shape_scalar();
   const TrainSpec *ts = &m->train;
-  LLVMValueRef f[28] = {
+  LLVMValueRef f[30] = {
       const_str(cg, m->name),
       const_str(cg, m->source_dir),
       ci(cg, in.rank),
@@ -1034,11 +1035,31 @@ static void build_model(Cg *cg, const Plan *train, const Plan *infer,
       ci(cg, ts->no_shuffle),
       ci(cg, ts->stop_when_perfect),
       cd(cg, ts->threshold),
+      ci(cg, cg->cpu_mask),
+      const_str(cg, cg->cpu_name),
   };
-  LLVMValueRef g = LLVMAddGlobal(cg->mod, t_model, "nnc_model");
-  LLVMSetInitializer(g, LLVMConstNamedStruct(t_model, f, 28));
+  const char *sym = cg->opt->model_symbol ? cg->opt->model_symbol : "nnc_model";
+  LLVMValueRef g = LLVMAddGlobal(cg->mod, t_model, sym);
+  LLVMSetInitializer(g, LLVMConstNamedStruct(t_model, f, 30));
   LLVMSetGlobalConstant(g, 1);
   LLVMSetAlignment(g, 8);
+  if (cg->opt->no_main) { // a library: only the table is exported
+    LLVMSetLinkage(train_fn, LLVMInternalLinkage);
+    LLVMSetLinkage(infer_fn, LLVMInternalLinkage);
+  }
+  if (cg->opt->embed) { // `--embed W.safetensors`: SYM_weights, SYM_weights_len
+    LLVMValueRef data = LLVMConstStringInContext2(
+        cg->lc, cg->opt->embed, cg->opt->embed_len, 1);
+    LLVMValueRef w = LLVMAddGlobal(cg->mod, LLVMTypeOf(data),
+                                   arena_printf(cg->arena, "%s_weights", sym));
+    LLVMSetInitializer(w, data);
+    LLVMSetGlobalConstant(w, 1);
+    LLVMSetAlignment(w, 64);
+    LLVMValueRef n =
+        LLVMAddGlobal(cg->mod, I, arena_printf(cg->arena, "%s_weights_len", sym));
+    LLVMSetInitializer(n, ci(cg, (int64_t)cg->opt->embed_len));
+    LLVMSetGlobalConstant(n, 1);
+  }
 }
 
 // int main(int argc, char **argv) { return nnrt_main(&nnc_model, argc, argv); }
@@ -1099,7 +1120,7 @@ static void form_row_groups(Cg *cg, const bool *live, const bool *out_set,
   cg->group = arena_alloc(cg->arena, sizeof(int) * (size_t)n);
   for (int i = 0; i < n; i++)
     cg->group[i] = -1;
-  if (getenv("NNC_NO_ROW_GROUPS"))
+  if (cg->opt->no_row_groups)
     return;
   int lead = -1, size = 0;
   bool *sink = arena_alloc(cg->arena, (size_t)n);
@@ -1197,7 +1218,7 @@ static void build_module(Cg *cg, LLVMTargetDataRef td) {
   int nfused = 0;
   for (int i = 0; i < n; i++)
     cg->opt_fused[i] = -1;
-  if (cg->step->opt.fn && !getenv("NNC_NO_OPT_FUSION"))
+  if (cg->step->opt.fn && !cg->opt->no_opt_fusion)
     for (int i = 0; i < m->ntrainable; i++)
       nfused += fuse_optimizer(cg, i);
 
@@ -1212,7 +1233,7 @@ static void build_module(Cg *cg, LLVMTargetDataRef td) {
     train_pos[i] = cg->opt_fused[i] >= 0 ? n + d++ : at;
     infer_pos[i] = out_set[i] ? at : n + 1 + at;
   }
-  if (getenv("NNC_PROFILE")) {
+  if (cg->opt->profile) {
     LLVMTypeRef at = LLVMArrayType2(cg->t_i64, (uint64_t)(n + PROF_N));
     cg->prof = LLVMAddGlobal(cg->mod, at, "nnc.profile");
     LLVMSetInitializer(cg->prof, LLVMConstNull(at));
@@ -1231,7 +1252,8 @@ static void build_module(Cg *cg, LLVMTargetDataRef td) {
   LLVMValueRef infer_fn =
       build_infer(cg, &infer, out_set, loss_set, infer_live, poff);
   build_model(cg, &train, &infer, poff, train_fn, infer_fn, td);
-  build_main(cg);
+  if (!cg->opt->no_main)
+    build_main(cg);
 }
 
 // ---- target, passes, emission -----------------------------------------------
@@ -1309,6 +1331,7 @@ static int finish(Cg *cg, const CodegenOptions *o) {
 }
 
 static LLVMTargetMachineRef target_machine(Ctx *ctx, int opt_level,
+                                           const CgTarget *t,
                                            char **triple_out) {
   LLVMInitializeNativeTarget();
   LLVMInitializeNativeAsmPrinter();
@@ -1322,18 +1345,14 @@ static LLVMTargetMachineRef target_machine(Ctx *ctx, int opt_level,
     LLVMDisposeMessage(triple);
     return NULL;
   }
-  // The host name can be wrong on VMs (CPUID model), but the feature list
-  // is right, and it is what enables AVX-512.
-  char *cpu = LLVMGetHostCPUName(), *features = LLVMGetHostCPUFeatures();
   LLVMCodeGenOptLevel lvl = opt_level <= 0   ? LLVMCodeGenLevelNone
                             : opt_level == 1 ? LLVMCodeGenLevelLess
                             : opt_level == 2 ? LLVMCodeGenLevelDefault
                                              : LLVMCodeGenLevelAggressive;
   // PIC: Debian's cc links position-independent executables by default.
-  LLVMTargetMachineRef tm = LLVMCreateTargetMachine(
-      target, triple, cpu, features, lvl, LLVMRelocPIC, LLVMCodeModelDefault);
-  LLVMDisposeMessage(cpu);
-  LLVMDisposeMessage(features);
+  LLVMTargetMachineRef tm =
+      LLVMCreateTargetMachine(target, triple, t->cpu, t->features, lvl,
+                              LLVMRelocPIC, LLVMCodeModelDefault);
   if (!tm) {
     diag_error(&ctx->diag, (Loc){0}, "cannot create a target machine for '%s'",
                triple);
@@ -1347,13 +1366,22 @@ static LLVMTargetMachineRef target_machine(Ctx *ctx, int opt_level,
 static int run(IrModule *m, Ctx *ctx, const CodegenOptions *o,
                CodegenPlan *plan) {
   char *triple = NULL;
-  LLVMTargetMachineRef tm = target_machine(ctx, o->opt_level, &triple);
-  if (!tm)
+  CgTarget tgt;
+  if (cg_target(o->cpu, &tgt)) {
+    diag_error(&ctx->diag, (Loc){0}, "unknown CPU '%s' for --cpu", o->cpu);
     return 1;
+  }
+  LLVMTargetMachineRef tm = target_machine(ctx, o->opt_level, &tgt, &triple);
+  if (!tm) {
+    cg_target_free(&tgt);
+    return 1;
+  }
   static const IrStep no_step; // a model without a train block
   assert(m->nsteps <= 1 && "sema admits one step per program so far");
   Cg cg = {.m = m, .step = m->nsteps ? &m->steps[0] : &no_step,
-           .ctx = ctx, .arena = ctx->arena, .tm = tm};
+           .ctx = ctx, .arena = ctx->arena, .tm = tm, .opt = o,
+           .cpu_mask = tgt.mask, .cpu_name = tgt.name};
+  cg_target_tiles(&cg, tgt.mask);
   cg.lc = LLVMContextCreate();
   cg.mod = LLVMModuleCreateWithNameInContext(m->name ? m->name : "nnc", cg.lc);
   // Triple and data layout before any IR: the optimizer reads them.
@@ -1375,7 +1403,8 @@ static int run(IrModule *m, Ctx *ctx, const CodegenOptions *o,
   int r;
   if (o->kind == EMIT_OBJ && o->out_path2) {
     char *triple2 = NULL;
-    LLVMTargetMachineRef tm2 = target_machine(ctx, o->opt_level, &triple2);
+    LLVMTargetMachineRef tm2 =
+        target_machine(ctx, o->opt_level, &tgt, &triple2);
     r = !tm2 || split_emit(&cg, o, tm2);
     if (tm2) {
       LLVMDisposeTargetMachine(tm2);
@@ -1394,6 +1423,7 @@ static int run(IrModule *m, Ctx *ctx, const CodegenOptions *o,
   LLVMContextDispose(cg.lc);
   LLVMDisposeTargetMachine(tm);
   LLVMDisposeMessage(triple);
+  cg_target_free(&tgt);
   return r;
 }
 

@@ -8,6 +8,8 @@
 #ifndef NNC_CODEGEN_H
 #define NNC_CODEGEN_H
 
+#include <stdio.h>
+
 #include "ir.h"
 
 // EMIT_PLAN builds the module and plans its memory but neither optimizes
@@ -27,7 +29,22 @@ typedef struct CodegenOptions {
   const char *out_path2;  // EMIT_OBJ: when set, the kernels are shared
                           // between out_path and this second object,
                           // compiled on two threads (link both)
+  const char *cpu;        // target CPU (codegen_cpu_known); NULL: native
+  bool no_row_groups;     // one kernel per value (no row groups), to compare
+  bool no_opt_fusion;     // optimizer updates never fused into gradients
+  bool profile;           // per-kernel cycle counters (printed after training)
+  bool no_main;           // a library: no `main` (nnc --emit=lib)
+  const char *model_symbol; // the NnrtModel table's name (NULL: nnc_model)
+  const void *embed;      // bytes of a safetensors file to embed as
+  size_t embed_len;       // `<model_symbol>_weights` (and `..._weights_len`)
 } CodegenOptions;
+
+// Whether NAME is a --cpu choice ("native", "x86-64-v3", "skylake", ...),
+// and the list of them for messages.
+bool codegen_cpu_known(const char *name);
+void codegen_cpu_list(FILE *out);
+// The LLVM nnc is linked with.
+void codegen_llvm_version(unsigned *major, unsigned *minor, unsigned *patch);
 
 // Returns 0 on success; problems are reported through ctx->diag.
 int codegen_emit(IrModule *m, Ctx *ctx, const CodegenOptions *o);

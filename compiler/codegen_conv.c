@@ -188,7 +188,7 @@ static void store_strided(Cg *cg, LLVMValueRef v, LLVMValueRef p, int64_t s,
 static LLVMValueRef vfma(Cg *cg, LLVMValueRef a, LLVMValueRef b,
                          LLVMValueRef c) {
   LLVMValueRef x[3] = {a, b, c};
-  return cg_intrinsic(cg, "llvm.fma", x, 3);
+  return cg_intrinsic(cg, cg->fma, x, 3);
 }
 
 // ---- integers -----------------------------------------------------------------
@@ -599,23 +599,23 @@ static void mm_rows(Cg *cg, const Mm *g, int mr, LLVMValueRef n0, int nv,
     mm_tile(cg, g, i64c(cg, full * mr), (int)rest, n0, nv, tmask);
 }
 
-static int tile_rows(int64_t M, int nv) {
-  int64_t mr = ACCS / nv;
+static int tile_rows(Cg *cg, int64_t M, int nv) {
+  int64_t mr = cg->accs / nv;
   return (int)(M < mr ? M : mr);
 }
 
 static void mm_emit(Cg *cg, const Mm *g) {
   int nv = (int)((g->N + VL - 1) / VL);
-  if (nv > MAX_NV)
-    nv = MAX_NV;
+  if (nv > cg->max_nv)
+    nv = cg->max_nv;
   int64_t nr = VL * nv, full = g->N / nr, w = g->N - full * nr;
   Loop l;
   LLVMValueRef t = loop_begin(cg, &l, i64c(cg, full), "nt");
-  mm_rows(cg, g, tile_rows(g->M, nv), cg_mul(cg, t, i64c(cg, nr)), nv, NULL);
+  mm_rows(cg, g, tile_rows(cg, g->M, nv), cg_mul(cg, t, i64c(cg, nr)), nv, NULL);
   loop_end(cg, &l);
   if (w) {
     int tv = (int)((w + VL - 1) / VL);
-    mm_rows(cg, g, tile_rows(g->M, tv), i64c(cg, full * nr), tv,
+    mm_rows(cg, g, tile_rows(cg, g->M, tv), i64c(cg, full * nr), tv,
             cg_vmask(cg, w % VL ? w % VL : VL));
   }
 }
@@ -631,7 +631,7 @@ typedef struct Dot {
   const Implicit *im; // B rows read from the input (b, b_ms unused)
 } Dot;
 
-enum { DOT_MI = 6, DOT_NJ = 4 };
+enum { DOT_MI = 6, DOT_NJ = 4 }; // at most; Cg.dot_mi x dot_nj: the target's
 
 // One step of a dot tile: 16 positions from off (the first m of them when
 // a mask is given) of every A row and B row, into acc[i nj + j].
@@ -689,23 +689,25 @@ static void dot_tile(Cg *cg, const Dot *g, LLVMValueRef i0, int mi,
 }
 
 static void dot_cols(Cg *cg, const Dot *g, LLVMValueRef i0, int mi) {
-  int64_t full = g->J / DOT_NJ, rest = g->J % DOT_NJ;
+  int nj = cg->dot_nj;
+  int64_t full = g->J / nj, rest = g->J % nj;
   Loop l;
   LLVMValueRef t = loop_begin(cg, &l, i64c(cg, full), "jt");
-  dot_tile(cg, g, i0, mi, cg_mul(cg, t, i64c(cg, DOT_NJ)), DOT_NJ);
+  dot_tile(cg, g, i0, mi, cg_mul(cg, t, i64c(cg, nj)), nj);
   loop_end(cg, &l);
   if (rest)
-    dot_tile(cg, g, i0, mi, i64c(cg, full * DOT_NJ), (int)rest);
+    dot_tile(cg, g, i0, mi, i64c(cg, full * nj), (int)rest);
 }
 
 static void dot_emit(Cg *cg, const Dot *g) {
-  int64_t full = g->M / DOT_MI, rest = g->M % DOT_MI;
+  int mi = cg->dot_mi;
+  int64_t full = g->M / mi, rest = g->M % mi;
   Loop l;
   LLVMValueRef t = loop_begin(cg, &l, i64c(cg, full), "it");
-  dot_cols(cg, g, cg_mul(cg, t, i64c(cg, DOT_MI)), DOT_MI);
+  dot_cols(cg, g, cg_mul(cg, t, i64c(cg, mi)), mi);
   loop_end(cg, &l);
   if (rest)
-    dot_cols(cg, g, i64c(cg, full * DOT_MI), (int)rest);
+    dot_cols(cg, g, i64c(cg, full * mi), (int)rest);
 }
 
 // ---- the three convolutions ---------------------------------------------------------
@@ -994,7 +996,7 @@ const IrValue *kernel_conv(Cg *cg, const IrValue *v) {
 // is transposed back to rows of positions for the epilogue and the store.
 // For LeNet's second convolution (10-wide rows) building panels had been a
 // third of the time.
-enum { OV_T = 24 }; // accumulators per tile
+enum { OV_T = 24 }; // accumulators per tile at most (Cg.accs: the target's)
 
 typedef struct Ov {
   int64_t P[3];     // the (padded) input extents read: Dp, Hp, Wp
@@ -1006,7 +1008,7 @@ typedef struct Ov {
   int64_t nseg, Tl; // segments per line; positions in a line's last one
 } Ov;
 
-static Ov ov_of(const Conv *c) {
+static Ov ov_of(const Conv *c, int64_t accs) {
   const WinGeom *g = &c->g;
   Ov o = {0};
   for (int i = 0; i < 3; i++) {
@@ -1020,15 +1022,15 @@ static Ov ov_of(const Conv *c) {
   o.plane = o.P[0] * o.P[1] * o.P[2];
   o.xbuf = o.copy ? round16(c->C * o.plane) : 0;
   int64_t OW = g->out[2], OH = g->out[1];
-  if (OW <= OV_T) {
+  if (OW <= accs) {
     for (int64_t n = 1; n <= OH; n++)
-      if (OH % n == 0 && n * OW <= OV_T)
+      if (OH % n == 0 && n * OW <= accs)
         o.npl = n;
     o.T = o.npl * OW;
     o.nseg = 1;
     o.Tl = o.T;
   } else {
-    o.nseg = (OW + OV_T - 1) / OV_T;
+    o.nseg = (OW + accs - 1) / accs;
     o.T = (OW + o.nseg - 1) / o.nseg;
     o.Tl = OW - (o.nseg - 1) * o.T;
   }
@@ -1255,8 +1257,8 @@ static void ov_weights(Cg *cg, const Conv *c, const Ov *o, LLVMValueRef xsrc,
   LLVMValueRef vo = loop_begin(cg, &lv, i64c(cg, c->og / VL), "ov");
   LLVMValueRef col = cg_add(cg, cg_mul(cg, gi, i64c(cg, c->og)),
                             cg_mul(cg, vo, i64c(cg, VL))); // first o
-  for (int64_t t0 = 0; t0 < g->nk; t0 += OV_T) {
-    int64_t nt = g->nk - t0 < OV_T ? g->nk - t0 : OV_T;
+  for (int64_t t0 = 0; t0 < g->nk; t0 += cg->accs) {
+    int64_t nt = g->nk - t0 < cg->accs ? g->nk - t0 : cg->accs;
     LLVMValueRef ch = loop_begin(cg, &lc, i64c(cg, c->cg), "c");
     LLVMValueRef xc =
         cg_gep(cg, xsrc,
@@ -1319,7 +1321,7 @@ int64_t conv_scratch(Cg *cg, const IrValue *v) {
   case OP_CONV_T: {
     Conv c = conv_value(v);
     if (c.ov) {
-      Ov o = ov_of(&c);
+      Ov o = ov_of(&c, cg->accs);
       return round16(c.O * c.ck) + MAX_TASKS * o.xbuf;
     }
     return MAX_TASKS * c.panel;
@@ -1327,7 +1329,7 @@ int64_t conv_scratch(Cg *cg, const IrValue *v) {
   case OP_CONV_W: {
     Conv c = conv_value(v);
     if (c.ov) {
-      Ov o = ov_of(&c);
+      Ov o = ov_of(&c, cg->accs);
       return W_TASKS * ov_w_task(&c, &o);
     }
     return W_TASKS * w_task_floats(&c);
@@ -1365,7 +1367,7 @@ static void conv_xy(Kern *k, const IrValue *root, const IrValue *v,
   LLVMValueRef src = kern_ptr(k, v->arg[0]);
   Loop l;
   if (c.ov) {
-    Ov o = ov_of(&c);
+    Ov o = ov_of(&c, cg->accs);
     LLVMValueRef xpad = cg_gep(cg, k->scratch,
                                cg_add(cg, i64c(cg, round16(c.O * c.ck)),
                                       cg_mul(cg, task, i64c(cg, o.xbuf))));
@@ -1467,7 +1469,7 @@ void emit_CONV_W(Kern *k, const IrValue *v) {
   Cg *cg = k->cg;
   Conv c = conv_value(v);
   const IrValue *x = v->arg[0];
-  Ov o = c.ov ? ov_of(&c) : (Ov){0};
+  Ov o = c.ov ? ov_of(&c, cg->accs) : (Ov){0};
   int64_t per = c.ov ? ov_w_task(&c, &o) : w_task_floats(&c), nw = c.O * c.ck;
   size_t len;
   const char *name =

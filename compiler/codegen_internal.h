@@ -67,7 +67,29 @@ typedef struct Cg {
   // the batch rows (see kernel_get); set by codegen.c before any kernel is
   // built.
   int *group;
+  // The target's register tiles (cg_target_tiles): accumulator vectors of
+  // 16 floats a tile may keep, vectors per GEMM tile row, convolution dot
+  // tiles of dot_mi x dot_nj; the widest vector register, in bits.
+  int accs, max_nv, dot_mi, dot_nj, vec_bits;
+  // "llvm.fma", or without FMA instructions "llvm.fmuladd" (a multiply and
+  // an add: llvm.fma would become a call to the exact, slow fmaf)
+  const char *fma;
+  const CodegenOptions *opt; // the options of this code generation
+  int64_t cpu_mask;          // NNRT_CPU_FEATURES the target has
+  const char *cpu_name;      // its --cpu name
 } Cg;
+
+// The CPU chosen with --cpu (codegen_target.c).
+typedef struct CgTarget {
+  const char *name;     // "native", "x86-64-v3", ...
+  char *cpu, *features; // for LLVMCreateTargetMachine (malloc'd)
+  int64_t mask;         // NNRT_CPU_FEATURES bits the code may use
+} CgTarget;
+// Fills t for --cpu=name (NULL: native); nonzero if the name is unknown.
+int cg_target(const char *name, CgTarget *t);
+void cg_target_free(CgTarget *t);
+// Sets cg's register-tile sizes for a target with the features in mask.
+void cg_target_tiles(Cg *cg, int64_t mask);
 
 // ---- small builder helpers (codegen_kernels.c) ------------------------------
 LLVMValueRef cg_i64(Cg *cg, int64_t v);

@@ -514,7 +514,7 @@ static LLVMValueRef call1(Cg *cg, const char *name, LLVMValueRef x) {
 static LLVMValueRef fma3(Cg *cg, LLVMValueRef a, LLVMValueRef b,
                          LLVMValueRef c) {
   LLVMValueRef x[3] = {a, b, c};
-  return cg_intrinsic(cg, "llvm.fma", x, 3);
+  return cg_intrinsic(cg, cg->fma, x, 3);
 }
 
 // e^x in plain arithmetic, so loops that use it vectorize (LLVM has no

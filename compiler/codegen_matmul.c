@@ -45,8 +45,8 @@
 
 enum {
   VL = 16,       // floats per vector
-  MAX_NV = 4,    // vectors per tile row
-  ACCS = 24,     // accumulators per tile (mr x nv <= ACCS)
+  MAX_NV = 4,    // vectors per tile row (Cg.max_nv: the target's)
+  ACCS = 24,     // accumulators per tile at most (Cg.accs: the target's)
   MAX_MR = ACCS, // rows per tile
 };
 // Below SERIAL_FLOPS a matmul runs on the calling thread; above, it is cut
@@ -147,7 +147,10 @@ static bool dot_form(const IrValue *mm) {
 }
 
 int64_t mm_scratch(const IrValue *mm) {
-  bool packs = dot_form(mm) ? mm->op == OP_MATMUL : mm->op == OP_MATMUL_NT;
+  // (MATMUL_NT packs B^T unless it takes the dot form; MATMUL does in the
+  // dot form, which a target with few registers may not take: either way
+  // the same size)
+  bool packs = mm->op == OP_MATMUL_NT || (dot_form(mm) && mm->op == OP_MATMUL);
   return packs ? shape_numel(mm->arg[1]->shape) : 0;
 }
 
@@ -371,7 +374,7 @@ static void dot_tile(Gemm *g, LLVMValueRef row0, int mr, LLVMValueRef tmask) {
           cg_vload(cg, cg_gep(cg, g->b, cg_add(cg, t0, i64c(cg, j * K))), m);
       for (int i = 0; i < mr; i++) {
         LLVMValueRef x[3] = {av[i], bv, acc[i * N + j]};
-        acc[i * N + j] = cg_intrinsic(cg, "llvm.fma", x, 3);
+        acc[i * N + j] = cg_intrinsic(cg, cg->fma, x, 3);
       }
     }
     if (part == 0)
@@ -411,7 +414,7 @@ static void gemm_tile(Gemm *g, LLVMValueRef row0, int mr, LLVMValueRef col0,
     LLVMValueRef s = cg_splat(cg, cg_load(cg, ap[i], aoff));
     for (int v = 0; v < nv; v++) {
       LLVMValueRef x[3] = {s, bv[v], acc[i * nv + v]};
-      acc[i * nv + v] = cg_intrinsic(cg, "llvm.fma", x, 3);
+      acc[i * nv + v] = cg_intrinsic(cg, cg->fma, x, 3);
     }
   }
   tile_loop_end(cg, &l, mr * nv, acc, false);
@@ -555,13 +558,14 @@ static void gemm_setup(Gemm *g) {
     assert(!"not a matmul");
   }
   g->nv = (int)((g->N + VL - 1) / VL);
-  if (g->nv > MAX_NV)
-    g->nv = MAX_NV;
-  g->mr = ACCS / g->nv;
-  g->dot = dot_form(mm);
+  if (g->nv > cg->max_nv)
+    g->nv = cg->max_nv;
+  g->mr = cg->accs / g->nv;
+  // The dot form keeps N accumulators per row: only where they fit.
+  g->dot = dot_form(mm) && g->N <= cg->accs;
   if (g->dot) { // B^T (packed in scratch for MATMUL); mr rows x N dots
     g->b = mm->op == OP_MATMUL ? k->scratch : kern_ptr(k, B), g->b_ts = ka;
-    g->mr = (int)(ACCS / g->N);
+    g->mr = (int)(cg->accs / g->N);
   }
   int64_t nr = VL * g->nv;
   g->nb = (g->N + nr - 1) / nr;
@@ -695,7 +699,9 @@ void mm_kernel(Kern *k, const IrValue *root, const IrValue *mm) {
   if (g.nfull < g.nb) {
     int64_t w = g.N - g.nfull * nr; // columns in the tail block
     int nv = (int)((w + VL - 1) / VL);
-    int mr = g.dot ? g.mr : ACCS / nv > MAX_MR ? MAX_MR : ACCS / nv;
+    int mr = g.dot                     ? g.mr
+             : cg->accs / nv > MAX_MR ? MAX_MR
+                                       : cg->accs / nv;
     LLVMBasicBlockRef after = if_begin(
         cg, LLVMBuildICmp(cg->b, LLVMIntSGT, cb1, i64c(cg, g.nfull), ""));
     gemm_rows(&g, r0, r1, i64c(cg, g.nfull * nr), mr, nv,

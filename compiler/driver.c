@@ -9,15 +9,15 @@
 #include <errno.h>
 #include <libgen.h>
 #include <limits.h>
-#include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "codegen.h"
+#include "dot.h"
+#include "driver_lib.h"
 #include "grad.h"
 #include "opt.h"
 #include "sema.h"
@@ -25,12 +25,14 @@
 #ifndef NNC_LINK_FLAGS
 #define NNC_LINK_FLAGS ""
 #endif
+#ifndef NNC_VERSION
+#define NNC_VERSION "0"
+#endif
 
-extern char **environ;
 
 typedef enum Stage {
   STAGE_BINARY, STAGE_AST, STAGE_IR, STAGE_GRAD, STAGE_OPT, STAGE_LLVM,
-  STAGE_ASM, STAGE_OBJ, STAGE_SUMMARY,
+  STAGE_ASM, STAGE_OBJ, STAGE_SUMMARY, STAGE_LIB, STAGE_DOT, STAGE_DOT_GRAD,
 } Stage;
 
 static const struct {
@@ -39,7 +41,8 @@ static const struct {
 } emit_names[] = {
     {"ast", STAGE_AST},   {"ir", STAGE_IR},     {"grad", STAGE_GRAD},
     {"opt", STAGE_OPT},   {"llvm", STAGE_LLVM}, {"asm", STAGE_ASM},
-    {"obj", STAGE_OBJ},
+    {"obj", STAGE_OBJ},   {"lib", STAGE_LIB},   {"dot", STAGE_DOT},
+    {"dot-grad", STAGE_DOT_GRAD},
 };
 
 typedef struct Options {
@@ -50,32 +53,96 @@ typedef struct Options {
   Stage stage;
   int opt_level;
   bool timing;
+  const char *cpu;   // --cpu (NULL: native)
+  const char *embed; // --embed W.safetensors (--emit=lib)
+  bool one_object, no_row_groups, no_opt_fusion, profile;
 } Options;
 
 static void usage(FILE *out) {
-  fputs("usage: nnc FILE.nn [-o OUTPUT] [-O0|-O1|-O2|-O3] [--emit=STAGE]\n"
-        "           [--summary] [--stdlib DIR] [--time] [--train MODEL]\n"
-        "  compiles a network description into a native training binary\n"
-        "  --train MODEL the file's 'train MODEL' block (default: its first)\n"
-        "  --emit=STAGE  print a stage and stop: ast, ir, grad, opt, llvm, asm,\n"
-        "                or obj (writes OUTPUT, default FILE.o)\n"
-        "  --summary     print the model's layers, output shapes and parameters\n",
-        out);
+  fputs(
+      "usage: nnc [OPTIONS] FILE.nn\n"
+      "  compiles a network description into a native training binary\n"
+      "  (or, with --emit=lib, a C inference library)\n"
+      "\n"
+      "options (default in brackets):\n"
+      "  -o OUTPUT         output file [FILE without .nn; FILE.o for obj;\n"
+      "                    stdout for ast, ir, grad, opt, llvm, asm, dot]\n"
+      "  -O0 -O1 -O2 -O3   LLVM optimization level [-O3]\n"
+      "  --cpu=NAME        CPU the code is for: native, x86-64-v2, x86-64-v3,\n"
+      "                    x86-64-v4 or an LLVM CPU name (--cpu=help lists\n"
+      "                    them) [native: this machine's CPU]\n"
+      "  --emit=STAGE      stop after STAGE and write it [none: link a binary]:\n"
+      "                      ast, ir, grad, opt  the stage's dump\n"
+      "                      llvm, asm           LLVM IR, assembly\n"
+      "                      obj                 the object file\n"
+      "                      lib                 OUTPUT=libNAME.a and NAME.h, a C\n"
+      "                                          inference library (docs/nnc.md)\n"
+      "                      dot, dot-grad       the forward graph; with the\n"
+      "                                          backward pass (Graphviz)\n"
+      "  --train MODEL     compile the file's 'train MODEL' block [its first]\n"
+      "  --embed W.safetensors  --emit=lib: put these weights in the library\n"
+      "                    [none: NAME_create reads a file]\n"
+      "  --summary         print layers, shapes, parameters, FLOPs and memory\n"
+      "                    instead of compiling [off]\n"
+      "  --stdlib DIR      the folder of the .nn standard library [stdlib/\n"
+      "                    beside nnc, or PREFIX/share/nnc/stdlib when\n"
+      "                    installed; else the copy built into nnc]\n"
+      "  --time            print how long each phase took [off]\n"
+      "  --one-object      compile the module as one object on one thread [two\n"
+      "                    objects on two threads]\n"
+      "  --no-row-groups   one kernel per value, no row groups [row groups on]\n"
+      "  --no-opt-fusion   do not fuse optimizer updates into gradient kernels\n"
+      "                    [fused]\n"
+      "  --profile         the binary prints cycles per kernel after training\n"
+      "                    [off]\n"
+      "  --link-flags      print what a program linking an --emit=lib library\n"
+      "                    needs after it, and exit\n"
+      "  --version         print nnc's version and its LLVM, and exit\n"
+      "  -h, --help        print this help, and exit\n",
+      out);
+}
+
+// "--name=VALUE" or "--name VALUE": the value, or NULL when a is not --name.
+static const char *opt_value(int argc, char **argv, int *i, const char *name) {
+  size_t n = strlen(name);
+  const char *a = argv[*i];
+  if (strncmp(a, name, n) != 0)
+    return NULL;
+  if (a[n] == '=')
+    return a + n + 1;
+  if (!a[n] && *i + 1 < argc)
+    return argv[++*i];
+  return NULL;
 }
 
 static int parse_args(int argc, char **argv, Options *o) {
   *o = (Options){.opt_level = 3, .stage = STAGE_BINARY};
+  const char *v;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (strcmp(a, "-o") == 0 && i + 1 < argc) {
       o->output = argv[++i];
-    } else if (strcmp(a, "--stdlib") == 0 && i + 1 < argc) {
-      o->stdlib_dir = argv[++i];
-    } else if (strcmp(a, "--train") == 0 && i + 1 < argc) {
-      o->train_name = argv[++i];
+    } else if ((v = opt_value(argc, argv, &i, "--stdlib"))) {
+      o->stdlib_dir = v;
+    } else if ((v = opt_value(argc, argv, &i, "--train"))) {
+      o->train_name = v;
     } else if (strncmp(a, "-O", 2) == 0 && a[2] >= '0' && a[2] <= '3' &&
                !a[3]) {
       o->opt_level = a[2] - '0';
+    } else if ((v = opt_value(argc, argv, &i, "--cpu"))) {
+      if (strcmp(v, "help") == 0) {
+        codegen_cpu_list(stdout);
+        exit(0);
+      }
+      if (!codegen_cpu_known(v)) {
+        fprintf(stderr, "nnc: error: unknown CPU '%s' for --cpu; the choices "
+                "are:\n", v);
+        codegen_cpu_list(stderr);
+        return 2;
+      }
+      o->cpu = v;
+    } else if ((v = opt_value(argc, argv, &i, "--embed"))) {
+      o->embed = v;
     } else if (strncmp(a, "--emit=", 7) == 0) {
       bool found = false;
       for (size_t k = 0; k < sizeof emit_names / sizeof emit_names[0]; k++)
@@ -84,13 +151,31 @@ static int parse_args(int argc, char **argv, Options *o) {
           found = true;
         }
       if (!found) {
-        fprintf(stderr, "nnc: error: unknown stage '%s' for --emit\n", a + 7);
+        fprintf(stderr, "nnc: error: unknown stage '%s' for --emit (ast, ir, "
+                "grad, opt, llvm, asm, obj, lib, dot, dot-grad)\n", a + 7);
         return 2;
       }
     } else if (strcmp(a, "--summary") == 0) {
       o->stage = STAGE_SUMMARY;
     } else if (strcmp(a, "--time") == 0) {
       o->timing = true;
+    } else if (strcmp(a, "--one-object") == 0) {
+      o->one_object = true;
+    } else if (strcmp(a, "--no-row-groups") == 0) {
+      o->no_row_groups = true;
+    } else if (strcmp(a, "--no-opt-fusion") == 0) {
+      o->no_opt_fusion = true;
+    } else if (strcmp(a, "--profile") == 0) {
+      o->profile = true;
+    } else if (strcmp(a, "--link-flags") == 0) {
+      printf("%s%s-lz -lm -lpthread\n", NNC_LINK_FLAGS,
+             *NNC_LINK_FLAGS ? " " : "");
+      exit(0);
+    } else if (strcmp(a, "--version") == 0) {
+      unsigned ma, mi, pa;
+      codegen_llvm_version(&ma, &mi, &pa);
+      printf("nnc %s (LLVM %u.%u.%u)\n", NNC_VERSION, ma, mi, pa);
+      exit(0);
     } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
       usage(stdout);
       exit(0);
@@ -108,6 +193,10 @@ static int parse_args(int argc, char **argv, Options *o) {
   }
   if (!o->input) {
     usage(stderr);
+    return 2;
+  }
+  if (o->embed && o->stage != STAGE_LIB) {
+    fprintf(stderr, "nnc: error: --embed goes with --emit=lib\n");
     return 2;
   }
   return 0;
@@ -269,19 +358,44 @@ static int link_binary(Arena *a, const char *obj, const char *obj2,
   argv[n++] = "-o";
   argv[n++] = output;
   argv[n] = NULL;
-  pid_t pid;
-  int err = posix_spawnp(&pid, "cc", NULL, NULL, (char *const *)argv, environ);
-  if (err) {
-    fprintf(stderr, "nnc: error: cannot run cc: %s\n", strerror(err));
-    return 1;
-  }
-  int status;
-  if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) ||
-      WEXITSTATUS(status) != 0) {
+  if (driver_spawn(argv, NULL)) {
     fprintf(stderr, "nnc: error: linking '%s' failed\n", output);
     return 1;
   }
   return 0;
+}
+
+// The whole of a (small) file, for --embed; NULL after saying why not.
+static char *read_file(Arena *a, const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    fprintf(stderr, "nnc: error: cannot open '%s': %s\n", path,
+            strerror(errno));
+    return NULL;
+  }
+  size_t cap = 1 << 16, n = 0;
+  char *buf = malloc(cap);
+  for (size_t r; buf && (r = fread(buf + n, 1, cap - n, f)) > 0;) {
+    n += r;
+    if (n == cap) {
+      char *nb = realloc(buf, cap *= 2);
+      if (!nb)
+        free(buf);
+      buf = nb;
+    }
+  }
+  bool bad = ferror(f) || !buf;
+  fclose(f);
+  if (bad) {
+    fprintf(stderr, "nnc: error: cannot read '%s'\n", path);
+    free(buf);
+    return NULL;
+  }
+  char *out = arena_alloc(a, n + 1);
+  memcpy(out, buf, n);
+  free(buf);
+  *len = n;
+  return out;
 }
 
 static const char *default_output(Arena *a, const char *input, Stage stage) {
@@ -289,7 +403,50 @@ static const char *default_output(Arena *a, const char *input, Stage stage) {
   size_t n = strlen(base);
   if (n > 3 && strcmp(base + n - 3, ".nn") == 0)
     base[n - 3] = 0;
+  if (stage == STAGE_LIB)
+    return arena_printf(a, "lib%s.a", base);
   return stage == STAGE_OBJ ? arena_printf(a, "%s.o", base) : base;
+}
+
+static int write_dot(const Options *o, IrModule *m, bool grad) {
+  FILE *f = o->output && strcmp(o->output, "-") ? fopen(o->output, "w") : stdout;
+  if (!f) {
+    fprintf(stderr, "nnc: error: cannot write '%s': %s\n", o->output,
+            strerror(errno));
+    return 1;
+  }
+  dot_write(f, m, grad);
+  bool bad = f == stdout ? fflush(f) != 0 : fclose(f) != 0;
+  if (bad)
+    fprintf(stderr, "nnc: error: cannot write '%s'\n", o->output);
+  return bad;
+}
+
+// --emit=lib: one object (its kernels internal) without main, then the
+// header, glue and archive (driver_lib.c).
+static int emit_lib(const Options *o, IrModule *m, Ctx *ctx,
+                    CodegenOptions *cg, const char *output,
+                    const char *runtime) {
+  Arena *a = ctx->arena;
+  if (o->embed && !(cg->embed = read_file(a, o->embed, &cg->embed_len)))
+    return 1;
+  char obj[] = "/tmp/nnc-XXXXXX.o";
+  int fd = mkstemps(obj, 2);
+  if (fd < 0) {
+    fprintf(stderr, "nnc: error: cannot create a temporary file: %s\n",
+            strerror(errno));
+    return 1;
+  }
+  close(fd);
+  cg->out_path = obj;
+  cg->no_main = true;
+  cg->model_symbol = arena_printf(a, "%s_model", lib_prefix(a, output));
+  int rc = codegen_emit(m, ctx, cg);
+  if (!rc)
+    rc = lib_emit(a, m, o->input, output, obj, runtime, o->embed != NULL,
+                  NNC_LINK_FLAGS);
+  unlink(obj);
+  return rc;
 }
 
 static int compile(Options *o, Ctx *ctx) {
@@ -338,6 +495,10 @@ static int compile(Options *o, Ctx *ctx) {
     ir_print(stdout, m);
     return 0;
   }
+  if (o->stage == STAGE_DOT) {
+    opt_simplify(m, ctx);
+    return write_dot(o, m, false);
+  }
   if (!trainable_module(m)) {
     diag_error(&ctx->diag, (Loc){o->input, 1, 1},
                "nothing to train: this file has no train block with a loss "
@@ -356,6 +517,8 @@ static int compile(Options *o, Ctx *ctx) {
     ir_print(stdout, m);
     return 0;
   }
+  if (o->stage == STAGE_DOT_GRAD)
+    return write_dot(o, m, true);
   weight_layout(m);
   kernel_fuse(m);
   if (o->stage == STAGE_OPT) {
@@ -363,7 +526,11 @@ static int compile(Options *o, Ctx *ctx) {
     return 0;
   }
   double t_mid = now();
-  CodegenOptions cg = {.opt_level = o->opt_level};
+  CodegenOptions cg = {.opt_level = o->opt_level,
+                       .cpu = o->cpu,
+                       .no_row_groups = o->no_row_groups,
+                       .no_opt_fusion = o->no_opt_fusion,
+                       .profile = o->profile};
   // nnc FILE.nn --train MODEL names the binary after the model.
   const char *output =
       o->output ? o->output
@@ -386,6 +553,8 @@ static int compile(Options *o, Ctx *ctx) {
     fprintf(stderr, "nnc: error: cannot find libnnrt.a beside %s\n", dir);
     return 1;
   }
+  if (o->stage == STAGE_LIB)
+    return emit_lib(o, m, ctx, &cg, output, runtime);
   // Two objects: codegen compiles the kernels in two halves on two threads.
   int fd = mkstemps(tmp_obj, 2), fd2 = fd < 0 ? -1 : mkstemps(tmp_obj2, 2);
   if (fd < 0 || fd2 < 0) {
@@ -400,9 +569,9 @@ static int compile(Options *o, Ctx *ctx) {
   close(fd);
   close(fd2);
   cg.out_path = tmp_obj;
-  // (NNC_ONE_OBJECT: one object on one thread, to compare; the second
+  // (--one-object: one object on one thread, to compare; the second
   // object is then empty)
-  cg.out_path2 = getenv("NNC_ONE_OBJECT") ? NULL : tmp_obj2;
+  cg.out_path2 = o->one_object ? NULL : tmp_obj2;
   int rc = codegen_emit(m, ctx, &cg);
   double t_cg = now();
   if (rc == 0)

@@ -123,6 +123,8 @@ struct IrValue {
   const char *name;       // leaves: param or argument name; else NULL
   int nuses;              // set by ir_count_uses
   bool fused;             // set by kernel_fuse: computed inside its only user's loop
+  const char *layer;      // innermost layer instance that built it ("dense_1"),
+                          // or NULL (set by sema; read by --emit=dot)
 };
 
 typedef struct IrFn {

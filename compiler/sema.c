@@ -871,8 +871,15 @@ static SVal instantiate(Sema *s, Frame *f, Ast *decl, SVal *pos, int npos,
   Ast *top = s->top_call;
   if (s->in_model && f->depth == 0)
     s->top_call = call;
+  int first_value = s->fn->values.n;
   SVal r = check_result(s, &callee, decl, sema_eval_body(s, &callee, decl));
   s->top_call = top;
+  if (layer) // inner layers tagged theirs first
+    for (int i = first_value; i < s->fn->values.n; i++) {
+      IrValue *v = s->fn->values.item[i];
+      if (!v->layer)
+        v->layer = callee.prefix;
+    }
   // An error inside a stdlib layer points into the stdlib; say which call.
   Loc last = s->diag->last_error;
   bool at_call = last.line == call->loc.line && last.col == call->loc.col &&

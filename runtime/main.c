@@ -27,7 +27,8 @@ int nnrt_fail(NnrtErr *err, const char *fmt, ...) {
 
 // ---- the command line -------------------------------------------------------
 enum { T = 1 << NNRT_CMD_TRAIN, E = 1 << NNRT_CMD_EVAL,
-       P = 1 << NNRT_CMD_PREDICT, R = 1 << NNRT_CMD_RECONSTRUCT };
+       P = 1 << NNRT_CMD_PREDICT, R = 1 << NNRT_CMD_RECONSTRUCT,
+       L = 1 << NNRT_CMD_PLOT };
 
 static const struct Option {
   const char *name;  // without "--"
@@ -37,15 +38,16 @@ static const struct Option {
     {"epochs", 1, T}, {"batch", 1, T | E | P | R}, {"seed", 1, T},
     {"limit", 1, T},  {"save", 1, T},          {"no-save", 0, T},
     {"load", 1, T | E | P | R}, {"json", 0, T | E},
-    {"quiet", 0, T | E | P | R}, {"out", 1, R}, {"count", 1, R},
+    {"quiet", 0, T | E | P | R | L}, {"out", 1, R | L}, {"count", 1, R},
     {"threads", 1, T | E | P | R}, {"pin-threads", 0, T | E | P | R},
     {"no-shuffle", 0, T}, {"stop-when-perfect", 0, T},
-    {"help", 0, T | E | P | R},
+    {"log", 1, T}, {"no-log", 0, T},
+    {"help", 0, T | E | P | R | L},
 };
 
-enum { NCOMMANDS = 4 };
-static const char *const command_names[NCOMMANDS] = {"train", "eval",
-                                                     "predict", "reconstruct"};
+enum { NCOMMANDS = 5 };
+static const char *const command_names[NCOMMANDS] = {
+    "train", "eval", "predict", "reconstruct", "plot"};
 
 // The model's training defaults, with fallbacks for a table that gives none.
 static void set_defaults(const NnrtModel *m, NnrtOptions *o) {
@@ -70,38 +72,51 @@ static void usage(FILE *f, const NnrtModel *m, const char *prog) {
           "       %s reconstruct [--load FILE] [--out FILE.pgm] [--count N]\n"
           "              a picture of test inputs above their reconstructions "
           "(autoencoders)\n"
+          "       %s plot LOG.csv [-o FILE.svg]   loss and accuracy curves of "
+          "a training log\n"
           "\n"
           "options:\n"
           "  --epochs N      epochs to train (default %lld)\n"
           "  --batch N       examples per step (default %lld)\n"
           "  --seed N        seed for initialization and shuffling "
           "(default %lld)\n"
-          "  --limit N       use only the first N training examples\n"
+          "  --limit N       use only the first N training examples (default: "
+          "all)\n"
           "  --save FILE     checkpoint file (default %s.safetensors)\n"
           "  --no-save       do not write a checkpoint\n"
+          "  --log FILE      per-epoch metrics as CSV (default: beside the "
+          "checkpoint,\n"
+          "                  %s.csv for the default one; none with --no-save)\n"
+          "  --no-log        do not write the metrics CSV\n"
           "  --load FILE     saved weights to use; train resumes from them "
           "(with the\n"
           "                  optimizer state and epoch count saved with "
-          "them)\n"
+          "them);\n"
+          "                  eval, predict, reconstruct: default "
+          "%s.safetensors\n"
           "  --no-shuffle    every epoch in the training data's order%s\n"
           "  --stop-when-perfect\n"
           "                  stop after an epoch without a misclassified "
           "training example%s\n"
-          "  --json          one JSON object per epoch on stdout\n"
-          "  --quiet         no progress bar or notes\n"
+          "  --json          one JSON object per epoch on stdout (default: "
+          "lines for people)\n"
+          "  --quiet         no progress bar or notes (default: both, the bar "
+          "on a terminal)\n"
           "  --threads N     threads for the model's arithmetic (default: one "
           "per CPU)\n"
-          "  --pin-threads   bind each thread to its own CPU\n"
+          "  --pin-threads   bind each thread to its own CPU (default: not "
+          "bound)\n"
           "  --out FILE      reconstruct: the picture (default "
-          "%s-reconstruct.pgm)\n"
+          "%s-reconstruct.pgm);\n"
+          "                  plot (also -o): the SVG (default curves.svg)\n"
           "  --count N       reconstruct: examples to show (default 16)\n"
           "  --help          this text\n"
           "\n"
           "Relative data paths are searched in $NNC_DATA (folders separated "
           "by ':'),\nthe model's source folder and /usr/share/datasets.\n",
-          prog, m->name ? m->name : "", prog, prog, prog, (long long)d.epochs,
-          (long long)d.batch, (long long)d.seed, prog,
-          d.no_shuffle ? " (set by the .nn file)" : "",
+          prog, m->name ? m->name : "", prog, prog, prog, prog,
+          (long long)d.epochs, (long long)d.batch, (long long)d.seed, prog,
+          prog, prog, d.no_shuffle ? " (set by the .nn file)" : "",
           d.stop_when_perfect ? "\n                  (set by the .nn file)"
                               : "",
           prog);
@@ -147,7 +162,7 @@ static int parse_args(const NnrtModel *m, int argc, char **argv,
       c++;
     if (c == NCOMMANDS)
       return usage_error(o, "unknown command '%s' (expected train, eval, "
-                         "predict or reconstruct)", argv[i]);
+                         "predict, reconstruct or plot)", argv[i]);
     o->command = (NnrtCommand)c;
     i++;
   }
@@ -156,7 +171,8 @@ static int parse_args(const NnrtModel *m, int argc, char **argv,
   for (; i < argc; i++) {
     const char *a = argv[i];
     if (only_operands || a[0] != '-' || !strcmp(a, "-")) {
-      if (o->command != NNRT_CMD_PREDICT || o->input)
+      if ((o->command != NNRT_CMD_PREDICT && o->command != NNRT_CMD_PLOT) ||
+          o->input)
         return usage_error(o, "unexpected argument '%s'", a);
       o->input = a;
       continue;
@@ -167,6 +183,8 @@ static int parse_args(const NnrtModel *m, int argc, char **argv,
     }
     if (!strcmp(a, "-h"))
       a = "--help";
+    if (!strcmp(a, "-o"))
+      a = "--out";
     if (strncmp(a, "--", 2))
       return usage_error(o, "unknown option '%s'", a);
     const char *name = a + 2, *eq = strchr(name, '=');
@@ -228,6 +246,10 @@ static int parse_args(const NnrtModel *m, int argc, char **argv,
       o->no_shuffle = 1;
     else if (!strcmp(n, "stop-when-perfect"))
       o->stop_when_perfect = 1;
+    else if (!strcmp(n, "log"))
+      o->log = v;
+    else if (!strcmp(n, "no-log"))
+      o->no_log = 1;
     if (rc > 0)
       return rc;
     o->batch_set |= !strcmp(n, "batch");
@@ -244,6 +266,11 @@ static int parse_args(const NnrtModel *m, int argc, char **argv,
     return usage_error(o, "--save and --no-save contradict each other");
   if (o->command == NNRT_CMD_PREDICT && !o->input)
     return usage_error(o, "predict needs an INPUT file (CSV, IDX or NPY)");
+  if (o->command == NNRT_CMD_PLOT && !o->input)
+    return usage_error(o, "plot needs a training log (the CSV train --log "
+                       "writes)");
+  if (o->log && o->no_log)
+    return usage_error(o, "--log and --no-log contradict each other");
   return -1;
 }
 
@@ -444,6 +471,17 @@ int nnrt_main(const NnrtModel *m, int argc, char **argv) {
   if (rc >= 0)
     return rc;
   NnrtErr err;
+  if (o.command == NNRT_CMD_PLOT) { // runs no generated code
+    if (nnrt_plot_command(&o, &err)) {
+      fprintf(stderr, "%s: %s\n", o.prog, err.msg);
+      return 1;
+    }
+    return 0;
+  }
+  if (nnrt_cpu_check(m, err.msg, sizeof err.msg)) {
+    fprintf(stderr, "%s: %s\n", o.prog, err.msg);
+    return 1;
+  }
   if (check_model(m, &err)) {
     fprintf(stderr, "%s: %s\n", o.prog, err.msg);
     return 1;

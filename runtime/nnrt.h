@@ -60,6 +60,16 @@ typedef struct NnrtDataSpec {
   const float *x, *y;            // NNRT_DATA_INLINE, row-major
 } NnrtDataSpec;
 
+// The CPU features generated code may need, bit by bit: bit i of
+// NnrtModel.cpu_features is the i-th name here (GCC's __builtin_cpu_supports
+// and LLVM spell them alike). Append only.
+#define NNRT_CPU_FEATURES(X)                                                  \
+  X(0, "sse3") X(1, "ssse3") X(2, "sse4.1") X(3, "sse4.2") X(4, "popcnt")     \
+  X(5, "avx") X(6, "avx2") X(7, "fma") X(8, "f16c") X(9, "bmi") X(10, "bmi2") \
+  X(11, "lzcnt") X(12, "movbe") X(13, "avx512f") X(14, "avx512vl")            \
+  X(15, "avx512bw") X(16, "avx512dq") X(17, "avx512cd") X(18, "avx512vnni")   \
+  X(19, "avx512bf16") X(20, "avx512fp16")
+
 typedef struct NnrtRun NnrtRun;  // the runtime's state for one run (opaque)
 
 // Trains until nnrt_epoch_begin returns 0. Generated.
@@ -100,10 +110,16 @@ typedef struct NnrtModel {
   int64_t stop_when_perfect;     // 1: stop after an epoch with no mistake
   double threshold;              // a single output predicts class 1 when
                                  // above it (accuracy's threshold, 0.5)
+  int64_t cpu_features;          // NNRT_CPU_FEATURES bits the code needs
+  const char *cpu_name;          // the nnc --cpu it was built for
 } NnrtModel;
 
 // ---- called by the generated main ------------------------------------------
 int nnrt_main(const NnrtModel *model, int argc, char **argv);
+// 0 when this CPU has every feature model->cpu_features names; otherwise
+// writes "this CPU lacks avx512f, ... (the model was built with
+// --cpu=NAME)" into msg and returns 1. nnrt_main checks it first.
+int nnrt_cpu_check(const NnrtModel *model, char *msg, size_t cap);
 
 // ---- called by the generated training loop ----------------------------------
 // Optimizer steps already taken: 0 for a fresh run, the checkpoint's step
@@ -140,6 +156,21 @@ int64_t nnrt_batch_end(NnrtRun *run, int64_t rows, double loss_sum,
                        double correct);
 // Ends an epoch: metrics line, evaluation, checkpoint. Nonzero means stop.
 int64_t nnrt_epoch_end(NnrtRun *run, int64_t epoch);
+
+// ---- the inference library (`nnc --emit=lib`, see lib.c) ---------------------
+// A context: the model's parameters and an inference workspace for up to
+// max_batch rows. Weights come from the safetensors file at path, or when
+// path is NULL from the embedded bytes. NULL on failure, with the reason in
+// err (cap bytes).
+typedef struct NnrtLib NnrtLib;
+NnrtLib *nnrt_lib_create(const NnrtModel *model, const char *path,
+                         const void *embedded, size_t embedded_len,
+                         int64_t max_batch, char *err, size_t cap);
+// Predictions for rows inputs (x: rows x in_numel floats; out: rows x
+// out_numel), max_batch at a time; 0 on success.
+int nnrt_lib_run(NnrtLib *lib, const float *x, int64_t rows, float *out);
+const NnrtModel *nnrt_lib_model(const NnrtLib *lib);
+void nnrt_lib_free(NnrtLib *lib);
 
 // ---- memory: every runtime allocation goes through one hook -----------------
 typedef void *NnrtAllocFn(void *ud, void *ptr, size_t size);  // size 0 frees

@@ -262,6 +262,7 @@ void nnrt_format_rate(char *buf, size_t cap, double rate);
 // ---- run.c, main.c ----------------------------------------------------------
 typedef enum NnrtCommand {
   NNRT_CMD_TRAIN, NNRT_CMD_EVAL, NNRT_CMD_PREDICT, NNRT_CMD_RECONSTRUCT,
+  NNRT_CMD_PLOT,
 } NnrtCommand;
 
 typedef struct NnrtOptions {
@@ -282,6 +283,8 @@ typedef struct NnrtOptions {
   char default_pgm[4096];        // "<basename of argv[0]>-reconstruct.pgm"
   int no_shuffle;                // --no-shuffle or shuffle = false
   int stop_when_perfect;         // --stop-when-perfect or the train setting
+  const char *log;               // train --log FILE; NULL: beside the checkpoint
+  int no_log;                    // train --no-log
 } NnrtOptions;
 
 // Buffers for running model->infer over a data set in chunks.
@@ -302,6 +305,15 @@ void nnrt_evaluate(const NnrtModel *m, const float *params, NnrtEval *e,
 
 // The train command; returns the exit code.
 int nnrt_train_command(const NnrtModel *m, const NnrtOptions *o);
+
+// ---- plot.c -----------------------------------------------------------------
+// Opens the per-epoch CSV (append: keep the rows already there, as a resumed
+// run does) and writes its header line if it is new; NULL after err.
+FILE *nnrt_log_open(const char *path, int append, NnrtErr *err);
+// One row; -1 when writing failed.
+int nnrt_log_epoch(FILE *f, const NnrtMetrics *m);
+// plot INPUT.csv [--out FILE.svg]: loss and accuracy curves as SVG.
+int nnrt_plot_command(const NnrtOptions *o, NnrtErr *err);
 
 // ---- reconstruct.c ----------------------------------------------------------
 // A grayscale picture, row-major, one byte per pixel.

@@ -90,6 +90,8 @@ struct NnrtRun {
   int count_mistakes;            // misclassified examples are counted
   int64_t converged_epoch;       // first epoch without a mistake; 0: none
   int64_t last_mistakes;         // in the last complete epoch
+  FILE *log;                     // the per-epoch CSV (plot.c), or NULL
+  char log_path[4096];
 };
 
 // Global mutable state, unavoidable: a signal handler can only reach the
@@ -381,6 +383,11 @@ int64_t nnrt_epoch_end(NnrtRun *r, int64_t epoch) {
   r->epochs_done = r->epoch + 1;
   if (m->patience > 0 && (mt.has_val || mt.has_test))
     early_stopping(r, mt.has_val ? mt.val_loss : mt.test_loss);
+  if (r->log && nnrt_log_epoch(r->log, &mt)) {
+    nnrt_fail(&r->err, "%s: cannot write the training log", r->log_path);
+    stop_at(r, STOP_ERROR, r->epoch + 1, r->step);
+    return 1;
+  }
   if (r->save_path) {
     if (save(r)) {
       stop_at(r, STOP_ERROR, r->epoch + 1, r->step);
@@ -517,6 +524,9 @@ static void teardown(NnrtRun *r) {
   nnrt_free(r->perm);
   nnrt_data_close(&r->test);
   nnrt_data_close(&r->train);
+  if (r->log)
+    fclose(r->log);
+  r->log = NULL;
 }
 
 // What the user is told when the run stops early; returns the exit code.
@@ -569,12 +579,40 @@ static int report_stop(NnrtRun *r) {
   return 0;
 }
 
+// The training log: --log FILE, else beside the checkpoint (NAME.csv), none
+// with --no-log or --no-save and no --log. A resumed run appends to it.
+static int open_log(NnrtRun *r) {
+  const NnrtOptions *o = r->o;
+  if (o->no_log)
+    return 0;
+  if (!o->log && r->save_path) {
+    size_t n = strlen(r->save_path);
+    const char *ext = ".safetensors";
+    size_t k = strlen(ext);
+    if (n > k && !strcmp(r->save_path + n - k, ext))
+      n -= k;
+    snprintf(r->log_path, sizeof r->log_path, "%.*s.csv", (int)n,
+             r->save_path);
+  } else if (o->log) {
+    snprintf(r->log_path, sizeof r->log_path, "%s", o->log);
+  } else {
+    return 0;
+  }
+  r->log = nnrt_log_open(r->log_path, r->epoch0 > 0, &r->err);
+  return r->log ? 0 : -1;
+}
+
 int nnrt_train_command(const NnrtModel *m, const NnrtOptions *o) {
   NnrtRun r;
   memset(&r, 0, sizeof r);
   r.m = m;
   r.o = o;
   if (setup(&r, m, o)) {
+    fprintf(stderr, "%s: %s\n", o->prog, r.err.msg);
+    teardown(&r);
+    return 1;
+  }
+  if (open_log(&r)) {
     fprintf(stderr, "%s: %s\n", o->prog, r.err.msg);
     teardown(&r);
     return 1;

@@ -45,7 +45,7 @@ honest() {
   echo "ok: $2: no loss of 0 while examples are misclassified"
 }
 
-# check A OP B WHAT: numeric comparison (OP is <, <=, >, >=), fails the test
+# check A OP B WHAT: numeric comparison (OP is <, <=, >, >=, =), fails the test
 check() {
   if awk -v a="$1" -v b="$3" -v op="$2" 'BEGIN {
        if (a == "") exit 1
@@ -53,6 +53,7 @@ check() {
        if (op == "<=") exit !(a + 0 <= b + 0)
        if (op == ">")  exit !(a + 0 >  b + 0)
        if (op == ">=") exit !(a + 0 >= b + 0)
+       if (op == "=")  exit !(a + 0 == b + 0)
        exit 1 }'; then
     echo "ok: $4: $1 $2 $3"
   else

@@ -270,9 +270,10 @@ static IrModule *case_module(Arena *a, const Case *c) {
 
 // Builds, then checks inference on batches of 7 and 1 and one training step
 // on each.
-static void check_case(const Case *c, uint64_t seed) {
+static void check_case_on(const Case *c, uint64_t seed, const char *cpu) {
   T t;
   t_init(&t);
+  t.cpu = cpu;
   cr_log_info("case %s", c->name);
   IrModule *m = case_module(&t.arena, c);
   prepare(m, &t.ctx, true);
@@ -284,6 +285,10 @@ static void check_case(const Case *c, uint64_t seed) {
       data_new(&t.arena, m, 1, (int64_t[]){1}, 3, false, c->fill, seed + 1);
   check_step(&t, m, exe, &d1, 0.1, 2);
   t_fini(&t);
+}
+
+static void check_case(const Case *c, uint64_t seed) {
+  check_case_on(c, seed, NULL);
 }
 
 // Shorthands for windows over 1, 2 or 3 axes.
@@ -459,6 +464,20 @@ Test(codegen_conv, pools, .timeout = 600) {
 Test(codegen_conv, concat_slice_embed, .timeout = 300) {
   for (size_t i = 0; i < NCASES(layout_cases); i++)
     check_case(&layout_cases[i], 300 + i);
+}
+
+// The smaller register tiles of AVX2 and SSE (GEMM 6 x 1 and 2 x 1, dot
+// tiles 3 x 2 and 2 x 1, 6 and 2 output positions per Ov tile): every
+// sixth convolution case and every eighth pool on each, shifted by one
+// between the two targets.
+Test(codegen_conv, targets, .timeout = 600) {
+  const char *cpus[2] = {"x86-64-v3", "x86-64-v2"};
+  for (int k = 0; k < 2; k++) {
+    for (size_t i = (size_t)k; i < NCASES(conv_cases); i += 6)
+      check_case_on(&conv_cases[i], 400 + i, cpus[k]);
+    for (size_t i = (size_t)k; i < NCASES(pool_cases); i += 8)
+      check_case_on(&pool_cases[i], 500 + i, cpus[k]);
+  }
 }
 
 // Every primitive of the family appears in some case, forward or backward.

@@ -322,7 +322,7 @@ Test(reconstruct, not_an_autoencoder_and_usage) {
   char *unknown[] = {"./ae", "draw", NULL};
   c = run_main(&m, dir, unknown);
   cr_assert_eq(c.rc, 2);
-  cr_assert(strstr(c.err, "expected train, eval, predict or reconstruct"),
+  cr_assert(strstr(c.err, "expected train, eval, predict, reconstruct or plot"),
             "%s", c.err);
   captured_free(&c);
 }

@@ -36,6 +36,7 @@ typedef struct T {
   Ctx ctx;
   char dir[64];
   int n; // files made so far
+  const char *cpu; // --cpu of the binaries build() makes (NULL: native)
 } T;
 
 static inline void t_init(T *t) {
@@ -120,7 +121,8 @@ static inline void prepare(IrModule *m, Ctx *ctx, bool fuse) {
 // ---- compiling, linking, running --------------------------------------------
 static inline char *build(T *t, IrModule *m, int opt_level) {
   char *obj = t_path(t, ".o"), *exe = t_path(t, "");
-  CodegenOptions o = {.kind = EMIT_OBJ, .out_path = obj, .opt_level = opt_level};
+  CodegenOptions o = {.kind = EMIT_OBJ, .out_path = obj, .opt_level = opt_level,
+                      .cpu = t->cpu};
   cr_assert_eq(codegen_emit(m, &t->ctx, &o), 0, "codegen_emit failed");
   cr_assert_eq(t->ctx.diag.nerrors, 0);
   const char *san =
