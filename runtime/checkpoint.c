@@ -13,13 +13,15 @@
 // Loading reads the header with a small strict JSON parser whose every read
 // is bounds-checked against the header length (itself checked against the
 // file size), so a malformed or hostile file gives a message naming the file
-// and never a crash. Extra tensors in the file are ignored; every model
-// parameter must be present. The optimizer state is read only when asked
+// and never a crash. Every model parameter must be present, and every
+// tensor must be one (or optimizer state, "optimizer.*"); tensors must not
+// share bytes, and every value read must be finite. The optimizer state is read only when asked
 // for, and only when it is complete; otherwise the caller is told why not
 // and the state buffer is left as it was.
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -519,6 +521,8 @@ typedef struct Want {
   const NnrtModel *m;
   int64_t nstate;           // states looked for; 0 when not asked
   int stray;                // "optimizer.<k>.<P>" with k >= nstate was seen
+  char extra[256];          // the first tensor that is neither a parameter
+                            // nor optimizer state, or ""
 } Want;
 
 // The index of the model parameter called `name`, or -1.
@@ -570,6 +574,8 @@ static int header(Json *j, Want *w, Entry *found, NnrtTrainPos *pos) {
         continue;
       }
       Entry tmp = {0}, *e = entry_for(w, found, key);
+      if (!e && strncmp(key, "optimizer.", 10) && !w->extra[0])
+        snprintf(w->extra, sizeof w->extra, "%s", key);
       if (!e)
         e = &tmp;
       if (e->found)
@@ -642,6 +648,37 @@ static int read_tensor(FILE *f, const char *path, uint64_t data_start,
   if (!ok)
     return nnrt_fail(err, "%s: read error in tensor '%s%s'", path, prefix,
                      p->name);
+  // Training never saves a non-finite value (run.c), so one is damage.
+  for (int64_t i = 0; i < p->numel; i++) {
+    float v = dst[nnrt_param_at(p, i)];
+    if (!isfinite(v))
+      return nnrt_fail(err, "%s: tensor '%s%s' holds a non-finite value (%g) "
+                       "at element %lld", path, prefix, p->name, (double)v,
+                       (long long)i);
+  }
+  return 0;
+}
+
+// The data of two tensors that are read must not overlap: a file whose
+// tensors share bytes was not written by a safetensors writer. n entries
+// (checked already), each [begin, end).
+static int check_overlap(const char *path, const NnrtModel *m,
+                         const Entry *e, int64_t n, NnrtErr *err) {
+  for (int64_t a = 0; a < n; a++)
+    for (int64_t b = a + 1; b < n; b++)
+      if (e[a].begin < e[a].end && e[b].begin < e[b].end &&
+          e[a].begin < e[b].end && e[b].begin < e[a].end) {
+        const NnrtParamInfo *pa = &m->params[a % m->nparams],
+                            *pb = &m->params[b % m->nparams];
+        return nnrt_fail(err, "%s: tensors %s'%s' and %s'%s' overlap (bytes "
+                         "[%llu, %llu) and [%llu, %llu) of the data)", path,
+                         a < m->nparams ? "" : "state of ", pa->name,
+                         b < m->nparams ? "" : "state of ", pb->name,
+                         (unsigned long long)e[a].begin,
+                         (unsigned long long)e[a].end,
+                         (unsigned long long)e[b].begin,
+                         (unsigned long long)e[b].end);
+      }
   return 0;
 }
 
@@ -692,6 +729,10 @@ static int load(FILE *f, const char *path, Want *w, float *params,
   Json j = {t, t, t + n, path, err, t + n + 1};
   if (header(&j, w, found, pos))
     return -1;
+  if (w->extra[0])
+    return nnrt_fail(err, "%s: extra tensor '%s': model '%s' has no such "
+                     "parameter (a checkpoint of another model?)", path,
+                     w->extra, m->name ? m->name : "");
   uint64_t data_size = size - 8 - n;
   for (int64_t i = 0; i < m->nparams; i++)
     if (check(path, "", &m->params[i], &found[i], data_size, err))
@@ -708,6 +749,11 @@ static int load(FILE *f, const char *path, Want *w, float *params,
           return -1;
       }
   }
+  int64_t nread = state && *status == NNRT_STATE_RESTORED
+                      ? (1 + m->nstate) * m->nparams
+                      : m->nparams;
+  if (check_overlap(path, m, found, nread, err))
+    return -1;
   for (int64_t i = 0; i < m->nparams; i++)
     if (read_tensor(f, path, 8 + n, "", &m->params[i], &found[i], params,
                     err))
@@ -734,7 +780,7 @@ int nnrt_checkpoint_read(const char *path, const NnrtModel *m, float *params,
   NnrtStateLoad ignored;
   if (!status)
     state = NULL, status = &ignored;
-  Want w = {m, state ? m->nstate : 0, 0};
+  Want w = {m, state ? m->nstate : 0, 0, ""};
   FILE *f = fopen(path, "rb");
   if (!f)
     return nnrt_fail(err, "%s: cannot open (%s)", path, strerror(errno));
