@@ -22,6 +22,7 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,27 +127,80 @@ static void build_header(Buf *b, const NnrtModel *m, int with_state,
     buf_add(b, " ");
 }
 
+// A test hook for tests/e2e/crash_safety.sh: with NNRT_TEST_KILL_AT=N in
+// the environment, the N-th point of a save kills the process with SIGKILL.
+// The points are every 16 bytes written (the data goes through a FILE whose
+// writes are cut into 16-byte pieces), then the flush, the fsync, the close, the rename and
+// the folder's fsync. Without it, saving takes the plain path.
+typedef struct KillPoints {
+  int fd;
+  int64_t left;             // points until the kill; <= 0: never
+} KillPoints;
+
+static void kill_point(KillPoints *k) {
+  if (k->left > 0 && --k->left == 0)
+    raise(SIGKILL);
+}
+
+static ssize_t kill_write(void *ctx, const char *buf, size_t n) {
+  KillPoints *k = ctx;
+  size_t done = 0;
+  while (done < n) {
+    if (done % 16 == 0)
+      kill_point(k);
+    size_t chunk = n - done < 16 - done % 16 ? n - done : 16 - done % 16;
+    ssize_t w = write(k->fd, buf + done, chunk);
+    if (w < 0)
+      return done ? (ssize_t)done : -1;
+    done += (size_t)w;
+  }
+  return (ssize_t)n;
+}
+
+// fn's output through the kill points into f's file; 0 or -1 with errno.
+static int write_with_kill_points(FILE *f, NnrtWriteFn *fn, void *ctx,
+                                  KillPoints *k) {
+  k->fd = fileno(f);
+  FILE *g = fopencookie(k, "w", (cookie_io_functions_t){.write = kill_write});
+  if (!g)
+    return -1;
+  int rc = fn(g, ctx);
+  if (fclose(g) && !rc)
+    rc = -1;
+  return rc;
+}
+
 int nnrt_write_atomic(const char *path, NnrtWriteFn *fn, void *ctx,
                       NnrtErr *err) {
   char tmp[4096 + 8];
   if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
     return nnrt_fail(err, "%s: path too long", path);
+  const char *hook = getenv("NNRT_TEST_KILL_AT");
+  KillPoints k = {-1, hook ? atoll(hook) : 0};
   FILE *f = fopen(tmp, "wb");
   if (!f)
     return nnrt_fail(err, "%s: cannot write (%s)", tmp, strerror(errno));
   errno = 0;
-  int rc = fn(f, ctx);
-  if (!rc && (fflush(f) || fsync(fileno(f))))
+  int rc = k.left > 0 ? write_with_kill_points(f, fn, ctx, &k) : fn(f, ctx);
+  if (!rc && fflush(f))
     rc = -1;
+  kill_point(&k);
+  if (!rc && fsync(fileno(f)))
+    rc = -1;
+  kill_point(&k);
   int saved = errno ? errno : EIO;
   if (fclose(f) && !rc)
     rc = -1, saved = errno;
+  kill_point(&k);
   if (!rc && rename(tmp, path))
     rc = -1, saved = errno;
   if (rc) {
     remove(tmp);
-    return nnrt_fail(err, "%s: cannot write (%s)", path, strerror(saved));
+    int kept = access(path, F_OK) == 0;
+    return nnrt_fail(err, "%s: cannot write (%s)%s", path, strerror(saved),
+                     kept ? "; the file there is unchanged" : "");
   }
+  kill_point(&k);
   // Make the rename itself durable (best effort: some file systems refuse).
   char dir[sizeof tmp];
   strcpy(dir, path);
@@ -155,6 +209,7 @@ int nnrt_write_atomic(const char *path, NnrtWriteFn *fn, void *ctx,
     (void)fsync(fd);
     close(fd);
   }
+  kill_point(&k);
   return 0;
 }
 

@@ -39,7 +39,7 @@ static const struct Option {
     {"load", 1, T | E | P | R}, {"json", 0, T | E},
     {"quiet", 0, T | E | P | R}, {"out", 1, R}, {"count", 1, R},
     {"threads", 1, T | E | P | R}, {"pin-threads", 0, T | E | P | R},
-    {"help", 0, T | E | P | R},
+    {"help", 0, T | E | P | R}, {"save-every", 1, T},
 };
 
 enum { NCOMMANDS = 4 };
@@ -75,6 +75,8 @@ static void usage(FILE *f, const NnrtModel *m, const char *prog) {
           "(default %lld)\n"
           "  --limit N       use only the first N training examples\n"
           "  --save FILE     checkpoint file (default %s.safetensors)\n"
+          "  --save-every N  also save every N steps (default: after each "
+          "epoch only)\n"
           "  --no-save       do not write a checkpoint\n"
           "  --load FILE     saved weights to use; train resumes from them "
           "(with the\n"
@@ -197,6 +199,8 @@ static int parse_args(const NnrtModel *m, int argc, char **argv,
       rc = number(o, n, v, 1, &o->limit);
     else if (!strcmp(n, "threads"))
       rc = number(o, n, v, 1, &o->threads);
+    else if (!strcmp(n, "save-every"))
+      rc = number(o, n, v, 1, &o->save_every);
     else if (!strcmp(n, "count"))
       rc = number(o, n, v, 1, &o->count);
     else if (!strcmp(n, "out"))
@@ -224,6 +228,8 @@ static int parse_args(const NnrtModel *m, int argc, char **argv,
                        (long long)o->threads, NNRT_MAX_THREADS);
   if (o->save && o->no_save)
     return usage_error(o, "--save and --no-save contradict each other");
+  if (o->save_every && o->no_save)
+    return usage_error(o, "--save-every and --no-save contradict each other");
   if (o->command == NNRT_CMD_PREDICT && !o->input)
     return usage_error(o, "predict needs an INPUT file (CSV, IDX or NPY)");
   return -1;

@@ -276,6 +276,7 @@ typedef struct NnrtOptions {
   const char *argv0;             // as typed, for "try './model --help'"
   char default_ckpt[4096];       // "<basename of argv[0]>.safetensors"
   char default_pgm[4096];        // "<basename of argv[0]>-reconstruct.pgm"
+  int64_t save_every;            // --save-every N: also save every N steps
 } NnrtOptions;
 
 // Buffers for running model->infer over a data set in chunks.

@@ -23,6 +23,7 @@
 // resumed run is bit-identical to one that was never stopped.
 #include <math.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -76,6 +77,10 @@ struct NnrtRun {
   NnrtErr err;                   // STOP_ERROR's message
   Prefetch pf;                   // the batch the pool's worker is gathering,
   int pf_posted;                 // when pf_posted (waited for before use)
+  int64_t saved_step;            // steps in the checkpoint --save-every
+                                 // wrote last; 0 when an epoch's save came
+                                 // after it (or none was written)
+  int64_t saves;                 // checkpoints written by this run
 };
 
 // Global mutable state, unavoidable: a signal handler can only reach the
@@ -219,6 +224,8 @@ void nnrt_batch_prefetch(NnrtRun *r, int64_t i, float *x, float *y) {
   r->pf_posted = nnrt_pool_background(prefetch_task, &r->pf);
 }
 
+static int save(NnrtRun *r);
+
 int64_t nnrt_batch_end(NnrtRun *r, int64_t rows, double loss_sum,
                        double correct) {
   r->step++;
@@ -231,6 +238,16 @@ int64_t nnrt_batch_end(NnrtRun *r, int64_t rows, double loss_sum,
   r->seen += rows;
   r->loss_sum += loss_sum;
   r->correct += correct;
+  if (r->o->save_every > 0 && r->save_path &&
+      r->steps % r->o->save_every == 0 && r->first + r->seen < r->ntrain) {
+    // (the epoch's last step is saved by nnrt_epoch_end with its metrics)
+    if (save(r)) {
+      stop_at(r, STOP_ERROR, r->epoch + 1, r->step);
+      return 1;
+    }
+    r->unsaved_steps = 0;
+    r->saved_step = r->steps;
+  }
   if (interrupts) {
     stop_at(r, STOP_INTERRUPT, r->epoch + 1, r->step);
     return 1;
@@ -243,11 +260,17 @@ int64_t nnrt_batch_end(NnrtRun *r, int64_t rows, double loss_sum,
 
 // The checkpoint: weights, optimizer state and where the run stands (in
 // the middle of epoch epochs_done + 1 when Ctrl-C stopped it there).
+// (Test hook: NNRT_TEST_KILL_AFTER_SAVE=K kills the process with SIGKILL
+// right after its K-th save, as a crash would; tests/e2e/crash_safety.sh.)
 static int save(NnrtRun *r) {
   int64_t into = r->epoch == r->epochs_done ? r->first + r->seen : 0;
   NnrtTrainPos pos = {r->epochs_done, r->steps, into};
-  return nnrt_checkpoint_write(r->save_path, r->m, r->params, r->state, &pos,
-                               &r->err);
+  int rc = nnrt_checkpoint_write(r->save_path, r->m, r->params, r->state,
+                                 &pos, &r->err);
+  const char *hook = getenv("NNRT_TEST_KILL_AFTER_SAVE");
+  if (!rc && hook && atoll(hook) == ++r->saves)
+    raise(SIGKILL);
+  return rc;
 }
 
 static int params_finite(const NnrtRun *r) {
@@ -306,6 +329,7 @@ int64_t nnrt_epoch_end(NnrtRun *r, int64_t epoch) {
     }
     r->saved_epoch = r->epochs_done;
     r->unsaved_steps = 0;
+    r->saved_step = 0;
   }
   if (interrupts) {
     stop_at(r, STOP_INTERRUPT, r->epoch + 1, r->step);
@@ -431,7 +455,10 @@ static int report_stop(NnrtRun *r) {
   const NnrtOptions *o = r->o;
   const char *prog = o->prog;
   char kept[4096 + 64];
-  if (r->saved_epoch > 0)
+  if (r->saved_step > 0)
+    snprintf(kept, sizeof kept, "keeping the last saved weights (step %lld)",
+             (long long)r->saved_step);
+  else if (r->saved_epoch > 0)
     snprintf(kept, sizeof kept, "keeping the last saved weights (epoch %lld)",
              (long long)r->saved_epoch);
   else
@@ -458,7 +485,8 @@ static int report_stop(NnrtRun *r) {
     } else if (r->unsaved_steps == 0) {
       fprintf(stderr, "%s: interrupted at epoch %lld, step %lld; %s\n", prog,
               (long long)r->stop_epoch, (long long)r->stop_step,
-              r->saved_epoch ? kept : "nothing trained, nothing saved");
+              r->saved_epoch || r->saved_step ? kept
+                                            : "nothing trained, nothing saved");
     } else if (save(r)) {
       fprintf(stderr, "%s: interrupted, and saving failed: %s\n", prog,
               r->err.msg);
