@@ -171,6 +171,8 @@ static void print_caret(Diag *d, Loc loc) {
 void diag_verror(Diag *d, Loc loc, const char *kind, const char *fmt,
                  va_list ap) {
   FILE *out = d->out ? d->out : stderr;
+  if (d->quiet)
+    return;
   if (loc.file)
     fprintf(out, "%s:%d:%d: %s: ", loc.file, loc.line, loc.col, kind);
   else

@@ -57,6 +57,8 @@ typedef struct Diag {
   const Source *caret_src;
   int caret_line;
   const char *caret_at;
+  bool quiet;        // count errors without printing them (the fuzz target
+                     // prints only some inputs' messages, for speed)
 } Diag;
 
 // Reports "file:line:col: error: message", the source line and a caret.

@@ -49,16 +49,39 @@ typedef struct Options {
   Stage stage;
   int opt_level;
   bool timing;
+  int64_t max_memory;  // bytes training may need; 0: the machine's memory
 } Options;
 
 static void usage(FILE *out) {
   fputs("usage: nnc FILE.nn [-o OUTPUT] [-O0|-O1|-O2|-O3] [--emit=STAGE]\n"
-        "           [--summary] [--stdlib DIR] [--time]\n"
+        "           [--summary] [--stdlib DIR] [--time] [--max-memory SIZE]\n"
         "  compiles a network description into a native training binary\n"
         "  --emit=STAGE  print a stage and stop: ast, ir, grad, opt, llvm, asm,\n"
         "                or obj (writes OUTPUT, default FILE.o)\n"
-        "  --summary     print the model's layers, output shapes and parameters\n",
+        "  --summary     print the model's layers, output shapes and parameters\n"
+        "  --max-memory SIZE  refuse a model whose training needs more memory\n"
+        "                (bytes, or with K, M, G, T; default: this machine's)\n",
         out);
+}
+
+// "512M", "24G", "1000000" (bytes; K, M, G, T are powers of 1024) -> bytes,
+// or -1 when malformed or past 2^62.
+static int64_t parse_size(const char *s) {
+  char *end;
+  errno = 0;
+  if (*s < '0' || *s > '9')
+    return -1;
+  unsigned long long v = strtoull(s, &end, 10);
+  int shift = 0;
+  if (*end) {
+    const char *units = "KMGT", *u = strchr(units, *end & ~0x20);
+    if (!u || !*u || (end[1] && ((end[1] & ~0x20) != 'B' || end[2])))
+      return -1;
+    shift = 10 * (int)(u - units + 1);
+  }
+  if (errno == ERANGE || v > (1ULL << 62) >> shift)
+    return -1;
+  return (int64_t)(v << shift);
 }
 
 static int parse_args(int argc, char **argv, Options *o) {
@@ -81,6 +104,15 @@ static int parse_args(int argc, char **argv, Options *o) {
         }
       if (!found) {
         fprintf(stderr, "nnc: error: unknown stage '%s' for --emit\n", a + 7);
+        return 2;
+      }
+    } else if (strcmp(a, "--max-memory") == 0 ||
+               strncmp(a, "--max-memory=", 13) == 0) {
+      const char *v = a[12] == '=' ? a + 13 : i + 1 < argc ? argv[++i] : "";
+      if ((o->max_memory = parse_size(v)) <= 0) {
+        fprintf(stderr, "nnc: error: --max-memory: '%s' is not a size (such "
+                "as 512M or 24G)\n", v);
+        usage(stderr);
         return 2;
       }
     } else if (strcmp(a, "--summary") == 0) {
@@ -233,6 +265,40 @@ static void print_summary(FILE *out, SemaResult *r, const CodegenPlan *plan) {
   }
 }
 
+// Training's memory at the default batch must fit the machine (or
+// --max-memory): a model that cannot run is an error now, with its size,
+// rather than "out of memory" from the binary. Counted in doubles, so
+// absurd shapes cannot overflow.
+static int check_memory(const Options *o, Ctx *ctx, IrModule *m) {
+  CodegenPlan plan = {0};
+  if (codegen_plan(m, ctx, &plan))
+    return 1;
+  double params = 0;
+  for (int i = 0; i < m->params.n; i++)
+    params += (double)shape_numel(((IrParam *)m->params.item[i])->shape);
+  double state = params * (1 + m->opt.nstate);
+  double ws = (double)plan.ws_per_row * (double)m->train.batch +
+              (double)plan.ws_fixed;
+  double need = 4.0 * (state + ws);
+  double limit = (double)o->max_memory;
+  const char *what = "--max-memory";
+  if (o->max_memory <= 0) {
+    limit = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+    what = "this machine's memory";
+  }
+  if (limit <= 0 || need <= limit)
+    return 0;
+  Arena *a = ctx->arena;
+  Loc at = m->train.loc.file ? m->train.loc : (Loc){o->input, 1, 1};
+  diag_error(&ctx->diag, at,
+             "training '%s' needs %s of memory at batch %lld (parameters and "
+             "optimizer state %s, workspace %s), more than %s (%s)",
+             m->name, human(a, need, "B"), (long long)m->train.batch,
+             human(a, 4.0 * state, "B"), human(a, 4.0 * ws, "B"), what,
+             human(a, limit, "B"));
+  return 1;
+}
+
 // Runs `cc OBJECT RUNTIME -lz -lm -lpthread -o OUTPUT` without a shell.
 static int link_binary(Arena *a, const char *obj, const char *obj2,
                        const char *runtime, const char *output) {
@@ -345,6 +411,8 @@ static int compile(Options *o, Ctx *ctx) {
     ir_print(stdout, m);
     return 0;
   }
+  if (o->stage == STAGE_BINARY && check_memory(o, ctx, m))
+    return 1;
   double t_mid = now();
   CodegenOptions cg = {.opt_level = o->opt_level};
   const char *output = o->output ? o->output : default_output(a, o->input, o->stage);

@@ -13,6 +13,8 @@
 #include "common.h"
 
 enum { MAX_RANK = 6, MAX_ARGS = 2 };
+// The most elements a tensor may have (sema checks every shape against it).
+#define SHAPE_MAX_NUMEL ((double)(INT64_C(1) << 40))
 
 // A per-example shape (the batch axis is never stored). rank 0 is a scalar.
 typedef struct Shape {

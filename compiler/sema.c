@@ -455,6 +455,19 @@ static bool check_dtype(Sema *s, Ast *type) {
   return true;
 }
 
+// Tensors hold at most SHAPE_MAX_NUMEL elements (2^40, 4 TiB of floats), so
+// element counts and byte sizes never overflow later phases.
+static bool check_size(Sema *s, Shape sh, Loc loc) {
+  double n = 1;
+  for (int i = 0; i < sh.rank; i++)
+    n *= (double)sh.dim[i];
+  if (n <= SHAPE_MAX_NUMEL)
+    return true;
+  diag_error(s->diag, loc, "a tensor of %s (%.3g elements) is too large; the "
+             "most is 2^40 elements", shape_str(s->arena, sh, false), n);
+  return false;
+}
+
 // Evaluates a tensor type's dims in frame f (all names must be bound).
 static bool eval_shape(Sema *s, Frame *f, Ast *type, Shape *out) {
   if (type->dtype == DT_INT || type->dtype == DT_FLOAT) {
@@ -471,7 +484,7 @@ static bool eval_shape(Sema *s, Frame *f, Ast *type, Shape *out) {
   bool ok = true;
   for (int i = 0; i < type->list.n; i++)
     ok &= eval_dim(s, f, type->list.item[i], &out->dim[i]);
-  return ok;
+  return ok && check_size(s, *out, type->loc);
 }
 
 // Binds a formal to its argument, checking its declared type and binding
@@ -1039,6 +1052,13 @@ SemaResult sema_lower(Ctx *ctx, Program *prog) {
     m->output = out;
     if (train)
       sema_train(&s, train, out);
+  }
+  // Any value too large (a product of two large operands, say) is reported
+  // once, at the first that is.
+  for (int i = 0; ctx->diag.nerrors == 0 && i < m->fn->values.n; i++) {
+    IrValue *v = m->fn->values.item[i];
+    if (!check_size(&s, v->shape, v->loc))
+      break;
   }
   if (ctx->diag.nerrors == 0)
     res.module = m;

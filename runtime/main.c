@@ -106,7 +106,9 @@ static int usage_error(const NnrtOptions *o, const char *fmt, ...) {
   fprintf(stderr, "%s: ", o->prog);
   vfprintf(stderr, fmt, ap);
   va_end(ap);
-  fprintf(stderr, "\ntry '%s --help' for usage\n", o->argv0);
+  fprintf(stderr, "\nusage: %s [train | eval | predict INPUT | reconstruct] "
+          "[options]\ntry '%s --help' for the options\n", o->argv0,
+          o->argv0);
   return 2;
 }
 

@@ -398,7 +398,8 @@ static void expect_usage(char **argv, int rc, const char *text) {
 
 Test(cli, usage_errors) {
   expect_usage((char *[]){"./m", "--epochs", "abc", NULL}, 2,
-               "m: --epochs: 'abc' is not a whole number\ntry './m --help'");
+               "m: --epochs: 'abc' is not a whole number\nusage: ./m [train | eval "
+               "| predict INPUT | reconstruct] [options]\ntry './m --help'");
   expect_usage((char *[]){"./m", "--epochs", "0", NULL}, 2,
                "--epochs: 0 is too small (the least is 1)");
   expect_usage((char *[]){"./m", "--batch=", NULL}, 2, "not a whole number");
