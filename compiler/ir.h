@@ -111,6 +111,9 @@ struct IrValue {
   const char *name;       // leaves: param or argument name; else NULL
   int nuses;              // set by ir_count_uses
   bool fused;             // set by kernel_fuse: computed inside its only user's loop
+  const char *layer;      // set by sema: the innermost layer instance that
+                          // made it ("dense_1", "block_1.dense_2"), or NULL
+  Loc layer_call;         // where that instance was called
 };
 
 typedef struct IrFn {

@@ -746,7 +746,15 @@ static SVal instantiate(Sema *s, Frame *f, Ast *decl, SVal *pos, int npos,
   if (!ok)
     return sval_poison();
   int first_param = s->m->params.n, errors = s->diag->nerrors;
+  int first_value = s->fn->values.n;
   SVal r = check_result(s, &callee, decl, eval_body(s, &callee, decl));
+  // The values this instance (or loss) made, for --check-numerics'
+  // messages; inner instances named theirs already.
+  for (int i = first_value; i < s->fn->values.n; i++) {
+    IrValue *v = s->fn->values.item[i];
+    if (!v->layer)
+      v->layer = layer ? callee.prefix : decl->name, v->layer_call = call->loc;
+  }
   // An error inside a stdlib layer points into the stdlib; say which call.
   Loc last = s->diag->last_error;
   bool at_call = last.line == call->loc.line && last.col == call->loc.col &&

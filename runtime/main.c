@@ -40,6 +40,7 @@ static const struct Option {
     {"quiet", 0, T | E | P | R}, {"out", 1, R}, {"count", 1, R},
     {"threads", 1, T | E | P | R}, {"pin-threads", 0, T | E | P | R},
     {"help", 0, T | E | P | R}, {"save-every", 1, T},
+    {"check-numerics", 0, T},
 };
 
 enum { NCOMMANDS = 4 };
@@ -82,6 +83,10 @@ static void usage(FILE *f, const NnrtModel *m, const char *prog) {
           "(with the\n"
           "                  optimizer state and epoch count saved with "
           "them)\n"
+          "  --check-numerics  check every kernel's output and stop at the "
+          "first NaN or\n"
+          "                  infinity, naming its layer, primitive and "
+          "source line (slow)\n"
           "  --json          one JSON object per epoch on stdout\n"
           "  --quiet         no progress bar or notes\n"
           "  --threads N     threads for the model's arithmetic (default: one "
@@ -219,6 +224,8 @@ static int parse_args(const NnrtModel *m, int argc, char **argv,
       o->json = 1;
     else if (!strcmp(n, "quiet"))
       o->quiet = 1;
+    else if (!strcmp(n, "check-numerics"))
+      o->check_numerics = 1;
     if (rc > 0)
       return rc;
     o->batch_set |= !strcmp(n, "batch");

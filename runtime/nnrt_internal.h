@@ -277,6 +277,7 @@ typedef struct NnrtOptions {
   char default_ckpt[4096];       // "<basename of argv[0]>.safetensors"
   char default_pgm[4096];        // "<basename of argv[0]>-reconstruct.pgm"
   int64_t save_every;            // --save-every N: also save every N steps
+  int check_numerics;            // --check-numerics
 } NnrtOptions;
 
 // Buffers for running model->infer over a data set in chunks.

@@ -33,6 +33,7 @@ enum { EVAL_BATCH = 1000 };
 
 typedef enum NnrtStop {
   STOP_NONE, STOP_INTERRUPT, STOP_DIVERGED, STOP_BAD_WEIGHTS, STOP_ERROR,
+  STOP_NUMERICS,                 // --check-numerics found a NaN or infinity
 } NnrtStop;
 
 // A batch gathered in the background (nnrt_batch_prefetch).
@@ -226,10 +227,49 @@ void nnrt_batch_prefetch(NnrtRun *r, int64_t i, float *x, float *y) {
 
 static int save(NnrtRun *r);
 
+int64_t nnrt_check_numerics(NnrtRun *r) { return r->o->check_numerics; }
+
+// The first non-finite value of p[0, n), or -1.
+static int64_t first_nonfinite(const float *p, int64_t n) {
+  for (int64_t i = 0; i < n; i++)
+    if (!isfinite(p[i]))
+      return i;
+  return -1;
+}
+
+void nnrt_check_values(NnrtRun *r, const float *p, int64_t n,
+                       const char *what) {
+  int64_t i = r->stop ? -1 : first_nonfinite(p, n);
+  if (i < 0)
+    return;
+  nnrt_fail(&r->err, "the first non-finite value (%g) is element %lld of "
+            "%s, at epoch %lld, step %lld", (double)p[i], (long long)i, what,
+            (long long)(r->epoch + 1), (long long)(r->step + 1));
+  stop_at(r, STOP_NUMERICS, r->epoch + 1, r->step + 1);
+}
+
+void nnrt_check_params(NnrtRun *r, const float *params) {
+  const NnrtModel *m = r->m;
+  for (int64_t k = 0; !r->stop && k < m->nparams; k++) {
+    const NnrtParamInfo *p = &m->params[k];
+    int64_t i = first_nonfinite(params + p->offset, p->numel);
+    if (i < 0)
+      continue;
+    nnrt_fail(&r->err, "the first non-finite value (%g) is in parameter "
+              "'%s' after the optimizer's update, at epoch %lld, step %lld "
+              "(its gradient was finite: the step was too large)",
+              (double)params[p->offset + i], p->name,
+              (long long)(r->epoch + 1), (long long)(r->step + 1));
+    stop_at(r, STOP_NUMERICS, r->epoch + 1, r->step + 1);
+  }
+}
+
 int64_t nnrt_batch_end(NnrtRun *r, int64_t rows, double loss_sum,
                        double correct) {
   r->step++;
   r->steps++;  // the optimizer has updated, whatever the loss
+  if (r->stop == STOP_NUMERICS)
+    return 1;
   if (!isfinite(loss_sum)) {
     stop_at(r, STOP_DIVERGED, r->epoch + 1, r->step);
     return 1;
@@ -467,8 +507,13 @@ static int report_stop(NnrtRun *r) {
   case STOP_NONE:
     break;
   case STOP_DIVERGED:
-    fprintf(stderr, "%s: loss is not finite at epoch %lld, step %lld; %s\n",
-            prog, (long long)r->stop_epoch, (long long)r->stop_step, kept);
+    fprintf(stderr, "%s: loss is not finite at epoch %lld, step %lld; %s%s\n",
+            prog, (long long)r->stop_epoch, (long long)r->stop_step, kept,
+            o->check_numerics ? "" : " (--check-numerics finds the first "
+                                     "non-finite value)");
+    return 1;
+  case STOP_NUMERICS:
+    fprintf(stderr, "%s: %s; %s\n", prog, r->err.msg, kept);
     return 1;
   case STOP_BAD_WEIGHTS:
     fprintf(stderr, "%s: weights are not finite after epoch %lld; %s\n", prog,
