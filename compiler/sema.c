@@ -528,8 +528,10 @@ static bool bind_formal(Sema *s, Frame *callee, Ast *decl, Ast *formal,
   bool ok = got.rank == type->list.n;
   for (int i = 0; ok && i < type->list.n; i++) {
     Ast *d = type->list.item[i];
-    if (d->kind == AST_NAME && !frame_lookup(callee, d->name) &&
-        !sema_find_decl(s, d->name)) {
+    // (a declaration of the same name does not count: declarations are
+    // functions, never sizes, and a model called `n` must not break the
+    // stdlib's `x: f32[n]`)
+    if (d->kind == AST_NAME && !frame_lookup(callee, d->name)) {
       frame_bind(s, callee, d->name, sval_num((double)got.dim[i], d->loc));
       continue;
     }

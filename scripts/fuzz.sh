@@ -24,7 +24,8 @@ set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=$root/build-fuzz
 if [ "${1:-}" = "--build" ]; then
-  build=$2
+  mkdir -p "$2"
+  build=$(cd "$2" && pwd)
   shift 2
 fi
 cmd=${1:-}
