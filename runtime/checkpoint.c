@@ -784,14 +784,16 @@ static int load(FILE *f, const char *path, Want *w, float *params,
   Json j = {t, t, t + n, path, err, t + n + 1};
   if (header(&j, w, found, pos))
     return -1;
-  if (w->extra[0])
-    return nnrt_fail(err, "%s: extra tensor '%s': model '%s' has no such "
-                     "parameter (a checkpoint of another model?)", path,
-                     w->extra, m->name ? m->name : "");
   uint64_t data_size = size - 8 - n;
   for (int64_t i = 0; i < m->nparams; i++)
     if (check(path, "", &m->params[i], &found[i], data_size, err))
       return -1;
+  // (after the parameters: a missing tensor or a shape says more about a
+  // checkpoint of another model)
+  if (w->extra[0])
+    return nnrt_fail(err, "%s: extra tensor '%s': model '%s' has no such "
+                     "parameter (a checkpoint of another model?)", path,
+                     w->extra, m->name ? m->name : "");
   const Entry *sf = found + m->nparams;  // the optimizer state's entries
   if (state) {
     *status = state_status(w, sf, pos);

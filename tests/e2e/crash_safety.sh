@@ -64,7 +64,7 @@ check "$points" ">=" 100 "kill points"
 
 # 2. A full disk: a tmpfs that holds the old checkpoint and nothing more.
 if mkdir -p full && mount -t tmpfs -o size=8k tmpfs full 2>/dev/null; then
-  trap 'umount "$TMP/full" 2>/dev/null; rm -rf "$TMP"' EXIT
+  trap 'umount "$TMP/full" 2>/dev/null || true; rm -rf "$TMP"' EXIT
   cp old.safetensors full/w.safetensors
   dd if=/dev/zero of=full/filler bs=1024 count=64 2>/dev/null || true
   expect_error 1 "full/w.safetensors: cannot write \(No space left on device\); the file there is unchanged" \
@@ -73,6 +73,7 @@ if mkdir -p full && mount -t tmpfs -o size=8k tmpfs full 2>/dev/null; then
   test ! -e full/w.safetensors.tmp
   echo "ok: a full disk keeps the old checkpoint"
   umount full
+  trap 'rm -rf "$TMP"' EXIT
 else
   echo "skip: cannot mount a tmpfs here (not root?); the full-disk case did not run"
 fi
