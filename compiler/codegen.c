@@ -325,6 +325,9 @@ typedef struct Frame {
   LLVMTypeRef prefetch_ty;
   LLVMValueRef prefetch_fn, prefetch_args[4];
   bool prefetch_pending;
+  // nnc_train: the run, and whether --check-numerics asked for every
+  // kernel's output to be checked (an i1; NULL: no checks are emitted).
+  LLVMValueRef run, check;
 } Frame;
 
 static void emit_prefetch(Cg *cg, Frame *f) {
@@ -474,6 +477,8 @@ static void prof_print(Cg *cg) {
 // `fused_opt`, only the gradient kernels that apply the optimizer (they run
 // after every other kernel, when nothing reads the parameters any more),
 // else all but those.
+static void emit_check(Cg *cg, Frame *f, const Kernel *k);
+
 static void call_kernels(Cg *cg, Frame *f, const bool *set, bool fused_opt) {
   for (int i = 0; i < cg->m->fn->values.n; i++) {
     const IrValue *v = cg->m->fn->values.item[i];
@@ -510,7 +515,64 @@ static void call_kernels(Cg *cg, Frame *f, const bool *set, bool fused_opt) {
     LLVMBuildCall2(cg->b, k->ty, k->fn, args, (unsigned)n, "");
     if (t0)
       prof_add(cg, i, t0);
+    if (f->check)
+      emit_check(cg, f, k);
   }
+}
+
+static LLVMValueRef runtime_fn(Cg *cg, const char *name, LLVMTypeRef ret,
+                               LLVMTypeRef *params, unsigned n,
+                               LLVMTypeRef *ty);
+
+// What --check-numerics says about value v: the primitive, the layer
+// instance and the source line, e.g. "'matmul' (value %12) in dense_1 at
+// m.nn:2:17". Values made after sema (gradients, rewrites) take the layer
+// of a value from the same source position.
+static const char *check_desc(Cg *cg, const IrValue *v) {
+  const IrValue *named = v;
+  for (int i = 0; !named->layer && i < cg->m->fn->values.n; i++) {
+    const IrValue *u = cg->m->fn->values.item[i];
+    if (u->layer && u->loc.line == v->loc.line && u->loc.col == v->loc.col &&
+        u->loc.file == v->loc.file)
+      named = u;
+  }
+  const IrValue *obj = cg->step->objective;
+  const char *pass = obj && v->id > obj->id ? " of the backward pass" : "";
+  Loc at = v->loc;
+  if (named->layer && at.file && !strncmp(at.file, "<stdlib>", 8))
+    at = named->layer_call;  // the user's line, not the stdlib's
+  if (!named->layer)
+    return arena_printf(cg->arena, "'%s' (value %%%d%s) at %s:%d:%d",
+                        prims[v->op].name, v->id, pass,
+                        at.file ? at.file : "?", at.line, at.col);
+  return arena_printf(cg->arena, "'%s' (value %%%d%s) in %s at %s:%d:%d",
+                      prims[v->op].name, v->id, pass, named->layer,
+                      at.file ? at.file : "?", at.line, at.col);
+}
+
+// --check-numerics: after kernel k, when the run asks for it, the runtime
+// scans each value k wrote for a NaN or an infinity (nnrt_check_values).
+static void emit_check(Cg *cg, Frame *f, const Kernel *k) {
+  LLVMTypeRef P = cg->t_ptr, I = cg->t_i64, ty;
+  LLVMValueRef fn = runtime_fn(cg, "nnrt_check_values", cg->t_void,
+                               (LLVMTypeRef[]){P, P, I, P}, 4, &ty);
+  LLVMValueRef host = LLVMGetBasicBlockParent(LLVMGetInsertBlock(cg->b));
+  LLVMBasicBlockRef then = LLVMAppendBasicBlockInContext(cg->lc, host, "check");
+  LLVMBasicBlockRef cont = LLVMAppendBasicBlockInContext(cg->lc, host, "");
+  LLVMBuildCondBr(cg->b, f->check, then, cont);
+  LLVMPositionBuilderAtEnd(cg->b, then);
+  for (int a = 0; a < k->nout; a++) {
+    const IrValue *v = k->outs[a];
+    LLVMValueRef n = cg_i64(cg, shape_numel(v->shape));
+    if (v->batched)
+      n = cg_mul(cg, n, f->rows);
+    LLVMValueRef args[4] = {
+        f->run, value_ptr(cg, f, v), n,
+        LLVMBuildGlobalStringPtr(cg->b, check_desc(cg, v), "")};
+    LLVMBuildCall2(cg->b, ty, fn, args, 4, "");
+  }
+  LLVMBuildBr(cg->b, cont);
+  LLVMPositionBuilderAtEnd(cg->b, cont);
 }
 
 // A scalar root as a double (0 when absent).
@@ -647,6 +709,13 @@ static LLVMValueRef build_train(Cg *cg, const Plan *plan, const bool *live,
   LLVMBuildStore(cg->b, LLVMBuildCall2(cg->b, ty_start, f_start, &run, 1, "t0"),
                  t);
   LLVMBuildStore(cg->b, zero, epoch);
+  LLVMTypeRef ty_chk;
+  LLVMValueRef f_chk =
+      runtime_fn(cg, "nnrt_check_numerics", I, (LLVMTypeRef[]){P}, 1, &ty_chk);
+  f.run = run;
+  f.check = LLVMBuildICmp(cg->b, LLVMIntNE,
+                          LLVMBuildCall2(cg->b, ty_chk, f_chk, &run, 1, ""),
+                          zero, "check");
   LLVMBuildBr(cg->b, epoch_head);
 
   LLVMPositionBuilderAtEnd(cg->b, epoch_head);
@@ -765,6 +834,18 @@ static LLVMValueRef build_train(Cg *cg, const Plan *plan, const bool *live,
                      cg_i64(cg, 4 * shape_numel(p->shape)));
   }
   prof_add(cg, nv + PROF_OPT, t0);
+  if (cg->step->opt.fn) { // --check-numerics: and the parameters after the update
+    LLVMTypeRef ty_cp;
+    LLVMValueRef f_cp = runtime_fn(cg, "nnrt_check_params", cg->t_void,
+                                   (LLVMTypeRef[]){P, P}, 2, &ty_cp);
+    LLVMBasicBlockRef chk = block(cg, fn, "check_params"),
+                      after = block(cg, fn, "");
+    LLVMBuildCondBr(cg->b, f.check, chk, after);
+    LLVMPositionBuilderAtEnd(cg->b, chk);
+    call(cg, ty_cp, f_cp, (LLVMValueRef[]){run, f.params}, 2);
+    LLVMBuildBr(cg->b, after);
+    LLVMPositionBuilderAtEnd(cg->b, after);
+  }
   LLVMValueRef loss_sum =
       LLVMBuildFMul(cg->b, load_scalar(cg, &f, cg->step->objective),
                     LLVMBuildSIToFP(cg->b, f.rows, D, ""), "");

@@ -149,9 +149,13 @@ static void print_caret(Diag *d, Loc loc) {
   if (!s || loc.line < 1)
     return;
   const char *p = s->text, *end = s->text + s->len;
-  for (int line = 1; line < loc.line && p < end; p++)
+  int line = 1;
+  if (d->caret_src == s && d->caret_line <= loc.line)
+    p = d->caret_at, line = d->caret_line;
+  for (; line < loc.line && p < end; p++)
     if (*p == '\n')
       line++;
+  d->caret_src = s, d->caret_line = line, d->caret_at = p;
   const char *eol = p;
   while (eol < end && *eol != '\n' && *eol != '\r')
     eol++;
@@ -167,6 +171,8 @@ static void print_caret(Diag *d, Loc loc) {
 void diag_verror(Diag *d, Loc loc, const char *kind, const char *fmt,
                  va_list ap) {
   FILE *out = d->out ? d->out : stderr;
+  if (d->quiet)
+    return;
   if (loc.file)
     fprintf(out, "%s:%d:%d: %s: ", loc.file, loc.line, loc.col, kind);
   else

@@ -52,6 +52,13 @@ typedef struct Diag {
   PtrVec sources;    // Source*, to print the offending line under a message
   int nerrors;
   Loc last_error;    // where the latest error pointed
+  // Where the previous caret's line starts, so the next message of the same
+  // source (usually further down) scans on from there, not from the top.
+  const Source *caret_src;
+  int caret_line;
+  const char *caret_at;
+  bool quiet;        // count errors without printing them (the fuzz target
+                     // prints only some inputs' messages, for speed)
 } Diag;
 
 // Reports "file:line:col: error: message", the source line and a caret.

@@ -56,6 +56,7 @@ typedef struct Options {
   const char *cpu;   // --cpu (NULL: native)
   const char *embed; // --embed W.safetensors (--emit=lib)
   bool one_object, no_row_groups, no_opt_fusion, profile;
+  int64_t max_memory;  // bytes training may need; 0: the machine's memory
 } Options;
 
 static void usage(FILE *out) {
@@ -88,6 +89,8 @@ static void usage(FILE *out) {
       "                    beside nnc, or PREFIX/share/nnc/stdlib when\n"
       "                    installed; else the copy built into nnc]\n"
       "  --time            print how long each phase took [off]\n"
+      "  --max-memory SIZE refuse a model whose training needs more memory\n"
+      "                    (bytes, or with K, M, G, T) [this machine's]\n"
       "  --one-object      compile the module as one object on one thread [two\n"
       "                    objects on two threads]\n"
       "  --no-row-groups   one kernel per value, no row groups [row groups on]\n"
@@ -113,6 +116,26 @@ static const char *opt_value(int argc, char **argv, int *i, const char *name) {
   if (!a[n] && *i + 1 < argc)
     return argv[++*i];
   return NULL;
+}
+
+// "512M", "24G", "1000000" (bytes; K, M, G, T are powers of 1024) -> bytes,
+// or -1 when malformed or past 2^62.
+static int64_t parse_size(const char *s) {
+  char *end;
+  errno = 0;
+  if (*s < '0' || *s > '9')
+    return -1;
+  unsigned long long v = strtoull(s, &end, 10);
+  int shift = 0;
+  if (*end) {
+    const char *units = "KMGT", *u = strchr(units, *end & ~0x20);
+    if (!u || !*u || (end[1] && ((end[1] & ~0x20) != 'B' || end[2])))
+      return -1;
+    shift = 10 * (int)(u - units + 1);
+  }
+  if (errno == ERANGE || v > (1ULL << 62) >> shift)
+    return -1;
+  return (int64_t)(v << shift);
 }
 
 static int parse_args(int argc, char **argv, Options *o) {
@@ -153,6 +176,15 @@ static int parse_args(int argc, char **argv, Options *o) {
       if (!found) {
         fprintf(stderr, "nnc: error: unknown stage '%s' for --emit (ast, ir, "
                 "grad, opt, llvm, asm, obj, lib, dot, dot-grad)\n", a + 7);
+        return 2;
+      }
+    } else if (strcmp(a, "--max-memory") == 0 ||
+               strncmp(a, "--max-memory=", 13) == 0) {
+      const char *v = a[12] == '=' ? a + 13 : i + 1 < argc ? argv[++i] : "";
+      if ((o->max_memory = parse_size(v)) <= 0) {
+        fprintf(stderr, "nnc: error: --max-memory: '%s' is not a size (such "
+                "as 512M or 24G)\n", v);
+        usage(stderr);
         return 2;
       }
     } else if (strcmp(a, "--summary") == 0) {
@@ -337,6 +369,40 @@ static void print_summary(FILE *out, SemaResult *r, const CodegenPlan *plan) {
             nstate, nstate == 1 ? "" : "s",
             human(a, 4.0 * (double)params, "B"), human(a, 4.0 * (double)ws, "B"));
   }
+}
+
+// Training's memory at the default batch must fit the machine (or
+// --max-memory): a model that cannot run is an error now, with its size,
+// rather than "out of memory" from the binary. Counted in doubles, so
+// absurd shapes cannot overflow.
+static int check_memory(const Options *o, Ctx *ctx, IrModule *m) {
+  CodegenPlan plan = {0};
+  if (codegen_plan(m, ctx, &plan))
+    return 1;
+  double params = 0;
+  for (int i = 0; i < m->params.n; i++)
+    params += (double)shape_numel(((IrParam *)m->params.item[i])->shape);
+  double state = params * (1 + (m->nsteps ? m->steps[0].opt.nstate : 0));
+  double ws = (double)plan.ws_per_row * (double)m->train.batch +
+              (double)plan.ws_fixed;
+  double need = 4.0 * (state + ws);
+  double limit = (double)o->max_memory;
+  const char *what = "--max-memory";
+  if (o->max_memory <= 0) {
+    limit = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+    what = "this machine's memory";
+  }
+  if (limit <= 0 || need <= limit)
+    return 0;
+  Arena *a = ctx->arena;
+  Loc at = m->train.loc.file ? m->train.loc : (Loc){o->input, 1, 1};
+  diag_error(&ctx->diag, at,
+             "training '%s' needs %s of memory at batch %lld (parameters and "
+             "optimizer state %s, workspace %s), more than %s (%s)",
+             m->name, human(a, need, "B"), (long long)m->train.batch,
+             human(a, 4.0 * state, "B"), human(a, 4.0 * ws, "B"), what,
+             human(a, limit, "B"));
+  return 1;
 }
 
 // Runs `cc OBJECT RUNTIME -lz -lm -lpthread -o OUTPUT` without a shell.
@@ -525,6 +591,8 @@ static int compile(Options *o, Ctx *ctx) {
     ir_print(stdout, m);
     return 0;
   }
+  if (o->stage == STAGE_BINARY && check_memory(o, ctx, m))
+    return 1;
   double t_mid = now();
   CodegenOptions cg = {.opt_level = o->opt_level,
                        .cpu = o->cpu,

@@ -13,6 +13,8 @@
 #include "common.h"
 
 enum { MAX_RANK = 6, MAX_ARGS = 2 };
+// The most elements a tensor may have (sema checks every shape against it).
+#define SHAPE_MAX_NUMEL ((double)(INT64_C(1) << 40))
 
 // A per-example shape (the batch axis is never stored). rank 0 is a scalar.
 typedef struct Shape {
@@ -123,8 +125,9 @@ struct IrValue {
   const char *name;       // leaves: param or argument name; else NULL
   int nuses;              // set by ir_count_uses
   bool fused;             // set by kernel_fuse: computed inside its only user's loop
-  const char *layer;      // innermost layer instance that built it ("dense_1"),
-                          // or NULL (set by sema; read by --emit=dot)
+  const char *layer;      // set by sema: the innermost layer instance that
+                          // made it ("dense_1", "block_1.dense_2"), or NULL
+  Loc layer_call;         // where that instance was called
 };
 
 typedef struct IrFn {

@@ -485,6 +485,19 @@ static bool check_dtype(Sema *s, Ast *type) {
   return true;
 }
 
+// Tensors hold at most SHAPE_MAX_NUMEL elements (2^40, 4 TiB of floats), so
+// element counts and byte sizes never overflow later phases.
+static bool check_size(Sema *s, Shape sh, Loc loc) {
+  double n = 1;
+  for (int i = 0; i < sh.rank; i++)
+    n *= (double)sh.dim[i];
+  if (n <= SHAPE_MAX_NUMEL)
+    return true;
+  diag_error(s->diag, loc, "a tensor of %s (%.3g elements) is too large; the "
+             "most is 2^40 elements", shape_str(s->arena, sh, false), n);
+  return false;
+}
+
 // Evaluates a tensor type's dims in frame f (all names must be bound).
 static bool eval_shape(Sema *s, Frame *f, Ast *type, Shape *out) {
   if (type->dtype == DT_INT || type->dtype == DT_FLOAT) {
@@ -501,7 +514,7 @@ static bool eval_shape(Sema *s, Frame *f, Ast *type, Shape *out) {
   bool ok = true;
   for (int i = 0; i < type->list.n; i++)
     ok &= eval_dim(s, f, type->list.item[i], &out->dim[i]);
-  return ok;
+  return ok && check_size(s, *out, type->loc);
 }
 
 // Binds a formal to its argument, checking its declared type and binding
@@ -545,8 +558,10 @@ static bool bind_formal(Sema *s, Frame *callee, Ast *decl, Ast *formal,
   bool ok = got.rank == type->list.n;
   for (int i = 0; ok && i < type->list.n; i++) {
     Ast *d = type->list.item[i];
-    if (d->kind == AST_NAME && !frame_lookup(callee, d->name) &&
-        !sema_find_decl(s, d->name)) {
+    // (a declaration of the same name does not count: declarations are
+    // functions, never sizes, and a model called `n` must not break the
+    // stdlib's `x: f32[n]`)
+    if (d->kind == AST_NAME && !frame_lookup(callee, d->name)) {
       frame_bind(s, callee, d->name, sval_num((double)got.dim[i], d->loc));
       continue;
     }
@@ -874,12 +889,14 @@ static SVal instantiate(Sema *s, Frame *f, Ast *decl, SVal *pos, int npos,
   int first_value = s->fn->values.n;
   SVal r = check_result(s, &callee, decl, sema_eval_body(s, &callee, decl));
   s->top_call = top;
-  if (layer) // inner layers tagged theirs first
-    for (int i = first_value; i < s->fn->values.n; i++) {
-      IrValue *v = s->fn->values.item[i];
-      if (!v->layer)
-        v->layer = callee.prefix;
-    }
+  // The values this instance (or loss) made, for --check-numerics'
+  // messages and --emit=dot's clusters; inner instances named theirs
+  // already.
+  for (int i = first_value; i < s->fn->values.n; i++) {
+    IrValue *v = s->fn->values.item[i];
+    if (!v->layer)
+      v->layer = layer ? callee.prefix : decl->name, v->layer_call = call->loc;
+  }
   // An error inside a stdlib layer points into the stdlib; say which call.
   Loc last = s->diag->last_error;
   bool at_call = last.line == call->loc.line && last.col == call->loc.col &&
@@ -1378,6 +1395,13 @@ SemaResult sema_lower(Ctx *ctx, Program *prog) {
         arena_alloc(ctx->arena, sizeof(int) * (size_t)(st->nparams + 1));
     for (int i = 0; i < st->nparams; i++)
       st->params[i] = i;
+  }
+  // Any value too large (a product of two large operands, say) is reported
+  // once, at the first that is.
+  for (int i = 0; ctx->diag.nerrors == 0 && i < m->fn->values.n; i++) {
+    IrValue *v = m->fn->values.item[i];
+    if (!check_size(&s, v->shape, v->loc))
+      break;
   }
   if (ctx->diag.nerrors == 0)
     res.module = m;

@@ -34,22 +34,25 @@ bool shape_eq(Shape a, Shape b) {
 
 int64_t shape_numel(Shape s) {
   int64_t n = 1;
-  for (int i = 0; i < s.rank; i++)
-    n *= s.dim[i];
+  for (int i = 0; i < s.rank; i++)  // saturates: sema rejects such shapes
+    if (__builtin_mul_overflow(n, s.dim[i], &n))
+      return INT64_MAX;
   return n;
 }
 
 int64_t shape_outer(Shape s, int axis) {
   int64_t n = 1;
   for (int i = 0; i < axis; i++)
-    n *= s.dim[i];
+    if (__builtin_mul_overflow(n, s.dim[i], &n))
+      return INT64_MAX;
   return n;
 }
 
 int64_t shape_inner(Shape s, int axis) {
   int64_t n = 1;
   for (int i = axis + 1; i < s.rank; i++)
-    n *= s.dim[i];
+    if (__builtin_mul_overflow(n, s.dim[i], &n))
+      return INT64_MAX;
   return n;
 }
 

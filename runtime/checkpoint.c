@@ -13,13 +13,16 @@
 // Loading reads the header with a small strict JSON parser whose every read
 // is bounds-checked against the header length (itself checked against the
 // file size), so a malformed or hostile file gives a message naming the file
-// and never a crash. Extra tensors in the file are ignored; every model
-// parameter must be present. The optimizer state is read only when asked
+// and never a crash. Every model parameter must be present, and every
+// tensor must be one (or optimizer state, "optimizer.*"); tensors must not
+// share bytes, and every value read must be finite. The optimizer state is read only when asked
 // for, and only when it is complete; otherwise the caller is told why not
 // and the state buffer is left as it was.
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,27 +128,80 @@ static void build_header(Buf *b, const NnrtModel *m, int with_state,
     buf_add(b, " ");
 }
 
+// A test hook for tests/e2e/crash_safety.sh: with NNRT_TEST_KILL_AT=N in
+// the environment, the N-th point of a save kills the process with SIGKILL.
+// The points are every 16 bytes written (the data goes through a FILE whose
+// writes are cut into 16-byte pieces), then the flush, the fsync, the close, the rename and
+// the folder's fsync. Without it, saving takes the plain path.
+typedef struct KillPoints {
+  int fd;
+  int64_t left;             // points until the kill; <= 0: never
+} KillPoints;
+
+static void kill_point(KillPoints *k) {
+  if (k->left > 0 && --k->left == 0)
+    raise(SIGKILL);
+}
+
+static ssize_t kill_write(void *ctx, const char *buf, size_t n) {
+  KillPoints *k = ctx;
+  size_t done = 0;
+  while (done < n) {
+    if (done % 16 == 0)
+      kill_point(k);
+    size_t chunk = n - done < 16 - done % 16 ? n - done : 16 - done % 16;
+    ssize_t w = write(k->fd, buf + done, chunk);
+    if (w < 0)
+      return done ? (ssize_t)done : -1;
+    done += (size_t)w;
+  }
+  return (ssize_t)n;
+}
+
+// fn's output through the kill points into f's file; 0 or -1 with errno.
+static int write_with_kill_points(FILE *f, NnrtWriteFn *fn, void *ctx,
+                                  KillPoints *k) {
+  k->fd = fileno(f);
+  FILE *g = fopencookie(k, "w", (cookie_io_functions_t){.write = kill_write});
+  if (!g)
+    return -1;
+  int rc = fn(g, ctx);
+  if (fclose(g) && !rc)
+    rc = -1;
+  return rc;
+}
+
 int nnrt_write_atomic(const char *path, NnrtWriteFn *fn, void *ctx,
                       NnrtErr *err) {
   char tmp[4096 + 8];
   if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
     return nnrt_fail(err, "%s: path too long", path);
+  const char *hook = getenv("NNRT_TEST_KILL_AT");
+  KillPoints k = {-1, hook ? atoll(hook) : 0};
   FILE *f = fopen(tmp, "wb");
   if (!f)
     return nnrt_fail(err, "%s: cannot write (%s)", tmp, strerror(errno));
   errno = 0;
-  int rc = fn(f, ctx);
-  if (!rc && (fflush(f) || fsync(fileno(f))))
+  int rc = k.left > 0 ? write_with_kill_points(f, fn, ctx, &k) : fn(f, ctx);
+  if (!rc && fflush(f))
     rc = -1;
+  kill_point(&k);
+  if (!rc && fsync(fileno(f)))
+    rc = -1;
+  kill_point(&k);
   int saved = errno ? errno : EIO;
   if (fclose(f) && !rc)
     rc = -1, saved = errno;
+  kill_point(&k);
   if (!rc && rename(tmp, path))
     rc = -1, saved = errno;
   if (rc) {
     remove(tmp);
-    return nnrt_fail(err, "%s: cannot write (%s)", path, strerror(saved));
+    int kept = access(path, F_OK) == 0;
+    return nnrt_fail(err, "%s: cannot write (%s)%s", path, strerror(saved),
+                     kept ? "; the file there is unchanged" : "");
   }
+  kill_point(&k);
   // Make the rename itself durable (best effort: some file systems refuse).
   char dir[sizeof tmp];
   strcpy(dir, path);
@@ -154,6 +210,7 @@ int nnrt_write_atomic(const char *path, NnrtWriteFn *fn, void *ctx,
     (void)fsync(fd);
     close(fd);
   }
+  kill_point(&k);
   return 0;
 }
 
@@ -521,6 +578,8 @@ typedef struct Want {
   const NnrtModel *m;
   int64_t nstate;           // states looked for; 0 when not asked
   int stray;                // "optimizer.<k>.<P>" with k >= nstate was seen
+  char extra[256];          // the first tensor that is neither a parameter
+                            // nor optimizer state, or ""
 } Want;
 
 // The index of the model parameter called `name`, or -1.
@@ -572,6 +631,8 @@ static int header(Json *j, Want *w, Entry *found, NnrtTrainPos *pos) {
         continue;
       }
       Entry tmp = {0}, *e = entry_for(w, found, key);
+      if (!e && strncmp(key, "optimizer.", 10) && !w->extra[0])
+        snprintf(w->extra, sizeof w->extra, "%s", key);
       if (!e)
         e = &tmp;
       if (e->found)
@@ -644,6 +705,37 @@ static int read_tensor(FILE *f, const char *path, uint64_t data_start,
   if (!ok)
     return nnrt_fail(err, "%s: read error in tensor '%s%s'", path, prefix,
                      p->name);
+  // Training never saves a non-finite value (run.c), so one is damage.
+  for (int64_t i = 0; i < p->numel; i++) {
+    float v = dst[nnrt_param_at(p, i)];
+    if (!isfinite(v))
+      return nnrt_fail(err, "%s: tensor '%s%s' holds a non-finite value (%g) "
+                       "at element %lld", path, prefix, p->name, (double)v,
+                       (long long)i);
+  }
+  return 0;
+}
+
+// The data of two tensors that are read must not overlap: a file whose
+// tensors share bytes was not written by a safetensors writer. n entries
+// (checked already), each [begin, end).
+static int check_overlap(const char *path, const NnrtModel *m,
+                         const Entry *e, int64_t n, NnrtErr *err) {
+  for (int64_t a = 0; a < n; a++)
+    for (int64_t b = a + 1; b < n; b++)
+      if (e[a].begin < e[a].end && e[b].begin < e[b].end &&
+          e[a].begin < e[b].end && e[b].begin < e[a].end) {
+        const NnrtParamInfo *pa = &m->params[a % m->nparams],
+                            *pb = &m->params[b % m->nparams];
+        return nnrt_fail(err, "%s: tensors %s'%s' and %s'%s' overlap (bytes "
+                         "[%llu, %llu) and [%llu, %llu) of the data)", path,
+                         a < m->nparams ? "" : "state of ", pa->name,
+                         b < m->nparams ? "" : "state of ", pb->name,
+                         (unsigned long long)e[a].begin,
+                         (unsigned long long)e[a].end,
+                         (unsigned long long)e[b].begin,
+                         (unsigned long long)e[b].end);
+      }
   return 0;
 }
 
@@ -702,6 +794,12 @@ static int load(FILE *f, const char *path, Want *w, float *params,
   for (int64_t i = 0; i < m->nparams; i++)
     if (check(path, "", &m->params[i], &found[i], data_size, err))
       return -1;
+  // (after the parameters: a missing tensor or a shape says more about a
+  // checkpoint of another model)
+  if (w->extra[0])
+    return nnrt_fail(err, "%s: extra tensor '%s': model '%s' has no such "
+                     "parameter (a checkpoint of another model?)", path,
+                     w->extra, m->name ? m->name : "");
   const Entry *sf = found + m->nparams;  // the optimizer state's entries
   if (state) {
     *status = state_status(w, sf, pos);
@@ -715,6 +813,11 @@ static int load(FILE *f, const char *path, Want *w, float *params,
           return -1;
       }
   }
+  int64_t nread = state && *status == NNRT_STATE_RESTORED
+                      ? (1 + m->nstate) * m->nparams
+                      : m->nparams;
+  if (check_overlap(path, m, found, nread, err))
+    return -1;
   for (int64_t i = 0; i < m->nparams; i++)
     if (read_tensor(f, path, 8 + n, "", &m->params[i], &found[i], params,
                     err))
@@ -742,7 +845,7 @@ int nnrt_checkpoint_read(const char *path, const NnrtModel *m, float *params,
   NnrtStateLoad ignored;
   if (!status)
     state = NULL, status = &ignored;
-  Want w = {m, state ? m->nstate : 0, 0};
+  Want w = {m, state ? m->nstate : 0, 0, ""};
   FILE *f = fopen(path, "rb");
   if (!f)
     return nnrt_fail(err, "%s: cannot open (%s)", path, strerror(errno));

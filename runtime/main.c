@@ -42,7 +42,8 @@ static const struct Option {
     {"threads", 1, T | E | P | R}, {"pin-threads", 0, T | E | P | R},
     {"no-shuffle", 0, T}, {"stop-when-perfect", 0, T},
     {"log", 1, T}, {"no-log", 0, T},
-    {"help", 0, T | E | P | R | L},
+    {"help", 0, T | E | P | R | L}, {"save-every", 1, T},
+    {"check-numerics", 0, T},
 };
 
 enum { NCOMMANDS = 5 };
@@ -83,6 +84,8 @@ static void usage(FILE *f, const NnrtModel *m, const char *prog) {
           "  --limit N       use only the first N training examples (default: "
           "all)\n"
           "  --save FILE     checkpoint file (default %s.safetensors)\n"
+          "  --save-every N  also save every N steps (default: after each "
+          "epoch only)\n"
           "  --no-save       do not write a checkpoint\n"
           "  --log FILE      per-epoch metrics as CSV (default: beside the "
           "checkpoint,\n"
@@ -98,6 +101,10 @@ static void usage(FILE *f, const NnrtModel *m, const char *prog) {
           "  --stop-when-perfect\n"
           "                  stop after an epoch without a misclassified "
           "training example%s\n"
+          "  --check-numerics  check every kernel's output and stop at the "
+          "first NaN or\n"
+          "                  infinity, naming its layer, primitive and "
+          "source line (slow)\n"
           "  --json          one JSON object per epoch on stdout (default: "
           "lines for people)\n"
           "  --quiet         no progress bar or notes (default: both, the bar "
@@ -130,7 +137,9 @@ static int usage_error(const NnrtOptions *o, const char *fmt, ...) {
   fprintf(stderr, "%s: ", o->prog);
   vfprintf(stderr, fmt, ap);
   va_end(ap);
-  fprintf(stderr, "\ntry '%s --help' for usage\n", o->argv0);
+  fprintf(stderr, "\nusage: %s [train | eval | predict INPUT | reconstruct] "
+          "[options]\ntry '%s --help' for the options\n", o->argv0,
+          o->argv0);
   return 2;
 }
 
@@ -226,6 +235,8 @@ static int parse_args(const NnrtModel *m, int argc, char **argv,
       rc = number(o, n, v, 1, &o->limit);
     else if (!strcmp(n, "threads"))
       rc = number(o, n, v, 1, &o->threads);
+    else if (!strcmp(n, "save-every"))
+      rc = number(o, n, v, 1, &o->save_every);
     else if (!strcmp(n, "count"))
       rc = number(o, n, v, 1, &o->count);
     else if (!strcmp(n, "out"))
@@ -250,6 +261,8 @@ static int parse_args(const NnrtModel *m, int argc, char **argv,
       o->log = v;
     else if (!strcmp(n, "no-log"))
       o->no_log = 1;
+    else if (!strcmp(n, "check-numerics"))
+      o->check_numerics = 1;
     if (rc > 0)
       return rc;
     o->batch_set |= !strcmp(n, "batch");
@@ -264,6 +277,8 @@ static int parse_args(const NnrtModel *m, int argc, char **argv,
                        "mistakes: give it metrics = [accuracy]");
   if (o->save && o->no_save)
     return usage_error(o, "--save and --no-save contradict each other");
+  if (o->save_every && o->no_save)
+    return usage_error(o, "--save-every and --no-save contradict each other");
   if (o->command == NNRT_CMD_PREDICT && !o->input)
     return usage_error(o, "predict needs an INPUT file (CSV, IDX or NPY)");
   if (o->command == NNRT_CMD_PLOT && !o->input)

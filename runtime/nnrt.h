@@ -156,6 +156,16 @@ int64_t nnrt_batch_end(NnrtRun *run, int64_t rows, double loss_sum,
                        double correct);
 // Ends an epoch: metrics line, evaluation, checkpoint. Nonzero means stop.
 int64_t nnrt_epoch_end(NnrtRun *run, int64_t epoch);
+// --check-numerics: nonzero when generated code must pass every kernel's
+// output to nnrt_check_values (asked once, before the first epoch), and the
+// parameters after each optimizer update to nnrt_check_params. The first
+// NaN or infinity found stops the run (nnrt_batch_end then returns nonzero)
+// with a message naming `what` ("'matmul' (value %12) in dense_1 at
+// m.nn:2:17") or the parameter.
+int64_t nnrt_check_numerics(NnrtRun *run);
+void nnrt_check_values(NnrtRun *run, const float *p, int64_t n,
+                       const char *what);
+void nnrt_check_params(NnrtRun *run, const float *params);
 
 // ---- the inference library (`nnc --emit=lib`, see lib.c) ---------------------
 // A context: the model's parameters and an inference workspace for up to

@@ -285,6 +285,8 @@ typedef struct NnrtOptions {
   int stop_when_perfect;         // --stop-when-perfect or the train setting
   const char *log;               // train --log FILE; NULL: beside the checkpoint
   int no_log;                    // train --no-log
+  int64_t save_every;            // --save-every N: also save every N steps
+  int check_numerics;            // --check-numerics
 } NnrtOptions;
 
 // Buffers for running model->infer over a data set in chunks.

@@ -24,6 +24,7 @@
 // resumed run is bit-identical to one that was never stopped.
 #include <math.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -35,6 +36,7 @@ typedef enum NnrtStop {
   STOP_NONE, STOP_INTERRUPT, STOP_DIVERGED, STOP_BAD_WEIGHTS, STOP_ERROR,
   STOP_EARLY,  // early stopping: the best weights are back, a clean exit
   STOP_CONVERGED,  // --stop-when-perfect: an epoch made no mistake
+  STOP_NUMERICS,                 // --check-numerics found a NaN or infinity
 } NnrtStop;
 
 // A batch gathered in the background (nnrt_batch_prefetch).
@@ -92,6 +94,10 @@ struct NnrtRun {
   int64_t last_mistakes;         // in the last complete epoch
   FILE *log;                     // the per-epoch CSV (plot.c), or NULL
   char log_path[4096];
+  int64_t saved_step;            // steps in the checkpoint --save-every
+                                 // wrote last; 0 when an epoch's save came
+                                 // after it (or none was written)
+  int64_t saves;                 // checkpoints written by this run
 };
 
 // Global mutable state, unavoidable: a signal handler can only reach the
@@ -250,10 +256,51 @@ void nnrt_batch_prefetch(NnrtRun *r, int64_t i, float *x, float *y) {
   r->pf_posted = nnrt_pool_background(prefetch_task, &r->pf);
 }
 
+static int save(NnrtRun *r);
+
+int64_t nnrt_check_numerics(NnrtRun *r) { return r->o->check_numerics; }
+
+// The first non-finite value of p[0, n), or -1.
+static int64_t first_nonfinite(const float *p, int64_t n) {
+  for (int64_t i = 0; i < n; i++)
+    if (!isfinite(p[i]))
+      return i;
+  return -1;
+}
+
+void nnrt_check_values(NnrtRun *r, const float *p, int64_t n,
+                       const char *what) {
+  int64_t i = r->stop ? -1 : first_nonfinite(p, n);
+  if (i < 0)
+    return;
+  nnrt_fail(&r->err, "the first non-finite value (%g) is element %lld of "
+            "%s, at epoch %lld, step %lld", (double)p[i], (long long)i, what,
+            (long long)(r->epoch + 1), (long long)(r->step + 1));
+  stop_at(r, STOP_NUMERICS, r->epoch + 1, r->step + 1);
+}
+
+void nnrt_check_params(NnrtRun *r, const float *params) {
+  const NnrtModel *m = r->m;
+  for (int64_t k = 0; !r->stop && k < m->nparams; k++) {
+    const NnrtParamInfo *p = &m->params[k];
+    int64_t i = first_nonfinite(params + p->offset, p->numel);
+    if (i < 0)
+      continue;
+    nnrt_fail(&r->err, "the first non-finite value (%g) is in parameter "
+              "'%s' after the optimizer's update, at epoch %lld, step %lld "
+              "(its gradient was finite: the step was too large)",
+              (double)params[p->offset + i], p->name,
+              (long long)(r->epoch + 1), (long long)(r->step + 1));
+    stop_at(r, STOP_NUMERICS, r->epoch + 1, r->step + 1);
+  }
+}
+
 int64_t nnrt_batch_end(NnrtRun *r, int64_t rows, double loss_sum,
                        double correct) {
   r->step++;
   r->steps++;  // the optimizer has updated, whatever the loss
+  if (r->stop == STOP_NUMERICS)
+    return 1;
   if (!isfinite(loss_sum)) {
     stop_at(r, STOP_DIVERGED, r->epoch + 1, r->step);
     return 1;
@@ -262,6 +309,16 @@ int64_t nnrt_batch_end(NnrtRun *r, int64_t rows, double loss_sum,
   r->seen += rows;
   r->loss_sum += loss_sum;
   r->correct += correct;
+  if (r->o->save_every > 0 && r->save_path &&
+      r->steps % r->o->save_every == 0 && r->first + r->seen < r->ntrain) {
+    // (the epoch's last step is saved by nnrt_epoch_end with its metrics)
+    if (save(r)) {
+      stop_at(r, STOP_ERROR, r->epoch + 1, r->step);
+      return 1;
+    }
+    r->unsaved_steps = 0;
+    r->saved_step = r->steps;
+  }
   if (interrupts) {
     stop_at(r, STOP_INTERRUPT, r->epoch + 1, r->step);
     return 1;
@@ -274,11 +331,17 @@ int64_t nnrt_batch_end(NnrtRun *r, int64_t rows, double loss_sum,
 
 // The checkpoint: weights, optimizer state and where the run stands (in
 // the middle of epoch epochs_done + 1 when Ctrl-C stopped it there).
+// (Test hook: NNRT_TEST_KILL_AFTER_SAVE=K kills the process with SIGKILL
+// right after its K-th save, as a crash would; tests/e2e/crash_safety.sh.)
 static int save(NnrtRun *r) {
   int64_t into = r->epoch == r->epochs_done ? r->first + r->seen : 0;
   NnrtTrainPos pos = {r->epochs_done, r->steps, into};
-  return nnrt_checkpoint_write(r->save_path, r->m, r->params, r->state, &pos,
-                               &r->err);
+  int rc = nnrt_checkpoint_write(r->save_path, r->m, r->params, r->state,
+                                 &pos, &r->err);
+  const char *hook = getenv("NNRT_TEST_KILL_AFTER_SAVE");
+  if (!rc && hook && atoll(hook) == ++r->saves)
+    raise(SIGKILL);
+  return rc;
 }
 
 // Mistakes are the training examples an epoch misclassified, each counted
@@ -383,11 +446,6 @@ int64_t nnrt_epoch_end(NnrtRun *r, int64_t epoch) {
   r->epochs_done = r->epoch + 1;
   if (m->patience > 0 && (mt.has_val || mt.has_test))
     early_stopping(r, mt.has_val ? mt.val_loss : mt.test_loss);
-  if (r->log && nnrt_log_epoch(r->log, &mt)) {
-    nnrt_fail(&r->err, "%s: cannot write the training log", r->log_path);
-    stop_at(r, STOP_ERROR, r->epoch + 1, r->step);
-    return 1;
-  }
   if (r->save_path) {
     if (save(r)) {
       stop_at(r, STOP_ERROR, r->epoch + 1, r->step);
@@ -395,6 +453,14 @@ int64_t nnrt_epoch_end(NnrtRun *r, int64_t epoch) {
     }
     r->saved_epoch = r->epochs_done;
     r->unsaved_steps = 0;
+    r->saved_step = 0;
+  }
+  // The log after the checkpoint: on a full disk the checkpoint's error
+  // (the old file kept) is the one to tell.
+  if (r->log && nnrt_log_epoch(r->log, &mt)) {
+    nnrt_fail(&r->err, "%s: cannot write the training log", r->log_path);
+    stop_at(r, STOP_ERROR, r->epoch + 1, r->step);
+    return 1;
   }
   if (interrupts) {
     stop_at(r, STOP_INTERRUPT, r->epoch + 1, r->step);
@@ -534,7 +600,10 @@ static int report_stop(NnrtRun *r) {
   const NnrtOptions *o = r->o;
   const char *prog = o->prog;
   char kept[4096 + 64];
-  if (r->saved_epoch > 0)
+  if (r->saved_step > 0)
+    snprintf(kept, sizeof kept, "keeping the last saved weights (step %lld)",
+             (long long)r->saved_step);
+  else if (r->saved_epoch > 0)
     snprintf(kept, sizeof kept, "keeping the last saved weights (epoch %lld)",
              (long long)r->saved_epoch);
   else
@@ -544,8 +613,13 @@ static int report_stop(NnrtRun *r) {
   case STOP_EARLY:
     break;
   case STOP_DIVERGED:
-    fprintf(stderr, "%s: loss is not finite at epoch %lld, step %lld; %s\n",
-            prog, (long long)r->stop_epoch, (long long)r->stop_step, kept);
+    fprintf(stderr, "%s: loss is not finite at epoch %lld, step %lld; %s%s\n",
+            prog, (long long)r->stop_epoch, (long long)r->stop_step, kept,
+            o->check_numerics ? "" : " (--check-numerics finds the first "
+                                     "non-finite value)");
+    return 1;
+  case STOP_NUMERICS:
+    fprintf(stderr, "%s: %s; %s\n", prog, r->err.msg, kept);
     return 1;
   case STOP_BAD_WEIGHTS:
     fprintf(stderr, "%s: weights are not finite after epoch %lld; %s\n", prog,
@@ -564,7 +638,8 @@ static int report_stop(NnrtRun *r) {
     } else if (r->unsaved_steps == 0) {
       fprintf(stderr, "%s: interrupted at epoch %lld, step %lld; %s\n", prog,
               (long long)r->stop_epoch, (long long)r->stop_step,
-              r->saved_epoch ? kept : "nothing trained, nothing saved");
+              r->saved_epoch || r->saved_step ? kept
+                                            : "nothing trained, nothing saved");
     } else if (save(r)) {
       fprintf(stderr, "%s: interrupted, and saving failed: %s\n", prog,
               r->err.msg);

@@ -99,15 +99,18 @@ for e in $(seq "$ran"); do
 done
 
 # The sparse autoencoder's activity penalty: its codes for the test images
-# (read with `predict` through an encoder-only model that loads the same
-# dense_1) are much smaller on average than the same network's without it.
+# (read with `predict` through a model with the same parameters whose
+# output is the code) are much smaller on average than the same network's
+# without it.
 compile sparse_autoencoder
 sed 's/ |> sparsity(1e-2)//' "$ROOT/examples/sparse_autoencoder.nn" >dense_ae.nn
 "$NNC" dense_ae.nn -o dense_ae
 zeros=$(awk 'BEGIN { for (i = 0; i < 784; i++) printf "%s0", i ? "," : "" }')
 cat >encoder.nn <<NN
 model encoder(x: f32[784]) -> f32[256] {
-    return x |> dense(256) |> relu
+    code = x |> dense(256) |> relu
+    decoded = code |> dense(784)
+    return code
 }
 train encoder {
     data      = inline([[$zeros]], [[0]], scale = 1/255)

@@ -153,17 +153,23 @@ Test(checkpoint, load_errors) {
                     "integer too large");
   expect_load_error("[]", 0, "does not start with '{'");
   expect_load_error("{" W_OK_ "," B_OK_ "} x", 64, "text after the header");
-  // Unknown keys and extra tensors are skipped.
+  // Unknown keys are skipped; a tensor the model does not have is an error
+  // (after the whole header was found well-formed).
   NnrtModel m = small_model();
-  write_st("w.safetensors", "{\"__metadata__\":{}, \"extra\":{\"dtype\":\"I8\","
-           "\"shape\":[],\"data_offsets\":[0,0],\"x\":[1,{\"y\":null},-2.5e3,"
-           "true]}, " W_OK_ "," B_OK_ "}   ", 64);
+  write_st("w.safetensors", "{\"__metadata__\":{}, " W_OK_ "," B_OK_ "}   ",
+           64);
   float w[16];
   int64_t epoch;
   NnrtErr e;
   cr_assert_eq(nnrt_checkpoint_load("w.safetensors", &m, w, &epoch, &e), 0,
                "%s", e.msg);
   cr_assert_eq(epoch, -1);
+  write_st("w.safetensors", "{\"__metadata__\":{}, \"extra\":{\"dtype\":\"I8\","
+           "\"shape\":[],\"data_offsets\":[0,0],\"x\":[1,{\"y\":null},-2.5e3,"
+           "true]}, " W_OK_ "," B_OK_ "}   ", 64);
+  cr_assert_eq(nnrt_checkpoint_load("w.safetensors", &m, w, &epoch, &e), -1);
+  cr_assert_str_eq(e.msg, "w.safetensors: extra tensor 'extra': model 'mlp' "
+                   "has no such parameter (a checkpoint of another model?)");
 }
 
 Test(checkpoint, not_safetensors) {
