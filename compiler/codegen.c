@@ -51,15 +51,6 @@ static void mark_root(bool *set, const IrValue *v) {
     set[v->id] = true;
 }
 
-// Closes a set of roots over arguments (values are in topological order).
-static void close_live(const IrFn *fn, bool *live) {
-  for (int i = fn->values.n - 1; i >= 0; i--) {
-    const IrValue *v = fn->values.item[i];
-    if (live[i])
-      for (int a = 0; a < v->narg; a++)
-        live[v->arg[a]->id] = true;
-  }
-}
 
 // Where a value lives. Only ST_ROW and ST_FIXED values get a kernel.
 typedef enum Store {
@@ -1264,17 +1255,17 @@ static void build_module(Cg *cg, LLVMTargetDataRef td) {
   for (int i = 0; i < m->updates.n; i++)
     mark_root(root, ((IrUpdate *)m->updates.item[i])->value);
   memcpy(train_live, root, (size_t)n);
-  close_live(m->fn, train_live);
+  ir_close_deps(m->fn, train_live);
   mark_root(root, ev.output);
   mark_root(root, ev.loss);
   mark_root(root, ev.objective);
   mark_root(root, ev.correct);
   mark_root(out_set, ev.output);
-  close_live(m->fn, out_set);
+  ir_close_deps(m->fn, out_set);
   mark_root(loss_set, ev.loss);
   mark_root(loss_set, ev.objective);
   mark_root(loss_set, ev.correct);
-  close_live(m->fn, loss_set);
+  ir_close_deps(m->fn, loss_set);
   for (int i = 0; i < n; i++) {
     if (out_set[i])
       loss_set[i] = false;

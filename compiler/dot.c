@@ -18,14 +18,6 @@ static void mark(bool *set, const IrValue *v) {
     set[v->id] = true;
 }
 
-static void close_deps(const IrFn *fn, bool *set) {
-  for (int i = fn->values.n - 1; i >= 0; i--) {
-    const IrValue *v = fn->values.item[i];
-    if (set[i])
-      for (int j = 0; j < v->narg; j++)
-        set[v->arg[j]->id] = true;
-  }
-}
 
 static bool same_loc(Loc a, Loc b) {
   return a.line == b.line && a.col == b.col && a.file && b.file &&
@@ -73,7 +65,7 @@ void dot_write(FILE *out, const IrModule *m, bool with_grad) {
   int n = fn->values.n;
   bool *fwd = arena_alloc(a, (size_t)n), *show = arena_alloc(a, (size_t)n);
   mark(fwd, m->output);
-  close_deps(fn, fwd);
+  ir_close_deps(fn, fwd);
   memcpy(show, fwd, (size_t)n);
   if (with_grad) {
     mark(show, m->loss);
@@ -82,7 +74,7 @@ void dot_write(FILE *out, const IrModule *m, bool with_grad) {
     mark(show, m->correct);
     for (int i = 0; i < m->params.n; i++)
       mark(show, ((IrParam *)m->params.item[i])->grad);
-    close_deps(fn, show);
+    ir_close_deps(fn, show);
   }
   bool *primal = arena_alloc(a, (size_t)n); // forward, loss and metrics
   mark(primal, m->output);
@@ -90,7 +82,7 @@ void dot_write(FILE *out, const IrModule *m, bool with_grad) {
   for (int i = 0; i < m->nsteps; i++)
     mark(primal, m->steps[i].objective);
   mark(primal, m->correct);
-  close_deps(fn, primal);
+  ir_close_deps(fn, primal);
   // Each shown value's cluster name (NULL: none).
   const char **cl = arena_alloc(a, sizeof *cl * (size_t)n);
   for (int i = 0; i < n; i++) {

@@ -234,16 +234,18 @@ void ir_print_fn(FILE *out, const IrFn *fn) {
     print_value(out, fn->values.item[i], NULL);
 }
 
-// Marks `root` and what it depends on (values are in topological order).
-static void mark_graph(const IrFn *fn, bool *in, const IrValue *root) {
-  if (!root)
-    return;
-  in[root->id] = true;
-  for (int i = root->id; i >= 0; i--) {
+void ir_close_deps(const IrFn *fn, bool *set) {
+  for (int i = fn->values.n - 1; i >= 0; i--) {
     const IrValue *v = fn->values.item[i];
-    for (int a = 0; in[i] && a < v->narg; a++)
-      in[v->arg[a]->id] = true;
+    if (set[i])
+      for (int a = 0; a < v->narg; a++)
+        set[v->arg[a]->id] = true;
   }
+}
+
+static void mark_graph(bool *in, const IrValue *root) {
+  if (root)
+    in[root->id] = true;
 }
 
 // The module's function with each value that only one mode computes marked
@@ -256,15 +258,17 @@ static void print_modes(FILE *out, const IrModule *m) {
   IrValue *troots[] = {m->output, m->loss, m->correct};
   IrValue *eroots[] = {ev.output, ev.loss, ev.objective, ev.correct};
   for (int i = 0; i < 3; i++)
-    mark_graph(m->fn, tr, troots[i]);
+    mark_graph(tr, troots[i]);
   for (int i = 0; i < 4; i++)
-    mark_graph(m->fn, inf, eroots[i]);
+    mark_graph(inf, eroots[i]);
   for (int i = 0; i < m->nsteps; i++)
-    mark_graph(m->fn, tr, m->steps[i].objective);
+    mark_graph(tr, m->steps[i].objective);
   for (int i = 0; i < m->params.n; i++)
-    mark_graph(m->fn, tr, ((IrParam *)m->params.item[i])->grad);
+    mark_graph(tr, ((IrParam *)m->params.item[i])->grad);
   for (int i = 0; i < m->updates.n; i++)
-    mark_graph(m->fn, tr, ((IrUpdate *)m->updates.item[i])->value);
+    mark_graph(tr, ((IrUpdate *)m->updates.item[i])->value);
+  ir_close_deps(m->fn, tr);
+  ir_close_deps(m->fn, inf);
   bool differ = ev.output != m->output;
   for (int i = 0; i < n; i++) {
     const IrValue *v = m->fn->values.item[i];

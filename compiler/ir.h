@@ -154,6 +154,9 @@ IrValue *ir_shaped(IrFn *fn, Op op, IrValue *x, Shape s, bool batched,
 const char *ir_check(Op op, IrValue **arg, const Attr *attr, Shape *out,
                      bool *out_batched);
 void ir_count_uses(IrFn *fn);
+// Adds to `set` (indexed by value id) every value its members depend on;
+// values are in topological order.
+void ir_close_deps(const IrFn *fn, bool *set);
 // Whether two windows are equal in every field.
 bool ir_window_same(const Window *a, const Window *b);
 // Whether two values compute the same thing: the same primitive of the same
