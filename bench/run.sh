@@ -43,6 +43,15 @@ median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+
 lowest() { sort -g | head -n 1; }
 highest() { sort -g | tail -n 1; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+# A table row for a throughput workload: medians (best rounds) of
+# $out/nnc.txt and $out/torch.txt and their ratio.
+throughput_row() {
+  n=$(median <"$out/nnc.txt")
+  t=$(median <"$out/torch.txt")
+  nb=$(highest <"$out/nnc.txt")
+  tb=$(highest <"$out/torch.txt")
+  echo "| $1 | $(printf %.0f "$n") ($(printf %.0f "$nb")) | $(printf %.0f "$t") ($(printf %.0f "$tb")) | $(ratio "$n" "$t") x ($(ratio "$nb" "$tb") x) throughput |"
+}
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(date -u +%Y-%m-%d), load $(cut -d' ' -f1-3 /proc/loadavg); nnc --threads $nt, PyTorch $tt threads"
 echo
@@ -70,11 +79,7 @@ for w in $workloads; do
           sed -n "s/^batch $b: \([0-9.]*\).*/\1/p" >>"$out/nnc.txt"
         torch "$model" --epochs 0 --infer-batch "$b" | key infer_samples_per_s >>"$out/torch.txt"
       done
-      n=$(median <"$out/nnc.txt")
-      t=$(median <"$out/torch.txt")
-      nb=$(highest <"$out/nnc.txt")
-      tb=$(highest <"$out/torch.txt")
-      echo "| C library (classify.c) fashion_mlp, batch $b (images/s) | $(printf %.0f "$n") ($(printf %.0f "$nb")) | $(printf %.0f "$t") ($(printf %.0f "$tb")) | $(ratio "$n" "$t") x ($(ratio "$nb" "$tb") x) throughput |"
+      throughput_row "C library (classify.c) fashion_mlp, batch $b (images/s)"
     done
     continue
   fi
@@ -85,11 +90,7 @@ for w in $workloads; do
         key samples_per_s >>"$out/nnc.txt"
       torch "$model" --epochs 0 | key infer_samples_per_s >>"$out/torch.txt"
     done
-    n=$(median <"$out/nnc.txt")
-    t=$(median <"$out/torch.txt")
-    nb=$(highest <"$out/nnc.txt")
-    tb=$(highest <"$out/torch.txt")
-    echo "| infer fashion_mlp, 10k at batch 1000 (samples/s) | $(printf %.0f "$n") ($(printf %.0f "$nb")) | $(printf %.0f "$t") ($(printf %.0f "$tb")) | $(ratio "$n" "$t") x ($(ratio "$nb" "$tb") x) throughput |"
+    throughput_row "infer fashion_mlp, 10k at batch 1000 (samples/s)"
     continue
   fi
   for r in $(seq "$rounds"); do
