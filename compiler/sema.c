@@ -476,13 +476,21 @@ static bool eval_dim(Sema *s, Frame *f, Ast *e, int64_t *out) {
   return true;
 }
 
-static bool check_dtype(Sema *s, Ast *type) {
-  if (type->dtype == DT_F64) {
-    diag_error(s->diag, type->loc,
-               "f64 tensors are parsed but not compiled yet; use f32");
-    return false;
-  }
-  return true;
+// A model is f32 or f64 as a whole: its input's type decides, and every
+// tensor type in the model's own declaration must say the same. A layer's
+// `f32` stands for the element type of the model that calls it (so the
+// stdlib's layers, written in f32, serve f64 models too); a layer that
+// says f64 needs an f64 model.
+static bool check_dtype(Sema *s, Frame *f, Ast *type) {
+  if (type->dtype == s->dtype || (type->dtype == DT_F32 && f && f->call))
+    return true;
+  diag_error(s->diag, type->loc,
+             "%s tensor in an %s model: a model's tensors all have one "
+             "element type",
+             dtype_str(type->dtype), dtype_str(s->dtype));
+  diag_note(s->diag, s->dtype_at, "the model's input makes it %s",
+            dtype_str(s->dtype));
+  return false;
 }
 
 // Tensors hold at most SHAPE_MAX_NUMEL elements (2^40, 4 TiB of floats), so
@@ -504,7 +512,7 @@ static bool eval_shape(Sema *s, Frame *f, Ast *type, Shape *out) {
     diag_error(s->diag, type->loc, "expected a tensor type such as f32[10]");
     return false;
   }
-  if (!check_dtype(s, type))
+  if (!check_dtype(s, f, type))
     return false;
   if (type->list.n > MAX_RANK) {
     diag_error(s->diag, type->loc, "tensors have at most %d axes", MAX_RANK);
@@ -543,7 +551,7 @@ static bool bind_formal(Sema *s, Frame *callee, Ast *decl, Ast *formal,
     frame_bind(s, callee, formal->name, arg);
     return true;
   }
-  if (!check_dtype(s, type)) {
+  if (!check_dtype(s, callee, type)) {
     frame_bind(s, callee, formal->name, sval_poison());
     return false;
   }
@@ -1265,6 +1273,8 @@ static IrValue *lower_model(Sema *s, Ast *model) {
     return NULL;
   }
   Frame f = {.prefix = ""};
+  s->dtype = s->m->dtype = s->fn->dtype = x->a->dtype;
+  s->dtype_at = x->a->loc;
   Shape in;
   if (!eval_shape(s, &f, x->a, &in))
     return NULL;

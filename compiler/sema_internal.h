@@ -69,6 +69,8 @@ typedef struct Sema {
   PtrVec penalties;    // IrValue*: `penalty` terms of the training pass
   Ast *top_call;       // the model-level call being instantiated
   Loc batch_stats_at;  // first batch statistic in training (file NULL: none)
+  DType dtype;         // the model's element type (its input's), DT_F32
+  Loc dtype_at;        // where the model's input type says it
 } Sema;
 
 SVal sval_poison(void);

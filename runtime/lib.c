@@ -82,8 +82,8 @@ NnrtLib *nnrt_lib_create(const NnrtModel *m, const char *path,
   if (l) {
     l->m = m;
     l->max_batch = max_batch;
-    l->params = nnrt_alloc_array(m->param_numel, sizeof(float));
-    l->ws = nnrt_alloc_array(ws, sizeof(float));
+    l->params = nnrt_alloc_array(m->param_numel, nnrt_elt(m));
+    l->ws = nnrt_alloc_array(ws, nnrt_elt(m));
   }
   if (!l || !l->params || !l->ws) {
     nnrt_lib_free(l);

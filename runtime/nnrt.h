@@ -112,6 +112,10 @@ typedef struct NnrtModel {
                                  // above it (accuracy's threshold, 0.5)
   int64_t cpu_features;          // NNRT_CPU_FEATURES bits the code needs
   const char *cpu_name;          // the nnc --cpu it was built for
+  int64_t elt_size;              // bytes per element of params, state and
+                                 // workspace: 4 (f32 models) or 8 (f64);
+                                 // batch data, inputs and predictions
+                                 // stay float either way
 } NnrtModel;
 
 // ---- called by the generated main ------------------------------------------
