@@ -5,7 +5,8 @@
 # Fashion-MNIST training set with the same seed; prints each one's mean
 # code activation over the 10000 test images (read through an encoder
 # model with the same parameters whose output is the code), its test MSE,
-# and the two ratios (activation: plain / sparse; MSE: sparse / plain).
+# the fraction of code values that are exactly 0, and the two ratios
+# (activation: plain / sparse; MSE: sparse / plain).
 # Usage: sh bench/sparse_ae.sh [EPOCHS] [SEED]   (from the repository root)
 # PENALTY='sparsity(1e-2)' overrides the example's penalty stage,
 # EXAMPLE=FILE.nn the example (a variant of it), NNC=PATH the compiler
@@ -53,9 +54,10 @@ for m in sparse plain; do
   # shellcheck disable=SC2086
   "$out/$m" train $ep --seed "$seed" --json --quiet --save "$out/$m.safetensors" >"$out/$m.json"
   mse=$(key test_loss <"$out/$m.json")
-  code=$("$out/encoder" predict --load "$out/$m.safetensors" "$images" |
-    awk -F, '{ for (i = 2; i <= NF; i++) { s += $i; n++ } } END { printf "%.4f", s / n }')
-  echo "$m: mean code activation $code, test MSE $mse"
+  "$out/encoder" predict --load "$out/$m.safetensors" "$images" >"$out/codes.csv"
+  code=$(awk -F, '{ for (i = 2; i <= NF; i++) { s += $i; n++ } } END { printf "%.4f", s / n }' "$out/codes.csv")
+  zeros=$(awk -F, '{ for (i = 2; i <= NF; i++) { z += $i == 0; n++ } } END { printf "%.2f", z / n }' "$out/codes.csv")
+  echo "$m: mean code activation $code ($zeros of the codes exactly 0), test MSE $mse"
   eval "${m}_mse=$mse ${m}_code=$code"
 done
 awk -v sc="$sparse_code" -v pc="$plain_code" -v sm="$sparse_mse" -v pm="$plain_mse" \

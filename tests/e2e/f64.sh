@@ -3,7 +3,8 @@
 # checkpoints are F64 safetensors that resume bit for bit, an f32
 # checkpoint given to an f64 model (or the reverse) is an error naming the
 # file, the f64 and f32 versions of a network train to nearly the same
-# loss, --check-numerics and eval/predict work, and an f64 inference
+# loss (LeNet; fashion_mlp_bn with its buffers and dropout draws),
+# --check-numerics and eval/predict work, and an f64 inference
 # library classifies as `predict` does. (tests/unit/f64_test.c compares
 # f64 training with the interpreter to 1e-12.)
 . "$(dirname "$0")/../lib.sh" "$@"
@@ -56,6 +57,22 @@ a=$(json_last loss l32.json)
 b=$(json_last loss l64.json)
 check "$(awk -v a="$a" -v b="$b" 'BEGIN { d = (a - b) / a; print (d < 0 ? -d : d) }')" "<" 1e-4 "f64 LeNet's loss ($b) against f32's ($a)"
 check "$(json_last test_accuracy l64.json)" ">" 0.25 "f64 LeNet test accuracy after 1000 images (chance: 0.1)"
+
+# Batch norm and dropout in f64 (buffers, their updates, draws): the same
+# loss as f32's to float noise (the draws are the same numbers); eval with
+# the running statistics agrees at batch 1 and batch 1000.
+compile fashion_mlp_bn
+to64 fashion_mlp_bn
+"$NNC" fashion_mlp_bn_64.nn -o bn64
+./fashion_mlp_bn train --limit 2000 --epochs 1 --json --quiet --no-save >b32.json
+./bn64 train --limit 2000 --epochs 1 --json --quiet --save bn64.safetensors >b64.json
+a=$(json_last loss b32.json)
+b=$(json_last loss b64.json)
+check "$(awk -v a="$a" -v b="$b" 'BEGIN { d = (a - b) / a; print (d < 0 ? -d : d) }')" "<" 1e-4 "f64 fashion_mlp_bn's loss ($b) against f32's ($a)"
+./bn64 eval --load bn64.safetensors --json --batch 1 >e1.json
+./bn64 eval --load bn64.safetensors --json --batch 1000 >e1000.json
+[ "$(json_last test_accuracy e1.json)" = "$(json_last test_accuracy e1000.json)" ]
+check "$(json_last test_accuracy e1.json)" ">" 0.6 "f64 fashion_mlp_bn eval accuracy (batch 1 and 1000 agree)"
 
 # An f64 inference library: predictions are floats, as for f32 models.
 to64 fashion_mlp

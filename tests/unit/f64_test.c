@@ -177,7 +177,8 @@ static bool close_to(double got, double want, double scale) {
   return fabs(got - want) <= 1e-12 * fmax(fabs(want), scale);
 }
 
-static void check_case(const Case *c, int64_t batch) {
+// cpu: nnc --cpu (NULL: native), so the AVX2 and SSE tiles are checked too.
+static void check_case(const Case *c, int64_t batch, const char *cpu) {
   char dir[] = "/tmp/nnc_f64_XXXXXX";
   cr_assert(mkdtemp(dir));
   double *x = calloc((size_t)(c->rows * c->in), sizeof(double));
@@ -228,10 +229,10 @@ static void check_case(const Case *c, int64_t batch) {
   st_write(init_path, init, m->params.n);
 
   snprintf(cmd, sizeof cmd,
-           "cd %s && %s/nnc %s.nn -o %s >log 2>&1 && ./%s train --load "
+           "cd %s && %s/nnc --cpu=%s %s.nn -o %s >log 2>&1 && ./%s train --load "
            "init.safetensors --save out.safetensors --no-log --no-shuffle "
            "--epochs %lld --batch %lld --quiet >>log 2>&1",
-           dir, NNC_BINARY_DIR, c->name, c->name, c->name,
+           dir, NNC_BINARY_DIR, cpu ? cpu : "native", c->name, c->name, c->name,
            (long long)c->epochs, (long long)batch);
   int rc = system(cmd);
   if (rc) {
@@ -271,8 +272,8 @@ static void check_case(const Case *c, int64_t batch) {
     }
     free(got);
   }
-  cr_log_info("%s: %d values within 1e-12 of the interpreter", c->name,
-              checked);
+  cr_log_info("%s (%s): %d values within 1e-12 of the interpreter", c->name,
+              cpu ? cpu : "native", checked);
   // Training moved the parameters (the comparison is not of the start).
   cr_assert(fabs(param[0][0] - first) > 1e-6, "%s: no training happened",
             c->name);
@@ -312,13 +313,14 @@ static const Case mlp_case = {
     "    optimizer = momentum(lr = 0.05, momentum = 0.9)\n",
     11, 40, 5, true, 3};
 
-// A small convolutional net: conv, relu, max pool, conv, average pool.
+// A small convolutional net: a conv of 16 filters (the channel-vector
+// form), max pool, a strided conv, average pool.
 static const Case conv_case = {
     "conv64",
     "model conv64(x: f64[2, 10, 10]) -> f64[3] {\n"
-    "    return x |> conv2d(5, 3, padding = 1) |> relu |> maxpool2d(2)\n"
-    "             |> conv2d(4, 3) |> tanh |> avgpool2d(3) |> flatten\n"
-    "             |> dense(3)\n"
+    "    return x |> conv2d(16, 3, padding = 1) |> relu |> maxpool2d(2)\n"
+    "             |> conv2d(6, 2, stride = 2) |> tanh |> avgpool2d(2)\n"
+    "             |> flatten |> dense(3)\n"
     "}\n"
     "train conv64 {\n"
     "    loss = softmax_cross_entropy\n"
@@ -326,13 +328,17 @@ static const Case conv_case = {
     7, 200, 3, true, 3};
 
 Test(f64, xor_matches_interpreter, .timeout = 300) {
-  check_case(&xor_case, 3);
+  check_case(&xor_case, 3, NULL);
 }
 
 Test(f64, mlp_matches_interpreter, .timeout = 300) {
-  check_case(&mlp_case, 4);
+  check_case(&mlp_case, 4, NULL);
+  check_case(&mlp_case, 4, "x86-64-v3");
+  check_case(&mlp_case, 4, "x86-64-v2");
 }
 
 Test(f64, conv_matches_interpreter, .timeout = 300) {
-  check_case(&conv_case, 3);
+  check_case(&conv_case, 3, NULL);
+  check_case(&conv_case, 3, "x86-64-v3");
+  check_case(&conv_case, 3, "x86-64-v2");
 }
