@@ -42,7 +42,8 @@ _Static_assert((int)INIT_HE_NORMAL == (int)NNRT_INIT_HE_NORMAL &&
 _Static_assert((int)DATA_INLINE == (int)NNRT_DATA_INLINE &&
                    (int)DATA_CSV == (int)NNRT_DATA_CSV,
                "DataKind and NnrtDataKind differ");
-_Static_assert(sizeof(NnrtModel) == 8 * (27 + NNRT_MAX_RANK + 2 * 11),
+_Static_assert(sizeof(NnrtModel) == 8 * (27 + NNRT_MAX_RANK + 2 * 11 + 8 +
+                                          NNRT_MAX_RANK),
                "NnrtModel changed: update build_model");
 
 // ---- which values are live, inline or stored --------------------------------
@@ -1067,10 +1068,11 @@ static void build_model(Cg *cg, const Plan *train, const Plan *infer,
   // NnrtDataSpec and NnrtModel.
   LLVMTypeRef df[11] = {I, P, P, D, I, P, I, I, I, P, P};
   LLVMTypeRef t_data = struct_type(cg, df, 11);
-  LLVMTypeRef mf[30] = {P,      P, I, A, I, I, I, P, I, I, P, t_data,
-                        t_data, I, I, I, D, I, I, I, I, I, P, P, I, I, I, D,
-                        I, P};
-  LLVMTypeRef t_model = struct_type(cg, mf, 30);
+  enum { NMF = 39 };
+  LLVMTypeRef mf[NMF] = {P, P, I, A, I, I, I, P, I, I, P, t_data,
+                         t_data, I, I, I, D, I, I, I, I, I, P, P, I, I, I, D,
+                         I, P, P, I, P, P, I, A, I, I, I};
+  LLVMTypeRef t_model = struct_type(cg, mf, NMF);
   assert(LLVMABISizeOfType(td, t_model) == sizeof(NnrtModel));
   assert(LLVMABISizeOfType(td, t_param) == sizeof(NnrtParamInfo));
   assert(LLVMABISizeOfType(td, t_data) == sizeof(NnrtDataSpec));
@@ -1078,7 +1080,7 @@ static void build_model(Cg *cg, const Plan *train, const Plan *infer,
 
   Shape in = m->input ? m->input->shape : shape_scalar();
   const TrainSpec *ts = &m->train;
-  LLVMValueRef f[30] = {
+  LLVMValueRef f[NMF] = {
       const_str(cg, m->name),
       const_str(cg, m->source_dir),
       ci(cg, in.rank),
@@ -1109,10 +1111,19 @@ static void build_model(Cg *cg, const Plan *train, const Plan *infer,
       cd(cg, ts->threshold),
       ci(cg, cg->cpu_mask),
       const_str(cg, cg->cpu_name),
+      null_ptr(cg),
+      ci(cg, 0),
+      null_ptr(cg),
+      null_ptr(cg),
+      ci(cg, 0),
+      dims(cg, shape_scalar()),
+      ci(cg, 0),
+      ci(cg, 0),
+      ci(cg, 0),
   };
   const char *sym = cg->opt->model_symbol ? cg->opt->model_symbol : "nnc_model";
   LLVMValueRef g = LLVMAddGlobal(cg->mod, t_model, sym);
-  LLVMSetInitializer(g, LLVMConstNamedStruct(t_model, f, 30));
+  LLVMSetInitializer(g, LLVMConstNamedStruct(t_model, f, NMF));
   LLVMSetGlobalConstant(g, 1);
   LLVMSetAlignment(g, 8);
   if (cg->opt->no_main) { // a library: only the table is exported

@@ -82,6 +82,12 @@ typedef void NnrtInferFn(const float *params, float *ws, int64_t max_batch,
                          const float *x, const float *y, int64_t rows,
                          float *out, double *stats);
 
+// `sample = expr` in the train block (a generator's output from fresh
+// draws): `rows` examples (rows <= max_batch) into out (rows x
+// sample_numel floats), the draws keyed by `key` (nnrt_rng.h). Generated.
+typedef void NnrtSampleFn(const float *params, float *ws, int64_t max_batch,
+                          int64_t rows, int64_t key, float *out);
+
 typedef struct NnrtModel {
   const char *name;              // model name
   const char *source_dir;        // folder of the .nn file (data search)
@@ -112,6 +118,18 @@ typedef struct NnrtModel {
                                  // above it (accuracy's threshold, 0.5)
   int64_t cpu_features;          // NNRT_CPU_FEATURES bits the code needs
   const char *cpu_name;          // the nnc --cpu it was built for
+  // Training programs of several steps (train blocks with `step`s):
+  const double *param_state_init; // nparams x nstate initial states (each
+                                 // parameter's optimizer), or NULL:
+                                 // state_init for every parameter
+  int64_t nmetrics;              // numbers reported per batch and epoch by
+  const char *const *metric_names; // name: each step's objective, then the
+                                 // `report`s (nnrt_batch_metrics)
+  NnrtSampleFn *sample;          // NULL: no `sample` expression
+  int64_t sample_rank;           // one sample's shape
+  int64_t sample_dim[NNRT_MAX_RANK];
+  int64_t sample_numel;
+  int64_t sample_ws_per_row, sample_ws_fixed; // workspace floats for sample
 } NnrtModel;
 
 // ---- called by the generated main ------------------------------------------
