@@ -172,6 +172,15 @@ void nnrt_batch_prefetch(NnrtRun *run, int64_t i, float *x, float *y);
 // when training must stop (interrupt, loss not finite).
 int64_t nnrt_batch_end(NnrtRun *run, int64_t rows, double loss_sum,
                        double correct);
+// A model with named metrics (model->nmetrics > 0): called once per batch,
+// before that batch's nnrt_batch_end, with model->nmetrics values, value k
+// the batch's mean of metric k (metric_names[k]). The runtime averages each
+// over the epoch weighted by the batch rows nnrt_batch_end reports, and
+// prints them by name in the epoch line, the JSON lines and the training
+// log. (Evaluation gets them from infer: with nmetrics > 0, stats has
+// 2 + nmetrics entries and infer adds metric k summed over rows to
+// stats[2 + k].)
+void nnrt_batch_metrics(NnrtRun *run, const double *values);
 // Ends an epoch: metrics line, evaluation, checkpoint. Nonzero means stop.
 int64_t nnrt_epoch_end(NnrtRun *run, int64_t epoch);
 // --check-numerics: nonzero when generated code must pass every kernel's
