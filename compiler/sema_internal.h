@@ -90,6 +90,8 @@ typedef struct Sema {
                        // prefix, so checkpoints of one-model programs keep
                        // their names)
   PtrVec model_uses;   // ModelUse*
+  bool has_steps;      // the train block has `step` blocks (no labels
+                       // needed: steps say what they compare)
   PtrVec *step_params; // per step of a train block with `step`s: the
                        // IrParam* it updates (indices come after
                        // params_order); NULL outside such a block

@@ -207,7 +207,7 @@ static void lower_data(Sema *s, Frame *f, Ast *e, DataSpec *d) {
       d->path_y = path_arg(s, a.pos[1], e->name);
       return;
     }
-    if (!shape_eq(m->input->shape, m->output->shape))
+    if (!shape_eq(m->input->shape, m->output->shape) && !s->has_steps)
       diag_error(s->diag, e->loc,
                  "idx(images) without labels trains the model to reproduce its "
                  "input, but it takes %s and predicts %s",
@@ -612,6 +612,7 @@ void sema_train(Sema *s, Ast *train, IrValue *output, IrValue *eval_output) {
     Ast *st = train->body.item[i];
     steps |= st && st->kind == AST_STEP;
   }
+  s->has_steps = steps;
   IrStep one = {0};
   IrStep *step = steps ? &one : ir_main_step(m);
   step->loc = train->loc;
