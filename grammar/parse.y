@@ -489,7 +489,7 @@ static bool is_expr_start(yysymbol_kind_t t) {
 }
 
 static bool is_operator(yysymbol_kind_t t) {
-  static const int ops[] = {'+', '-', '*', '/', '@', '^', '(', '['};
+  static const int ops[] = {'+', '-', '*', '/', '@', '^', '(', '[', '.'};
   for (size_t i = 0; i < sizeof ops / sizeof *ops; i++)
     if (t == YYTRANSLATE(ops[i]))
       return true;
