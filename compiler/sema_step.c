@@ -289,6 +289,7 @@ void sema_steps(Sema *s, Ast *train, Ast **defaults) {
     s->fn->share = false;
     s->training = true;
     s->eval_pass = false;
+    int first_draw = s->draws;
     StepValues tv = lower_step(s, ast, set);
     for (int u = first_update; u < m->updates.n; u++)
       ((IrUpdate *)m->updates.item[u])->step = k;
@@ -301,7 +302,10 @@ void sema_steps(Sema *s, Ast *train, Ast **defaults) {
     s->fn->share = true;
     s->training = false;
     s->eval_pass = true;
+    int after_draws = s->draws;
+    s->draws = first_draw;  // the same numbers as the training pass's
     StepValues ev = lower_step(s, ast, NULL);
+    s->draws = after_draws;
     s->fn->share = false;
     s->training = true;
     s->eval_pass = false;
