@@ -6,6 +6,7 @@
 . "$(dirname "$0")/../lib.sh" "$@"
 compile vae
 compile gan
+compile conv_vae
 
 # VAE: the ELBO's two terms, reported per epoch; the bound improves.
 ./vae train --limit 3000 --epochs 3 --json --quiet --save vae.safetensors >vae.json
@@ -31,6 +32,12 @@ done
 cmp samples.png again.png
 ./vae sample --load vae.safetensors -o other.png --count 16 --seed 5 >/dev/null
 if cmp -s samples.png other.png; then echo "FAIL: --seed changed nothing"; exit 1; fi
+
+# The convolutional VAE (transposed-conv decoder) trains too.
+./conv_vae train --limit 1000 --epochs 2 --json --quiet --save cvae.safetensors >cvae.json
+cat cvae.json
+check "$(json_last elbo cvae.json)" "<" "$(json_first elbo cvae.json)" "the conv VAE's ELBO loss falls"
+./conv_vae sample --load cvae.safetensors -o cvae.png --count 4 >/dev/null
 
 # GAN: two steps, two optimizers; the discriminator learns to tell real
 # from fake and the generator's loss is reported beside it.
