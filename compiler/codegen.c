@@ -1026,7 +1026,13 @@ static LLVMValueRef build_sample(Cg *cg, const Plan *plan, const bool *set,
     LLVMSetValueName2(LLVMGetParam(fn, i), names[i], strlen(names[i]));
   LLVMPositionBuilderAtEnd(cg->b, block(cg, fn, "entry"));
   frame_pointers(cg, &f, set);
+  // Row groups are formed for nnc_train: here every kernel runs alone.
+  int n = m->fn->values.n, *group = cg->group;
+  cg->group = arena_alloc(cg->arena, sizeof(int) * (size_t)n);
+  for (int i = 0; i < n; i++)
+    cg->group[i] = -1;
   call_kernels(cg, &f, set, false);
+  cg->group = group;
   int64_t bytes = shape_numel(m->sample->shape) * 4;
   LLVMBuildMemCpy(cg->b, out, 4, value_ptr(cg, &f, m->sample), 4,
                   cg_mul(cg, f.rows, cg_i64(cg, bytes)));
@@ -1329,9 +1335,17 @@ static void form_row_groups(Cg *cg, const bool *live, const bool *out_set,
   cg->group = arena_alloc(cg->arena, sizeof(int) * (size_t)n);
   for (int i = 0; i < n; i++)
     cg->group[i] = -1;
-  // (Programs of `step` blocks run each step's kernels on their own: a
-  // group could mix values of two steps.)
-  if (cg->opt->no_row_groups || m->step_blocks)
+  if (cg->opt->no_row_groups)
+    return;
+  // Each step runs its own kernels: a group's members belong to the same
+  // steps, so a step that needs one runs the whole group.
+  int nsteps = m->nsteps > 1 ? m->nsteps : 1;
+  uint64_t *steps = arena_alloc(cg->arena, sizeof(uint64_t) * (size_t)n);
+  for (int k = 0; k < nsteps && k < 64; k++)
+    for (int i = 0; i < n; i++)
+      if (cg->step_live[k][i])
+        steps[i] |= UINT64_C(1) << k;
+  if (nsteps > 64)
     return;
   int lead = -1, size = 0;
   bool *sink = arena_alloc(cg->arena, (size_t)n);
@@ -1343,7 +1357,7 @@ static void form_row_groups(Cg *cg, const bool *live, const bool *out_set,
       continue; // no kernel here: the run goes on
     bool ok = row_groupable(cg, v, &sink[i]) && cg->opt_fused[i] < 0;
     if (ok && lead >= 0 && out_set[i] == out_set[lead] &&
-        loss_set[i] == loss_set[lead]) {
+        loss_set[i] == loss_set[lead] && steps[i] == steps[lead]) {
       PtrVec in = kernel_inputs(cg, v);
       for (int k = 0; k < in.n && ok; k++) {
         int j = ((IrValue *)in.item[k])->id;
@@ -1503,7 +1517,7 @@ static void build_module(Cg *cg, LLVMTargetDataRef td) {
     ir_close_deps(m->fn, sample_set);
     int *sample_pos = arena_alloc(cg->arena, sizeof(int) * (size_t)n);
     for (int i = 0; i < n; i++)
-      sample_pos[i] = cg->group[i] >= 0 ? cg->group[i] : i;
+      sample_pos[i] = i;
     cg->opt_fused = NULL;
     plan_storage(cg, &sample, sample_set, root, sample_pos, n + 1, false,
                  false);
