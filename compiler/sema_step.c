@@ -289,7 +289,7 @@ void sema_steps(Sema *s, Ast *train, Ast **defaults) {
     s->fn->share = false;
     s->training = true;
     s->eval_pass = false;
-    int first_draw = s->draws;
+    int first_draw = s->draws, errors = s->diag->nerrors;
     StepValues tv = lower_step(s, ast, set);
     for (int u = first_update; u < m->updates.n; u++)
       ((IrUpdate *)m->updates.item[u])->step = k;
@@ -304,7 +304,9 @@ void sema_steps(Sema *s, Ast *train, Ast **defaults) {
     s->eval_pass = true;
     int after_draws = s->draws;
     s->draws = first_draw;  // the same numbers as the training pass's
-    StepValues ev = lower_step(s, ast, NULL);
+    // (after an error the second pass would only repeat it)
+    StepValues ev = s->diag->nerrors > errors ? (StepValues){0}
+                                              : lower_step(s, ast, NULL);
     s->draws = after_draws;
     s->fn->share = false;
     s->training = true;
