@@ -22,15 +22,22 @@ static const char *const log_columns =
     "epoch,loss,accuracy,val_loss,val_accuracy,test_loss,test_accuracy,"
     "seconds";
 
-FILE *nnrt_log_open(const char *path, int append, NnrtErr *err) {
+FILE *nnrt_log_open(const char *path, int append, const NnrtModel *m,
+                    NnrtErr *err) {
   FILE *f = fopen(path, append ? "a" : "w");
   if (!f) {
     nnrt_fail(err, "%s: cannot write the training log (%s)", path,
               strerror(errno));
     return NULL;
   }
-  if (!append || ftell(f) == 0)
-    fprintf(f, "%s\n", log_columns);
+  if (!append || ftell(f) == 0) {
+    fprintf(f, "%s", log_columns);
+    static const char *const prefix[3] = {"", "val_", "test_"};
+    for (int s = 0; m && s < 3; s++)
+      for (int64_t k = 0; k < m->nmetrics; k++)
+        fprintf(f, ",%s%s", prefix[s], m->metric_names[k]);
+    fputc('\n', f);
+  }
   fflush(f);
   return f;
 }
@@ -51,16 +58,23 @@ int nnrt_log_epoch(FILE *f, const NnrtMetrics *m) {
   cell(f, m->has_test, m->test_loss);
   cell(f, m->has_test && m->has_accuracy, m->test_accuracy);
   cell(f, 1, m->seconds);
+  for (int64_t k = 0; k < m->nmetrics; k++)
+    cell(f, m->metrics != NULL, m->metrics ? m->metrics[k] : 0);
+  for (int64_t k = 0; k < m->nmetrics; k++)
+    cell(f, m->has_val && m->val_metrics, m->val_metrics ? m->val_metrics[k] : 0);
+  for (int64_t k = 0; k < m->nmetrics; k++)
+    cell(f, m->has_test && m->test_metrics,
+         m->test_metrics ? m->test_metrics[k] : 0);
   fputc('\n', f);
   return fflush(f) || ferror(f) ? -1 : 0;
 }
 
 // ---- reading it back --------------------------------------------------------
-enum { MAX_COLS = 16, MAX_ROWS = 100000 };
+enum { MAX_COLS = 64, MAX_ROWS = 100000 };
 
 typedef struct Table {
   int ncols;
-  char names[MAX_COLS][32];
+  char names[MAX_COLS][64];
   int64_t nrows;
   double *v; // nrows x ncols, NAN where empty
 } Table;

@@ -98,6 +98,14 @@ struct NnrtRun {
                                  // wrote last; 0 when an epoch's save came
                                  // after it (or none was written)
   int64_t saves;                 // checkpoints written by this run
+  // Named metrics (m->nmetrics; nnrt_batch_metrics): one block of
+  // 5 x nmetrics doubles, NULL without metrics.
+  double *metric_block;
+  double *pending;               // the values of the batch about to end
+  int has_pending;               // nnrt_batch_metrics came since the last end
+  double *metric_sum;            // this epoch: value x rows, summed
+  double metric_rows;            // rows of the batches that reported them
+  double *metric_mean, *val_metrics, *test_metrics;  // for NnrtMetrics
 };
 
 // Global mutable state, unavoidable: a signal handler can only reach the
@@ -137,7 +145,9 @@ int nnrt_eval_open(NnrtEval *e, const NnrtModel *m, int64_t rows,
                                        sizeof(float))
                     : NULL;
   e->ws = nnrt_alloc_array(ws, nnrt_elt(m));
-  if (!e->x || !e->y || (want_out && !e->out) || !e->ws) {
+  e->stats = nnrt_alloc_array(m->nmetrics > 0 ? 2 + m->nmetrics : 2,
+                              sizeof(double));
+  if (!e->x || !e->y || (want_out && !e->out) || !e->ws || !e->stats) {
     nnrt_eval_close(e);
     return nnrt_fail(err, "out of memory (evaluation buffers)");
   }
@@ -149,25 +159,34 @@ void nnrt_eval_close(NnrtEval *e) {
   nnrt_free(e->y);
   nnrt_free(e->out);
   nnrt_free(e->ws);
+  nnrt_free(e->stats);
   memset(e, 0, sizeof *e);
 }
 
 void nnrt_evaluate(const NnrtModel *m, const float *params, NnrtEval *e,
                    const NnrtData *d, int64_t first, int64_t rows,
-                   double *loss, double *accuracy) {
+                   double *loss, double *accuracy, double *metrics) {
+  int64_t nm = m->nmetrics > 0 ? m->nmetrics : 0;
   double sum[2] = {0, 0};
+  for (int64_t k = 0; metrics && k < nm; k++)
+    metrics[k] = 0;
   for (int64_t s = 0; s < rows; s += e->max_batch) {
     int64_t n = rows - s < e->max_batch ? rows - s : e->max_batch;
     nnrt_data_gather(d, NULL, first + s, n, e->x, e->y);
-    double stats[2] = {0, 0};
+    double *stats = e->stats;
+    memset(stats, 0, sizeof(double) * (size_t)(2 + nm));
     double t0 = nnrt_now();
     m->infer(params, e->ws, e->max_batch, e->x, e->y, n, NULL, stats);
     e->infer_seconds += nnrt_now() - t0;
     sum[0] += stats[0];
     sum[1] += stats[1];
+    for (int64_t k = 0; metrics && k < nm; k++)
+      metrics[k] += stats[2 + k];
   }
   *loss = rows ? sum[0] / (double)rows : 0;
   *accuracy = rows ? sum[1] / (double)rows : 0;
+  for (int64_t k = 0; metrics && k < nm; k++)
+    metrics[k] = rows ? metrics[k] / (double)rows : 0;
 }
 
 // ---- callbacks from generated code ------------------------------------------
@@ -229,6 +248,10 @@ int64_t nnrt_epoch_begin(NnrtRun *r, int64_t epoch) {
   r->step = r->first / r->batch;
   r->seen = 0;
   r->loss_sum = r->correct = 0;
+  for (int64_t k = 0; k < r->m->nmetrics; k++)
+    r->metric_sum[k] = 0;
+  r->metric_rows = 0;
+  r->has_pending = 0;
   if (r->o->no_shuffle)
     for (int64_t k = 0; k < r->ntrain; k++)
       r->perm[k] = k;
@@ -299,6 +322,12 @@ void nnrt_check_params(NnrtRun *r, const float *params) {
   }
 }
 
+void nnrt_batch_metrics(NnrtRun *r, const double *values) {
+  for (int64_t k = 0; k < r->m->nmetrics; k++)
+    r->pending[k] = values[k];
+  r->has_pending = r->m->nmetrics > 0;
+}
+
 int64_t nnrt_batch_end(NnrtRun *r, int64_t rows, double loss_sum,
                        double correct) {
   r->step++;
@@ -313,6 +342,12 @@ int64_t nnrt_batch_end(NnrtRun *r, int64_t rows, double loss_sum,
   r->seen += rows;
   r->loss_sum += loss_sum;
   r->correct += correct;
+  if (r->has_pending) {  // batch means, weighted by the batch's rows
+    for (int64_t k = 0; k < r->m->nmetrics; k++)
+      r->metric_sum[k] += r->pending[k] * (double)rows;
+    r->metric_rows += (double)rows;
+    r->has_pending = 0;
+  }
   if (r->o->save_every > 0 && r->save_path &&
       r->steps % r->o->save_every == 0 && r->first + r->seen < r->ntrain) {
     // (the epoch's last step is saved by nnrt_epoch_end with its metrics)
@@ -420,20 +455,31 @@ int64_t nnrt_epoch_end(NnrtRun *r, int64_t epoch) {
   mt.samples_per_s = seconds > 0 ? (double)r->seen / seconds : 0;
   mt.has_lr = r->has_lr;
   mt.lr = r->lr;
+  if (m->nmetrics > 0) {
+    mt.nmetrics = m->nmetrics;
+    mt.metric_names = m->metric_names;
+    for (int64_t k = 0; k < m->nmetrics; k++)
+      r->metric_mean[k] = r->metric_rows > 0
+                              ? r->metric_sum[k] / r->metric_rows
+                              : NAN;  // the code never reported them
+    mt.metrics = r->metric_mean;
+    mt.val_metrics = r->val_metrics;
+    mt.test_metrics = r->test_metrics;
+  }
   if (r->nval > 0) {
     mt.has_val = 1;
     nnrt_evaluate(m, r->params, &r->eval, &r->train, r->ntrain, r->nval,
-                  &mt.val_loss, &mt.val_accuracy);
+                  &mt.val_loss, &mt.val_accuracy, r->val_metrics);
   }
   if (r->has_test) {
     mt.has_test = 1;
     nnrt_evaluate(m, r->params, &r->eval, &r->test, 0, r->test.rows,
-                  &mt.test_loss, &mt.test_accuracy);
+                  &mt.test_loss, &mt.test_accuracy, r->test_metrics);
   }
   FILE *notes = !r->o->json || !r->o->quiet ? r->human : NULL;
   int64_t converged = r->converged_epoch;
   note_mistakes(r, &mt);
-  char line[1024];
+  char line[8192];
   if (r->o->json) {
     nnrt_metrics_format(line, sizeof line, &mt, 1);
     printf("%s\n", line);
@@ -560,14 +606,35 @@ static int setup(NnrtRun *r, const NnrtModel *m, const NnrtOptions *o) {
     ws = -1;
   r->state = nnrt_alloc_array(nstate, nnrt_elt(m));
   r->ws = nnrt_alloc_array(ws, nnrt_elt(m));
+  if (m->nmetrics > 0) {
+    int64_t nm = m->nmetrics;
+    r->metric_block = nnrt_alloc_array(5 * nm, sizeof(double));
+    if (r->metric_block) {
+      r->pending = r->metric_block, r->metric_sum = r->pending + nm;
+      r->metric_mean = r->metric_sum + nm, r->val_metrics = r->metric_mean + nm;
+      r->test_metrics = r->val_metrics + nm;
+    }
+  }
   if (!r->perm || !r->params || !r->state || !r->ws ||
-      (m->patience > 0 && !r->best))
+      (m->patience > 0 && !r->best) || (m->nmetrics > 0 && !r->metric_block))
     return nnrt_fail(err, "out of memory (%lld parameters, %lld workspace "
                      "floats)", (long long)m->param_numel, (long long)ws);
   for (int64_t k = 0; k < m->nstate; k++)
     for (int64_t i = 0; i < m->param_numel; i++)
       nnrt_elt_set(nnrt_elt(m), r->state, k * m->param_numel + i,
                    m->state_init[k]);
+  // Programs of several steps: each parameter starts its own optimizer's
+  // state (buffers have none: their rows are not read).
+  for (int64_t p = 0; m->param_state_init && p < m->nparams; p++) {
+    const NnrtParamInfo *pi = &m->params[p];
+    if (pi->buffer)
+      continue;
+    for (int64_t k = 0; k < m->nstate; k++)
+      for (int64_t i = 0; i < pi->numel; i++)
+        nnrt_elt_set(nnrt_elt(m), r->state,
+                     k * m->param_numel + pi->offset + i,
+                     m->param_state_init[p * m->nstate + k]);
+  }
   int64_t eval_rows = r->nval > r->test.rows ? r->nval : r->test.rows;
   if (eval_rows > 0 && nnrt_eval_open(&r->eval, m, eval_rows, 0, err))
     return -1;
@@ -593,6 +660,7 @@ static void teardown(NnrtRun *r) {
   nnrt_free(r->params);
   nnrt_free(r->best);
   nnrt_free(r->perm);
+  nnrt_free(r->metric_block);
   nnrt_data_close(&r->test);
   nnrt_data_close(&r->train);
   if (r->log)
@@ -678,7 +746,7 @@ static int open_log(NnrtRun *r) {
   } else {
     return 0;
   }
-  r->log = nnrt_log_open(r->log_path, r->epoch0 > 0, &r->err);
+  r->log = nnrt_log_open(r->log_path, r->epoch0 > 0, r->m, &r->err);
   return r->log ? 0 : -1;
 }
 

@@ -74,6 +74,19 @@ check "$(awk -v a="$a" -v b="$b" 'BEGIN { d = (a - b) / a; print (d < 0 ? -d : d
 [ "$(json_last test_accuracy e1.json)" = "$(json_last test_accuracy e1000.json)" ]
 check "$(json_last test_accuracy e1.json)" ">" 0.6 "f64 fashion_mlp_bn eval accuracy (batch 1 and 1000 agree)"
 
+# A program of steps with draws and `sample` (the VAE) in f64: the same
+# ELBO as f32's to float noise, and samples (floats) make a picture.
+compile vae
+to64 vae
+"$NNC" vae_64.nn -o vae64
+./vae train --limit 1000 --epochs 1 --json --quiet --no-save >v32.json
+./vae64 train --limit 1000 --epochs 1 --json --quiet --save vae64.safetensors >v64.json
+a=$(json_last elbo v32.json)
+b=$(json_last elbo v64.json)
+check "$(awk -v a="$a" -v b="$b" 'BEGIN { d = (a - b) / a; print (d < 0 ? -d : d) }')" "<" 1e-4 "f64 VAE's ELBO ($b) against f32's ($a)"
+./vae64 sample --load vae64.safetensors --count 4 --out s64.png >/dev/null 2>&1
+check "$(wc -c <s64.png)" ">" 1000 "f64 VAE samples as a PNG (bytes)"
+
 # An f64 inference library: predictions are floats, as for f32 models.
 to64 fashion_mlp
 "$NNC" fashion_mlp_64.nn -o fm64
