@@ -496,7 +496,14 @@ static IrValue *c_draws(IrModule *m, IrValue *x) {
              bin(m, OP_MUL, q, ir_prim(m->fn, OP_RAND_NORMAL, none, nrm, L)));
 }
 
+// x * p * detach(p): the value x p^2, the gradient x detach(p) (not 2 x p).
+static IrValue *c_detach(IrModule *m, IrValue *x) {
+  IrValue *p = param(m, "p", shape_vec(5), INIT_NORMAL);
+  return bin(m, OP_MUL, bin(m, OP_MUL, x, p), un(m, OP_DETACH, p));
+}
+
 static const OpCase op_cases[] = {
+    {"detach", {.rank = 1, .dim = {5}}, c_detach, 0.1},
     {"draws", {.rank = 1, .dim = {9}}, c_draws, 0.1},
     {"epilogue", {.rank = 1, .dim = {5}}, c_epilogue, 0.1},
     {"epilogue_rows", {.rank = 2, .dim = {3, 4}}, c_epilogue_rows, 0.1},
