@@ -1458,16 +1458,6 @@ static void build_module(Cg *cg, LLVMTargetDataRef td) {
   for (int i = 0; i < m->ntrainable && cg->step->opt.fn; i++)
     assert(((IrParam *)m->params.item[i])->grad && "grad_emit has not run");
   IrGraph ev = ir_eval_graph(m);
-  // A step without a parameter list updates every trainable parameter
-  // (ir.h; modules built by hand, as the codegen tests do, leave it NULL).
-  for (int k = 0; k < m->nsteps; k++)
-    if (!m->steps[k].params) {
-      IrStep *st = &m->steps[k];
-      st->nparams = m->ntrainable;
-      st->params = arena_alloc(cg->arena, sizeof(int) * (size_t)(st->nparams + 1));
-      for (int i = 0; i < st->nparams; i++)
-        st->params[i] = i;
-    }
 
   // Roots must be stored even when marked fused: the driver reads them.
   bool *root = arena_alloc(cg->arena, (size_t)n);
@@ -1481,6 +1471,15 @@ static void build_module(Cg *cg, LLVMTargetDataRef td) {
   // reports, unless `step` blocks report instead).
   int nsteps = m->nsteps ? m->nsteps : 1;
   const IrStep *steps = m->nsteps ? m->steps : cg->step;
+  for (int k = 0; k < m->nsteps; k++) {
+    IrStep *st = &m->steps[k];
+    if (st->params)
+      continue;  // NULL: every trainable parameter (ir.h)
+    st->nparams = m->ntrainable;
+    st->params = arena_alloc(cg->arena, sizeof(int) * (size_t)(m->ntrainable + 1));
+    for (int i = 0; i < m->ntrainable; i++)
+      st->params[i] = i;
+  }
   bool **step_live = arena_alloc(cg->arena, sizeof(bool *) * (size_t)nsteps);
   for (int k = 0; k < nsteps; k++) {
     const IrStep *st = &steps[k];

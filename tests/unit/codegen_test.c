@@ -345,6 +345,7 @@ static IrValue *c_unary(IrModule *m, IrValue *x) {
       un(m, OP_SIGN, x),
       bin(m, OP_MUL, un(m, OP_SIN, bin(m, OP_MUL, x, p)), un(m, OP_COS, x)),
       un(m, OP_FLOOR, bin(m, OP_MUL, x, cst(m, 3))),
+      bin(m, OP_MUL, un(m, OP_DETACH, bin(m, OP_MUL, x, p)), p),
       un(m, OP_STEP, bin(m, OP_SUB, x, p)),
       un(m, OP_LOG, x2p1),
       bin(m, OP_MUL, un(m, OP_SQRT, x2p1), s),
@@ -496,14 +497,7 @@ static IrValue *c_draws(IrModule *m, IrValue *x) {
              bin(m, OP_MUL, q, ir_prim(m->fn, OP_RAND_NORMAL, none, nrm, L)));
 }
 
-// x * p * detach(p): the value x p^2, the gradient x detach(p) (not 2 x p).
-static IrValue *c_detach(IrModule *m, IrValue *x) {
-  IrValue *p = param(m, "p", shape_vec(5), INIT_NORMAL);
-  return bin(m, OP_MUL, bin(m, OP_MUL, x, p), un(m, OP_DETACH, p));
-}
-
 static const OpCase op_cases[] = {
-    {"detach", {.rank = 1, .dim = {5}}, c_detach, 0.1},
     {"draws", {.rank = 1, .dim = {9}}, c_draws, 0.1},
     {"epilogue", {.rank = 1, .dim = {5}}, c_epilogue, 0.1},
     {"epilogue_rows", {.rank = 2, .dim = {3, 4}}, c_epilogue_rows, 0.1},
