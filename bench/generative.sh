@@ -12,7 +12,10 @@
 #       d_loss, d_acc and g_loss (nnc and PyTorch) and nnc's sample grid
 #       (docs/gan-samples.png), plus the VAE's (docs/vae-samples.png)
 # Both sides use every CPU (nnc's default --threads; PyTorch with Debian's
-# OpenMP OpenBLAS and torch.set_num_threads(nproc)).
+# OpenMP OpenBLAS and torch.set_num_threads(nproc)); NNC_THREADS=N and
+# TORCH_THREADS=N override either (1 and 1 compare single cores, which a
+# busy machine distorts least: PyTorch's OpenMP barriers degrade badly when
+# another process takes a core).
 set -eu
 cd "$(dirname "$0")/.."
 mode=${1:-speed}
@@ -24,7 +27,8 @@ root=$(pwd)
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 blas=/usr/lib/x86_64-linux-gnu/openblas-openmp
-tt=$(nproc)
+tt=${TORCH_THREADS:-$(nproc)}
+nt=${NNC_THREADS:-$(nproc)}
 torch() {
   (cd "$root/bench" && LD_LIBRARY_PATH=$blas OMP_NUM_THREADS=$tt \
     /usr/bin/python3 generative.py "$@" --threads "$tt")
@@ -33,6 +37,7 @@ key() { sed -n "s/.*\"$1\": *\([0-9.eE+-]*\).*/\1/p" | tail -n 1; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 lowest() { sort -g | head -n 1; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+echo "threads: nnc $nt, PyTorch $tt"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(date -u +%Y-%m-%d), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 
@@ -47,7 +52,7 @@ speed)
     : >"$out/nnc.txt"
     : >"$out/torch.txt"
     for r in $(seq "$rounds"); do
-      (cd "$out" && "./$w" train --epochs 1 --json --quiet --no-save) |
+      (cd "$out" && "./$w" train --epochs 1 --json --quiet --no-save --threads "$nt") |
         key seconds >>"$out/nnc.txt"
       torch "$w" --epochs 1 | key seconds >>"$out/torch.txt"
     done
