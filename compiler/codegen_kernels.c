@@ -655,6 +655,11 @@ LLVMValueRef ew_op(Cg *cg, const IrValue *v, LLVMValueRef *x) {
   case OP_CONCAT:
   case OP_SLICE:
   case OP_EMBED:
+  case OP_LOOP:
+  case OP_LOOP_SEQ:
+  case OP_LOOP_CARRY:
+  case OP_LOOP_OUTER:
+  case OP_LOOP_INDEX:
   case OP_COUNT:
     break;
   }
@@ -971,6 +976,11 @@ static LLVMValueRef argmax(Cg *cg, LLVMValueRef p, LLVMValueRef base,
 #define emit_PARAM kernel_none
 #define emit_ARG kernel_none
 #define emit_RESHAPE kernel_none
+// Loop bodies' leaves never have kernels: codegen_loop.c reads them.
+#define emit_LOOP_SEQ kernel_none
+#define emit_LOOP_CARRY kernel_none
+#define emit_LOOP_OUTER kernel_none
+#define emit_LOOP_INDEX kernel_none
 
 static void emit_SUM(Kern *k, const IrValue *v) {
   kernel_sum(k, v, false);
@@ -1058,6 +1068,8 @@ static void collect_inputs(Cg *cg, const IrValue *v, PtrVec *in) {
 }
 
 int64_t kernel_scratch(Cg *cg, const IrValue *v) {
+  if (v->op == OP_LOOP)
+    return loop_scratch(v);
   const IrValue *mm = kernel_matmul(cg, v);
   return mm ? mm_scratch(mm) : conv_scratch(cg, v);
 }

@@ -1,0 +1,2 @@
+// sema_scan.c — placeholder
+#include "sema_internal.h"
