@@ -36,6 +36,8 @@
 // The generated table must match runtime/nnrt.h; the enums are shared by
 // value.
 _Static_assert(MAX_RANK == NNRT_MAX_RANK, "rank limits differ");
+_Static_assert((int)INIT_ORTHOGONAL == (int)NNRT_INIT_ORTHOGONAL,
+               "InitKind and NnrtInit differ");
 _Static_assert((int)INIT_HE_NORMAL == (int)NNRT_INIT_HE_NORMAL &&
                    (int)INIT_XAVIER_UNIFORM == (int)NNRT_INIT_XAVIER_UNIFORM,
                "InitKind and NnrtInit differ");

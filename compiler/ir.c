@@ -15,6 +15,7 @@
 const char *const init_names[INIT_COUNT] = {
     "zeros",          "constant",       "uniform",    "normal",
     "xavier_uniform", "xavier_normal", "he_uniform", "he_normal",
+    "orthogonal",
 };
 
 IrFn *ir_fn_new(Arena *a) {
@@ -76,7 +77,9 @@ bool ir_same(const IrValue *a, const IrValue *b) {
          shape_eq(a->attr.shape, b->attr.shape) &&
          ir_window_same(&a->attr.win, &b->attr.win) &&
          a->attr.axis == b->attr.axis && a->attr.start == b->attr.start &&
-         a->attr.loop == b->attr.loop;
+         (a->attr.loop == b->attr.loop ||
+          (a->attr.loop && b->attr.loop &&
+           ir_loop_same(a->attr.loop, b->attr.loop)));
 }
 
 IrValue *ir_leaf(IrFn *fn, Op op, Shape s, bool batched, int index,

@@ -171,6 +171,7 @@ void ir_renumber(IrFn *fn);
 typedef enum InitKind {
   INIT_ZEROS, INIT_CONSTANT, INIT_UNIFORM, INIT_NORMAL,
   INIT_XAVIER_UNIFORM, INIT_XAVIER_NORMAL, INIT_HE_UNIFORM, INIT_HE_NORMAL,
+  INIT_ORTHOGONAL,        // orthonormal rows (or columns) of a 2-D weight
   INIT_COUNT
 } InitKind;
 extern const char *const init_names[INIT_COUNT];  // "zeros", "he_normal", ...
@@ -391,6 +392,10 @@ void ir_loop_reshape(IrValue *loop);
 IrValue *ir_loop_stack(IrFn *fn, IrValue *loop, int i, Loc loc);
 // Record i at one time position t: rec[i]'s shape, batched.
 IrValue *ir_loop_at(IrFn *fn, IrValue *loop, int i, int64_t t, Loc loc);
+// Whether two loops compute the same: equal steps, direction, operands'
+// kinds, records and bodies (value by value; the simplifier's CSE merges
+// the training and inference graphs' copies of one recurrence).
+bool ir_loop_same(const IrLoop *a, const IrLoop *b);
 // The time position of a loop's last step (T - 1, or 0 when reversed).
 int64_t ir_loop_last(const IrLoop *l);
 

@@ -156,6 +156,36 @@ IrValue *ir_loop_at(IrFn *fn, IrValue *loop, int i, int64_t t, Loc loc) {
   return ir_shaped(fn, OP_RESHAPE, s, r->shape, true, loc);
 }
 
+bool ir_loop_same(const IrLoop *a, const IrLoop *b) {
+  if (a->T != b->T || a->reverse != b->reverse || a->bptt != b->bptt ||
+      a->nseq != b->nseq || a->ncarry != b->ncarry ||
+      a->nouter != b->nouter || a->nrec != b->nrec || a->R != b->R ||
+      a->nrec_user != b->nrec_user ||
+      a->body->values.n != b->body->values.n)
+    return false;
+  for (int i = 0; i < a->body->values.n; i++) {
+    const IrValue *x = a->body->values.item[i], *y = b->body->values.item[i];
+    if (x->op != y->op || x->narg != y->narg || !shape_eq(x->shape, y->shape) ||
+        x->batched != y->batched)
+      return false;
+    for (int j = 0; j < x->narg; j++)
+      if (x->arg[j]->id != y->arg[j]->id)
+        return false;
+    // Arguments compared by position above; the attributes here.
+    IrValue xa = *x, ya = *y;
+    xa.narg = ya.narg = 0;
+    if (!ir_same(&xa, &ya))
+      return false;
+  }
+  for (int k = 0; k < a->ncarry; k++)
+    if (a->next[k]->id != b->next[k]->id)
+      return false;
+  for (int i = 0; i < a->nrec; i++)
+    if (a->rec[i]->id != b->rec[i]->id)
+      return false;
+  return true;
+}
+
 int64_t ir_loop_last(const IrLoop *l) { return l->reverse ? 0 : l->T - 1; }
 
 // ---- printing -------------------------------------------------------------------

@@ -99,6 +99,10 @@ double sema_number(Sema *s, Frame *f, Ast *e, const char *what,
 SVal sema_window(Sema *s, const char *name, SVal *pos, int npos,
                  const char **names, SVal *named, int nnamed, Ast *call);
 
+// sema_scan.c: scan (a recurrence: one LOOP) and slice.
+SVal sema_seq(Sema *s, Frame *f, const char *name, SVal *pos, int npos,
+              const char **names, SVal *named, int nnamed, Ast *call);
+
 // sema_train.c: lowers the train block (loss, optimizer, data, settings)
 // for the training graph's output, and the loss and metrics of the
 // inference graph's.

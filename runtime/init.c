@@ -46,6 +46,8 @@ int nnrt_init_param(const NnrtParamInfo *p, int64_t index, uint64_t seed,
   case NNRT_INIT_HE_NORMAL:
     normal = 1, std = sqrt(2.0 / fi);
     break;
+  case NNRT_INIT_ORTHOGONAL:
+    return nnrt_init_orthogonal(p, key, params, err);
   default:
     return nnrt_fail(err, "parameter '%s' has an unknown initializer (%lld)",
                      p->name, (long long)p->init);

@@ -24,6 +24,7 @@ typedef enum NnrtInit {
   NNRT_INIT_ZEROS, NNRT_INIT_CONSTANT, NNRT_INIT_UNIFORM, NNRT_INIT_NORMAL,
   NNRT_INIT_XAVIER_UNIFORM, NNRT_INIT_XAVIER_NORMAL, NNRT_INIT_HE_UNIFORM,
   NNRT_INIT_HE_NORMAL,
+  NNRT_INIT_ORTHOGONAL,
 } NnrtInit;  // same order as InitKind in compiler/ir.h
 
 typedef struct NnrtParamInfo {

@@ -59,6 +59,9 @@ static inline int64_t nnrt_param_at(const NnrtParamInfo *p, int64_t i) {
   return (i % p->dim[1]) * p->dim[0] + i / p->dim[1];
 }
 
+// init_orthogonal.c: orthonormal rows (or columns) of a 2-D weight.
+int nnrt_init_orthogonal(const NnrtParamInfo *p, uint64_t key, float *params,
+                         NnrtErr *err);
 int nnrt_init_param(const NnrtParamInfo *p, int64_t index, uint64_t seed,
                     float *params, NnrtErr *err);
 // Every parameter of the model.
