@@ -15,7 +15,7 @@
 const char *const init_names[INIT_COUNT] = {
     "zeros",          "constant",       "uniform",    "normal",
     "xavier_uniform", "xavier_normal", "he_uniform", "he_normal",
-    "orthogonal",
+    "orthogonal",     "arange",
 };
 
 IrFn *ir_fn_new(Arena *a) {

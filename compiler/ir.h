@@ -172,6 +172,7 @@ typedef enum InitKind {
   INIT_ZEROS, INIT_CONSTANT, INIT_UNIFORM, INIT_NORMAL,
   INIT_XAVIER_UNIFORM, INIT_XAVIER_NORMAL, INIT_HE_UNIFORM, INIT_HE_NORMAL,
   INIT_ORTHOGONAL,        // orthonormal rows (or columns) of a 2-D weight
+  INIT_ARANGE,            // element i is i (an embedding's token ids)
   INIT_COUNT
 } InitKind;
 extern const char *const init_names[INIT_COUNT];  // "zeros", "he_normal", ...
@@ -242,6 +243,7 @@ typedef struct IrOptimizer {
 
 typedef enum DataKind {
   DATA_NONE, DATA_IDX, DATA_CSV, DATA_INLINE, DATA_NPY,  // = NnrtDataKind
+  DATA_TEXT,
 } DataKind;
 
 typedef struct DataSpec {
@@ -255,6 +257,15 @@ typedef struct DataSpec {
   int64_t nrows;          // DATA_INLINE: rows of x and y
   int64_t xcols, ycols;
   double *x, *y;
+  // DATA_TEXT (text(path, holdout, stride)): a byte stream cut into windows
+  // of the input's length every `stride` bytes; the last `holdout` of the
+  // stream is the test part (text_test: this spec reads that part).
+  // text_vocab: the classes of the label (the output's last axis);
+  // text_steps: 1 when the label is the next byte after the window, else
+  // the window's length (one next byte per step).
+  double holdout;
+  int64_t stride, text_vocab, text_steps;
+  bool text_test;
 } DataSpec;
 
 // A learning-rate schedule: a scalar program of ARG 0 = the optimizer steps

@@ -102,6 +102,7 @@ static const Builtin builtins[] = {
     {"in_range", BK_RANGE, 0, 0, 0},
     {"scan", BK_SEQ, 0, 0, 0},           {"slice", BK_SEQ, 0, 0, 0},
     {"orthogonal", BK_INIT, INIT_ORTHOGONAL, 0, 0},
+    {"arange", BK_INIT, INIT_ARANGE, 0, 0},
 };
 enum { NBUILTINS = sizeof builtins / sizeof builtins[0] };
 

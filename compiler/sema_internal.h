@@ -103,6 +103,10 @@ SVal sema_window(Sema *s, const char *name, SVal *pos, int npos,
 SVal sema_seq(Sema *s, Frame *f, const char *name, SVal *pos, int npos,
               const char **names, SVal *named, int nnamed, Ast *call);
 
+// sema_scan.c: `text(path, holdout = 0.1, stride = t)`, a token stream
+// (data = the head, test = the held-out tail).
+void sema_text_data(Sema *s, Frame *f, Ast *call, DataSpec *d, bool test);
+
 // sema_train.c: lowers the train block (loss, optimizer, data, settings)
 // for the training graph's output, and the loss and metrics of the
 // inference graph's.

@@ -271,3 +271,63 @@ SVal sema_seq(Sema *s, Frame *f, const char *name, SVal *pos, int npos,
     return scan(s, f, pos, npos, names, named, nnamed, call);
   return slice(s, pos, npos, names, named, nnamed, call);
 }
+
+// ---- token streams: text(path, holdout = 0.1, stride = t) -------------------
+// The model reads windows of t tokens, f32[t] (byte values 0..255), and
+// predicts the next byte, f32[vocab], or every step's next byte,
+// f32[t, vocab] (one-hot labels). `data` reads the head of the stream,
+// `test` its last `holdout`.
+void sema_text_data(Sema *s, Frame *f, Ast *call, DataSpec *d, bool test) {
+  IrModule *m = s->m;
+  double holdout = 0.1, stride = 0;
+  const char *path = NULL;
+  for (int i = 0; i < call->list.n; i++) {
+    Ast *arg = call->list.item[i];
+    SVal v = sema_eval(s, f, arg->kind == AST_NAMED_ARG ? arg->a : arg);
+    if (v.kind == SV_POISON)
+      return;
+    if (arg->kind != AST_NAMED_ARG) {
+      if (path || v.kind != SV_STR) {
+        diag_error(s->diag, arg->loc,
+                   "text takes one path (a file, or a folder of files)");
+        return;
+      }
+      path = v.str;
+    } else if (strcmp(arg->name, "holdout") == 0 && v.kind == SV_NUM &&
+               v.num > 0 && v.num < 1) {
+      holdout = v.num;
+    } else if (strcmp(arg->name, "stride") == 0 && v.kind == SV_NUM &&
+               v.num >= 1 && v.num == floor(v.num) && v.num <= 1e9) {
+      stride = v.num;
+    } else {
+      diag_error(s->diag, arg->loc,
+                 "text: expected holdout = a fraction in (0, 1) or stride = "
+                 "a whole number of bytes, got '%s'",
+                 arg->name);
+      return;
+    }
+  }
+  if (!path) {
+    diag_error(s->diag, call->loc, "text needs a path");
+    return;
+  }
+  Shape in = m->input->shape, out = m->output->shape;
+  int64_t t = in.rank == 1 ? in.dim[0] : 0;
+  bool steps = out.rank == 2 && out.dim[0] == t;
+  if (!t || (out.rank != 1 && !steps)) {
+    diag_error(s->diag, call->loc,
+               "text data needs a model over windows of tokens, f32[t], "
+               "predicting the next token f32[vocab] or each step's "
+               "f32[t, vocab]; this one takes %s and predicts %s",
+               shape_str(s->arena, in, false), shape_str(s->arena, out, false));
+    return;
+  }
+  d->kind = DATA_TEXT;
+  d->path_x = path;
+  d->scale = 1;
+  d->holdout = holdout;
+  d->stride = stride > 0 ? (int64_t)stride : t;
+  d->text_vocab = out.dim[out.rank - 1];
+  d->text_steps = steps ? t : 1;
+  d->text_test = test;
+}

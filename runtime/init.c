@@ -48,6 +48,10 @@ int nnrt_init_param(const NnrtParamInfo *p, int64_t index, uint64_t seed,
     break;
   case NNRT_INIT_ORTHOGONAL:
     return nnrt_init_orthogonal(p, key, params, err);
+  case NNRT_INIT_ARANGE:
+    for (int64_t i = 0; i < p->numel; i++)
+      w[nnrt_param_at(p, i)] = (float)i;
+    return 0;
   default:
     return nnrt_fail(err, "parameter '%s' has an unknown initializer (%lld)",
                      p->name, (long long)p->init);

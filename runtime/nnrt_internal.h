@@ -150,6 +150,8 @@ int nnrt_csv_load(NnrtData *d, const NnrtDataSpec *spec, NnrtErr *err);
 // NPY loader (npy.c): d->path the inputs, path_y the labels, both found.
 int nnrt_npy_load(NnrtData *d, const NnrtDataSpec *spec, const char *path_y,
                   NnrtErr *err);
+// Text windows (text.c): d->path found, d->xcols the window length.
+int nnrt_text_load(NnrtData *d, const NnrtDataSpec *spec, NnrtErr *err);
 // NPY inputs without labels (predict).
 int nnrt_npy_load_inputs(NnrtData *d, NnrtErr *err);
 
@@ -265,7 +267,7 @@ void nnrt_format_rate(char *buf, size_t cap, double rate);
 // ---- run.c, main.c ----------------------------------------------------------
 typedef enum NnrtCommand {
   NNRT_CMD_TRAIN, NNRT_CMD_EVAL, NNRT_CMD_PREDICT, NNRT_CMD_RECONSTRUCT,
-  NNRT_CMD_PLOT,
+  NNRT_CMD_PLOT, NNRT_CMD_SAMPLE,
 } NnrtCommand;
 
 typedef struct NnrtOptions {
@@ -290,6 +292,8 @@ typedef struct NnrtOptions {
   int no_log;                    // train --no-log
   int64_t save_every;            // --save-every N: also save every N steps
   int check_numerics;            // --check-numerics
+  int64_t length;                // sample --length (default 500)
+  double temperature;            // sample --temperature (default 1)
 } NnrtOptions;
 
 // Buffers for running model->infer over a data set in chunks.
@@ -307,6 +311,12 @@ void nnrt_eval_close(NnrtEval *e);
 void nnrt_evaluate(const NnrtModel *m, const float *params, NnrtEval *e,
                    const NnrtData *d, int64_t first, int64_t rows,
                    double *loss, double *accuracy);
+
+// sample (sample_text.c): o->length bytes generated after the first window
+// of the training text, each drawn from the softmax of the last step's
+// logits divided by o->temperature; printed to stdout.
+int nnrt_sample_text(const NnrtModel *m, const NnrtOptions *o,
+                     const float *params, NnrtErr *err);
 
 // The train command; returns the exit code.
 int nnrt_train_command(const NnrtModel *m, const NnrtOptions *o);
