@@ -360,9 +360,9 @@ void grad_loop(IrFn *fn, IrValue *y, IrValue *dy, const bool *want,
     if (j >= 0 && !L->outer[j]->batched) {
       for (int t = 0; t < nterms[i]; t++) {
         Term *tm = &terms[i][t];
-        tm->rp = ir_loop_record(b.BL, g_value(&b, tm->t->arg[0]));
+        tm->rp = ensure_recorded(b.BL, g_value(&b, tm->t->arg[0]));
         if (tm->t->op == OP_MATMUL_TN)
-          tm->rq = ir_loop_record(b.BL, g_value(&b, tm->t->arg[1]));
+          tm->rq = ensure_recorded(b.BL, g_value(&b, tm->t->arg[1]));
       }
       continue;
     }
@@ -373,7 +373,7 @@ void grad_loop(IrFn *fn, IrValue *y, IrValue *dy, const bool *want,
       next[k] = gv;
     }
     if (want[i])
-      rec_of[i] = ir_loop_record(b.BL, gv);
+      rec_of[i] = ensure_recorded(b.BL, gv);
   }
   if (b.BL->nrec == 0)  // nothing per step is wanted: keep the loop well formed
     ir_loop_record(b.BL, next[0]);

@@ -626,6 +626,14 @@ static void fan_of(Shape sh, int64_t *fan_in, int64_t *fan_out) {
 
 static void declare_param(Sema *s, Frame *f, Ast *st) {
   Shape shape;
+  if (s->fn != s->m->fn && s->in_scan) {  // a step function (sema_scan.c)
+    diag_error(s->diag, st->loc,
+               "a scan step cannot declare %s: declare them in the layer that "
+               "calls scan and pass them in as arguments",
+               st->kind == AST_BUFFER ? "buffers" : "parameters");
+    frame_bind(s, f, st->name, sval_poison());
+    return;
+  }
   if (s->fn != s->m->fn) {
     diag_error(s->diag, st->loc, "%s can only be declared in layers and models",
                st->kind == AST_BUFFER ? "buffers" : "parameters");

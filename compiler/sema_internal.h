@@ -69,6 +69,7 @@ typedef struct Sema {
   PtrVec penalties;    // IrValue*: `penalty` terms of the training pass
   Ast *top_call;       // the model-level call being instantiated
   Loc batch_stats_at;  // first batch statistic in training (file NULL: none)
+  bool in_scan;        // lowering a scan's step function (sema_scan.c)
 } Sema;
 
 SVal sval_poison(void);

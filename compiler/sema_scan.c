@@ -195,10 +195,13 @@ static SVal scan(Sema *s, Frame *f, SVal *pos, int npos, const char **names,
                       ? sval_tensor(ir_loop_outer(l, pos[i].t, loc), pos[i].loc)
                       : pos[i];
   IrFn *outer_fn = s->fn;
+  bool in_scan = s->in_scan;
   s->fn = l->body;
+  s->in_scan = true;
   int errors = s->diag->nerrors;
   SVal r = sema_apply(s, f, pos[0], args, npos - 1, NULL, NULL, 0, call);
   s->fn = outer_fn;
+  s->in_scan = in_scan;
   if (r.kind == SV_POISON || s->diag->nerrors > errors)
     return sval_poison();
   if (r.kind != SV_TENSOR ||
