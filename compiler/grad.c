@@ -499,6 +499,7 @@ static void step_grads(IrModule *m, const IrStep *st) {
 
 void grad_emit(IrModule *m, Ctx *ctx) {
   (void)ctx;  // every rule is total: sema already rejected what has no gradient
+  grad_loop_views(m);
   for (int k = 0; k < m->nsteps; k++)
     step_grads(m, &m->steps[k]);
 }

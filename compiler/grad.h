@@ -35,4 +35,10 @@ void grad_vjp(IrFn *fn, int nseed, IrValue **seed, IrValue **dseed,
 void grad_loop(IrFn *fn, IrValue *y, IrValue *dy, const bool *want,
                IrValue **d);
 
+// Before differentiating: every LOOP's users (and module roots) read it
+// through an explicit SLICE of its columns, so that grad_loop can widen
+// the record with saved values without changing what they read (the
+// simplifier may have dropped a SLICE of the whole record before).
+void grad_loop_views(IrModule *m);
+
 #endif

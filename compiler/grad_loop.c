@@ -410,3 +410,46 @@ void grad_loop(IrFn *fn, IrValue *y, IrValue *dy, const bool *want,
     }
   }
 }
+
+void grad_loop_views(IrModule *m) {
+  IrFn *fn = m->fn;
+  int n = fn->values.n;
+  ir_renumber(fn);  // ids are positions in `old` until the end
+  PtrVec old = fn->values;
+  IrValue **view = arena_alloc(fn->arena, sizeof *view * (size_t)(n + 1));
+  bool any = false;
+  for (int i = 0; i < n; i++)
+    any |= ((IrValue *)old.item[i])->op == OP_LOOP;
+  if (!any)
+    return;
+  // Rebuilt in order, each LOOP followed by its view.
+  fn->values = (PtrVec){0};
+  for (int i = 0; i < n; i++) {
+    IrValue *v = old.item[i];
+    ptrvec_push(fn->arena, &fn->values, v);
+    if (v->op == OP_LOOP)
+      view[i] = ir_prim(fn, OP_SLICE, (IrValue *[MAX_ARGS]){v},
+                        (Attr){.axis = 1, .start = 0, .shape = v->shape},
+                        v->loc);
+  }
+  // Every other user reads the view (a LOOP's id is still its old one).
+  for (int i = 0; i < fn->values.n; i++) {
+    IrValue *v = fn->values.item[i];
+    for (int j = 0; j < v->narg; j++) {
+      IrValue *a = v->arg[j];
+      if (a->op == OP_LOOP && view[a->id] != v)
+        v->arg[j] = view[a->id];
+    }
+  }
+  IrValue **roots[] = {&m->output, &m->loss, &m->correct, &m->eval.output,
+                       &m->eval.loss, &m->eval.objective, &m->eval.correct};
+  for (size_t r = 0; r < sizeof roots / sizeof *roots; r++)
+    if (*roots[r] && (*roots[r])->op == OP_LOOP)
+      *roots[r] = view[(*roots[r])->id];
+  for (int i = 0; i < m->updates.n; i++) {
+    IrUpdate *u = m->updates.item[i];
+    if (u->value->op == OP_LOOP)
+      u->value = view[u->value->id];
+  }
+  ir_renumber(fn);
+}

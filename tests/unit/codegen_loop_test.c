@@ -242,3 +242,33 @@ Test(codegen_loop, mixed_body_truncated_bptt) {
   check_module(rnn_module(&a, "mixed", 6, 2, 6, 6, 1, false, 2, mixed, false));
   arena_free(&a);
 }
+
+// Two loops in sequence: the second reads the first's record (widened by
+// the saved values of its own backward loop) through a matmul.
+Test(codegen_loop, stacked) {
+  Arena a = {0};
+  IrModule *m = module_new(&a, "stacked");
+  int64_t T = 4, n = 3, u = 5, v = 4;
+  m->input = ir_leaf(m->fn, OP_INPUT, mat(T, n), true, 0, "x", L);
+  IrValue *h = m->input;
+  for (int layer = 0; layer < 2; layer++) {
+    int64_t in = layer ? u : n, un = layer ? v : u;
+    IrValue *W = param(m, layer ? "W2" : "W1", mat(in, 3 * un));
+    IrValue *xs = bin(m, OP_MATMUL, h, W);
+    IrLoop *l = ir_loop_new(&a, T, false);
+    IrValue *xt = ir_loop_seq(l, xs, L);
+    IrValue *carry = ir_loop_carry(
+        l, ir_shaped(m->fn, OP_BROADCAST, ir_const(m->fn, 0, L),
+                     shape_vec(un), true, L),
+        L);
+    IrValue *next;
+    gru(m, l, xt, &carry, &next);
+    ir_loop_record(l, next);
+    IrValue *loop = ir_loop_finish(m->fn, l, &next, L);
+    h = layer ? ir_loop_at(m->fn, loop, 0, T - 1, L)
+              : ir_loop_stack(m->fn, loop, 0, L);
+  }
+  finish(m, h);
+  check_module(m);
+  arena_free(&a);
+}
