@@ -316,6 +316,107 @@ static void emit_matmul(Lcg *c, const IrValue *v) {
   loop_end(cg, &li);
 }
 
+// Whether value x has storage for all RB rows of the block (scratch, not
+// an operand's rows, which end at the batch): then a register tile may
+// compute every row of the block, the rows past the batch included
+// (independent garbage that is never copied out).
+static bool block_rows(const Lcg *c, const IrValue *x) {
+  while (c->p.kind[x->id] == SL_VIEW)
+    x = x->arg[0];
+  return x->batched &&
+         (c->p.kind[x->id] == SL_OWN || c->p.kind[x->id] == SL_CARRY);
+}
+
+// The register-tiled y = a b for a block-backed a and an unbatched b (the
+// recurrent matmul h U): for each 16 columns of y, RB accumulator vectors
+// (one per row) run through the reduction, each step reading 16 floats of
+// b's row t once for all the block's rows; the sums are stored once.
+static void emit_matmul_tiled(Lcg *c, const IrValue *v) {
+  Cg *cg = c->cg;
+  const IrValue *a = v->arg[0], *b = v->arg[1];
+  int64_t k = a->shape.dim[a->shape.rank - 1], m = v->shape.dim[v->shape.rank - 1];
+  int64_t na = shape_numel(a->shape) / k, full = m / 16, tail = m % 16;
+  Loop li;
+  LLVMValueRef i = loop_begin(cg, &li, ci(c, na), "i");
+  for (int part = 0; part < 2; part++) {
+    if ((part == 0 && !full) || (part == 1 && !tail))
+      continue;
+    LLVMValueRef mask = part ? cg_vmask(cg, tail) : NULL;
+    Loop lj;
+    LLVMValueRef jc = part ? ci(c, full) : loop_begin(cg, &lj, ci(c, full), "jc");
+    LLVMValueRef col = mul(c, jc, ci(c, 16));
+    TileLoop tl;
+    LLVMValueRef acc[RB];
+    LLVMValueRef t = tile_loop_begin(cg, &tl, ci(c, k), RB, acc, true);
+    LLVMValueRef bv = cg_vload(
+        cg, at(c, b, ci(c, 0), add(c, mul(c, t, ci(c, m)), col)), mask);
+    LLVMValueRef ai = add(c, mul(c, i, ci(c, k)), t);
+    for (int r = 0; r < RB; r++) {
+      LLVMValueRef args[3] = {cg_splat(cg, load(c, a, ci(c, r), ai)), bv,
+                              acc[r]};
+      acc[r] = cg_intrinsic(cg, cg->fma, args, 3);
+    }
+    tile_loop_end(cg, &tl, RB, acc, false);
+    LLVMValueRef yo = add(c, mul(c, i, ci(c, m)), col);
+    for (int r = 0; r < RB; r++)
+      cg_vstore(cg, acc[r], at(c, v, ci(c, r), yo), mask);
+    if (!part)
+      loop_end(cg, &lj);
+  }
+  loop_end(cg, &li);
+}
+
+// The register-tiled y = a b^T for a block-backed a and an unbatched b (the
+// backward loop's dz U^T): for each row j of b, RB vector accumulators of
+// the block rows' dot products with it, b's row read once per block.
+static void emit_matmul_nt_tiled(Lcg *c, const IrValue *v) {
+  Cg *cg = c->cg;
+  const IrValue *a = v->arg[0], *b = v->arg[1];
+  int64_t m = a->shape.dim[a->shape.rank - 1], k = v->shape.dim[v->shape.rank - 1];
+  int64_t na = shape_numel(a->shape) / m, full = m / 16, tail = m % 16;
+  LLVMTypeRef vt = cg_vty(cg);
+  Loop li, lj;
+  LLVMValueRef i = loop_begin(cg, &li, ci(c, na), "i");
+  LLVMValueRef j = loop_begin(cg, &lj, ci(c, k), "j");
+  LLVMValueRef acc[RB];
+  for (int r = 0; r < RB; r++)
+    acc[r] = LLVMConstNull(vt);
+  LLVMValueRef arow = mul(c, i, ci(c, m)), brow = mul(c, j, ci(c, m));
+  if (full) {
+    TileLoop tl;
+    LLVMValueRef t = tile_loop_begin(cg, &tl, ci(c, full), RB, acc, false);
+    LLVMValueRef o = mul(c, t, ci(c, 16));
+    LLVMValueRef bv = cg_vload(cg, at(c, b, ci(c, 0), add(c, brow, o)), NULL);
+    for (int r = 0; r < RB; r++) {
+      LLVMValueRef args[3] = {
+          cg_vload(cg, at(c, a, ci(c, r), add(c, arow, o)), NULL), bv, acc[r]};
+      acc[r] = cg_intrinsic(cg, cg->fma, args, 3);
+    }
+    tile_loop_end(cg, &tl, RB, acc, false);
+  }
+  if (tail) {
+    LLVMValueRef mask = cg_vmask(cg, tail), o = ci(c, full * 16);
+    LLVMValueRef bv = cg_vload(cg, at(c, b, ci(c, 0), add(c, brow, o)), mask);
+    for (int r = 0; r < RB; r++) {
+      LLVMValueRef args[3] = {
+          cg_vload(cg, at(c, a, ci(c, r), add(c, arow, o)), mask), bv, acc[r]};
+      acc[r] = cg_intrinsic(cg, cg->fma, args, 3);
+    }
+  }
+  for (int r = 0; r < RB; r++) {
+    LLVMValueRef s = cg_f32(cg, 0);
+    for (int q = 0; q < 16; q++)
+      s = LLVMBuildFAdd(
+          cg->b, s,
+          LLVMBuildExtractElement(cg->b, acc[r],
+                                  LLVMConstInt(cg->t_i32, (unsigned)q, 0), ""),
+          "");
+    store(c, v, ci(c, r), add(c, mul(c, i, ci(c, k)), j), s);
+  }
+  loop_end(cg, &lj);
+  loop_end(cg, &li);
+}
+
 // y = a b^T, a [..., m] per row, b [k, m]: dot products of rows of a and
 // b, 16 lanes at a time (a masked tail), summed lane by lane at the end.
 static void emit_matmul_nt(Lcg *c, const IrValue *v) {
@@ -454,7 +555,9 @@ static void emit_body_value(Lcg *c, const IrValue *x) {
     return;
   case PK_MATMUL:
     assert(x->op != OP_MATMUL_TN && "no batch sums inside a loop");
-    if (x->op == OP_MATMUL)
+    if (!x->arg[1]->batched && block_rows(c, x->arg[0]))
+      (x->op == OP_MATMUL ? emit_matmul_tiled : emit_matmul_nt_tiled)(c, x);
+    else if (x->op == OP_MATMUL)
       emit_matmul(c, x);
     else
       emit_matmul_nt(c, x);
