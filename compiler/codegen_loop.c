@@ -120,6 +120,8 @@ typedef struct Lcg {
   LLVMValueRef nb;    // its rows (i64, 1..RB)
   LLVMValueRef t;     // the step's time position (i64)
   LLVMValueRef *base; // per body value: element (r, f) is base[r * stride + f]
+  int *uses;          // per body value: its users, records and next values
+  bool *done;         // computed early, in a matmul's epilogue
 } Lcg;
 
 static LLVMValueRef ci(Lcg *c, int64_t x) { return cg_i64(c->cg, x); }
@@ -331,19 +333,134 @@ static bool block_rows(const Lcg *c, const IrValue *x) {
 // recurrent matmul h U): for each 16 columns of y, RB accumulator vectors
 // (one per row) run through the reduction, each step reading 16 floats of
 // b's row t once for all the block's rows; the sums are stored once.
+// The epilogue of a tiled matmul y (epi_plan): z = y + s when y's only user
+// adds a value s computed before it (the step's input projection x_t: z
+// is then the gates' pre-activation), stored; and chains of element-wise
+// values over 16-aligned slices of z (a gate's sigmoid or tanh, with
+// constants), each computed from the accumulators and stored as the
+// chain's last value. Chain values before the last have one use.
+typedef struct Chain {
+  int64_t start, len;        // the slice of z
+  const IrValue *val[8];     // the chain, first to last
+  int n;
+} Chain;
+
+typedef struct Epi {
+  const IrValue *z;          // what the accumulators (+ s) are stored as
+  const IrValue *s;          // the added value, or NULL
+  Chain chain[8];
+  int nchain;
+} Epi;
+
+static const IrValue *only_user(Lcg *c, const IrValue *x) {
+  if (c->uses[x->id] != 1)
+    return NULL;
+  const IrFn *B = c->l->body;
+  for (int i = x->id + 1; i < B->values.n; i++) {
+    const IrValue *u = B->values.item[i];
+    for (int j = 0; j < u->narg; j++)
+      if (u->arg[j] == x)
+        return u;
+  }
+  return NULL;  // a record or a next value
+}
+
+// An element-wise value whose other arguments are constants, over x.
+static bool chain_link(const IrValue *u, const IrValue *x) {
+  if (prims[u->op].kind != PK_EW || !shape_eq(u->shape, x->shape) ||
+      u->batched != x->batched || u->op == OP_BROADCAST)
+    return false;
+  for (int j = 0; j < u->narg; j++)
+    if (u->arg[j] != x && u->arg[j]->op != OP_CONST)
+      return false;
+  return true;
+}
+
+static Epi epi_plan(Lcg *c, const IrValue *y) {
+  Epi e = {.z = y};
+  const IrValue *add = only_user(c, y);
+  if (add && add->op == OP_ADD && shape_eq(add->shape, y->shape) &&
+      add->batched) {
+    const IrValue *s = add->arg[0] == y ? add->arg[1] : add->arg[0];
+    if (s != y && s->id < y->id && shape_eq(s->shape, y->shape) &&
+        s->batched && c->p.kind[add->id] == SL_OWN) {
+      e.z = add, e.s = s;
+      c->done[add->id] = true;
+    }
+  }
+  const IrFn *B = c->l->body;
+  for (int i = e.z->id + 1; i < B->values.n && e.nchain < 8; i++) {
+    const IrValue *sv = B->values.item[i];
+    if (sv->op != OP_SLICE || sv->arg[0] != e.z || c->p.kind[i] != SL_VIEW ||
+        sv->attr.start % 16 || shape_numel(sv->shape) % 16)
+      continue;
+    Chain ch = {.start = sv->attr.start, .len = shape_numel(sv->shape)};
+    const IrValue *x = sv, *u;
+    while (ch.n < 8 && (u = only_user(c, x)) && chain_link(u, x) &&
+           c->p.kind[u->id] == SL_OWN) {
+      ch.val[ch.n++] = u;
+      x = u;
+    }
+    if (!ch.n)
+      continue;
+    for (int k = 0; k < ch.n; k++)
+      c->done[ch.val[k]->id] = true;
+    e.chain[e.nchain++] = ch;
+  }
+  return e;
+}
+
+static void set_base(Lcg *c, const IrValue *x) {
+  c->base[x->id] = cg_gep(c->cg, c->scr, ci(c, c->p.off[x->id]));
+}
+
+// The register-tiled y = a b for a block-backed a and an unbatched b (the
+// recurrent matmul h U): for each 16 columns of y, RB accumulator vectors
+// (one per row) run through the reduction, each step reading 16 floats of
+// b's row t once for all the block's rows; then the epilogue (Epi) stores
+// them. Columns are visited in segments, one per gate chain and one per
+// gap between chains, then the masked tail.
 static void emit_matmul_tiled(Lcg *c, const IrValue *v) {
   Cg *cg = c->cg;
   const IrValue *a = v->arg[0], *b = v->arg[1];
   int64_t k = a->shape.dim[a->shape.rank - 1], m = v->shape.dim[v->shape.rank - 1];
   int64_t na = shape_numel(a->shape) / k, full = m / 16, tail = m % 16;
+  Epi e = na == 1 ? epi_plan(c, v) : (Epi){.z = v};
+  set_base(c, e.z);
+  for (int q = 0; q < e.nchain; q++)
+    for (int j = 0; j < e.chain[q].n; j++)
+      set_base(c, e.chain[q].val[j]);
+  // Segments of chunks [lo, hi) with their chain (or none); then the tail.
+  int64_t seg_lo[40], seg_hi[40];
+  int seg_chain[40], nseg = 0;
+  for (int64_t ck = 0; ck < full;) {
+    int q = -1;
+    for (int i = 0; i < e.nchain; i++)
+      if (e.chain[i].start / 16 == ck)
+        q = i;
+    int64_t hi = full;
+    if (q >= 0) {
+      hi = ck + e.chain[q].len / 16;
+    } else {
+      for (int i = 0; i < e.nchain; i++)
+        if (e.chain[i].start / 16 > ck && e.chain[i].start / 16 < hi)
+          hi = e.chain[i].start / 16;
+    }
+    seg_lo[nseg] = ck, seg_hi[nseg] = hi, seg_chain[nseg++] = q;
+    ck = hi;
+  }
+  if (tail)
+    seg_lo[nseg] = full, seg_hi[nseg] = full + 1, seg_chain[nseg++] = -1;
   Loop li;
   LLVMValueRef i = loop_begin(cg, &li, ci(c, na), "i");
-  for (int part = 0; part < 2; part++) {
-    if ((part == 0 && !full) || (part == 1 && !tail))
-      continue;
-    LLVMValueRef mask = part ? cg_vmask(cg, tail) : NULL;
+  for (int sg = 0; sg < nseg; sg++) {
+    bool is_tail = tail && seg_lo[sg] == full;
+    LLVMValueRef mask = is_tail ? cg_vmask(cg, tail) : NULL;
     Loop lj;
-    LLVMValueRef jc = part ? ci(c, full) : loop_begin(cg, &lj, ci(c, full), "jc");
+    LLVMValueRef jc =
+        is_tail ? ci(c, full)
+                : add(c, loop_begin(cg, &lj, ci(c, seg_hi[sg] - seg_lo[sg]), "jc"),
+                      ci(c, seg_lo[sg]));
     LLVMValueRef col = mul(c, jc, ci(c, 16));
     TileLoop tl;
     LLVMValueRef acc[RB];
@@ -358,9 +475,33 @@ static void emit_matmul_tiled(Lcg *c, const IrValue *v) {
     }
     tile_loop_end(cg, &tl, RB, acc, false);
     LLVMValueRef yo = add(c, mul(c, i, ci(c, m)), col);
-    for (int r = 0; r < RB; r++)
-      cg_vstore(cg, acc[r], at(c, v, ci(c, r), yo), mask);
-    if (!part)
+    const Chain *ch = seg_chain[sg] >= 0 ? &e.chain[seg_chain[sg]] : NULL;
+    for (int r = 0; r < RB; r++) {
+      LLVMValueRef z = acc[r];
+      if (e.s) {  // rows past the batch (garbage) read the last real row
+        LLVMValueRef rr = LLVMBuildSelect(
+            cg->b, LLVMBuildICmp(cg->b, LLVMIntSLT, ci(c, r), c->nb, ""),
+            ci(c, r), LLVMBuildSub(cg->b, c->nb, ci(c, 1), ""), "");
+        z = LLVMBuildFAdd(cg->b, z, cg_vload(cg, at(c, e.s, rr, yo), mask), "");
+      }
+      cg_vstore(cg, z, at(c, e.z, ci(c, r), yo), mask);
+      if (!ch)
+        continue;
+      for (int q = 0; q < ch->n; q++) {
+        const IrValue *u = ch->val[q];
+        LLVMValueRef x[MAX_ARGS];
+        for (int j = 0; j < u->narg; j++)
+          x[j] = u->arg[j]->op == OP_CONST
+                     ? cg_splat(cg, cg_f32(cg, u->arg[j]->attr.num))
+                     : z;
+        z = ew_op(cg, u, x);
+      }
+      cg_vstore(cg, z,
+                at(c, ch->val[ch->n - 1], ci(c, r),
+                   LLVMBuildSub(cg->b, yo, ci(c, ch->start), "")),
+                mask);
+    }
+    if (!is_tail)
       loop_end(cg, &lj);
   }
   loop_end(cg, &li);
@@ -534,6 +675,8 @@ static void emit_body_value(Lcg *c, const IrValue *x) {
     return;
   case SL_OWN:
     c->base[i] = cg_gep(cg, c->scr, ci(c, c->p.off[i]));
+    if (c->done[i])
+      return;  // computed in a matmul's epilogue
     break;
   }
   switch (prims[x->op].kind) {
@@ -617,8 +760,19 @@ void emit_LOOP(Kern *k, const IrValue *v) {
   const IrLoop *l = v->attr.loop;
   Lcg c = {.cg = cg, .k = k, .v = v, .l = l};
   loop_plan(cg->arena, l, &c.p);
-  c.base = arena_alloc(cg->arena,
-                       sizeof *c.base * (size_t)(l->body->values.n + 1));
+  int nb = l->body->values.n;
+  c.base = arena_alloc(cg->arena, sizeof *c.base * (size_t)(nb + 1));
+  c.done = arena_alloc(cg->arena, (size_t)nb + 1);
+  c.uses = arena_alloc(cg->arena, sizeof *c.uses * (size_t)(nb + 1));
+  for (int i = 0; i < nb; i++) {
+    const IrValue *x = l->body->values.item[i];
+    for (int j = 0; j < x->narg; j++)
+      c.uses[x->arg[j]->id]++;
+  }
+  for (int q = 0; q < l->nrec; q++)
+    c.uses[l->rec[q]->id]++;
+  for (int q = 0; q < l->ncarry; q++)
+    c.uses[l->next[q]->id]++;
   LLVMBuilderRef b = cg->b;
   // blocks = ceil(rows / RB), split into min(blocks, MAX_TASKS) tasks.
   LLVMValueRef blocks = LLVMBuildSDiv(

@@ -272,3 +272,11 @@ Test(codegen_loop, stacked) {
   check_module(m);
   arena_free(&a);
 }
+
+// Gates of 16 units: each gate's nonlinearity (the forget gate's + 1 and
+// sigmoid) runs in the recurrent matmul's epilogue, on 16-aligned slices.
+Test(codegen_loop, lstm_gates_in_the_epilogue) {
+  Arena a = {0};
+  check_module(rnn_module(&a, "lstm16", 3, 3, 64, 16, 2, false, 0, lstm, true));
+  arena_free(&a);
+}
