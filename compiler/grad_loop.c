@@ -157,7 +157,7 @@ static IrValue *g_leaf(Bptt *b, IrValue *v) {
     if (k == DY_INDEX)
       return b->dy_leaf;
     if (!b->seq_leaf[k])
-      b->seq_leaf[k] = ir_loop_seq(BL, L->seq[k], v->loc);
+      b->seq_leaf[k] = ir_loop_seq(BL, b->y->arg[k], v->loc);
     return b->seq_leaf[k];
   case OP_LOOP_CARRY:
     if (k >= DCARRY_INDEX)
@@ -166,7 +166,7 @@ static IrValue *g_leaf(Bptt *b, IrValue *v) {
     return b->prev_leaf[k];
   case OP_LOOP_OUTER:
     if (!b->outer_leaf[k])
-      b->outer_leaf[k] = ir_loop_outer(BL, L->outer[k], v->loc);
+      b->outer_leaf[k] = ir_loop_outer(BL, b->y->arg[L->nseq + L->ncarry + k], v->loc);
     return b->outer_leaf[k];
   case OP_LOOP_INDEX:
     return ir_loop_index(BL, v->loc);
@@ -216,7 +216,7 @@ static IrValue *prev_stack(Bptt *b, int k) {
   IrLoop *L = b->L;
   IrFn *fn = b->fn;
   Loc loc = b->loc;
-  IrValue *init = L->init[k];
+  IrValue *init = b->y->arg[L->nseq + k];
   Shape one = {.rank = init->shape.rank + 1, .dim = {1}};
   for (int i = 0; i < init->shape.rank; i++)
     one.dim[i + 1] = init->shape.dim[i];
@@ -279,6 +279,10 @@ static IrValue *bptt_mask(Bptt *b) {
   return ir_binary(G, OP_GT, r, ir_const(G, 0.5, l), l);
 }
 
+// Operand j of the outer kind. (The operands are the LOOP's arguments: the
+// IrLoop's staging arrays are stale once the simplifier rewired them.)
+#define OUTER(j) (y->arg[L->nseq + L->ncarry + (j)])
+
 void grad_loop(IrFn *fn, IrValue *y, IrValue *dy, const bool *want,
                IrValue **d) {
   IrLoop *L = y->attr.loop;
@@ -303,7 +307,7 @@ void grad_loop(IrFn *fn, IrValue *y, IrValue *dy, const bool *want,
     if (!need[i])
       continue;
     int j = i - L->nseq - L->ncarry;
-    if (j >= 0 && !L->outer[j]->batched) {
+    if (j >= 0 && !OUTER(j)->batched) {
       bool ok = split_terms(need[i], terms[i], &nterms[i], 8);
       assert(ok && "sema keeps loop-invariant values out of loop bodies");
       (void)ok;
@@ -343,7 +347,7 @@ void grad_loop(IrFn *fn, IrValue *y, IrValue *dy, const bool *want,
     b.rec_leaf = ir_loop_seq(b.BL, y, b.loc);
   b.dy_leaf = ir_loop_seq(b.BL, dy, b.loc);
   for (int k = 0; k < L->ncarry; k++) {
-    IrValue *init = L->init[k];
+    IrValue *init = y->arg[L->nseq + k];
     IrValue *zero = ir_shaped(fn, OP_BROADCAST, ir_const(fn, 0, b.loc),
                               init->shape, true, b.loc);
     b.dcarry_leaf[k] = ir_loop_carry(b.BL, zero, b.loc);
@@ -357,7 +361,7 @@ void grad_loop(IrFn *fn, IrValue *y, IrValue *dy, const bool *want,
     if (!need[i])
       continue;
     int k = i - L->nseq, j = k - L->ncarry;
-    if (j >= 0 && !L->outer[j]->batched) {
+    if (j >= 0 && !OUTER(j)->batched) {
       for (int t = 0; t < nterms[i]; t++) {
         Term *tm = &terms[i][t];
         tm->rp = ensure_recorded(b.BL, g_value(&b, tm->t->arg[0]));
@@ -389,9 +393,9 @@ void grad_loop(IrFn *fn, IrValue *y, IrValue *dy, const bool *want,
       d[i] = ir_loop_stack(fn, bl, rec_of[i], b.loc);
     } else if (j < 0) {
       d[i] = ir_loop_at(fn, bl, rec_of[i], ir_loop_last(b.BL), b.loc);
-    } else if (L->outer[j]->batched) {
+    } else if (OUTER(j)->batched) {
       d[i] = ir_shaped(fn, OP_SUM_TO, ir_loop_stack(fn, bl, rec_of[i], b.loc),
-                       L->outer[j]->shape, true, b.loc);
+                       OUTER(j)->shape, true, b.loc);
     } else {
       IrValue *sum = NULL;
       for (int t = 0; t < nterms[i]; t++) {
@@ -402,8 +406,8 @@ void grad_loop(IrFn *fn, IrValue *y, IrValue *dy, const bool *want,
                         ir_loop_stack(fn, bl, tm->rq, b.loc), b.loc);
         else
           c = ir_shaped(fn, OP_SUM_TO, p, tm->t->shape, false, b.loc);
-        if (!shape_eq(c->shape, L->outer[j]->shape))
-          c = ir_shaped(fn, OP_SUM_TO, c, L->outer[j]->shape, false, b.loc);
+        if (!shape_eq(c->shape, OUTER(j)->shape))
+          c = ir_shaped(fn, OP_SUM_TO, c, OUTER(j)->shape, false, b.loc);
         sum = sum ? ir_binary(fn, OP_ADD, sum, c, b.loc) : c;
       }
       d[i] = sum;  // NULL: no contribution at all

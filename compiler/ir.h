@@ -367,7 +367,9 @@ typedef struct IrLoop {
   int64_t T;
   bool reverse;
   int nseq, ncarry, nouter;
-  IrValue *seq[MAX_ARGS], *init[MAX_ARGS], *outer[MAX_ARGS];  // operands
+  // The operands while building; after ir_loop_finish the LOOP value's
+  // arguments are the operands (the simplifier rewires those, not these).
+  IrValue *seq[MAX_ARGS], *init[MAX_ARGS], *outer[MAX_ARGS];
   IrValue *leaf_seq[MAX_ARGS], *leaf_carry[MAX_ARGS], *leaf_outer[MAX_ARGS];
   IrValue *leaf_index;    // LOOP_INDEX, or NULL
   IrValue *next[MAX_ARGS]; // the carries after the step (body values)

@@ -361,3 +361,17 @@ Test(loop, ir_size_independent_of_length) {
     cr_expect_eq(size[0][k], size[1][k], "part %d: %d values at T=28, %d at "
                  "T=280", k, size[0][k], size[1][k]);
 }
+
+// Two loops over the same input, one per direction (bidirectional).
+Test(loop, two_directions_finite_differences) {
+  Net n = {.rng = 9};
+  n.fn = ir_fn_new(&n.arena);
+  IrValue *x = input(&n, M(3, 2));
+  IrValue *a = rnn(&n, x, 2, false, OP_TANH, 0, NULL);
+  IrValue *b = rnn(&n, x, 2, true, OP_TANH, 0, NULL);
+  IrValue *la = ir_loop_at(n.fn, a, 0, 2, (Loc){0});
+  IrValue *lb = ir_loop_at(n.fn, b, 0, 0, (Loc){0});
+  finish(&n, ir_binary(n.fn, OP_CONCAT, la, lb, (Loc){0}));
+  check(&n, "two directions");
+  arena_free(&n.arena);
+}
