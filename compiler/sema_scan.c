@@ -108,6 +108,11 @@ static SVal scan(Sema *s, Frame *f, SVal *pos, int npos, const char **names,
                  SVal *named, int nnamed, Ast *call) {
   Loc loc = call->loc;
   double reverse = 0, last = 0, bptt = 0;
+  if (s->fn != s->m->fn && !s->in_scan) {  // an optimizer or a schedule
+    diag_error(s->diag, loc, "scan can only be used in layers, models and "
+               "losses");
+    return sval_poison();
+  }
   for (int i = 0; i < nnamed; i++) {
     double *slot = strcmp(names[i], "reverse") == 0 ? &reverse
                    : strcmp(names[i], "last") == 0  ? &last
