@@ -280,3 +280,41 @@ Test(codegen_loop, lstm_gates_in_the_epilogue) {
   check_module(rnn_module(&a, "lstm16", 3, 3, 64, 16, 2, false, 0, lstm, true));
   arena_free(&a);
 }
+
+// tanh is generated inline (no tanhf call per lane; the recurrent layers'
+// gates use it): against libm in f64 from 0 to beyond saturation, both
+// signs, NaN and infinities, within a few ulp.
+Test(codegen_loop, tanh_edges) {
+  enum { N = 48 };
+  float xs[N];
+  static const float fixed[] = {0,      1e-8f, 3e-4f, 4e-4f, 5e-4f,  0.01f,
+                                0.1f,   0.5f,  0.9f,  1,     1.5f,   2,
+                                3,      4.5f,  6,     7.9f,  7.95f,  9,
+                                20,     1e30f, INFINITY, NAN};
+  int nf = sizeof fixed / sizeof *fixed;
+  for (int i = 0; i < N; i++)
+    xs[i] = i < nf ? fixed[i] : 0.17f * (float)(i - nf) * (i % 2 ? 1 : -1);
+  T t;
+  t_init(&t);
+  IrModule *m = module_new(&t.arena, "tanh");
+  m->input = ir_leaf(m->fn, OP_INPUT, shape_vec(N), true, 0, "x", L);
+  m->output = un(m, OP_TANH, m->input);
+  ir_renumber(m->fn);
+  char *exe = build(&t, m, 3);
+  Data d = data_make(&t.arena, m, 1, (int64_t[]){2}, 2, false, F_UNIFORM,
+                     false, 7);
+  for (int r = 0; r < 2; r++)
+    for (int i = 0; i < N; i++)
+      d.x[r * N + i] = r ? -xs[i] : xs[i];
+  size_t n;
+  char *out = run(&t, exe, (HarnessIn){.mode = H_INFER}, &d, &n);
+  const float *got = (const float *)out;
+  for (int i = 0; i < 2 * N; i++) {
+    double x = d.x[i], want = tanh(x);
+    bool ok = isnan(want) ? isnan(got[i])
+                          : fabs(got[i] - want) <= 4 * 0x1p-24 * fabs(want) +
+                                                       0x1p-149;
+    cr_expect(ok, "tanh(%.9g): got %.9g, want %.9g", x, got[i], want);
+  }
+  t_fini(&t);
+}
