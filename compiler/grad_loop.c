@@ -299,16 +299,16 @@ void grad_loop(IrFn *fn, IrValue *y, IrValue *dy, const bool *want,
       need[i] = adj[i];
 
   // Unbatched outer operands: the hoisted terms of their gradients.
-  Term terms[MAX_ARGS][8];
+  Term terms[MAX_ARGS][MAX_OUTER_USES];
   int nterms[MAX_ARGS] = {0};
-  IrValue *roots[MAX_ARGS * 16 + 1];
+  IrValue *roots[MAX_ARGS * 2 * MAX_OUTER_USES + 1];
   int nroots = 0;
   for (int i = 0; i < nargs; i++) {
     if (!need[i])
       continue;
     int j = i - L->nseq - L->ncarry;
     if (j >= 0 && !OUTER(j)->batched) {
-      bool ok = split_terms(need[i], terms[i], &nterms[i], 8);
+      bool ok = split_terms(need[i], terms[i], &nterms[i], MAX_OUTER_USES);
       assert(ok && "sema keeps loop-invariant values out of loop bodies");
       (void)ok;
       for (int t = 0; t < nterms[i]; t++)

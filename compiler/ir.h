@@ -362,6 +362,10 @@ IrGraph ir_eval_graph(const IrModule *m);
 // state of a carry is its record at the last step processed (t = T-1, or 0
 // when reversed). The gradient of a LOOP is another LOOP running the other
 // way (grad_loop.c, docs/differentiation.md).
+// The most users a loop body gives one unbatched outer operand (sema
+// checks it): each is one term of that operand's gradient (grad_loop.c).
+enum { MAX_OUTER_USES = 16 };
+
 typedef struct IrLoop {
   IrFn *body;
   int64_t T;

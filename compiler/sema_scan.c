@@ -71,6 +71,7 @@ static const char *body_op_problem(const IrValue *v) {
 static bool check_body(Sema *s, const IrLoop *l, Loc call) {
   IrFn *B = l->body;
   bool *outer = arena_alloc(s->arena, (size_t)B->values.n + 1);
+  int *uses = arena_alloc(s->arena, sizeof(int) * (size_t)(B->values.n + 1));
   for (int i = 0; i < B->values.n; i++) {
     IrValue *v = B->values.item[i];
     const char *why = body_op_problem(v);
@@ -81,8 +82,15 @@ static bool check_body(Sema *s, const IrLoop *l, Loc call) {
       return false;
     }
     outer[i] = v->op == OP_LOOP_OUTER && !v->batched;
-    for (int j = 0; j < v->narg; j++)
+    for (int j = 0; j < v->narg; j++) {
       outer[i] |= outer[v->arg[j]->id] && !v->batched;
+      if (++uses[v->arg[j]->id] > MAX_OUTER_USES &&
+          v->arg[j]->op == OP_LOOP_OUTER && !v->arg[j]->batched) {
+        diag_error(s->diag, at, "a scan step uses one of its tensor arguments "
+                   "more than %d times", MAX_OUTER_USES);
+        return false;
+      }
+    }
     if (outer[i] && v->op != OP_LOOP_OUTER) {
       diag_error(s->diag, at,
                  "'%s' of parameters alone is the same at every step of the "
