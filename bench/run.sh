@@ -9,6 +9,10 @@
 #                       layer (not in the default list)
 #   softmax_regression  one training epoch (784-10, SGD 0.1, batch 32)
 #   mlp_small           one training epoch (784-32-10, SGD 0.1, batch 32)
+#   lstm_fashion        one training epoch of examples/lstm_fashion.nn (an
+#                       LSTM of 128 units over 28 rows of 28 pixels, Adam,
+#                       batch 128) against nn.LSTM (not in the default list)
+#   gru_fashion         the same with a GRU, against nn.GRU
 #   infer               fashion_mlp on the 10k test images at batch 1000:
 #                       samples/s of inference alone (nnc: `eval --json`,
 #                       PyTorch: torch_ref.py --epochs 0)
@@ -58,6 +62,7 @@ echo
 echo "| workload | nnc median of $rounds (best) | PyTorch median (best) | nnc / PyTorch, medians (best) |"
 echo "|---|---|---|---|"
 fm_seconds=""
+rnn_lines=""
 peak=$("$out/fma_peak" "$(nproc)" "$rounds")
 for w in $workloads; do
   model=$w
@@ -104,7 +109,18 @@ for w in $workloads; do
   tb=$(lowest <"$out/torch.txt")
   [ "$w" = fashion_mlp ] && fm_seconds=$n fm_best=$nb
   echo "| $w epoch (s) | $(printf %.4f "$n") ($(printf %.4f "$nb")) | $(printf %.3f "$t") ($(printf %.3f "$tb")) | $(ratio "$n" "$t") ($(ratio "$nb" "$tb")) |"
+  # LSTM (GRU) 128 over 28 steps: forward x W and h U, backward the same
+  # twice but for x's gradient: 12.6 (9.6) MFLOP per example, 60000 of them.
+  case $w in
+    lstm_fashion) gf=756 ;;
+    gru_fashion) gf=567 ;;
+    *) gf= ;;
+  esac
+  [ -n "$gf" ] && rnn_lines="$rnn_lines$(awk -v g="$gf" -v n="$n" -v t="$t" -v w="$w" 'BEGIN {
+    printf "%s: %d GFLOP per epoch (matmuls): nnc %.1f GFLOP/s, PyTorch %.1f GFLOP/s (medians)", w, g, g / n, g / t }')
+"
 done
+[ -n "$rnn_lines" ] && printf '\n%s' "$rnn_lines"
 
 echo
 # The ceiling is measured before and after the workloads; a ceiling is a

@@ -19,7 +19,26 @@ def idx(name):
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * nd).reshape(dims)
 
 
+class RowReader(nn.Module):
+    """examples/lstm_fashion.nn and gru_fashion.nn: each image as 28 steps of
+    28 pixels, an LSTM (GRU) of 128 units, its last state classified."""
+
+    def __init__(self, cell):
+        super().__init__()
+        self.rnn = cell(28, 128, batch_first=True)
+        self.out = nn.Linear(128, 10)
+
+    def forward(self, x):
+        _, h = self.rnn(x.reshape(-1, 28, 28))
+        h = h[0] if isinstance(h, tuple) else h
+        return self.out(h[-1])
+
+
 def model_for(name):
+    if name == "lstm_fashion":
+        return RowReader(nn.LSTM)
+    if name == "gru_fashion":
+        return RowReader(nn.GRU)
     if name == "fashion_mlp":
         return nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128),
                              nn.ReLU(), nn.Linear(128, 10))
@@ -61,7 +80,7 @@ def main():
     tx = torch.tensor(idx("t10k-images-idx3-ubyte.gz").reshape(-1, 784), dtype=torch.float32) / 255
     ty = torch.tensor(idx("t10k-labels-idx1-ubyte.gz"), dtype=torch.long)
     net = model_for(a.model)
-    if a.model in ("fashion_mlp", "fashion_mlp_bn"):
+    if a.model in ("fashion_mlp", "fashion_mlp_bn", "lstm_fashion", "gru_fashion"):
         opt, batch = torch.optim.Adam(net.parameters(), lr=1e-3), 128
     elif a.model == "lenet":
         opt, batch = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9), 64

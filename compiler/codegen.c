@@ -36,13 +36,18 @@
 // The generated table must match runtime/nnrt.h; the enums are shared by
 // value.
 _Static_assert(MAX_RANK == NNRT_MAX_RANK, "rank limits differ");
+_Static_assert((int)INIT_ORTHOGONAL == (int)NNRT_INIT_ORTHOGONAL &&
+                   (int)INIT_ARANGE == (int)NNRT_INIT_ARANGE,
+               "InitKind and NnrtInit differ");
 _Static_assert((int)INIT_HE_NORMAL == (int)NNRT_INIT_HE_NORMAL &&
                    (int)INIT_XAVIER_UNIFORM == (int)NNRT_INIT_XAVIER_UNIFORM,
                "InitKind and NnrtInit differ");
 _Static_assert((int)DATA_INLINE == (int)NNRT_DATA_INLINE &&
                    (int)DATA_CSV == (int)NNRT_DATA_CSV,
                "DataKind and NnrtDataKind differ");
-_Static_assert(sizeof(NnrtModel) == 8 * (28 + NNRT_MAX_RANK + 2 * 11 + 8 +
+_Static_assert((int)DATA_TEXT == (int)NNRT_DATA_TEXT,
+               "DataKind and NnrtDataKind differ");
+_Static_assert(sizeof(NnrtModel) == 8 * (28 + NNRT_MAX_RANK + 2 * 16 + 8 +
                                           NNRT_MAX_RANK),
                "NnrtModel changed: update build_model");
 
@@ -1172,15 +1177,17 @@ static LLVMValueRef data_spec(Cg *cg, const DataSpec *d) {
   if (d->nclasses > 0)
     classes = const_bytes(cg, d->classes, sizeof(int64_t) * (size_t)d->nclasses,
                           ".data.classes");
-  LLVMValueRef f[11] = {
+  LLVMValueRef f[16] = {
       ci(cg, d->kind),          const_str(cg, d->path_x),
       const_str(cg, d->path_y), cd(cg, d->scale),
       ci(cg, d->nclasses),      classes ? classes : null_ptr(cg),
       ci(cg, d->nrows),         ci(cg, d->xcols),
       ci(cg, d->ycols),         x ? x : null_ptr(cg),
-      y ? y : null_ptr(cg),
+      y ? y : null_ptr(cg),     cd(cg, d->holdout),
+      ci(cg, d->stride),        ci(cg, d->text_vocab),
+      ci(cg, d->text_steps),    ci(cg, d->text_test),
   };
-  return LLVMConstStructInContext(cg->lc, f, 11, 0);
+  return LLVMConstStructInContext(cg->lc, f, 16, 0);
 }
 
 static void build_model(Cg *cg, const Plan *train, const Plan *infer,
@@ -1261,8 +1268,8 @@ static void build_model(Cg *cg, const Plan *train, const Plan *infer,
   Shape ss = m->sample ? m->sample->shape : shape_scalar();
 
   // NnrtDataSpec and NnrtModel.
-  LLVMTypeRef df[11] = {I, P, P, D, I, P, I, I, I, P, P};
-  LLVMTypeRef t_data = struct_type(cg, df, 11);
+  LLVMTypeRef df[16] = {I, P, P, D, I, P, I, I, I, P, P, D, I, I, I, I};
+  LLVMTypeRef t_data = struct_type(cg, df, 16);
   enum { NMF = 40 };
   LLVMTypeRef mf[NMF] = {P, P, I, A, I, I, I, P, I, I, P, t_data,
                          t_data, I, I, I, D, I, I, I, I, I, P, P, I, I, I, D,

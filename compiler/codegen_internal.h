@@ -260,4 +260,11 @@ void conv_kernel(Kern *k, const IrValue *root, const IrValue *conv);
 // returns false (emitting nothing) for any other SUM_TO.
 bool conv_channel_sum(Kern *k, const IrValue *v);
 
+// ---- recurrences (codegen_loop.c) -------------------------------------------
+// The LOOP kernel: every batch row runs the body T times over per-step
+// scratch buffers (no allocation per step).
+void emit_LOOP(Kern *k, const IrValue *v);
+// Floats of scratch a LOOP kernel needs: one buffer per body value.
+int64_t loop_scratch(const IrValue *v);
+
 #endif

@@ -608,6 +608,42 @@ static LLVMValueRef emit_log(Cg *cg, LLVMValueRef x) {
                          fk(cg, x, NAN), r, "");
 }
 
+// tanh(x) in plain arithmetic, for the same reason as emit_exp (llvm.tanh
+// is one tanhf call per lane: most of an LSTM step's time). Eigen's
+// rational approximation (odd degree 13 over even degree 6) on x clamped
+// to [-7.9053, 7.9053] (beyond, tanh is +-1 in floats), a few ulp; below
+// 0.0004 in magnitude x itself (tanh(x) = x to float precision there); NaN
+// passes through.
+static LLVMValueRef emit_tanh(Cg *cg, LLVMValueRef x) {
+  LLVMBuilderRef b = cg->b;
+  if (cg->elt_size == 8) // f64: the exact libm tanh the interpreter uses
+    return call1(cg, "llvm.tanh", x);
+  static const double alpha[7] = {
+      -2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11,
+      5.12229709037114e-08,  1.48572235717979e-05, 6.37261928875436e-04,
+      4.89352455891786e-03};
+  static const double beta[4] = {1.19825839466702e-06, 1.18534705686654e-04,
+                                 2.26843463243900e-03, 4.89352518554385e-03};
+  double c = 7.90531110763549805;
+  LLVMValueRef xc = LLVMBuildSelect(b, fcmp(cg, LLVMRealOGT, x, fk(cg, x, c)),
+                                    fk(cg, x, c), x, "");
+  xc = LLVMBuildSelect(b, fcmp(cg, LLVMRealOLT, xc, fk(cg, x, -c)),
+                       fk(cg, x, -c), xc, "");
+  LLVMValueRef x2 = LLVMBuildFMul(b, xc, xc, "");
+  LLVMValueRef p = fk(cg, x, alpha[0]);
+  for (int i = 1; i < 7; i++)
+    p = fma3(cg, x2, p, fk(cg, x, alpha[i]));
+  p = LLVMBuildFMul(b, xc, p, "");
+  LLVMValueRef q = fk(cg, x, beta[0]);
+  for (int i = 1; i < 4; i++)
+    q = fma3(cg, x2, q, fk(cg, x, beta[i]));
+  LLVMValueRef t = LLVMBuildFDiv(b, p, q, "");
+  LLVMValueRef tiny = fcmp(cg, LLVMRealOLT, call1(cg, "llvm.fabs", x),
+                           fk(cg, x, 0.0004));
+  t = LLVMBuildSelect(b, tiny, x, t, "");
+  return LLVMBuildSelect(b, fcmp(cg, LLVMRealUNO, x, x), x, t, "");
+}
+
 // One element (or vector of elements) of an element-wise op from its
 // arguments'. Every op is listed (no default), so -Wswitch catches a
 // primitive added to prims.def.
@@ -623,7 +659,7 @@ LLVMValueRef ew_op(Cg *cg, const IrValue *v, LLVMValueRef *x) {
   case OP_SQRT:
     return call1(cg, "llvm.sqrt", x[0]);
   case OP_TANH:
-    return call1(cg, "llvm.tanh", x[0]);
+    return emit_tanh(cg, x[0]);
   case OP_SIGMOID: {
     LLVMValueRef e = emit_exp(cg, LLVMBuildFNeg(b, x[0], ""));
     return LLVMBuildFDiv(b, fk(cg, x[0], 1),
@@ -711,6 +747,11 @@ LLVMValueRef ew_op(Cg *cg, const IrValue *v, LLVMValueRef *x) {
   case OP_CONCAT:
   case OP_SLICE:
   case OP_EMBED:
+  case OP_LOOP:
+  case OP_LOOP_SEQ:
+  case OP_LOOP_CARRY:
+  case OP_LOOP_OUTER:
+  case OP_LOOP_INDEX:
   case OP_COUNT:
     break;
   }
@@ -1034,6 +1075,11 @@ static LLVMValueRef argmax(Cg *cg, LLVMValueRef p, LLVMValueRef base,
 #define emit_PARAM kernel_none
 #define emit_ARG kernel_none
 #define emit_RESHAPE kernel_none
+// Loop bodies' leaves never have kernels: codegen_loop.c reads them.
+#define emit_LOOP_SEQ kernel_none
+#define emit_LOOP_CARRY kernel_none
+#define emit_LOOP_OUTER kernel_none
+#define emit_LOOP_INDEX kernel_none
 
 static void emit_SUM(Kern *k, const IrValue *v) {
   kernel_sum(k, v, false);
@@ -1121,6 +1167,8 @@ static void collect_inputs(Cg *cg, const IrValue *v, PtrVec *in) {
 }
 
 int64_t kernel_scratch(Cg *cg, const IrValue *v) {
+  if (v->op == OP_LOOP)
+    return loop_scratch(v);
   const IrValue *mm = kernel_matmul(cg, v);
   return mm ? mm_scratch(mm) : conv_scratch(cg, v);
 }

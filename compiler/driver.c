@@ -270,6 +270,13 @@ static double now(void) {
 // multiply-add counts as two), for the summary's forward-FLOPs line.
 static int64_t value_flops(const IrValue *v) {
   int64_t out = shape_numel(v->shape), per = prims[v->op].flops;
+  if (v->op == OP_LOOP) {  // a recurrence: its body, T times
+    const IrLoop *l = v->attr.loop;
+    int64_t body = 0;
+    for (int i = 0; i < l->body->values.n; i++)
+      body += value_flops(l->body->values.item[i]);
+    return l->T * body;
+  }
   switch (prims[v->op].kind) {
   case PK_LEAF:
   case PK_RANDOM:

@@ -16,10 +16,25 @@
 #include "eval.h"
 #include "nnrt_rng.h"
 
+typedef struct LoopFrame LoopFrame;
+
 typedef struct Eval {
   const EvalEnv *env;
   double **res;  // res[id]: the elements of every value evaluated so far
+  Arena *a;      // where results live (a loop's carries too)
+  const LoopFrame *lf;  // evaluating a loop body: its step, else NULL
 } Eval;
+
+// One step of a LOOP being evaluated: what its body's leaves read.
+struct LoopFrame {
+  const IrLoop *l;
+  int64_t t;              // the step's time position
+  double *const *arg;     // the LOOP's operands' data, in argument order
+  double *const *carry;   // each carry before the step (B x numel)
+};
+
+static double **eval_with(Arena *a, const IrFn *fn, const EvalEnv *env,
+                          const LoopFrame *lf);
 
 typedef void EvalRule(const Eval *e, const IrValue *v, double *out);
 
@@ -520,6 +535,64 @@ static void eval_EMBED(const Eval *e, const IrValue *v, double *out) {
   slab_copy(e, v, out, x, e->res[x->id], v->attr.axis, v->attr.start, true);
 }
 
+// ---- recurrences ----------------------------------------------------------------
+// The body runs once per step on the whole batch (each batch row's
+// recurrence is independent: the body has only row-wise primitives); its
+// results live in a scratch arena of the step. Row t of the record gets
+// the recorded values, and each carry becomes its next value.
+static void eval_LOOP(const Eval *e, const IrValue *v, double *out) {
+  const IrLoop *l = v->attr.loop;
+  int64_t B = e->env->batch, T = l->T, R = l->R;
+  double **arg = arena_alloc(e->a, sizeof(double *) * (size_t)(v->narg + 1));
+  for (int i = 0; i < v->narg; i++)
+    arg[i] = e->res[v->arg[i]->id];
+  double **carry =
+      arena_alloc(e->a, sizeof(double *) * (size_t)(l->ncarry + 1));
+  for (int k = 0; k < l->ncarry; k++) {
+    size_t n = (size_t)(B * shape_numel(l->leaf_carry[k]->shape));
+    carry[k] = arena_alloc(e->a, sizeof(double) * n);
+    memcpy(carry[k], arg[l->nseq + k], sizeof(double) * n);
+  }
+  for (int64_t s = 0; s < T; s++) {
+    LoopFrame lf = {l, l->reverse ? T - 1 - s : s, arg, carry};
+    Arena step = {0};
+    double **res = eval_with(&step, l->body, e->env, &lf);
+    for (int i = 0; i < l->nrec; i++) {
+      int64_t n = shape_numel(l->rec[i]->shape);
+      for (int64_t r = 0; r < B; r++)
+        memcpy(out + (r * T + lf.t) * R + l->rec_off[i],
+               res[l->rec[i]->id] + r * n, sizeof(double) * (size_t)n);
+    }
+    for (int k = 0; k < l->ncarry; k++)
+      memcpy(carry[k], res[l->next[k]->id],
+             sizeof(double) * (size_t)(B * shape_numel(l->next[k]->shape)));
+    arena_free(&step);
+  }
+}
+
+// Row t of per-step input i: [T, n...] has n elements per time position.
+static void eval_LOOP_SEQ(const Eval *e, const IrValue *v, double *out) {
+  assert(e->lf && "a loop leaf outside a loop body");
+  const double *x = e->lf->arg[v->attr.index];
+  int64_t n = shape_numel(v->shape), T = e->lf->l->T, t = e->lf->t;
+  for (int64_t r = 0; r < rows_of(e, v->batched); r++)
+    memcpy(out + r * n, x + (r * T + t) * n, sizeof(double) * (size_t)n);
+}
+static void eval_LOOP_CARRY(const Eval *e, const IrValue *v, double *out) {
+  assert(e->lf && "a loop leaf outside a loop body");
+  copy_rows(e, v, e->lf->carry[v->attr.index], out);
+}
+static void eval_LOOP_OUTER(const Eval *e, const IrValue *v, double *out) {
+  assert(e->lf && "a loop leaf outside a loop body");
+  const IrLoop *l = e->lf->l;
+  copy_rows(e, v, e->lf->arg[l->nseq + l->ncarry + v->attr.index], out);
+}
+static void eval_LOOP_INDEX(const Eval *e, const IrValue *v, double *out) {
+  (void)v;
+  assert(e->lf && "a loop leaf outside a loop body");
+  out[0] = (double)e->lf->t;
+}
+
 static EvalRule *const eval_rules[OP_COUNT] = {
 #define PRIM(id, name, arity, kind, flags, identity, flops) [OP_##id] = eval_##id,
 #include "prims.def"
@@ -527,7 +600,13 @@ static EvalRule *const eval_rules[OP_COUNT] = {
 };
 
 double **eval_fn(Arena *a, const IrFn *fn, const EvalEnv *env) {
-  Eval e = {env, arena_alloc(a, sizeof(double *) * (size_t)(fn->values.n + 1))};
+  return eval_with(a, fn, env, NULL);
+}
+
+static double **eval_with(Arena *a, const IrFn *fn, const EvalEnv *env,
+                          const LoopFrame *lf) {
+  Eval e = {env, arena_alloc(a, sizeof(double *) * (size_t)(fn->values.n + 1)),
+            a, lf};
   for (int i = 0; i < fn->values.n; i++) {
     const IrValue *v = fn->values.item[i];
     assert(v->id == i && "values must be numbered by position");

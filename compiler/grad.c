@@ -71,6 +71,8 @@ NO_ADJ(BATCH_SIZE)
 NO_ADJ(RAND_UNIFORM) NO_ADJ(RAND_NORMAL) NO_ADJ(RAND_BERNOULLI)
 NO_ADJ(STEP) NO_ADJ(SIGN) NO_ADJ(FLOOR) NO_ADJ(GT) NO_ADJ(CORRECT)  // piecewise constant
 NO_ADJ(DETACH)  // detach(x): the value of x, the derivative of a constant
+// A loop body's leaves: grad_loop reads their adjoints (grad_vjp's wrt).
+NO_ADJ(LOOP_SEQ) NO_ADJ(LOOP_CARRY) NO_ADJ(LOOP_OUTER) NO_ADJ(LOOP_INDEX)
 
 // ---- element-wise, one argument ---------------------------------------------
 static void adj_NEG(Grad *g, IrValue *y, IrValue *dy) {
@@ -366,6 +368,19 @@ static void adj_EMBED(Grad *g, IrValue *y, IrValue *dy) {
   grad_accum(g, x, like(g, y, OP_SLICE, dy, NULL, &x->shape));
 }
 
+// ---- recurrences -------------------------------------------------------------
+// Backpropagation through time: a backward LOOP (grad_loop.c).
+static void adj_LOOP(Grad *g, IrValue *y, IrValue *dy) {
+  bool w[MAX_ARGS] = {0};
+  IrValue *d[MAX_ARGS] = {0};
+  for (int i = 0; i < y->narg; i++)
+    w[i] = want(g, y->arg[i]);
+  grad_loop(g->fn, y, dy, w, d);
+  for (int i = 0; i < y->narg; i++)
+    if (d[i])
+      grad_accum(g, y->arg[i], d[i]);
+}
+
 static AdjRule *const adj_rules[OP_COUNT] = {
 #define PRIM(id, name, arity, kind, flags, identity, flops) [OP_##id] = adj_##id,
 #include "prims.def"
@@ -401,6 +416,41 @@ void grad_of(IrFn *fn, IrValue *root, IrValue **wrt, int n, IrValue **out) {
   for (int i = 0; i < n; i++) {
     IrValue *x = wrt[i], *d = g.adj[x->id];
     if (!d)  // the root does not depend on x
+      d = ir_shaped(fn, OP_BROADCAST, ir_const(fn, 0.0, x->loc), x->shape,
+                    x->batched, x->loc);
+    out[i] = d;
+  }
+}
+
+void grad_vjp(IrFn *fn, int nseed, IrValue **seed, IrValue **dseed,
+              IrValue **wrt, int n, IrValue **out) {
+  ir_renumber(fn);
+  Grad g = {.fn = fn, .n = fn->values.n};
+  g.adj = arena_alloc(fn->arena, sizeof(IrValue *) * (size_t)(g.n + 1));
+  g.needed = arena_alloc(fn->arena, sizeof(bool) * (size_t)(g.n + 1));
+  for (int i = 0; i < n; i++)
+    g.needed[wrt[i]->id] = true;
+  for (int i = 0; i < g.n; i++) {
+    IrValue *v = fn->values.item[i];
+    for (int j = 0; j < v->narg; j++)
+      g.needed[i] |= g.needed[v->arg[j]->id];
+  }
+  int top = -1;
+  for (int s = 0; s < nseed; s++) {
+    IrValue *v = seed[s];
+    if (!g.needed[v->id])
+      continue;
+    grad_accum(&g, v, dseed[s]);
+    top = v->id > top ? v->id : top;
+  }
+  for (int i = top; i >= 0; i--) {
+    IrValue *v = fn->values.item[i];
+    if (g.adj[i])
+      adj_rules[v->op](&g, v, g.adj[i]);
+  }
+  for (int i = 0; i < n; i++) {
+    IrValue *x = wrt[i], *d = g.adj[x->id];
+    if (!d)
       d = ir_shaped(fn, OP_BROADCAST, ir_const(fn, 0.0, x->loc), x->shape,
                     x->batched, x->loc);
     out[i] = d;
@@ -450,6 +500,7 @@ static void step_grads(IrModule *m, const IrStep *st) {
 
 void grad_emit(IrModule *m, Ctx *ctx) {
   (void)ctx;  // every rule is total: sema already rejected what has no gradient
+  grad_loop_views(m);
   for (int k = 0; k < m->nsteps; k++)
     step_grads(m, &m->steps[k]);
   m->differentiated = true;

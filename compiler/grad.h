@@ -20,4 +20,25 @@ void grad_emit(IrModule *m, Ctx *ctx);
 // with respect to wrt[0..n), appended to fn; out[i] has wrt[i]'s shape.
 void grad_of(IrFn *fn, IrValue *root, IrValue **wrt, int n, IrValue **out);
 
+// Vector-Jacobian products: with the adjoints dseed[s] given for the
+// values seed[s] (a value may be seeded several times: the seeds add),
+// appends the adjoints of wrt[0..n) to fn; out[i] has wrt[i]'s shape (a
+// zero BROADCAST when no seed depends on it). grad_of is the case of one
+// scalar seed of adjoint 1; loop bodies use the general form.
+void grad_vjp(IrFn *fn, int nseed, IrValue **seed, IrValue **dseed,
+              IrValue **wrt, int n, IrValue **out);
+
+// grad_loop.c: the adjoint of a LOOP y whose record has adjoint dy: a
+// backward LOOP over the steps in the other order (BPTT), appended to fn.
+// Sets d[i] to the contribution for argument i where want[i] (else NULL).
+// May append saved values to y's records (and so widen y's record).
+void grad_loop(IrFn *fn, IrValue *y, IrValue *dy, const bool *want,
+               IrValue **d);
+
+// Before differentiating: every LOOP's users (and module roots) read it
+// through an explicit SLICE of its columns, so that grad_loop can widen
+// the record with saved values without changing what they read (the
+// simplifier may have dropped a SLICE of the whole record before).
+void grad_loop_views(IrModule *m);
+
 #endif

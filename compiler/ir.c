@@ -15,6 +15,7 @@
 const char *const init_names[INIT_COUNT] = {
     "zeros",          "constant",       "uniform",    "normal",
     "xavier_uniform", "xavier_normal", "he_uniform", "he_normal",
+    "orthogonal",     "arange",
 };
 
 IrFn *ir_fn_new(Arena *a) {
@@ -79,7 +80,10 @@ bool ir_same(const IrValue *a, const IrValue *b) {
          a->attr.batched == b->attr.batched &&
          shape_eq(a->attr.shape, b->attr.shape) &&
          ir_window_same(&a->attr.win, &b->attr.win) &&
-         a->attr.axis == b->attr.axis && a->attr.start == b->attr.start;
+         a->attr.axis == b->attr.axis && a->attr.start == b->attr.start &&
+         (a->attr.loop == b->attr.loop ||
+          (a->attr.loop && b->attr.loop &&
+           ir_loop_same(a->attr.loop, b->attr.loop)));
 }
 
 IrValue *ir_leaf(IrFn *fn, Op op, Shape s, bool batched, int index,
@@ -224,6 +228,8 @@ static void print_value(FILE *out, const IrValue *v, const char *mode) {
     }
   }
   print_conv_attrs(out, v);
+  if (v->op == OP_LOOP_SEQ || v->op == OP_LOOP_CARRY || v->op == OP_LOOP_OUTER)
+    fprintf(out, " #%d", v->attr.index);
   fputs(" : ", out);
   print_type(out, v);
   if (v->fused)
@@ -231,6 +237,8 @@ static void print_value(FILE *out, const IrValue *v, const char *mode) {
   if (mode)
     fprintf(out, "  [%s]", mode);
   fputc('\n', out);
+  if (v->op == OP_LOOP)
+    ir_print_loop(out, v);
 }
 
 void ir_print_fn(FILE *out, const IrFn *fn) {

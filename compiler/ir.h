@@ -13,7 +13,9 @@
 #include "ast.h"  // DType
 #include "common.h"
 
-enum { MAX_RANK = 6, MAX_ARGS = 2 };
+// MAX_ARGS: a primitive has at most 2 arguments; a LOOP (a recurrence, see
+// IrLoop) takes up to MAX_ARGS operands.
+enum { MAX_RANK = 6, MAX_ARGS = 12 };
 // The most elements a tensor may have (sema checks every shape against it).
 #define SHAPE_MAX_NUMEL ((double)(INT64_C(1) << 40))
 
@@ -86,6 +88,7 @@ typedef struct Attr {
                   // AVGPOOL, AVGPOOL_T
   int axis;       // CONCAT, SLICE, EMBED: a per-example axis
   int64_t start;  // SLICE, EMBED: first index along attr.axis
+  struct IrLoop *loop;  // LOOP: the recurrence (body, operands, record)
 } Attr;
 
 // The shape rule of a primitive: NULL on success with *out / *out_batched set,
@@ -173,6 +176,8 @@ void ir_renumber(IrFn *fn);
 typedef enum InitKind {
   INIT_ZEROS, INIT_CONSTANT, INIT_UNIFORM, INIT_NORMAL,
   INIT_XAVIER_UNIFORM, INIT_XAVIER_NORMAL, INIT_HE_UNIFORM, INIT_HE_NORMAL,
+  INIT_ORTHOGONAL,        // orthonormal rows (or columns) of a 2-D weight
+  INIT_ARANGE,            // element i is i (an embedding's token ids)
   INIT_COUNT
 } InitKind;
 extern const char *const init_names[INIT_COUNT];  // "zeros", "he_normal", ...
@@ -245,6 +250,7 @@ typedef struct IrOptimizer {
 
 typedef enum DataKind {
   DATA_NONE, DATA_IDX, DATA_CSV, DATA_INLINE, DATA_NPY,  // = NnrtDataKind
+  DATA_TEXT,
 } DataKind;
 
 typedef struct DataSpec {
@@ -258,6 +264,15 @@ typedef struct DataSpec {
   int64_t nrows;          // DATA_INLINE: rows of x and y
   int64_t xcols, ycols;
   double *x, *y;
+  // DATA_TEXT (text(path, holdout, stride)): a byte stream cut into windows
+  // of the input's length every `stride` bytes; the last `holdout` of the
+  // stream is the test part (text_test: this spec reads that part).
+  // text_vocab: the classes of the label (the output's last axis);
+  // text_steps: 1 when the label is the next byte after the window, else
+  // the window's length (one next byte per step).
+  double holdout;
+  int64_t stride, text_vocab, text_steps;
+  bool text_test;
 } DataSpec;
 
 // A learning-rate schedule: a scalar program of ARG 0 = the optimizer steps
@@ -352,8 +367,83 @@ IrStep *ir_main_step(IrModule *m);
 // first step's).
 IrGraph ir_eval_graph(const IrModule *m);
 
+// ---- recurrences: the LOOP primitive ----------------------------------------
+// A LOOP runs a body function once per step t of a static time axis of T
+// steps (reverse: t = T-1 down to 0), threading carried state from step to
+// step, and produces a record: one batched value [T, R] whose row t holds,
+// flattened and side by side, the body values `rec` of the step at time t.
+// Its operands (the LOOP value's args, in this order):
+//   arg[0, nseq)                   stacked per-step inputs [T, ...]; the
+//                                  body's LOOP_SEQ i reads row t of seq i
+//   arg[nseq, nseq + ncarry)       initial carries (batched); LOOP_CARRY k
+//                                  is carry k before the step
+//   arg[nseq + ncarry, narg)       outer operands, the same at every step
+//                                  (parameters); LOOP_OUTER j reads arg j
+// LOOP_INDEX is the step's time position t (a scalar). After the step,
+// carry k becomes body value next[k]. The body holds only these leaves,
+// constants and row-wise primitives (no reductions over the batch and no
+// draws), so each batch row runs its recurrence independently. The final
+// state of a carry is its record at the last step processed (t = T-1, or 0
+// when reversed). The gradient of a LOOP is another LOOP running the other
+// way (grad_loop.c, docs/differentiation.md).
+// The most users a loop body gives one unbatched outer operand (sema
+// checks it): each is one term of that operand's gradient (grad_loop.c).
+enum { MAX_OUTER_USES = 16 };
+
+typedef struct IrLoop {
+  IrFn *body;
+  int64_t T;
+  bool reverse;
+  int nseq, ncarry, nouter;
+  // The operands while building; after ir_loop_finish the LOOP value's
+  // arguments are the operands (the simplifier rewires those, not these).
+  IrValue *seq[MAX_ARGS], *init[MAX_ARGS], *outer[MAX_ARGS];
+  IrValue *leaf_seq[MAX_ARGS], *leaf_carry[MAX_ARGS], *leaf_outer[MAX_ARGS];
+  IrValue *leaf_index;    // LOOP_INDEX, or NULL
+  IrValue *next[MAX_ARGS]; // the carries after the step (body values)
+  int nrec;               // recorded body values (all batched)
+  IrValue **rec;
+  int64_t *rec_off;       // column of rec[i] in the record
+  int rec_cap;
+  int64_t R;              // record columns: the sum of their numels
+  int nrec_user;          // rec[0, nrec_user) are what sema asked for; grad
+                          // appends what the backward loop reads
+  int64_t bptt;           // truncated BPTT window (0: full)
+  struct IrLoop *primal;  // a backward loop: the loop it differentiates
+} IrLoop;
+
+// A new loop over T steps with an empty body. Operands are added with
+// ir_loop_seq/carry/outer (each returns its body leaf), the body is built
+// with the ordinary builders on loop->body, records are chosen with
+// ir_loop_record, and ir_loop_finish appends the LOOP value to fn.
+IrLoop *ir_loop_new(Arena *a, int64_t T, bool reverse);
+IrValue *ir_loop_seq(IrLoop *l, IrValue *x, Loc loc);    // x: [T, ...]
+IrValue *ir_loop_carry(IrLoop *l, IrValue *init, Loc loc); // batched
+IrValue *ir_loop_outer(IrLoop *l, IrValue *x, Loc loc);
+IrValue *ir_loop_index(IrLoop *l, Loc loc);
+// Records body value v (batched) at each step; returns its record index.
+int ir_loop_record(IrLoop *l, IrValue *v);
+// Operands in LOOP argument order: seqs, carries, outers.
+int ir_loop_nargs(const IrLoop *l);
+IrValue *ir_loop_finish(IrFn *fn, IrLoop *l, IrValue **next, Loc loc);
+// The record columns' shape change when records are appended (grad does):
+// refreshes the LOOP value's shape from its IrLoop.
+void ir_loop_reshape(IrValue *loop);
+// The stack [T, shape of rec[i]] of record i of a LOOP value.
+IrValue *ir_loop_stack(IrFn *fn, IrValue *loop, int i, Loc loc);
+// Record i at one time position t: rec[i]'s shape, batched.
+IrValue *ir_loop_at(IrFn *fn, IrValue *loop, int i, int64_t t, Loc loc);
+// Whether two loops compute the same: equal steps, direction, operands'
+// kinds, records and bodies (value by value; the simplifier's CSE merges
+// the training and inference graphs' copies of one recurrence).
+bool ir_loop_same(const IrLoop *a, const IrLoop *b);
+// The time position of a loop's last step (T - 1, or 0 when reversed).
+int64_t ir_loop_last(const IrLoop *l);
+
 // Prints a module (`--emit=ir`, and `--emit=grad` once gradients exist).
 void ir_print(FILE *out, const IrModule *m);
 void ir_print_fn(FILE *out, const IrFn *fn);
+// The body of a LOOP value, indented under it (ir_loop.c).
+void ir_print_loop(FILE *out, const IrValue *loop);
 
 #endif

@@ -66,6 +66,7 @@ typedef enum BuiltinKind {
                // BK_INIT names given a tensor or a shape list
   BK_BATCH,    // batch_mean(x [, shape]): statistics over the batch axis
   BK_RANGE,    // in_range(x, lo, hi, "what"): x, checked at compile time
+  BK_SEQ,      // scan, slice: recurrences (sema_scan.c)
 } BuiltinKind;
 
 typedef struct Builtin {
@@ -107,6 +108,9 @@ static const Builtin builtins[] = {
     {"bernoulli", BK_DRAW, OP_RAND_BERNOULLI, 0, 0},
     {"batch_mean", BK_BATCH, 0, 0, 0},
     {"in_range", BK_RANGE, 0, 0, 0},
+    {"scan", BK_SEQ, 0, 0, 0},           {"slice", BK_SEQ, 0, 0, 0},
+    {"orthogonal", BK_INIT, INIT_ORTHOGONAL, 0, 0},
+    {"arange", BK_INIT, INIT_ARANGE, 0, 0},
 };
 enum { NBUILTINS = sizeof builtins / sizeof builtins[0] };
 
@@ -662,6 +666,14 @@ static void model_use_add(Sema *s, Frame *f, IrParam *p) {
 
 static void declare_param(Sema *s, Frame *f, Ast *st) {
   Shape shape;
+  if (s->fn != s->m->fn && s->in_scan) {  // a step function (sema_scan.c)
+    diag_error(s->diag, st->loc,
+               "a scan step cannot declare %s: declare them in the layer that "
+               "calls scan and pass them in as arguments",
+               st->kind == AST_BUFFER ? "buffers" : "parameters");
+    frame_bind(s, f, st->name, sval_poison());
+    return;
+  }
   if (s->fn != s->m->fn) {
     diag_error(s->diag, st->loc, "%s can only be declared in layers and models",
                st->kind == AST_BUFFER ? "buffers" : "parameters");
@@ -1271,6 +1283,9 @@ SVal sema_apply(Sema *s, Frame *f, SVal fn, SVal *pos, int npos,
   }
   if (fn.decl)
     return instantiate(s, f, fn.decl, pos, npos, names, named, nnamed, call);
+  if (builtins[fn.builtin].kind == BK_SEQ)
+    return sema_seq(s, f, builtins[fn.builtin].name, pos, npos, names, named,
+                    nnamed, call);
   return apply_builtin(s, &builtins[fn.builtin], pos, npos, names, named,
                        nnamed, call);
 }

@@ -97,6 +97,7 @@ typedef struct Sema {
                        // params_order); NULL outside such a block
   DType dtype;         // the model's element type (its input's), DT_F32
   Loc dtype_at;        // where the model's input type says it
+  bool in_scan;        // lowering a scan's step function (sema_scan.c)
 } Sema;
 
 // The parameter record of model `name` (created on first use).
@@ -129,6 +130,14 @@ double sema_number(Sema *s, Frame *f, Ast *e, const char *what,
 // and reshape, with positional or named arguments.
 SVal sema_window(Sema *s, const char *name, SVal *pos, int npos,
                  const char **names, SVal *named, int nnamed, Ast *call);
+
+// sema_scan.c: scan (a recurrence: one LOOP) and slice.
+SVal sema_seq(Sema *s, Frame *f, const char *name, SVal *pos, int npos,
+              const char **names, SVal *named, int nnamed, Ast *call);
+
+// sema_scan.c: `text(path, holdout = 0.1, stride = t)`, a token stream
+// (data = the head, test = the held-out tail).
+void sema_text_data(Sema *s, Frame *f, Ast *call, DataSpec *d, bool test);
 
 // sema_train.c: lowers the train block (loss, optimizer, data, settings)
 // for the training graph's output, and the loss and metrics of the

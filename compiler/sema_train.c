@@ -185,6 +185,10 @@ static void lower_classes(Sema *s, SVal v, DataSpec *d) {
 static void lower_data(Sema *s, Frame *f, Ast *e, DataSpec *d) {
   IrModule *m = s->m;
   d->loc = e->loc;
+  if (e->kind == AST_CALL && strcmp(e->name, "text") == 0) {  // sema_scan.c
+    sema_text_data(s, f, e, d, d == &m->train.test);
+    return;
+  }
   if (e->kind != AST_CALL || (strcmp(e->name, "idx") && strcmp(e->name, "csv") &&
                               strcmp(e->name, "npy") &&
                               strcmp(e->name, "inline"))) {

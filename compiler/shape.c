@@ -561,6 +561,22 @@ RULE(EMBED) {
   return NULL;
 }
 
+// ---- recurrences --------------------------------------------------------------
+// The record of a LOOP: [T, R], batched (ir_loop_finish checked the operands).
+RULE(LOOP) {
+  (void)in, (void)inb;
+  const IrLoop *l = attr->loop;
+  if (!l || l->T < 1 || l->R < 1)
+    return "a loop needs at least one step and one recorded value";
+  *out = shape_of(2, (int64_t[]){l->T, l->R});
+  *outb = true;
+  return NULL;
+}
+RULE(LOOP_SEQ) { (void)in, (void)inb; return leaf(attr, out, outb); }
+RULE(LOOP_CARRY) { (void)in, (void)inb; return leaf(attr, out, outb); }
+RULE(LOOP_OUTER) { (void)in, (void)inb; return leaf(attr, out, outb); }
+RULE(LOOP_INDEX) { (void)in, (void)inb; return leaf(attr, out, outb); }
+
 const Prim prims[OP_COUNT] = {
 #define PRIM(id, name, arity, kind, flags, identity, flops) \
   [OP_##id] = {name, arity, kind, flags, identity, flops, shape_##id},

@@ -363,6 +363,12 @@ int nnrt_data_open(NnrtData *d, const NnrtDataSpec *spec, const NnrtModel *m,
     if (!rc)
       rc = nnrt_npy_load(d, spec, path_y, err);
     break;
+  case NNRT_DATA_TEXT:
+    rc = nnrt_data_find(spec->path_x, m->source_dir, d->path, sizeof d->path,
+                        err);
+    if (!rc)
+      rc = nnrt_text_load(d, spec, err);
+    break;
   case NNRT_DATA_INLINE:
     snprintf(d->path, sizeof d->path, "inline data");
     rc = inline_load(d, spec, err);
@@ -472,8 +478,11 @@ static void gather_rows(const NnrtData *d, const int64_t *idx, int64_t first,
     if (d->self_target) {
       memcpy(yr, xr, (size_t)yn * sizeof(float));  // yn == xc, checked at open
     } else if (d->onehot) {
+      // One class per label column (text: one per step), yn / ycols wide.
       memset(yr, 0, (size_t)yn * sizeof(float));
-      yr[(int64_t)d->y[s]] = 1.0f;
+      int64_t w = yn / d->ycols;
+      for (int64_t j = 0; j < d->ycols; j++)
+        yr[j * w + (int64_t)d->y[s * d->ycols + j]] = 1.0f;
     } else if (d->ycols == yn) {
       memcpy(yr, d->y + s * yn, (size_t)yn * sizeof(float));
     } else {

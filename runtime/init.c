@@ -52,6 +52,12 @@ int nnrt_init_param_elt(const NnrtParamInfo *p, int64_t index, uint64_t seed,
   case NNRT_INIT_HE_NORMAL:
     normal = 1, std = sqrt(2.0 / fi);
     break;
+  case NNRT_INIT_ORTHOGONAL:
+    return nnrt_init_orthogonal(p, key, params, es, err);
+  case NNRT_INIT_ARANGE:
+    for (int64_t i = 0; i < p->numel; i++)
+      nnrt_elt_set(es, w, nnrt_param_at(p, i), (double)i);
+    return 0;
   default:
     return nnrt_fail(err, "parameter '%s' has an unknown initializer (%lld)",
                      p->name, (long long)p->init);

@@ -24,6 +24,8 @@ typedef enum NnrtInit {
   NNRT_INIT_ZEROS, NNRT_INIT_CONSTANT, NNRT_INIT_UNIFORM, NNRT_INIT_NORMAL,
   NNRT_INIT_XAVIER_UNIFORM, NNRT_INIT_XAVIER_NORMAL, NNRT_INIT_HE_UNIFORM,
   NNRT_INIT_HE_NORMAL,
+  NNRT_INIT_ORTHOGONAL,
+  NNRT_INIT_ARANGE,
 } NnrtInit;  // same order as InitKind in compiler/ir.h
 
 typedef struct NnrtParamInfo {
@@ -47,6 +49,7 @@ typedef struct NnrtParamInfo {
 typedef enum NnrtDataKind {
   NNRT_DATA_NONE, NNRT_DATA_IDX, NNRT_DATA_CSV, NNRT_DATA_INLINE,
   NNRT_DATA_NPY,
+  NNRT_DATA_TEXT,
 } NnrtDataKind;
 
 typedef struct NnrtDataSpec {
@@ -58,6 +61,14 @@ typedef struct NnrtDataSpec {
   const int64_t *classes;        //     relabelled 0..nclasses-1
   int64_t nrows, xcols, ycols;   // NNRT_DATA_INLINE
   const float *x, *y;            // NNRT_DATA_INLINE, row-major
+  // NNRT_DATA_TEXT: path_x is a text file (or a folder of them, read in
+  // name order), one byte per token, cut into windows of in_numel bytes
+  // every `stride` bytes; the last `holdout` of the bytes is the test part
+  // (text_test = 1 reads it). The label of a window is its next byte
+  // (text_steps = 1) or each step's next byte (text_steps = in_numel),
+  // one-hot over text_vocab classes.
+  double holdout;
+  int64_t stride, text_vocab, text_steps, text_test;
 } NnrtDataSpec;
 
 // The CPU features generated code may need, bit by bit: bit i of

@@ -83,6 +83,9 @@ static inline int64_t nnrt_param_at(const NnrtParamInfo *p, int64_t i) {
   return (i % p->dim[1]) * p->dim[0] + i / p->dim[1];
 }
 
+// init_orthogonal.c: orthonormal rows (or columns) of a 2-D weight.
+int nnrt_init_orthogonal(const NnrtParamInfo *p, uint64_t key, void *params,
+                         size_t es, NnrtErr *err);
 int nnrt_init_param(const NnrtParamInfo *p, int64_t index, uint64_t seed,
                     float *params, NnrtErr *err);
 // The same for params of elements of es bytes (4 or 8, see nnrt_elt).
@@ -174,6 +177,8 @@ int nnrt_csv_load(NnrtData *d, const NnrtDataSpec *spec, NnrtErr *err);
 // NPY loader (npy.c): d->path the inputs, path_y the labels, both found.
 int nnrt_npy_load(NnrtData *d, const NnrtDataSpec *spec, const char *path_y,
                   NnrtErr *err);
+// Text windows (text.c): d->path found, d->xcols the window length.
+int nnrt_text_load(NnrtData *d, const NnrtDataSpec *spec, NnrtErr *err);
 // NPY inputs without labels (predict).
 int nnrt_npy_load_inputs(NnrtData *d, NnrtErr *err);
 
@@ -323,6 +328,8 @@ typedef struct NnrtOptions {
   int check_numerics;            // --check-numerics
   int count_set;                 // --count was given
   char default_samples[4096];    // "<basename of argv[0]>-samples.png"
+  int64_t length;                // sample --length (default 500)
+  double temperature;            // sample --temperature (default 1)
 } NnrtOptions;
 
 // Buffers for running model->infer over a data set in chunks.
@@ -343,6 +350,12 @@ void nnrt_eval_close(NnrtEval *e);
 void nnrt_evaluate(const NnrtModel *m, const float *params, NnrtEval *e,
                    const NnrtData *d, int64_t first, int64_t rows,
                    double *loss, double *accuracy, double *metrics);
+
+// sample (sample_text.c): o->length bytes generated after the first window
+// of the training text, each drawn from the softmax of the last step's
+// logits divided by o->temperature; printed to stdout.
+int nnrt_sample_text(const NnrtModel *m, const NnrtOptions *o,
+                     const float *params, NnrtErr *err);
 
 // The train command; returns the exit code.
 int nnrt_train_command(const NnrtModel *m, const NnrtOptions *o);

@@ -162,7 +162,7 @@ Test(tiny, inline_data) {
   for (int i = 0; i < 20; i++)
     x[2 * i] = (float)(i % 5), x[2 * i + 1] = (float)(i / 5), y[i] = i % 2;
   m.train_data = (NnrtDataSpec){NNRT_DATA_INLINE, NULL, NULL, 1, 0, NULL,
-                                20, 2, 1, x, y};
+                                20, 2, 1, x, y, 0, 0, 0, 0, 0};
   m.test_data.kind = NNRT_DATA_NONE;
   Captured c = run_main(&m, dir, (char *[]){"tiny", "--no-save", NULL});
   cr_assert_eq(c.rc, 0, "%s", c.err);

@@ -142,7 +142,7 @@ static NnrtModel fashion_model(void) {
   m.nstate = 2, m.state_init = state_init;
   NnrtDataSpec tr = {NNRT_DATA_IDX, FASHION "train-images-idx3-ubyte.gz",
                      FASHION "train-labels-idx1-ubyte.gz", 1 / 255.0, 0, NULL,
-                     0, 0, 0, NULL, NULL};
+                     0, 0, 0, NULL, NULL, 0, 0, 0, 0, 0};
   NnrtDataSpec te = tr;
   te.path_x = FASHION "t10k-images-idx3-ubyte.gz";
   te.path_y = FASHION "t10k-labels-idx1-ubyte.gz";

@@ -86,7 +86,7 @@ static NnrtModel two_step_model(void) {
   m.nparams = 3, m.params = table, m.param_numel = 4;
   m.nstate = 2, m.state_init = state_init, m.param_state_init = per_param;
   NnrtDataSpec d = {NNRT_DATA_INLINE, NULL, NULL, 1, 0, NULL, ROWS, IN, 1,
-                    data_x, data_y};
+                    data_x, data_y, 0, 0, 0, 0, 0};
   m.train_data = d, m.test_data = d;
   m.batch = 4, m.epochs = 2, m.no_shuffle = 1;
   m.train_ws_per_row = IN + 1, m.train_ws_fixed = 0;

@@ -71,7 +71,7 @@ static NnrtModel ae_model(void) {
   m.in_numel = PIX, m.out_numel = PIX;
   m.nparams = 1, m.params = ae_params, m.param_numel = 1;
   NnrtDataSpec d = {NNRT_DATA_INLINE, NULL, NULL, 1 / 255.0, 0, NULL,
-                    ROWS, PIX, 1, img_x, img_y};
+                    ROWS, PIX, 1, img_x, img_y, 0, 0, 0, 0, 0};
   m.train_data = d, m.test_data = d;
   m.batch = 4, m.epochs = 1;
   m.train_ws_per_row = 0, m.train_ws_fixed = 1;

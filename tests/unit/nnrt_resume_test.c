@@ -141,7 +141,7 @@ static NnrtModel adam_model(void) {
   m.nparams = 2, m.params = adam_params, m.param_numel = NP;
   m.nstate = 2, m.state_init = adam_state;
   NnrtDataSpec d = {NNRT_DATA_INLINE, NULL, NULL, 1.0, 0, NULL,
-                    ROWS, IN, 1, data_x, data_y};
+                    ROWS, IN, 1, data_x, data_y, 0, 0, 0, 0, 0};
   m.train_data = d;
   m.batch = 8, m.epochs = 2, m.seed = 3;
   m.accuracy = 1;

@@ -321,3 +321,48 @@ Test(stdlib_grad, detach_stops_gradients) {
   }
   cr_assert_gt(nonzero, 0);
 }
+// The recurrent layers through the front end: scan lowers to a LOOP whose
+// gradient is a backward LOOP (BPTT), checked against central differences
+// for every parameter of rnn, lstm, gru, bidirectional and stacked layers,
+// reversed and truncated ones, and an embedding.
+static const char *seq_program(const char *in_type, int in, const char *out_type,
+                               const char *body, char *buf, size_t n) {
+  char row[512] = "";
+  for (int i = 0; i < in; i++)
+    strcat(row, i ? ", 0" : "0");
+  snprintf(buf, n,
+           "model m(x: f32[%s]) -> f32[%s] {\n"
+           "    return x |> %s\n"
+           "}\n"
+           "train m {\n"
+           "    data = inline([[%s]], [[0]])\n"
+           "    loss = mse\n"
+           "    optimizer = sgd\n"
+           "}\n",
+           in_type, out_type, body, row);
+  return buf;
+}
+
+Test(stdlib_grad, recurrent_layers) {
+  static const struct {
+    const char *in, *out, *body;
+    int n;
+  } cases[] = {
+      {"4, 2", "2", "rnn(3, sequences = 0) |> dense(2)", 8},
+      {"4, 2", "2", "rnn(3, activation = sigmoid, reverse = 1, sequences = 0) |> dense(2)", 8},
+      {"3, 2", "3, 2", "lstm(3) |> seq_dense(2)", 6},
+      {"3, 2", "2", "lstm(2, reverse = 1, sequences = 0)", 6},
+      {"4, 2", "2", "gru(3, sequences = 0) |> dense(2)", 8},
+      {"3, 2", "4", "bidirectional(gru, 2, sequences = 0)", 6},
+      {"3, 2", "4", "bidirectional(rnn, 2, sequences = 0)", 6},
+      {"3, 2", "3, 4", "bidirectional(lstm, 2)", 6},
+      {"3, 2", "2", "rnn(3, reverse = 1) |> lstm(2, sequences = 0)", 6},
+      {"4", "2", "embedding(3, 2) |> gru(2, sequences = 0)", 4},
+  };
+  for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+    char buf[4096];
+    seq_program(cases[k].in, cases[k].n, cases[k].out, cases[k].body, buf,
+                sizeof buf);
+    check_gradients(buf, NULL);
+  }
+}
