@@ -319,6 +319,11 @@ typedef struct Frame {
   // nnc_train: the run, and whether --check-numerics asked for every
   // kernel's output to be checked (an i1; NULL: no checks are emitted).
   LLVMValueRef run, check;
+  // nnc_train of --mpi builds: per trainable parameter, the kernel after
+  // which its gradient is final and read by no other kernel (then handed
+  // to nnrt_grad_ready), or -1 (no allreduce: not computed by a kernel, or
+  // shared with an earlier parameter). NULL otherwise.
+  const int *grad_at;
 } Frame;
 
 static void emit_prefetch(Cg *cg, Frame *f) {
@@ -469,6 +474,7 @@ static void prof_print(Cg *cg) {
 // after every other kernel, when nothing reads the parameters any more),
 // else all but those.
 static void emit_check(Cg *cg, Frame *f, const Kernel *k);
+static void emit_grad_ready(Cg *cg, Frame *f, int at);
 
 static void call_kernels(Cg *cg, Frame *f, const bool *set, bool fused_opt) {
   for (int i = 0; i < cg->m->fn->values.n; i++) {
@@ -508,6 +514,8 @@ static void call_kernels(Cg *cg, Frame *f, const bool *set, bool fused_opt) {
       prof_add(cg, i, t0);
     if (f->check)
       emit_check(cg, f, k);
+    if (f->grad_at)
+      emit_grad_ready(cg, f, i);
   }
 }
 
@@ -573,6 +581,56 @@ static LLVMValueRef load_scalar(Cg *cg, Frame *f, const IrValue *v) {
   assert(shape_numel(v->shape) == 1 && !v->batched);
   return LLVMBuildFPExt(cg->b, cg_load(cg, value_ptr(cg, f, v), cg_i64(cg, 0)),
                         cg->t_f64, "");
+}
+
+// --mpi: nnrt_grad_ready(run, g, n) for every gradient final after the
+// kernel at `at` (see Frame.grad_at), so the runtime can start summing it
+// over the ranks while the rest of the backward pass runs.
+static void emit_grad_ready(Cg *cg, Frame *f, int at) {
+  const IrModule *m = cg->m;
+  LLVMTypeRef P = cg->t_ptr, I = cg->t_i64, ty;
+  LLVMValueRef fn = runtime_fn(cg, "nnrt_grad_ready", cg->t_void,
+                               (LLVMTypeRef[]){P, P, I}, 3, &ty);
+  for (int j = 0; j < m->ntrainable; j++) {
+    if (f->grad_at[j] != at)
+      continue;
+    const IrParam *p = m->params.item[j];
+    LLVMValueRef args[3] = {f->run, value_ptr(cg, f, p->grad),
+                            cg_i64(cg, shape_numel(p->shape))};
+    LLVMBuildCall2(cg->b, ty, fn, args, 3, "");
+  }
+}
+
+// Frame.grad_at for --mpi: the position (a kernel's value id, a row group
+// at its leader) after which each gradient is complete and no later kernel
+// reads it (the runtime scales it in place and receives into it).
+static const int *grad_ready_points(Cg *cg, const Plan *plan,
+                                    const bool *live) {
+  const IrModule *m = cg->m;
+  int n = m->fn->values.n;
+  int *at = arena_alloc(cg->arena, sizeof(int) * (size_t)(m->ntrainable + 1));
+  for (int j = 0; j < m->ntrainable; j++) {
+    const IrValue *g = owner(plan, ((IrParam *)m->params.item[j])->grad);
+    at[j] = -1;
+    if (!has_kernel(plan, g->id))
+      continue; // a parameter or a constant: the same on every rank
+    bool shared = false;
+    for (int k = 0; k < j && !shared; k++)
+      shared = owner(plan, ((IrParam *)m->params.item[k])->grad) == g;
+    if (shared)
+      continue; // summed once, for the first parameter
+    at[j] = cg->group[g->id] >= 0 ? cg->group[g->id] : g->id;
+    for (int i = 0; i < n; i++) {
+      if (!live[i] || !has_kernel(plan, i))
+        continue;
+      int pos = cg->group[i] >= 0 ? cg->group[i] : i;
+      PtrVec in = kernel_inputs(cg, m->fn->values.item[i]);
+      for (int k = 0; k < in.n; k++)
+        if (owner(plan, in.item[k]) == g && pos > at[j])
+          at[j] = pos;
+    }
+  }
+  return at;
 }
 
 // A declaration of a runtime function.
@@ -704,6 +762,8 @@ static LLVMValueRef build_train(Cg *cg, const Plan *plan, const bool *live,
   LLVMValueRef f_chk =
       runtime_fn(cg, "nnrt_check_numerics", I, (LLVMTypeRef[]){P}, 1, &ty_chk);
   f.run = run;
+  if (cg->opt->mpi && cg->step->opt.fn)
+    f.grad_at = grad_ready_points(cg, plan, live);
   f.check = LLVMBuildICmp(cg->b, LLVMIntNE,
                           LLVMBuildCall2(cg->b, ty_chk, f_chk, &run, 1, ""),
                           zero, "check");
@@ -783,6 +843,12 @@ static LLVMValueRef build_train(Cg *cg, const Plan *plan, const bool *live,
   emit_prefetch(cg, &f);            // no row group
   call_kernels(cg, &f, live, true); // gradients that update their parameter
   t0 = prof_start(cg);
+  if (f.grad_at) { // --mpi: every gradient summed over the ranks first
+    LLVMTypeRef ty_gw;
+    LLVMValueRef f_gw = runtime_fn(cg, "nnrt_grad_wait", cg->t_void,
+                                   (LLVMTypeRef[]){P}, 1, &ty_gw);
+    call(cg, ty_gw, f_gw, &run, 1);
+  }
   if (cg->step->opt.fn) {
     LLVMValueRef opt = kernel_optimizer(cg);
     LLVMTypeRef oty = LLVMGlobalGetValueType(opt);
@@ -1135,11 +1201,13 @@ static void build_model(Cg *cg, const Plan *train, const Plan *infer,
 }
 
 // int main(int argc, char **argv) { return nnrt_main(&nnc_model, argc, argv); }
+// (nnrt_mpi_main in --mpi builds)
 static void build_main(Cg *cg) {
   LLVMTypeRef I32 = cg->t_i32, P = cg->t_ptr;
   LLVMTypeRef ty;
   LLVMValueRef nnrt_main =
-      runtime_fn(cg, "nnrt_main", I32, (LLVMTypeRef[]){P, I32, P}, 3, &ty);
+      runtime_fn(cg, cg->opt->mpi ? "nnrt_mpi_main" : "nnrt_main", I32,
+                 (LLVMTypeRef[]){P, I32, P}, 3, &ty);
   LLVMTypeRef main_ty = LLVMFunctionType(I32, (LLVMTypeRef[]){I32, P}, 2, 0);
   LLVMValueRef fn = cg_function(cg, "main", main_ty, false);
   LLVMPositionBuilderAtEnd(cg->b, block(cg, fn, "entry"));
@@ -1290,7 +1358,8 @@ static void build_module(Cg *cg, LLVMTargetDataRef td) {
   int nfused = 0;
   for (int i = 0; i < n; i++)
     cg->opt_fused[i] = -1;
-  if (cg->step->opt.fn && !cg->opt->no_opt_fusion)
+  // (--mpi: gradients are summed over the ranks before any update)
+  if (cg->step->opt.fn && !cg->opt->no_opt_fusion && !cg->opt->mpi)
     for (int i = 0; i < m->ntrainable; i++)
       nfused += fuse_optimizer(cg, i);
 

@@ -167,6 +167,15 @@ void nnrt_check_values(NnrtRun *run, const float *p, int64_t n,
                        const char *what);
 void nnrt_check_params(NnrtRun *run, const float *params);
 
+// ---- data parallelism (binaries built with `nnc --mpi`, runtime/mpi.c) -----
+// The generated main of an --mpi binary calls this instead of nnrt_main.
+int nnrt_mpi_main(const NnrtModel *model, int argc, char **argv);
+// After the backward kernel that finished gradient g[0, n): scales it by
+// this rank's share of the global batch and starts summing it over the
+// ranks. nnrt_grad_wait, before the optimizer, waits for every sum.
+void nnrt_grad_ready(NnrtRun *run, float *g, int64_t n);
+void nnrt_grad_wait(NnrtRun *run);
+
 // ---- the inference library (`nnc --emit=lib`, see lib.c) ---------------------
 // A context: the model's parameters and an inference workspace for up to
 // max_batch rows. Weights come from the safetensors file at path, or when

@@ -265,6 +265,8 @@ typedef enum NnrtCommand {
   NNRT_CMD_PLOT,
 } NnrtCommand;
 
+typedef struct NnrtDist NnrtDist;  // below
+
 typedef struct NnrtOptions {
   NnrtCommand command;
   int64_t epochs, batch, seed;   // model defaults unless given
@@ -287,6 +289,7 @@ typedef struct NnrtOptions {
   int no_log;                    // train --no-log
   int64_t save_every;            // --save-every N: also save every N steps
   int check_numerics;            // --check-numerics
+  NnrtDist *dist;                // MPI ranks (mpi.c), or NULL
 } NnrtOptions;
 
 // Buffers for running model->infer over a data set in chunks.
@@ -304,6 +307,35 @@ void nnrt_eval_close(NnrtEval *e);
 void nnrt_evaluate(const NnrtModel *m, const float *params, NnrtEval *e,
                    const NnrtData *d, int64_t first, int64_t rows,
                    double *loss, double *accuracy);
+
+// Data parallelism (runtime/mpi.c; NULL in a plain run): what run.c and
+// main.c need of MPI, as functions, so libnnrt.a itself needs no MPI.
+struct NnrtDist {
+  int rank, size;                // this process, of size ranks
+  const char *prog;              // program name for messages
+  double weight;                 // rows of this rank's shard / rows of the
+                                 // global batch (set by nnrt_batch_fetch)
+  int agreed;                    // the ranks stopped together: exit cleanly
+  // v[0, n) := its sum over the ranks, added in rank order (n <= 16).
+  void (*sum)(struct NnrtDist *d, double *v, int n);
+  // p[0, n) := the sum over the ranks of w * p (w: that rank's weight).
+  void (*average)(struct NnrtDist *d, float *p, int64_t n, double w);
+  // What a rank ended by mpirun (a peer died) says about the checkpoint.
+  void (*saved)(struct NnrtDist *d, const char *kept);
+};
+
+// The run's NnrtDist, or NULL.
+NnrtDist *nnrt_run_dist(NnrtRun *run);
+// nnrt_main with data parallelism (dist NULL: nnrt_main itself).
+int nnrt_main_dist(const NnrtModel *m, int argc, char **argv, NnrtDist *dist);
+// Rows [*lo, *lo + *n) of `rows` are this rank's share (all of them
+// without dist).
+void nnrt_dist_shard(const NnrtDist *dist, int64_t rows, int64_t *lo,
+                     int64_t *n);
+// nnrt_evaluate over every rank's share of the rows, reduced.
+void nnrt_evaluate_dist(const NnrtModel *m, const float *params, NnrtEval *e,
+                        const NnrtData *d, int64_t first, int64_t rows,
+                        NnrtDist *dist, double *loss, double *accuracy);
 
 // The train command; returns the exit code.
 int nnrt_train_command(const NnrtModel *m, const NnrtOptions *o);

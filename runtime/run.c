@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "nnrt_internal.h"
+#include "nnrt_rng.h"
 
 enum { EVAL_BATCH = 1000 };
 
@@ -37,6 +38,7 @@ typedef enum NnrtStop {
   STOP_EARLY,  // early stopping: the best weights are back, a clean exit
   STOP_CONVERGED,  // --stop-when-perfect: an epoch made no mistake
   STOP_NUMERICS,                 // --check-numerics found a NaN or infinity
+  STOP_PEER,                     // another MPI rank stopped the run
 } NnrtStop;
 
 // A batch gathered in the background (nnrt_batch_prefetch).
@@ -98,6 +100,11 @@ struct NnrtRun {
                                  // wrote last; 0 when an epoch's save came
                                  // after it (or none was written)
   int64_t saves;                 // checkpoints written by this run
+  // Data parallelism (nnc --mpi, see mpi.c): NULL in a plain run. Each rank
+  // trains on its shard of every batch; only rank 0 prints and saves
+  // (`silent` on the others).
+  NnrtDist *dist;
+  int silent;
 };
 
 // Global mutable state, unavoidable: a signal handler can only reach the
@@ -170,6 +177,35 @@ void nnrt_evaluate(const NnrtModel *m, const float *params, NnrtEval *e,
   *accuracy = rows ? sum[1] / (double)rows : 0;
 }
 
+void nnrt_dist_shard(const NnrtDist *dist, int64_t rows, int64_t *lo,
+                     int64_t *n) {
+  if (!dist || dist->size <= 1) {
+    *lo = 0;
+    *n = rows;
+    return;
+  }
+  *lo = rows * dist->rank / dist->size;
+  *n = rows * (dist->rank + 1) / dist->size - *lo;
+}
+
+void nnrt_evaluate_dist(const NnrtModel *m, const float *params, NnrtEval *e,
+                        const NnrtData *d, int64_t first, int64_t rows,
+                        NnrtDist *dist, double *loss, double *accuracy) {
+  if (!dist || dist->size <= 1) {
+    nnrt_evaluate(m, params, e, d, first, rows, loss, accuracy);
+    return;
+  }
+  int64_t lo, n;
+  nnrt_dist_shard(dist, rows, &lo, &n);
+  double l = 0, a = 0;
+  if (n > 0)
+    nnrt_evaluate(m, params, e, d, first + lo, n, &l, &a);
+  double v[2] = {l * (double)n, a * (double)n};
+  dist->sum(dist, v, 2);
+  *loss = rows ? v[0] / (double)rows : 0;
+  *accuracy = rows ? v[1] / (double)rows : 0;
+}
+
 // ---- callbacks from generated code ------------------------------------------
 // The rows of batch i of the current epoch.
 static int64_t batch_rows(const NnrtRun *r, int64_t i) {
@@ -177,12 +213,17 @@ static int64_t batch_rows(const NnrtRun *r, int64_t i) {
   return r->ntrain - first < r->batch ? r->ntrain - first : r->batch;
 }
 
-// Gathers batch i into x and y, prefetching the rows of batch i + 1.
+// Gathers (this rank's share of) batch i into x and y, prefetching the
+// rows of batch i + 1.
 static void batch_gather(const NnrtRun *r, int64_t i, float *x, float *y) {
   int64_t first = r->first + i * r->batch, rows = batch_rows(r, i);
-  int64_t next = first + rows;
-  nnrt_data_gather_ahead(&r->train, r->perm, first, rows, x, y, next,
-                         r->ntrain - next < rows ? r->ntrain - next : rows);
+  int64_t lo, n, nlo = 0, nn = 0;
+  nnrt_dist_shard(r->dist, rows, &lo, &n);
+  if (i + 1 < r->nb)
+    nnrt_dist_shard(r->dist, batch_rows(r, i + 1), &nlo, &nn);
+  int64_t next = first + rows + nlo;
+  nnrt_data_gather_ahead(&r->train, r->perm, first + lo, n, x, y, next,
+                         nn < n ? nn : n);
 }
 
 static void prefetch_task(void *ctx, int64_t t) {
@@ -212,12 +253,19 @@ void nnrt_report_lr(NnrtRun *r, double lr) {
 }
 
 int64_t nnrt_step_key(NnrtRun *r, int64_t t) {
-  return (int64_t)nnrt_rng_key(r->seed, NNRT_STREAM_DRAW, (uint64_t)t);
+  uint64_t key = nnrt_rng_key(r->seed, NNRT_STREAM_DRAW, (uint64_t)t);
+  // Each rank's shard draws its own numbers (docs/distributed.md): the same
+  // key would give row k of every shard the same dropout mask.
+  if (r->dist && r->dist->size > 1)
+    key = nnrt_mix64(key ^ ((uint64_t)(r->dist->rank + 1) * NNRT_GOLDEN));
+  return (int64_t)key;
 }
+
+NnrtDist *nnrt_run_dist(NnrtRun *r) { return r->dist; }
 
 int64_t nnrt_epoch_begin(NnrtRun *r, int64_t epoch) {
   prefetch_settle(r, -1, NULL, NULL);  // before the order changes
-  if (interrupts)
+  if (interrupts && !r->dist)  // (ranks agree on stops in nnrt_batch_end)
     stop_at(r, STOP_INTERRUPT, r->epoch0 + epoch + 1, 0);
   if (r->stop || epoch < 0 || epoch >= r->epochs)
     return 0;
@@ -246,7 +294,12 @@ int64_t nnrt_batch_fetch(NnrtRun *r, int64_t i, float *x, float *y) {
     return 0;
   if (!ready)
     batch_gather(r, i, x, y);
-  return batch_rows(r, i);
+  if (!r->dist)
+    return batch_rows(r, i);
+  int64_t lo, n, rows = batch_rows(r, i);
+  nnrt_dist_shard(r->dist, rows, &lo, &n);
+  r->dist->weight = (double)n / (double)rows;
+  return n;
 }
 
 void nnrt_batch_prefetch(NnrtRun *r, int64_t i, float *x, float *y) {
@@ -295,10 +348,38 @@ void nnrt_check_params(NnrtRun *r, const float *params) {
   }
 }
 
+// The ranks' step results summed, and their stops agreed on: buffers
+// (running statistics) averaged by shard size, the loss and correct count
+// of the whole batch, and a stop on any rank stops every rank here.
+static int dist_step(NnrtRun *r, int64_t *rows, double *loss_sum,
+                     double *correct, int *interrupted) {
+  NnrtDist *d = r->dist;
+  const NnrtModel *m = r->m;
+  int64_t b0 = m->param_numel;
+  for (int64_t k = 0; k < m->nparams; k++)
+    if (m->params[k].buffer && m->params[k].offset < b0)
+      b0 = m->params[k].offset;
+  if (b0 < m->param_numel)  // buffers sit after the trainable parameters
+    d->average(d, r->params + b0, m->param_numel - b0, d->weight);
+  double v[5] = {(double)*rows, *rows ? *loss_sum : 0, *rows ? *correct : 0,
+                 interrupts != 0, r->stop != STOP_NONE};
+  d->sum(d, v, 5);
+  *rows = (int64_t)v[0];
+  *loss_sum = v[1];
+  *correct = v[2];
+  *interrupted = v[3] > 0;
+  if (v[4] > 0 && !r->stop)
+    stop_at(r, STOP_PEER, r->epoch + 1, r->step);
+  return r->stop != STOP_NONE;
+}
+
 int64_t nnrt_batch_end(NnrtRun *r, int64_t rows, double loss_sum,
                        double correct) {
   r->step++;
   r->steps++;  // the optimizer has updated, whatever the loss
+  int interrupted = interrupts != 0;
+  if (r->dist && dist_step(r, &rows, &loss_sum, &correct, &interrupted))
+    return 1;
   if (r->stop == STOP_NUMERICS)
     return 1;
   if (!isfinite(loss_sum)) {
@@ -319,7 +400,7 @@ int64_t nnrt_batch_end(NnrtRun *r, int64_t rows, double loss_sum,
     r->unsaved_steps = 0;
     r->saved_step = r->steps;
   }
-  if (interrupts) {
+  if (interrupted) {
     stop_at(r, STOP_INTERRUPT, r->epoch + 1, r->step);
     return 1;
   }
@@ -336,8 +417,17 @@ int64_t nnrt_batch_end(NnrtRun *r, int64_t rows, double loss_sum,
 static int save(NnrtRun *r) {
   int64_t into = r->epoch == r->epochs_done ? r->first + r->seen : 0;
   NnrtTrainPos pos = {r->epochs_done, r->steps, into};
-  int rc = nnrt_checkpoint_write(r->save_path, r->m, r->params, r->state,
-                                 &pos, &r->err);
+  int rc = 0;
+  if (!r->dist || r->dist->rank == 0)  // the weights are the same everywhere
+    rc = nnrt_checkpoint_write(r->save_path, r->m, r->params, r->state, &pos,
+                               &r->err);
+  if (!rc && r->dist) {
+    char kept[4096 + 128];
+    snprintf(kept, sizeof kept, "the last checkpoint, %s (epoch %lld, step "
+             "%lld), is whole; train --load %s resumes from it", r->save_path,
+             (long long)r->epochs_done, (long long)r->steps, r->save_path);
+    r->dist->saved(r->dist, kept);
+  }
   const char *hook = getenv("NNRT_TEST_KILL_AFTER_SAVE");
   if (!rc && hook && atoll(hook) == ++r->saves)
     raise(SIGKILL);
@@ -385,7 +475,7 @@ static void early_stopping(NnrtRun *r, double loss) {
   if (++r->since_best < m->patience)
     return;
   memcpy(r->params, r->best, sizeof(float) * (size_t)m->param_numel);
-  if (!r->o->quiet)
+  if (!r->o->quiet && !r->silent)
     fprintf(r->human,
             "early stopping: no better %s loss for %lld epochs; restored the "
             "weights of epoch %lld (loss %.4f)\n",
@@ -418,24 +508,24 @@ int64_t nnrt_epoch_end(NnrtRun *r, int64_t epoch) {
   mt.lr = r->lr;
   if (r->nval > 0) {
     mt.has_val = 1;
-    nnrt_evaluate(m, r->params, &r->eval, &r->train, r->ntrain, r->nval,
-                  &mt.val_loss, &mt.val_accuracy);
+    nnrt_evaluate_dist(m, r->params, &r->eval, &r->train, r->ntrain, r->nval,
+                       r->dist, &mt.val_loss, &mt.val_accuracy);
   }
   if (r->has_test) {
     mt.has_test = 1;
-    nnrt_evaluate(m, r->params, &r->eval, &r->test, 0, r->test.rows,
-                  &mt.test_loss, &mt.test_accuracy);
+    nnrt_evaluate_dist(m, r->params, &r->eval, &r->test, 0, r->test.rows,
+                       r->dist, &mt.test_loss, &mt.test_accuracy);
   }
-  FILE *notes = !r->o->json || !r->o->quiet ? r->human : NULL;
+  FILE *notes = (!r->o->json || !r->o->quiet) && !r->silent ? r->human : NULL;
   int64_t converged = r->converged_epoch;
   note_mistakes(r, &mt);
   char line[1024];
-  if (r->o->json) {
+  if (r->o->json && !r->silent) {
     nnrt_metrics_format(line, sizeof line, &mt, 1);
     printf("%s\n", line);
     fflush(stdout);
   }
-  if (!r->o->json || !r->o->quiet) {
+  if ((!r->o->json || !r->o->quiet) && !r->silent) {
     nnrt_metrics_format(line, sizeof line, &mt, 0);
     fprintf(r->human, "%s\n", line);
   }
@@ -462,7 +552,10 @@ int64_t nnrt_epoch_end(NnrtRun *r, int64_t epoch) {
     stop_at(r, STOP_ERROR, r->epoch + 1, r->step);
     return 1;
   }
-  if (interrupts) {
+  double interrupted = interrupts != 0;
+  if (r->dist)  // every rank stops here if one was interrupted
+    r->dist->sum(r->dist, &interrupted, 1);
+  if (interrupted > 0) {
     stop_at(r, STOP_INTERRUPT, r->epoch + 1, r->step);
     return 1;
   }
@@ -492,7 +585,7 @@ static int resume(NnrtRun *r, const char *path) {
   if (r->epochs > INT64_MAX - r->epoch0)  // "train forever" stays so
     r->epochs = INT64_MAX - r->epoch0;
   r->steps = st == NNRT_STATE_RESTORED ? pos.step : 0;
-  if (r->o->quiet)
+  if (r->o->quiet || r->silent)
     return 0;
   char at[128] = "";
   if (pos.epoch >= 0 || st == NNRT_STATE_RESTORED) {
@@ -577,7 +670,7 @@ static int setup(NnrtRun *r, const NnrtModel *m, const NnrtOptions *o) {
   r->count_mistakes = m->accuracy == 1 &&
                       (m->out_numel == 1 || o->stop_when_perfect);
   r->last_mistakes = -1;
-  r->progress.enabled = !o->quiet && isatty(STDERR_FILENO);
+  r->progress.enabled = !o->quiet && !r->silent && isatty(STDERR_FILENO);
   return 0;
 }
 
@@ -608,7 +701,29 @@ static int report_stop(NnrtRun *r) {
              (long long)r->saved_epoch);
   else
     snprintf(kept, sizeof kept, "no weights were saved");
+  if (r->silent) {  // rank 0 tells the user; this rank only its own error
+    switch (r->stop) {
+    case STOP_NUMERICS:
+    case STOP_ERROR:
+      fprintf(stderr, "%s: rank %d of %d: %s\n", prog, r->dist->rank,
+              r->dist->size, r->err.msg);
+      return 1;
+    case STOP_INTERRUPT:
+      return 130;
+    case STOP_DIVERGED:
+    case STOP_BAD_WEIGHTS:
+    case STOP_PEER:
+      return 1;
+    default:
+      return 0;
+    }
+  }
   switch (r->stop) {
+  case STOP_PEER:
+    fprintf(stderr, "%s: another rank stopped the run at epoch %lld, step "
+            "%lld (its message says why); %s\n", prog,
+            (long long)r->stop_epoch, (long long)r->stop_step, kept);
+    return 1;
   case STOP_NONE:
   case STOP_EARLY:
     break;
@@ -658,7 +773,7 @@ static int report_stop(NnrtRun *r) {
 // with --no-log or --no-save and no --log. A resumed run appends to it.
 static int open_log(NnrtRun *r) {
   const NnrtOptions *o = r->o;
-  if (o->no_log)
+  if (o->no_log || r->silent)  // rank 0 writes the log
     return 0;
   if (!o->log && r->save_path) {
     size_t n = strlen(r->save_path);
@@ -682,6 +797,8 @@ int nnrt_train_command(const NnrtModel *m, const NnrtOptions *o) {
   memset(&r, 0, sizeof r);
   r.m = m;
   r.o = o;
+  r.dist = o->dist;
+  r.silent = r.dist && r.dist->rank > 0;
   if (setup(&r, m, o)) {
     fprintf(stderr, "%s: %s\n", o->prog, r.err.msg);
     teardown(&r);
@@ -711,7 +828,9 @@ int nnrt_train_command(const NnrtModel *m, const NnrtOptions *o) {
   sigaction(SIGINT, &old, NULL);
   nnrt_progress_clear(&r.progress);
   int rc = report_stop(&r);
-  if (rc == 0 && !o->quiet) {
+  if (r.dist)  // an error on one rank only leaves the others waiting
+    r.dist->agreed = r.stop != STOP_ERROR;
+  if (rc == 0 && !o->quiet && !r.silent) {
     if (r.save_path && r.saved_epoch > 0)
       fprintf(stderr, "weights saved to %s\n", r.save_path);
     if (r.stop == STOP_CONVERGED)
@@ -727,7 +846,7 @@ int nnrt_train_command(const NnrtModel *m, const NnrtOptions *o) {
   // separable (XOR), or it needed more epochs.
   if (rc == 0 && r.stop == STOP_NONE && o->stop_when_perfect &&
       !r.converged_epoch && r.last_mistakes > 0 &&
-      (!o->json || !o->quiet))
+      (!o->json || !o->quiet) && !r.silent)
     fprintf(r.human, "not converged: every epoch misclassified training "
             "examples (%lld of %lld in epoch %lld)\n",
             (long long)r.last_mistakes,

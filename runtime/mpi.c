@@ -1,0 +1,340 @@
+// mpi.c — data-parallel training over MPI (`nnc --mpi`): the only file that
+// includes <mpi.h>, compiled into its own library (libnnrt_mpi.a) that only
+// binaries built with `nnc --mpi` link, so a plain binary has no MPI
+// dependency at all.
+//
+// The generated main of an --mpi binary calls nnrt_mpi_main, which starts
+// MPI, fills an NnrtDist (rank, size, the reductions run.c needs) and runs
+// the ordinary command line with it (nnrt_main_dist). run.c then gives each
+// rank its shard of every global batch, reduces the metrics and evaluation,
+// and lets rank 0 alone print and save. The generated training loop calls
+// nnrt_grad_ready after each backward kernel that finished a gradient, and
+// nnrt_grad_wait before the optimizer: gradients are scaled by this rank's
+// share of the batch and summed over the ranks by a ring allreduce of our
+// own, in buckets, started as soon as their gradients exist (and advanced
+// whenever generated code calls in), so communication overlaps the rest of
+// the backward pass.
+//
+// Determinism: MPI_Allreduce may pick any reduction order (it depends on the
+// sizes and the number of ranks), so the sums here never use it. The ring
+// adds chunk c in the order c, c+1, ..., c+N-1 (mod N), always as
+// `received + own`, and the finished chunk is then copied to every rank: for
+// a given N every run gives the same bits, and every rank the same weights.
+// Small vectors (metrics, stop flags) are all-gathered and summed in rank
+// order.
+//
+// Faults: every wait polls with MPI_Test and gives up after $NNRT_MPI_TIMEOUT
+// seconds (default 120) with a message naming the rank it waits for
+// (MPI_Abort then ends the job). A rank that dies is noticed by mpirun,
+// which ends the others with SIGTERM within a second or so; their handler
+// says so, and which checkpoint survives, before exiting. Checkpoints are
+// written by rank 0 only, atomically, so the last one is always whole.
+#include <mpi.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "nnrt_internal.h"
+
+enum {
+  BUCKET_MIN = 16384,  // floats: smaller runs of adjacent gradients are
+                       // merged before they are sent (latency per message)
+  MAX_BUCKETS = 256,
+  TAG_SMALL = 30000,   // tags of the small all-gathers; buckets use 0..255
+};
+
+// One bucket in flight: a ring allreduce of p[0, n) over the ranks, as a
+// state machine (`phase` steps of 2(N-1)), advanced by bucket_progress.
+typedef struct Bucket {
+  float *p;
+  int64_t n;
+  float *tmp;              // a chunk received in the reduce-scatter phase
+  int phase;               // next step to complete; 2(N-1) = done
+  int posted;              // the requests of step `phase` are out
+  MPI_Request req[2];      // send, receive
+} Bucket;
+
+typedef struct Mpi {
+  NnrtDist d;              // first: run.c sees only this
+  float *scratch;          // receive chunks, scratch_cap floats
+  int64_t scratch_used, scratch_cap;
+  Bucket b[MAX_BUCKETS];
+  int nb;                  // buckets of this step
+  float *pend;             // gradients posted but not yet sent: [pend, +npend)
+  int64_t npend;
+  double timeout;          // seconds a wait may take
+  int64_t kill_step;       // test hook: this rank dies at this ready call
+  int64_t ready_calls;
+} Mpi;
+
+// The message a rank prints when mpirun ends it with SIGTERM (a peer died):
+// a signal handler can only reach it through a static. Updated after every
+// checkpoint; written with write(2) only.
+static char term_msg[1024];
+static volatile sig_atomic_t term_len;
+
+static void on_sigterm(int sig) {
+  (void)sig;
+  if (term_len > 0) {
+    ssize_t w = write(STDERR_FILENO, term_msg, (size_t)term_len);
+    (void)w;
+  }
+  _exit(143);
+}
+
+static void set_term_msg(Mpi *mp, const char *prog, const char *kept) {
+  term_len = 0;
+  int n = snprintf(term_msg, sizeof term_msg,
+                   "%s: rank %d of %d: stopped by mpirun (another rank died "
+                   "or the job was ended); %s\n",
+                   prog, mp->d.rank, mp->d.size, kept);
+  if (n > 0)
+    term_len = n < (int)sizeof term_msg ? n : (int)sizeof term_msg - 1;
+}
+
+static int left(const Mpi *mp) { return (mp->d.rank + mp->d.size - 1) % mp->d.size; }
+static int right(const Mpi *mp) { return (mp->d.rank + 1) % mp->d.size; }
+
+// Waits for n requests, polling, with the timeout; `peer` names whom for
+// the message.
+static void wait_reqs(Mpi *mp, MPI_Request *req, int n, int peer,
+                      const char *what) {
+  double t0 = nnrt_now();
+  for (;;) {
+    int done = 0;
+    MPI_Testall(n, req, &done, MPI_STATUSES_IGNORE);
+    if (done)
+      return;
+    if (nnrt_now() - t0 > mp->timeout) {
+      fprintf(stderr, "%s: rank %d of %d: no answer from rank %d for %.0f s "
+              "(%s); giving up (NNRT_MPI_TIMEOUT sets the limit)\n",
+              mp->d.prog, mp->d.rank, mp->d.size, peer, mp->timeout, what);
+      MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+  }
+}
+
+// ---- the ring allreduce -------------------------------------------------------
+// Chunk c of a bucket of n floats over N ranks: [c n / N, (c+1) n / N).
+static void chunk(const Bucket *b, int N, int c, int64_t *lo, int64_t *len) {
+  c = ((c % N) + N) % N;
+  *lo = b->n * c / N;
+  *len = b->n * (c + 1) / N - *lo;
+}
+
+// Posts the sends and receives of the bucket's current step.
+static void bucket_post(Mpi *mp, Bucket *b, int tag) {
+  int N = mp->d.size, r = mp->d.rank, s = b->phase;
+  int64_t slo, sn, rlo, rn;
+  float *into;
+  if (s < N - 1) {  // reduce-scatter: send chunk r - s, add chunk r - s - 1
+    chunk(b, N, r - s, &slo, &sn);
+    chunk(b, N, r - s - 1, &rlo, &rn);
+    into = b->tmp;
+  } else {          // all-gather: send chunk r + 1 - s', take chunk r - s'
+    int t = s - (N - 1);
+    chunk(b, N, r + 1 - t, &slo, &sn);
+    chunk(b, N, r - t, &rlo, &rn);
+    into = b->p + rlo;
+  }
+  MPI_Isend(b->p + slo, (int)sn, MPI_FLOAT, right(mp), tag, MPI_COMM_WORLD,
+            &b->req[0]);
+  MPI_Irecv(into, (int)rn, MPI_FLOAT, left(mp), tag, MPI_COMM_WORLD,
+            &b->req[1]);
+  b->posted = 1;
+}
+
+// Advances a bucket as far as its messages allow without waiting; 1 when
+// it is done.
+static int bucket_progress(Mpi *mp, Bucket *b, int tag, int block) {
+  int N = mp->d.size, steps = 2 * (N - 1);
+  while (b->phase < steps) {
+    if (!b->posted)
+      bucket_post(mp, b, tag);
+    if (block) {
+      wait_reqs(mp, b->req, 2, left(mp), "gradient allreduce");
+    } else {
+      int done = 0;
+      MPI_Testall(2, b->req, &done, MPI_STATUSES_IGNORE);
+      if (!done)
+        return 0;
+    }
+    b->posted = 0;
+    if (b->phase < N - 1) {  // own += received, in this fixed order
+      int64_t lo, len;
+      chunk(b, N, mp->d.rank - b->phase - 1, &lo, &len);
+      float *own = b->p + lo;
+      for (int64_t i = 0; i < len; i++)
+        own[i] = b->tmp[i] + own[i];
+    }
+    b->phase++;
+  }
+  return 1;
+}
+
+static void progress_all(Mpi *mp, int block) {
+  for (int k = 0; k < mp->nb; k++)
+    bucket_progress(mp, &mp->b[k], k, block);
+}
+
+// Starts the allreduce of the pending gradients.
+static void launch_pending(Mpi *mp) {
+  if (mp->npend == 0)
+    return;
+  int64_t need = (mp->npend + mp->d.size - 1) / mp->d.size + 1;
+  if (mp->nb == MAX_BUCKETS || mp->scratch_used + need > mp->scratch_cap) {
+    progress_all(mp, 1);  // (not with real models) finish the others first
+    mp->nb = 0;
+    mp->scratch_used = 0;
+  }
+  Bucket *b = &mp->b[mp->nb];
+  memset(b, 0, sizeof *b);
+  b->p = mp->pend;
+  b->n = mp->npend;
+  b->tmp = mp->scratch + mp->scratch_used;
+  mp->scratch_used += need;
+  mp->nb++;
+  mp->pend = NULL;
+  mp->npend = 0;
+  bucket_progress(mp, b, mp->nb - 1, 0);
+}
+
+// Called by generated code after the kernel that finished gradient g[0, n)
+// (in the order the backward pass computes them).
+void nnrt_grad_ready(NnrtRun *run, float *g, int64_t n) {
+  Mpi *mp = (Mpi *)nnrt_run_dist(run);
+  if (!mp || mp->d.size == 1 || n <= 0)
+    return;
+  if (mp->kill_step > 0 && ++mp->ready_calls == mp->kill_step)
+    raise(SIGKILL);  // the killed-rank test (NNRT_TEST_MPI_KILL)
+  // This rank's share of the batch mean: rows here / rows of the batch.
+  float w = (float)mp->d.weight;
+  if (w == 0)
+    memset(g, 0, sizeof(float) * (size_t)n);  // an empty shard: 0, not NaN
+  else if (w != 1)
+    for (int64_t i = 0; i < n; i++)
+      g[i] *= w;
+  if (mp->npend && g + n == mp->pend) {  // adjacent below: one bucket
+    mp->pend = g;
+    mp->npend += n;
+  } else if (mp->npend && mp->pend + mp->npend == g) {
+    mp->npend += n;
+  } else {
+    launch_pending(mp);
+    mp->pend = g;
+    mp->npend = n;
+  }
+  if (mp->npend >= BUCKET_MIN)
+    launch_pending(mp);
+  progress_all(mp, 0);
+}
+
+// Before the optimizer: every gradient summed over the ranks.
+void nnrt_grad_wait(NnrtRun *run) {
+  Mpi *mp = (Mpi *)nnrt_run_dist(run);
+  if (!mp || mp->d.size == 1)
+    return;
+  launch_pending(mp);
+  progress_all(mp, 1);
+  mp->nb = 0;
+  mp->scratch_used = 0;
+}
+
+// ---- what run.c calls through NnrtDist --------------------------------------
+// v[0, n) summed over the ranks in rank order (n <= 16).
+static void dist_sum(NnrtDist *d, double *v, int n) {
+  Mpi *mp = (Mpi *)d;
+  double all[16 * 64], *buf = all;
+  if ((size_t)n * (size_t)d->size > sizeof all / sizeof all[0])
+    buf = nnrt_alloc_array((int64_t)n * d->size, sizeof(double));
+  if (!buf) {
+    fprintf(stderr, "%s: out of memory (reduction)\n", d->prog);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
+  MPI_Request req;
+  MPI_Iallgather(v, n, MPI_DOUBLE, buf, n, MPI_DOUBLE, MPI_COMM_WORLD, &req);
+  wait_reqs(mp, &req, 1, -1, "reduction of the metrics");
+  for (int k = 0; k < n; k++) {
+    double s = 0;
+    for (int r = 0; r < d->size; r++)
+      s += buf[r * n + k];
+    v[k] = s;
+  }
+  if (buf != all)
+    nnrt_free(buf);
+}
+
+// p[0, n) := sum over ranks of w_rank * p (buffers: running statistics).
+static void dist_average(NnrtDist *d, float *p, int64_t n, double w) {
+  Mpi *mp = (Mpi *)d;
+  if (d->size == 1 || n <= 0)
+    return;
+  float fw = (float)w;
+  for (int64_t i = 0; i < n; i++)
+    p[i] = fw == 0 ? 0 : p[i] * fw;
+  launch_pending(mp);
+  mp->pend = p;
+  mp->npend = n;
+  launch_pending(mp);
+  progress_all(mp, 1);
+  mp->nb = 0;
+  mp->scratch_used = 0;
+}
+
+static void dist_saved(NnrtDist *d, const char *kept) {
+  set_term_msg((Mpi *)d, d->prog, kept);
+}
+
+int nnrt_mpi_main(const NnrtModel *m, int argc, char **argv) {
+  int provided;
+  if (MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided) !=
+      MPI_SUCCESS) {
+    fprintf(stderr, "%s: cannot start MPI\n", argc > 0 ? argv[0] : "model");
+    return 1;
+  }
+  Mpi *mp = nnrt_alloc(sizeof *mp);
+  if (!mp) {
+    MPI_Abort(MPI_COMM_WORLD, 1);
+    return 1;
+  }
+  MPI_Comm_rank(MPI_COMM_WORLD, &mp->d.rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &mp->d.size);
+  const char *base = argc > 0 && argv[0] ? strrchr(argv[0], '/') : NULL;
+  mp->d.prog = base ? base + 1 : argc > 0 && argv[0] ? argv[0] : "model";
+  mp->d.sum = dist_sum;
+  mp->d.average = dist_average;
+  mp->d.saved = dist_saved;
+  mp->d.weight = 1;
+  const char *t = getenv("NNRT_MPI_TIMEOUT");
+  mp->timeout = t && atof(t) > 0 ? atof(t) : 120;
+  // The killed-rank test: "RANK:CALL" kills RANK at its CALL-th gradient.
+  const char *k = getenv("NNRT_TEST_MPI_KILL");
+  if (k && atoi(k) == mp->d.rank && strchr(k, ':'))
+    mp->kill_step = atoll(strchr(k, ':') + 1);
+  mp->scratch_cap = m->param_numel + 2 * MAX_BUCKETS + 16;
+  mp->scratch = nnrt_alloc_array(mp->scratch_cap, sizeof(float));
+  if (!mp->scratch) {
+    fprintf(stderr, "%s: out of memory (allreduce buffers)\n", mp->d.prog);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
+  set_term_msg(mp, mp->d.prog, "no checkpoint was written by this run");
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_sigterm;
+  sigemptyset(&sa.sa_mask);
+  if (mp->d.size > 1)
+    sigaction(SIGTERM, &sa, NULL);
+  int rc = nnrt_main_dist(m, argc, argv, &mp->d);
+  // A stop the ranks did not agree on (an error on one rank) leaves the
+  // others waiting in a reduction: end them all.
+  if (rc != 0 && !mp->d.agreed && mp->d.size > 1) {
+    fflush(stdout);
+    fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, rc);
+  }
+  nnrt_free(mp->scratch);
+  nnrt_free(mp);
+  MPI_Finalize();
+  return rc;
+}
