@@ -30,6 +30,7 @@
 // says so, and which checkpoint survives, before exiting. Checkpoints are
 // written by rank 0 only, atomically, so the last one is always whole.
 #include <mpi.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,11 +102,15 @@ static int right(const Mpi *mp) { return (mp->d.rank + 1) % mp->d.size; }
 static void wait_reqs(Mpi *mp, MPI_Request *req, int n, int peer,
                       const char *what) {
   double t0 = nnrt_now();
-  for (;;) {
+  for (int spins = 0;; spins++) {
     int done = 0;
     MPI_Testall(n, req, &done, MPI_STATUSES_IGNORE);
     if (done)
       return;
+    // Spin a little (a peer a few microseconds behind), then let another
+    // process have the CPU: ranks may share cores (--oversubscribe).
+    if (spins > 2000)
+      sched_yield();
     if (nnrt_now() - t0 > mp->timeout) {
       fprintf(stderr, "%s: rank %d of %d: no answer from rank %d for %.0f s "
               "(%s); giving up (NNRT_MPI_TIMEOUT sets the limit)\n",
@@ -282,6 +287,16 @@ static void dist_average(NnrtDist *d, float *p, int64_t n, double w) {
   mp->scratch_used = 0;
 }
 
+// 1 when every rank passes the same h.
+static int dist_same(NnrtDist *d, uint64_t h) {
+  Mpi *mp = (Mpi *)d;
+  uint64_t mine[2] = {h, ~h}, all[2];
+  MPI_Request req;  // the largest h and the largest ~h: equal iff all agree
+  MPI_Iallreduce(mine, all, 2, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD, &req);
+  wait_reqs(mp, &req, 1, -1, "comparison of the weights");
+  return all[0] == h && all[1] == ~h;
+}
+
 static void dist_saved(NnrtDist *d, const char *kept) {
   set_term_msg((Mpi *)d, d->prog, kept);
 }
@@ -305,6 +320,7 @@ int nnrt_mpi_main(const NnrtModel *m, int argc, char **argv) {
   mp->d.sum = dist_sum;
   mp->d.average = dist_average;
   mp->d.saved = dist_saved;
+  mp->d.same = dist_same;
   mp->d.weight = 1;
   const char *t = getenv("NNRT_MPI_TIMEOUT");
   mp->timeout = t && atof(t) > 0 ? atof(t) : 120;

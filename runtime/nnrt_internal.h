@@ -322,6 +322,8 @@ struct NnrtDist {
   void (*average)(struct NnrtDist *d, float *p, int64_t n, double w);
   // What a rank ended by mpirun (a peer died) says about the checkpoint.
   void (*saved)(struct NnrtDist *d, const char *kept);
+  // 1 when every rank passes the same h (a hash of its weights).
+  int (*same)(struct NnrtDist *d, uint64_t h);
 };
 
 // The run's NnrtDist, or NULL.

@@ -453,6 +453,23 @@ static void note_mistakes(NnrtRun *r, NnrtMetrics *mt) {
   r->converged_epoch = mt->epoch;
 }
 
+// Data parallelism keeps the weights and optimizer state of every rank the
+// same, bit for bit; checked once an epoch (FNV-1a over their bytes).
+static int ranks_agree(NnrtRun *r) {
+  const NnrtModel *m = r->m;
+  uint64_t h = 0xcbf29ce484222325u;
+  const float *blocks[2] = {r->params, r->state};
+  int64_t lens[2] = {m->param_numel, m->nstate * m->param_numel};
+  for (int k = 0; k < 2; k++) {
+    for (int64_t i = 0; i < lens[k]; i++) {
+      uint32_t w;
+      memcpy(&w, &blocks[k][i], sizeof w);
+      h = (h ^ w) * 0x100000001b3u;
+    }
+  }
+  return r->dist->same(r->dist, h);
+}
+
 static int params_finite(const NnrtRun *r) {
   for (int64_t i = 0; i < r->m->param_numel; i++)
     if (!isfinite(r->params[i]))
@@ -495,6 +512,12 @@ int64_t nnrt_epoch_end(NnrtRun *r, int64_t epoch) {
     return 1;
   }
   const NnrtModel *m = r->m;
+  if (r->dist && r->dist->size > 1 && !ranks_agree(r)) {
+    nnrt_fail(&r->err, "the ranks' weights differ after epoch %lld (a bug "
+              "in the data-parallel runtime)", (long long)(r->epoch + 1));
+    stop_at(r, STOP_ERROR, r->epoch + 1, r->step);
+    return 1;
+  }
   NnrtMetrics mt = {0};
   mt.epoch = r->epoch + 1;
   mt.epochs = r->epoch0 + r->epochs;
