@@ -28,8 +28,14 @@ command -v mpirun >/dev/null || missing "mpirun not found"
 # Open MPI refuses root without these (CI runs as root); loopback only.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_btl=self,vader OMPI_MCA_rmaps_base_oversubscribe=1
-# Open MPI's own allocations outlive MPI_Finalize (sanitizer build).
+# Sanitizer build: Open MPI's own allocations outlive MPI_Finalize, so
+# LeakSanitizer gets mpi.supp; it can name their libraries only when the
+# components stay loaded and stacks are unwound fully (Open MPI has no
+# frame pointers). Leaks of nnc's runtime are still reported.
+export OMPI_MCA_mca_base_component_disable_dlclose=1
+export PMIX_MCA_mca_base_component_disable_dlclose=1
 export LSAN_OPTIONS="suppressions=$ROOT/tests/e2e/mpi.supp:print_suppressions=0"
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}fast_unwind_on_malloc=0"
 mpi() { np=$1; shift; mpirun -np "$np" --oversubscribe "$@"; }
 
 compile fashion_mlp
