@@ -762,8 +762,19 @@ static LLVMValueRef build_train(Cg *cg, const Plan *plan, const bool *live,
   LLVMValueRef f_chk =
       runtime_fn(cg, "nnrt_check_numerics", I, (LLVMTypeRef[]){P}, 1, &ty_chk);
   f.run = run;
-  if (cg->opt->mpi && cg->step->opt.fn)
+  int64_t trained = poff[m->ntrainable];
+  if (cg->opt->mpi && cg->step->opt.fn) {
     f.grad_at = grad_ready_points(cg, plan, live);
+    if (plan->grad_off >= 0) { // each rank updates its shard of the block
+      LLVMTypeRef ty_l;
+      LLVMValueRef f_l = runtime_fn(cg, "nnrt_grad_layout", cg->t_void,
+                                    (LLVMTypeRef[]){P, P, I}, 3, &ty_l);
+      call(cg, ty_l, f_l,
+           (LLVMValueRef[]){run, fixed_ptr(cg, &f, plan->grad_off),
+                            cg_i64(cg, trained)},
+           3);
+    }
+  }
   f.check = LLVMBuildICmp(cg->b, LLVMIntNE,
                           LLVMBuildCall2(cg->b, ty_chk, f_chk, &run, 1, ""),
                           zero, "check");
@@ -843,7 +854,7 @@ static LLVMValueRef build_train(Cg *cg, const Plan *plan, const bool *live,
   emit_prefetch(cg, &f);            // no row group
   call_kernels(cg, &f, live, true); // gradients that update their parameter
   t0 = prof_start(cg);
-  if (f.grad_at) { // --mpi: every gradient summed over the ranks first
+  if (f.grad_at && plan->grad_off < 0) { // --mpi: every gradient summed first
     LLVMTypeRef ty_gw;
     LLVMValueRef f_gw = runtime_fn(cg, "nnrt_grad_wait", cg->t_void,
                                    (LLVMTypeRef[]){P}, 1, &ty_gw);
@@ -854,16 +865,31 @@ static LLVMValueRef build_train(Cg *cg, const Plan *plan, const bool *live,
     LLVMTypeRef oty = LLVMGlobalGetValueType(opt);
     // State k of element i is state[k * stride + i], stride covering the
     // buffers too (the runtime's layout); only trainables are updated.
-    int64_t total = poff[m->params.n], trained = poff[m->ntrainable];
+    int64_t total = poff[m->params.n];
     if (plan->grad_off >= 0) { // one pass over every parameter
-      LLVMValueRef args[7] = {f.params,
-                              fixed_ptr(cg, &f, plan->grad_off),
-                              state,
-                              cg_i64(cg, trained),
+      LLVMValueRef lo = cg_i64(cg, 0), cnt = cg_i64(cg, trained);
+      if (f.grad_at) { // --mpi: over this rank's shard [lo, lo + cnt)
+        LLVMTypeRef ty_s;
+        LLVMValueRef f_s = runtime_fn(cg, "nnrt_grad_shard", I,
+                                      (LLVMTypeRef[]){P, P}, 2, &ty_s);
+        LLVMValueRef slot = cg_alloca(cg, I, "shard_lo");
+        cnt = call(cg, ty_s, f_s, (LLVMValueRef[]){run, slot}, 2);
+        lo = LLVMBuildLoad2(cg->b, I, slot, "lo");
+      }
+      LLVMValueRef args[7] = {cg_gep(cg, f.params, lo),
+                              cg_gep(cg, fixed_ptr(cg, &f, plan->grad_off), lo),
+                              cg_gep(cg, state, lo),
+                              cnt,
                               cg_i64(cg, total),
                               tf,
                               f.lr};
       call(cg, oty, opt, args, 7);
+      if (f.grad_at) { // and every rank's shard to every rank
+        LLVMTypeRef ty_g;
+        LLVMValueRef f_g = runtime_fn(cg, "nnrt_params_gather", cg->t_void,
+                                      (LLVMTypeRef[]){P, P}, 2, &ty_g);
+        call(cg, ty_g, f_g, (LLVMValueRef[]){run, f.params}, 2);
+      }
     }
     for (int i = 0; i < m->ntrainable && plan->grad_off < 0; i++) {
       const IrParam *p = m->params.item[i];

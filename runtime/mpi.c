@@ -45,13 +45,19 @@ enum {
   TAG_SMALL = 30000,   // tags of the small all-gathers; buckets use 0..255
 };
 
-// One bucket in flight: a ring allreduce of p[0, n) over the ranks, as a
-// state machine (`phase` steps of 2(N-1)), advanced by bucket_progress.
+// One bucket in flight: steps [first, last) of a ring allreduce of p[0, n)
+// over the ranks (steps 0 .. N-2 reduce-scatter, N-1 .. 2N-3 all-gather),
+// as a state machine advanced by bucket_progress.
 typedef struct Bucket {
   float *p;
   int64_t n;
+  int64_t off;             // >= 0: p[0] is element `off` of the layout, and
+                           // chunk c is p's part of shard c; -1: chunk c is
+                           // [c n / N, (c+1) n / N)
+  int first, last;         // the steps to run
+  float post;              // the sum of a chunk times this (1: as it is)
   float *tmp;              // a chunk received in the reduce-scatter phase
-  int phase;               // next step to complete; 2(N-1) = done
+  int phase;               // next step to complete
   int posted;              // the requests of step `phase` are out
   MPI_Request req[2];      // send, receive
 } Bucket;
@@ -64,6 +70,11 @@ typedef struct Mpi {
   int nb;                  // buckets of this step
   float *pend;             // gradients posted but not yet sent: [pend, +npend)
   int64_t npend;
+  // The gradient block (nnrt_grad_layout), laid out like the trainable
+  // parameters: rank r sums and updates shard r, [shard[r], shard[r + 1]).
+  float *layout;
+  int64_t ntrain;
+  int64_t *shard;          // size + 1 offsets
   double timeout;          // seconds a wait may take
   int64_t kill_step;       // test hook: this rank dies at this ready call
   int64_t ready_calls;
@@ -121,26 +132,39 @@ static void wait_reqs(Mpi *mp, MPI_Request *req, int n, int peer,
 }
 
 // ---- the ring allreduce -------------------------------------------------------
-// Chunk c of a bucket of n floats over N ranks: [c n / N, (c+1) n / N).
-static void chunk(const Bucket *b, int N, int c, int64_t *lo, int64_t *len) {
+// Chunk c (mod N) of a bucket: *lo, *len relative to b->p.
+static void chunk(const Mpi *mp, const Bucket *b, int c, int64_t *lo,
+                  int64_t *len) {
+  int N = mp->d.size;
   c = ((c % N) + N) % N;
-  *lo = b->n * c / N;
-  *len = b->n * (c + 1) / N - *lo;
+  if (b->off < 0) {
+    *lo = b->n * c / N;
+    *len = b->n * (c + 1) / N - *lo;
+    return;
+  }
+  int64_t a = mp->shard[c] > b->off ? mp->shard[c] : b->off;
+  int64_t e = mp->shard[c + 1] < b->off + b->n ? mp->shard[c + 1]
+                                               : b->off + b->n;
+  *lo = e > a ? a - b->off : 0;
+  *len = e > a ? e - a : 0;
 }
 
-// Posts the sends and receives of the bucket's current step.
+// Posts the sends and receives of the bucket's current step. Rank r ends
+// the reduce-scatter holding the sum of chunk r: at step s it sends chunk
+// r - s - 1 on to the right and adds chunk r - s - 2 from the left; in the
+// all-gather it passes chunk r - t on and takes chunk r - t - 1.
 static void bucket_post(Mpi *mp, Bucket *b, int tag) {
   int N = mp->d.size, r = mp->d.rank, s = b->phase;
   int64_t slo, sn, rlo, rn;
   float *into;
-  if (s < N - 1) {  // reduce-scatter: send chunk r - s, add chunk r - s - 1
-    chunk(b, N, r - s, &slo, &sn);
-    chunk(b, N, r - s - 1, &rlo, &rn);
+  if (s < N - 1) {
+    chunk(mp, b, r - s - 1, &slo, &sn);
+    chunk(mp, b, r - s - 2, &rlo, &rn);
     into = b->tmp;
-  } else {          // all-gather: send chunk r + 1 - s', take chunk r - s'
+  } else {
     int t = s - (N - 1);
-    chunk(b, N, r + 1 - t, &slo, &sn);
-    chunk(b, N, r - t, &rlo, &rn);
+    chunk(mp, b, r - t, &slo, &sn);
+    chunk(mp, b, r - t - 1, &rlo, &rn);
     into = b->p + rlo;
   }
   MPI_Isend(b->p + slo, (int)sn, MPI_FLOAT, right(mp), tag, MPI_COMM_WORLD,
@@ -150,11 +174,11 @@ static void bucket_post(Mpi *mp, Bucket *b, int tag) {
   b->posted = 1;
 }
 
-// Advances a bucket as far as its messages allow without waiting; 1 when
-// it is done.
+// Advances a bucket as far as its messages allow (to the end with
+// `block`); 1 when it is done.
 static int bucket_progress(Mpi *mp, Bucket *b, int tag, int block) {
-  int N = mp->d.size, steps = 2 * (N - 1);
-  while (b->phase < steps) {
+  int N = mp->d.size;
+  while (b->phase < b->last) {
     if (!b->posted)
       bucket_post(mp, b, tag);
     if (block) {
@@ -166,12 +190,16 @@ static int bucket_progress(Mpi *mp, Bucket *b, int tag, int block) {
         return 0;
     }
     b->posted = 0;
-    if (b->phase < N - 1) {  // own += received, in this fixed order
+    if (b->phase < N - 1) {  // own = received + own, in this fixed order
       int64_t lo, len;
-      chunk(b, N, mp->d.rank - b->phase - 1, &lo, &len);
-      float *own = b->p + lo;
-      for (int64_t i = 0; i < len; i++)
-        own[i] = b->tmp[i] + own[i];
+      chunk(mp, b, mp->d.rank - b->phase - 2, &lo, &len);
+      float *own = b->p + lo, w = b->post;
+      if (b->phase == N - 2 && w != 1)  // the last addition: the sum
+        for (int64_t i = 0; i < len; i++)
+          own[i] = (b->tmp[i] + own[i]) * w;
+      else
+        for (int64_t i = 0; i < len; i++)
+          own[i] = b->tmp[i] + own[i];
     }
     b->phase++;
   }
@@ -183,26 +211,50 @@ static void progress_all(Mpi *mp, int block) {
     bucket_progress(mp, &mp->b[k], k, block);
 }
 
-// Starts the allreduce of the pending gradients.
+// Every bucket done; the next step's start afresh.
+static void finish_all(Mpi *mp) {
+  progress_all(mp, 1);
+  mp->nb = 0;
+  mp->scratch_used = 0;
+}
+
+// Starts steps [first, last) on p[0, n) (off: see Bucket).
+static void launch(Mpi *mp, float *p, int64_t n, int64_t off, int first,
+                   int last, float post) {
+  Bucket nb = {.p = p, .n = n, .off = off, .first = first, .last = last,
+               .post = post, .phase = first};
+  int64_t need = 1;
+  for (int c = 0; c < mp->d.size; c++) {
+    int64_t lo, len;
+    chunk(mp, &nb, c, &lo, &len);
+    need = len + 1 > need ? len + 1 : need;
+  }
+  if (first >= mp->d.size - 1)
+    need = 0;  // no reduce-scatter, nothing to receive apart
+  if (mp->nb == MAX_BUCKETS || mp->scratch_used + need > mp->scratch_cap)
+    finish_all(mp);  // (not with real models) the others first
+  nb.tmp = mp->scratch + mp->scratch_used;
+  mp->scratch_used += need;
+  Bucket *b = &mp->b[mp->nb++];
+  *b = nb;
+  bucket_progress(mp, b, mp->nb - 1, 0);
+}
+
+// Starts summing the pending gradients: only the reduce-scatter when they
+// lie in the layout (each rank then updates its shard and the parameters
+// are gathered), else the whole allreduce.
 static void launch_pending(Mpi *mp) {
   if (mp->npend == 0)
     return;
-  int64_t need = (mp->npend + mp->d.size - 1) / mp->d.size + 1;
-  if (mp->nb == MAX_BUCKETS || mp->scratch_used + need > mp->scratch_cap) {
-    progress_all(mp, 1);  // (not with real models) finish the others first
-    mp->nb = 0;
-    mp->scratch_used = 0;
-  }
-  Bucket *b = &mp->b[mp->nb];
-  memset(b, 0, sizeof *b);
-  b->p = mp->pend;
-  b->n = mp->npend;
-  b->tmp = mp->scratch + mp->scratch_used;
-  mp->scratch_used += need;
-  mp->nb++;
+  int N = mp->d.size;
+  float post = mp->d.equal ? (float)mp->d.weight : 1;
+  if (mp->layout && mp->pend >= mp->layout &&
+      mp->pend + mp->npend <= mp->layout + mp->ntrain)
+    launch(mp, mp->pend, mp->npend, mp->pend - mp->layout, 0, N - 1, post);
+  else
+    launch(mp, mp->pend, mp->npend, -1, 0, 2 * (N - 1), post);
   mp->pend = NULL;
   mp->npend = 0;
-  bucket_progress(mp, b, mp->nb - 1, 0);
 }
 
 // Called by generated code after the kernel that finished gradient g[0, n)
@@ -213,11 +265,12 @@ void nnrt_grad_ready(NnrtRun *run, float *g, int64_t n) {
     return;
   if (mp->kill_step > 0 && ++mp->ready_calls == mp->kill_step)
     raise(SIGKILL);  // the killed-rank test (NNRT_TEST_MPI_KILL)
-  // This rank's share of the batch mean: rows here / rows of the batch.
+  // This rank's share of the batch mean is rows here / rows of the batch:
+  // applied to the sum when every shard has the same rows, else here.
   float w = (float)mp->d.weight;
   if (w == 0)
     memset(g, 0, sizeof(float) * (size_t)n);  // an empty shard: 0, not NaN
-  else if (w != 1)
+  else if (!mp->d.equal && w != 1)
     for (int64_t i = 0; i < n; i++)
       g[i] *= w;
   if (mp->npend && g + n == mp->pend) {  // adjacent below: one bucket
@@ -235,15 +288,49 @@ void nnrt_grad_ready(NnrtRun *run, float *g, int64_t n) {
   progress_all(mp, 0);
 }
 
-// Before the optimizer: every gradient summed over the ranks.
+// Before the optimizer (gradients not in one block): every gradient summed.
 void nnrt_grad_wait(NnrtRun *run) {
   Mpi *mp = (Mpi *)nnrt_run_dist(run);
   if (!mp || mp->d.size == 1)
     return;
   launch_pending(mp);
-  progress_all(mp, 1);
-  mp->nb = 0;
-  mp->scratch_used = 0;
+  finish_all(mp);
+}
+
+void nnrt_grad_layout(NnrtRun *run, float *block, int64_t n) {
+  Mpi *mp = (Mpi *)nnrt_run_dist(run);
+  if (!mp)
+    return;
+  mp->layout = block;
+  mp->ntrain = n;
+  for (int c = 0; c <= mp->d.size; c++)  // shards start on 64-byte lines
+    mp->shard[c] = c == mp->d.size ? n : n * c / mp->d.size / 16 * 16;
+}
+
+int64_t nnrt_grad_shard(NnrtRun *run, int64_t *lo) {
+  Mpi *mp = (Mpi *)nnrt_run_dist(run);
+  *lo = 0;
+  if (!mp || !mp->layout)
+    return mp ? mp->ntrain : 0;
+  if (mp->d.size > 1) {
+    launch_pending(mp);
+    finish_all(mp);
+  }
+  *lo = mp->shard[mp->d.rank];
+  return mp->shard[mp->d.rank + 1] - *lo;
+}
+
+// All-gathers the shards of p[0, ntrain) (laid out like the parameters).
+static void gather_shards(Mpi *mp, float *p) {
+  int N = mp->d.size;
+  launch(mp, p, mp->ntrain, 0, N - 1, 2 * (N - 1), 1);
+  finish_all(mp);
+}
+
+void nnrt_params_gather(NnrtRun *run, float *params) {
+  Mpi *mp = (Mpi *)nnrt_run_dist(run);
+  if (mp && mp->layout && mp->d.size > 1)
+    gather_shards(mp, params);
 }
 
 // ---- what run.c calls through NnrtDist --------------------------------------
@@ -279,12 +366,19 @@ static void dist_average(NnrtDist *d, float *p, int64_t n, double w) {
   for (int64_t i = 0; i < n; i++)
     p[i] = fw == 0 ? 0 : p[i] * fw;
   launch_pending(mp);
-  mp->pend = p;
-  mp->npend = n;
-  launch_pending(mp);
-  progress_all(mp, 1);
-  mp->nb = 0;
-  mp->scratch_used = 0;
+  launch(mp, p, n, -1, 0, 2 * (d->size - 1), 1);
+  finish_all(mp);
+}
+
+// Each rank updated the optimizer state of its shard only: the whole of it
+// to every rank (before it is saved or compared).
+static void dist_gather_state(NnrtDist *d, float *state, int64_t nstate,
+                              int64_t stride) {
+  Mpi *mp = (Mpi *)d;
+  if (!mp->layout || d->size == 1)
+    return;
+  for (int64_t k = 0; k < nstate; k++)
+    gather_shards(mp, state + k * stride);
 }
 
 // 1 when every rank passes the same h.
@@ -321,6 +415,7 @@ int nnrt_mpi_main(const NnrtModel *m, int argc, char **argv) {
   mp->d.average = dist_average;
   mp->d.saved = dist_saved;
   mp->d.same = dist_same;
+  mp->d.gather_state = dist_gather_state;
   mp->d.weight = 1;
   const char *t = getenv("NNRT_MPI_TIMEOUT");
   mp->timeout = t && atof(t) > 0 ? atof(t) : 120;
@@ -330,7 +425,8 @@ int nnrt_mpi_main(const NnrtModel *m, int argc, char **argv) {
     mp->kill_step = atoll(strchr(k, ':') + 1);
   mp->scratch_cap = m->param_numel + 2 * MAX_BUCKETS + 16;
   mp->scratch = nnrt_alloc_array(mp->scratch_cap, sizeof(float));
-  if (!mp->scratch) {
+  mp->shard = nnrt_alloc_array(mp->d.size + 1, sizeof(int64_t));
+  if (!mp->scratch || !mp->shard) {
     fprintf(stderr, "%s: out of memory (allreduce buffers)\n", mp->d.prog);
     MPI_Abort(MPI_COMM_WORLD, 1);
   }
@@ -350,6 +446,7 @@ int nnrt_mpi_main(const NnrtModel *m, int argc, char **argv) {
     MPI_Abort(MPI_COMM_WORLD, rc);
   }
   nnrt_free(mp->scratch);
+  nnrt_free(mp->shard);
   nnrt_free(mp);
   MPI_Finalize();
   return rc;

@@ -315,6 +315,8 @@ struct NnrtDist {
   const char *prog;              // program name for messages
   double weight;                 // rows of this rank's shard / rows of the
                                  // global batch (set by nnrt_batch_fetch)
+  int equal;                     // every rank's shard has as many rows
+                                 // (the sum is then scaled, not each part)
   int agreed;                    // the ranks stopped together: exit cleanly
   // v[0, n) := its sum over the ranks, added in rank order (n <= 16).
   void (*sum)(struct NnrtDist *d, double *v, int n);
@@ -324,6 +326,10 @@ struct NnrtDist {
   void (*saved)(struct NnrtDist *d, const char *kept);
   // 1 when every rank passes the same h (a hash of its weights).
   int (*same)(struct NnrtDist *d, uint64_t h);
+  // The optimizer state of every rank's shard to every rank (each rank
+  // updates only its shard of the parameters; a no-op when it updates all).
+  void (*gather_state)(struct NnrtDist *d, float *state, int64_t nstate,
+                       int64_t stride);
 };
 
 // The run's NnrtDist, or NULL.

@@ -299,6 +299,7 @@ int64_t nnrt_batch_fetch(NnrtRun *r, int64_t i, float *x, float *y) {
   int64_t lo, n, rows = batch_rows(r, i);
   nnrt_dist_shard(r->dist, rows, &lo, &n);
   r->dist->weight = (double)n / (double)rows;
+  r->dist->equal = rows % r->dist->size == 0;
   return n;
 }
 
@@ -418,6 +419,8 @@ static int save(NnrtRun *r) {
   int64_t into = r->epoch == r->epochs_done ? r->first + r->seen : 0;
   NnrtTrainPos pos = {r->epochs_done, r->steps, into};
   int rc = 0;
+  if (r->dist)  // each rank holds the optimizer state of its shard
+    r->dist->gather_state(r->dist, r->state, r->m->nstate, r->m->param_numel);
   if (!r->dist || r->dist->rank == 0)  // the weights are the same everywhere
     rc = nnrt_checkpoint_write(r->save_path, r->m, r->params, r->state, &pos,
                                &r->err);
@@ -457,6 +460,7 @@ static void note_mistakes(NnrtRun *r, NnrtMetrics *mt) {
 // same, bit for bit; checked once an epoch (FNV-1a over their bytes).
 static int ranks_agree(NnrtRun *r) {
   const NnrtModel *m = r->m;
+  r->dist->gather_state(r->dist, r->state, m->nstate, m->param_numel);
   uint64_t h = 0xcbf29ce484222325u;
   const float *blocks[2] = {r->params, r->state};
   int64_t lens[2] = {m->param_numel, m->nstate * m->param_numel};
@@ -731,7 +735,9 @@ static int report_stop(NnrtRun *r) {
       fprintf(stderr, "%s: rank %d of %d: %s\n", prog, r->dist->rank,
               r->dist->size, r->err.msg);
       return 1;
-    case STOP_INTERRUPT:
+    case STOP_INTERRUPT:  // rank 0 saves: this rank's shard goes with it
+      if (r->save_path && r->unsaved_steps > 0)
+        save(r);
       return 130;
     case STOP_DIVERGED:
     case STOP_BAD_WEIGHTS:
