@@ -6,7 +6,7 @@
 # the plain binary (nnc without --mpi: Adam fused into the weight-gradient
 # kernels), the --mpi binary run alone, and the --mpi binary under
 # `mpirun -np 1`. Then the test accuracy after EPOCHS epochs for SEEDS seeds
-# on 1 and on 2 ranks.
+# on 1 and on 2 ranks. LeNet's epoch time too, for the cost model.
 # Usage: sh bench/mpi.sh [ROUNDS] [EPOCHS] [SEEDS]   (from the repository root)
 set -eu
 cd "$(dirname "$0")/.."
@@ -45,6 +45,17 @@ row "plain binary (no --mpi), 1 process" "$p" "$out/plain.txt" "$(ratio "$p" "$n
 row "--mpi binary alone (no mpirun)" "$a" "$out/alone.txt" "$(ratio "$a" "$n2") x"
 row "--mpi, mpirun -np 1" "$n1" "$out/np1.txt" "$(ratio "$n1" "$n2") x"
 row "--mpi, mpirun -np 2" "$n2" "$out/np2.txt" ""
+# LeNet (batch 64, momentum): the plain binary against 2 ranks, fewer rounds.
+build/nnc examples/lenet.nn -o "$out/lenet"
+build/nnc --mpi examples/lenet.nn -o "$out/lenet_mpi"
+for r in $(seq "$(( (rounds + 1) / 2 ))"); do
+  "$out/lenet" $T | key seconds >>"$out/l1.txt"
+  mpirun -np 2 --bind-to core "$out/lenet_mpi" $T | key seconds >>"$out/l2.txt"
+done
+l1=$(median <"$out/l1.txt")
+l2=$(median <"$out/l2.txt")
+row "lenet: plain binary, 1 process" "$l1" "$out/l1.txt" "$(ratio "$l1" "$l2") x"
+row "lenet: --mpi, mpirun -np 2" "$l2" "$out/l2.txt" ""
 echo
 echo "| test accuracy after $epochs epochs | 1 rank (plain) | 2 ranks |"
 echo "|---|---|---|"

@@ -40,9 +40,9 @@
 
 enum {
   BUCKET_MIN = 16384,  // floats: smaller runs of adjacent gradients are
-                       // merged before they are sent (latency per message)
+                       // merged before they are sent (latency per message);
+                       // NNRT_MPI_BUCKET overrides
   MAX_BUCKETS = 256,
-  TAG_SMALL = 30000,   // tags of the small all-gathers; buckets use 0..255
 };
 
 // One bucket in flight: steps [first, last) of a ring allreduce of p[0, n)
@@ -76,6 +76,7 @@ typedef struct Mpi {
   int64_t ntrain;
   int64_t *shard;          // size + 1 offsets
   double timeout;          // seconds a wait may take
+  int64_t bucket_min;      // BUCKET_MIN
   int64_t kill_step;       // test hook: this rank dies at this ready call
   int64_t ready_calls;
 } Mpi;
@@ -283,7 +284,7 @@ void nnrt_grad_ready(NnrtRun *run, float *g, int64_t n) {
     mp->pend = g;
     mp->npend = n;
   }
-  if (mp->npend >= BUCKET_MIN)
+  if (mp->npend >= mp->bucket_min)
     launch_pending(mp);
   progress_all(mp, 0);
 }
@@ -391,8 +392,11 @@ static int dist_same(NnrtDist *d, uint64_t h) {
   return all[0] == h && all[1] == ~h;
 }
 
+// Only rank 0 knows when its checkpoint is on disk; the others may be a
+// step ahead of it.
 static void dist_saved(NnrtDist *d, const char *kept) {
-  set_term_msg((Mpi *)d, d->prog, kept);
+  if (d->rank == 0)
+    set_term_msg((Mpi *)d, d->prog, kept);
 }
 
 int nnrt_mpi_main(const NnrtModel *m, int argc, char **argv) {
@@ -419,6 +423,8 @@ int nnrt_mpi_main(const NnrtModel *m, int argc, char **argv) {
   mp->d.weight = 1;
   const char *t = getenv("NNRT_MPI_TIMEOUT");
   mp->timeout = t && atof(t) > 0 ? atof(t) : 120;
+  const char *bm = getenv("NNRT_MPI_BUCKET");
+  mp->bucket_min = bm && atoll(bm) > 0 ? atoll(bm) : BUCKET_MIN;
   // The killed-rank test: "RANK:CALL" kills RANK at its CALL-th gradient.
   const char *k = getenv("NNRT_TEST_MPI_KILL");
   if (k && atoi(k) == mp->d.rank && strchr(k, ':'))
@@ -430,7 +436,9 @@ int nnrt_mpi_main(const NnrtModel *m, int argc, char **argv) {
     fprintf(stderr, "%s: out of memory (allreduce buffers)\n", mp->d.prog);
     MPI_Abort(MPI_COMM_WORLD, 1);
   }
-  set_term_msg(mp, mp->d.prog, "no checkpoint was written by this run");
+  set_term_msg(mp, mp->d.prog, mp->d.rank == 0
+                                   ? "no checkpoint was written by this run"
+                                   : "rank 0 tells which checkpoint is kept");
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_sigterm;

@@ -6,8 +6,9 @@
 // idx.c and csv.c (loading and batching), checkpoint.c (safetensors),
 // progress.c (progress bar, metrics lines), pool.c (the thread pool), run.c
 // (the training run and the callbacks generated code calls), reconstruct.c
-// (the autoencoder picture) and main.c (the command line, eval and
-// predict). Functions that can fail return 0 on success and -1 on failure
+// (the autoencoder picture), main.c (the command line, eval and
+// predict) and, in libnnrt_mpi.a only, mpi.c (data parallelism, reached
+// through NnrtDist). Functions that can fail return 0 on success and -1 on failure
 // after writing a message into an NnrtErr; they never print and never exit,
 // so only nnrt_main decides what reaches the user and the exit code.
 #ifndef NNRT_INTERNAL_H

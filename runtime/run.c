@@ -22,6 +22,12 @@
 // interrupted epoch already trained on, and hands the step count to the
 // optimizer through nnrt_step_start. With the same seed and batch size the
 // resumed run is bit-identical to one that was never stopped.
+//
+// Data parallelism (NnrtRun.dist, from mpi.c; docs/distributed.md): each
+// rank gathers its share of every batch, nnrt_batch_end sums the ranks'
+// results and stop flags (so every rank stops at the same step), the
+// evaluation is sharded and summed, and only rank 0 prints, logs and
+// writes checkpoints.
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
