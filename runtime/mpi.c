@@ -77,7 +77,9 @@ typedef struct Mpi {
   int64_t *shard;          // size + 1 offsets
   double timeout;          // seconds a wait may take
   int64_t bucket_min;      // BUCKET_MIN
+  char kept[1024];         // which checkpoint survives (rank 0), for messages
   int64_t kill_step;       // test hook: this rank dies at this ready call
+  int kill_sig;            // (SIGKILL), or stops (SIGSTOP: a hung rank)
   int64_t ready_calls;
 } Mpi;
 
@@ -97,6 +99,7 @@ static void on_sigterm(int sig) {
 }
 
 static void set_term_msg(Mpi *mp, const char *prog, const char *kept) {
+  snprintf(mp->kept, sizeof mp->kept, "%s", kept);
   term_len = 0;
   int n = snprintf(term_msg, sizeof term_msg,
                    "%s: rank %d of %d: stopped by mpirun (another rank died "
@@ -124,9 +127,13 @@ static void wait_reqs(Mpi *mp, MPI_Request *req, int n, int peer,
     if (spins > 2000)
       sched_yield();
     if (nnrt_now() - t0 > mp->timeout) {
-      fprintf(stderr, "%s: rank %d of %d: no answer from rank %d for %.0f s "
-              "(%s); giving up (NNRT_MPI_TIMEOUT sets the limit)\n",
-              mp->d.prog, mp->d.rank, mp->d.size, peer, mp->timeout, what);
+      char who[32] = "the other ranks";
+      if (peer >= 0)
+        snprintf(who, sizeof who, "rank %d", peer);
+      fprintf(stderr, "%s: rank %d of %d: no answer from %s for %.0f s "
+              "(%s); giving up (NNRT_MPI_TIMEOUT sets the limit); %s\n",
+              mp->d.prog, mp->d.rank, mp->d.size, who, mp->timeout, what,
+              mp->kept);
       MPI_Abort(MPI_COMM_WORLD, 1);
     }
   }
@@ -265,7 +272,7 @@ void nnrt_grad_ready(NnrtRun *run, float *g, int64_t n) {
   if (!mp || mp->d.size == 1 || n <= 0)
     return;
   if (mp->kill_step > 0 && ++mp->ready_calls == mp->kill_step)
-    raise(SIGKILL);  // the killed-rank test (NNRT_TEST_MPI_KILL)
+    raise(mp->kill_sig);  // the killed-rank test (NNRT_TEST_MPI_KILL)
   // This rank's share of the batch mean is rows here / rows of the batch:
   // applied to the sum when every shard has the same rows, else here.
   float w = (float)mp->d.weight;
@@ -425,10 +432,13 @@ int nnrt_mpi_main(const NnrtModel *m, int argc, char **argv) {
   mp->timeout = t && atof(t) > 0 ? atof(t) : 120;
   const char *bm = getenv("NNRT_MPI_BUCKET");
   mp->bucket_min = bm && atoll(bm) > 0 ? atoll(bm) : BUCKET_MIN;
-  // The killed-rank test: "RANK:CALL" kills RANK at its CALL-th gradient.
+  // The killed-rank test: "RANK:CALL" kills RANK at its CALL-th gradient,
+  // "RANK:CALL:stop" stops it there (SIGSTOP: alive but silent).
   const char *k = getenv("NNRT_TEST_MPI_KILL");
-  if (k && atoi(k) == mp->d.rank && strchr(k, ':'))
+  if (k && atoi(k) == mp->d.rank && strchr(k, ':')) {
     mp->kill_step = atoll(strchr(k, ':') + 1);
+    mp->kill_sig = strstr(k, ":stop") ? SIGSTOP : SIGKILL;
+  }
   mp->scratch_cap = m->param_numel + 2 * MAX_BUCKETS + 16;
   mp->scratch = nnrt_alloc_array(mp->scratch_cap, sizeof(float));
   mp->shard = nnrt_alloc_array(mp->d.size + 1, sizeof(int64_t));

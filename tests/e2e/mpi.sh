@@ -5,7 +5,8 @@
 # reduction-order noise (1e-5 relative) and the same bytes run after run
 # (and three ranks too); evaluation is sharded and reduced; batch norm and
 # dropout keep every rank's weights the same; a rank killed mid-run ends
-# the job within seconds with a clear message, its last checkpoint whole,
+# the job within seconds with a clear message, its last checkpoint whole
+# (and a rank that hangs, after NNRT_MPI_TIMEOUT seconds),
 # and training resumes from it on 2 ranks (the same bytes as a run never
 # stopped) and on 1. The plain binary does not link MPI.
 #
@@ -131,3 +132,22 @@ cmp k.safetensors full.safetensors
 echo "ok: resumed on 2 ranks: the bytes of an uninterrupted 2-rank run"
 d=$(python3 "$ROOT/tests/e2e/st_diff.py" k1.safetensors full.safetensors)
 check "${d%% *}" "<=" 1e-5 "resumed on 1 rank vs the 2-rank run (${d#* })"
+
+# 7. A rank that hangs (SIGSTOP at the same point): rank 0 gives up after
+# NNRT_MPI_TIMEOUT seconds, names the rank and the checkpoint, and the job
+# ends; the checkpoint of epoch 2 is whole.
+rm -f h.safetensors
+start=$(date +%s)
+set +e
+NNRT_MPI_TIMEOUT=3 NNRT_TEST_MPI_KILL=1:400:stop timeout 60 mpirun -np 2 \
+  --oversubscribe -x NNRT_MPI_TIMEOUT -x NNRT_TEST_MPI_KILL ./fashion_mlp $F \
+  --save h.safetensors >h.txt 2>h_err.txt
+rc=$?
+set -e
+took=$(($(date +%s) - start))
+[ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] || { echo "FAIL: hung rank: exit $rc"; cat h_err.txt; exit 1; }
+check "$took" "<=" 30 "seconds until the job ended after a rank hung"
+grep -q "rank 0 of 2: no answer from rank 1 for 3 s (gradient allreduce); giving up.*the last checkpoint, h.safetensors (epoch 2, step 48), is whole" h_err.txt ||
+  { echo "FAIL: no message from rank 0:"; cat h_err.txt; exit 1; }
+./fashion_mlp eval --load h.safetensors --threads 1 >/dev/null
+echo "ok: hung rank -> exit $rc in ${took}s; its checkpoint loads"
