@@ -8,18 +8,22 @@
 // the ordinary command line with it (nnrt_main_dist). run.c then gives each
 // rank its shard of every global batch, reduces the metrics and evaluation,
 // and lets rank 0 alone print and save. The generated training loop calls
-// nnrt_grad_ready after each backward kernel that finished a gradient, and
-// nnrt_grad_wait before the optimizer: gradients are scaled by this rank's
-// share of the batch and summed over the ranks by a ring allreduce of our
-// own, in buckets, started as soon as their gradients exist (and advanced
-// whenever generated code calls in), so communication overlaps the rest of
-// the backward pass.
+// nnrt_grad_ready after each backward kernel that finished a gradient:
+// gradients are weighted by this rank's share of the batch and summed over
+// the ranks by a ring of our own, in buckets, started as soon as their
+// gradients exist (and advanced whenever generated code calls in), so
+// communication overlaps the rest of the backward pass. With the gradient
+// block (every model so far) only the reduce-scatter half runs: rank r ends
+// with the sum of shard r of the block, the optimizer updates that shard
+// (nnrt_grad_shard), and the all-gather half carries the updated
+// parameters instead (nnrt_params_gather). The optimizer state of the other
+// shards is gathered only to save it or compare it.
 //
 // Determinism: MPI_Allreduce may pick any reduction order (it depends on the
-// sizes and the number of ranks), so the sums here never use it. The ring
-// adds chunk c in the order c, c+1, ..., c+N-1 (mod N), always as
-// `received + own`, and the finished chunk is then copied to every rank: for
-// a given N every run gives the same bits, and every rank the same weights.
+// sizes and the number of ranks), so the sums here never use it. In the
+// ring, chunk c is added up in the order c+1, c+2, ..., c (mod N), always as
+// `received + own`, and the finished chunk is only copied after that: for a
+// given N every run gives the same bits, and every rank the same weights.
 // Small vectors (metrics, stop flags) are all-gathered and summed in rank
 // order.
 //
