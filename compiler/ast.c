@@ -149,13 +149,15 @@ static void print_node(FILE *out, const Ast *n, int indent) {
     fputc(')', out);
     return;
   case AST_LAYER: case AST_MODEL: case AST_LOSS: case AST_OPTIMIZER:
-  case AST_SCHEDULE: case AST_TRAIN: case AST_UPDATE: {
+  case AST_SCHEDULE: case AST_TRAIN: case AST_UPDATE: case AST_STEP:
+  case AST_RESULTS: {
     static const char *const head[] = {
         [AST_LAYER] = "layer", [AST_MODEL] = "model", [AST_LOSS] = "loss",
         [AST_OPTIMIZER] = "optimizer", [AST_SCHEDULE] = "schedule",
-        [AST_TRAIN] = "train", [AST_UPDATE] = "update"};
+        [AST_TRAIN] = "train", [AST_UPDATE] = "update", [AST_STEP] = "step",
+        [AST_RESULTS] = "results"};
     fprintf(out, "(%s", head[n->kind]);
-    if (n->kind != AST_UPDATE)
+    if (n->kind != AST_UPDATE && n->kind != AST_RESULTS)
       fprintf(out, " %s", name_or(n->name));
     for (int i = 0; i < n->formals.n; i++)
       print_line(out, n->formals.item[i], indent + 2);
@@ -185,9 +187,13 @@ static void print_node(FILE *out, const Ast *n, int indent) {
     fputc(')', out);
     return;
   case AST_ASSIGN: case AST_STATE: case AST_NAMED_ARG: case AST_BUFFER_UPDATE:
+  case AST_WORD: case AST_OPT_INSTANCE:
     fprintf(out, "(%s %s ", n->kind == AST_ASSIGN ? "assign"
                             : n->kind == AST_STATE ? "state"
-                            : n->kind == AST_NAMED_ARG ? "named" : "update",
+                            : n->kind == AST_NAMED_ARG ? "named"
+                            : n->kind == AST_WORD ? "word"
+                            : n->kind == AST_OPT_INSTANCE ? "optimizer"
+                                                          : "update",
             name_or(n->name));
     print_node(out, n->a, indent);
     fputc(')', out);
@@ -231,11 +237,18 @@ static void print_node(FILE *out, const Ast *n, int indent) {
     print_node(out, n->a, indent);
     fputc(')', out);
     return;
-  case AST_CALL: case AST_LIST: case AST_TYPE:
+  case AST_FIELD:
+    fputs("(field ", out);
+    print_node(out, n->a, indent);
+    fprintf(out, " %s)", name_or(n->name));
+    return;
+  case AST_CALL: case AST_LIST: case AST_TYPE: case AST_RECORD:
     if (n->kind == AST_CALL)
       fprintf(out, "(call %s", name_or(n->name));
     else if (n->kind == AST_LIST)
       fputs("(list", out);
+    else if (n->kind == AST_RECORD)
+      fputs("(record", out);
     else
       fprintf(out, "(type %s", dtype_str(n->dtype));
     for (int i = 0; i < n->list.n; i++) {

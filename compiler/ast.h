@@ -41,6 +41,13 @@ typedef enum AstKind {
   // types and formals
   AST_TYPE,       // f32[dims] / f64[dims] / int / float   dtype, list = dims
   AST_FORMAL,     // NAME [: type] [= default]            a = type, b = default
+  // training programs of several steps, models with several results
+  AST_STEP,       // step NAME { statements } in a train block   name, body
+  AST_WORD,       // minimize expr / report NAME in a step  name = word, a
+  AST_OPT_INSTANCE, // optimizer NAME = call in a train block   name, a
+  AST_RESULTS,    // -> (mu: type, logvar: type) of a model  formals
+  AST_RECORD,     // (mu = expr, logvar = expr)            list = named args
+  AST_FIELD,      // expr.NAME (a result of a model)       a, name
 } AstKind;
 
 typedef enum AstOp {

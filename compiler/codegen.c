@@ -42,7 +42,8 @@ _Static_assert((int)INIT_HE_NORMAL == (int)NNRT_INIT_HE_NORMAL &&
 _Static_assert((int)DATA_INLINE == (int)NNRT_DATA_INLINE &&
                    (int)DATA_CSV == (int)NNRT_DATA_CSV,
                "DataKind and NnrtDataKind differ");
-_Static_assert(sizeof(NnrtModel) == 8 * (27 + NNRT_MAX_RANK + 2 * 11),
+_Static_assert(sizeof(NnrtModel) == 8 * (27 + NNRT_MAX_RANK + 2 * 11 + 8 +
+                                          NNRT_MAX_RANK),
                "NnrtModel changed: update build_model");
 
 // ---- which values are live, inline or stored --------------------------------
@@ -601,22 +602,27 @@ static void emit_grad_ready(Cg *cg, Frame *f, int at) {
   }
 }
 
-// Frame.grad_at for --mpi: the position (a kernel's value id, a row group
-// at its leader) after which each gradient is complete and no later kernel
-// reads it (the runtime scales it in place and receives into it).
+// Frame.grad_at for --mpi: for each parameter the current step updates,
+// the position (a kernel's value id, a row group at its leader) after which
+// its gradient is complete and no later kernel of the step reads it (the
+// runtime scales it in place and receives into it); -1 for the others.
 static const int *grad_ready_points(Cg *cg, const Plan *plan,
                                     const bool *live) {
   const IrModule *m = cg->m;
+  const IrStep *st = cg->step;
   int n = m->fn->values.n;
   int *at = arena_alloc(cg->arena, sizeof(int) * (size_t)(m->ntrainable + 1));
-  for (int j = 0; j < m->ntrainable; j++) {
-    const IrValue *g = owner(plan, ((IrParam *)m->params.item[j])->grad);
+  for (int j = 0; j < m->ntrainable; j++)
     at[j] = -1;
+  for (int q = 0; q < st->nparams; q++) {
+    int j = st->params[q];
+    const IrValue *g = owner(plan, ((IrParam *)m->params.item[j])->grad);
     if (!has_kernel(plan, g->id))
       continue; // a parameter or a constant: the same on every rank
     bool shared = false;
-    for (int k = 0; k < j && !shared; k++)
-      shared = owner(plan, ((IrParam *)m->params.item[k])->grad) == g;
+    for (int k = 0; k < q && !shared; k++)
+      shared = owner(plan, ((IrParam *)m->params.item[st->params[k]])->grad) ==
+               g;
     if (shared)
       continue; // summed once, for the first parameter
     at[j] = cg->group[g->id] >= 0 ? cg->group[g->id] : g->id;
@@ -764,7 +770,6 @@ static LLVMValueRef build_train(Cg *cg, const Plan *plan, const bool *live,
   f.run = run;
   int64_t trained = poff[m->ntrainable];
   if (cg->opt->mpi && cg->step->opt.fn) {
-    f.grad_at = grad_ready_points(cg, plan, live);
     if (plan->grad_off >= 0) { // each rank updates its shard of the block
       LLVMTypeRef ty_l;
       LLVMValueRef f_l = runtime_fn(cg, "nnrt_grad_layout", cg->t_void,
@@ -828,96 +833,131 @@ static LLVMValueRef build_train(Cg *cg, const Plan *plan, const bool *live,
   LLVMValueRef tf = LLVMBuildSIToFP(cg->b, tv, cg->t_f32, "");
   f.state = state;
   f.tf = tf;
-  f.lr = cg_f32(cg, 0); // unused without a schedule
-  if (cg->step->sched.lr) {
-    LLVMTypeRef ty_ep, ty_rep;
-    LLVMValueRef f_ep = runtime_fn(cg, "nnrt_epoch_number", I,
-                                   (LLVMTypeRef[]){P}, 1, &ty_ep);
-    LLVMValueRef f_rep = runtime_fn(cg, "nnrt_report_lr", cg->t_void,
-                                    (LLVMTypeRef[]){P, D}, 2, &ty_rep);
-    LLVMValueRef ep = call(cg, ty_ep, f_ep, &run, 1);
-    f.lr = schedule_lr(
-        cg,
-        LLVMBuildSIToFP(cg->b, LLVMBuildNSWSub(cg->b, tv, one, ""), cg->t_f32,
-                        ""),
-        LLVMBuildSIToFP(cg->b, ep, cg->t_f32, ""));
-    call(cg, ty_rep, f_rep,
-         (LLVMValueRef[]){run, LLVMBuildFPExt(cg->b, f.lr, D, "")}, 2);
-  }
   if (m->ndraws) {
     LLVMTypeRef ty_key;
     LLVMValueRef f_key =
         runtime_fn(cg, "nnrt_step_key", I, (LLVMTypeRef[]){P, I}, 2, &ty_key);
     f.key = call(cg, ty_key, f_key, (LLVMValueRef[]){run, tv}, 2);
   }
-  call_kernels(cg, &f, live, false);
-  emit_prefetch(cg, &f);            // no row group
-  call_kernels(cg, &f, live, true); // gradients that update their parameter
-  t0 = prof_start(cg);
-  if (f.grad_at && plan->grad_off < 0) { // --mpi: every gradient summed first
-    LLVMTypeRef ty_gw;
-    LLVMValueRef f_gw = runtime_fn(cg, "nnrt_grad_wait", cg->t_void,
-                                   (LLVMTypeRef[]){P}, 1, &ty_gw);
-    call(cg, ty_gw, f_gw, &run, 1);
-  }
-  if (cg->step->opt.fn) {
-    LLVMValueRef opt = kernel_optimizer(cg);
-    LLVMTypeRef oty = LLVMGlobalGetValueType(opt);
-    // State k of element i is state[k * stride + i], stride covering the
-    // buffers too (the runtime's layout); only trainables are updated.
-    int64_t total = poff[m->params.n];
-    if (plan->grad_off >= 0) { // one pass over every parameter
-      LLVMValueRef lo = cg_i64(cg, 0), cnt = cg_i64(cg, trained);
-      if (f.grad_at) { // --mpi: over this rank's shard [lo, lo + cnt)
-        LLVMTypeRef ty_s;
-        LLVMValueRef f_s = runtime_fn(cg, "nnrt_grad_shard", I,
-                                      (LLVMTypeRef[]){P, P}, 2, &ty_s);
-        LLVMValueRef slot = cg_alloca(cg, I, "shard_lo");
-        cnt = call(cg, ty_s, f_s, (LLVMValueRef[]){run, slot}, 2);
-        lo = LLVMBuildLoad2(cg->b, I, slot, "lo");
+  // The steps in order, each on the parameters the steps before it left:
+  // its kernels, its optimizer over its parameters, its buffer updates,
+  // then the numbers it reports (read at once: a later step may compute
+  // the same values anew from updated parameters).
+  int nsteps = m->nsteps ? m->nsteps : 1;
+  const IrStep *steps = m->nsteps ? m->steps : cg->step;
+  int nmetrics = 0;
+  for (int k = 0; k < m->nsteps && m->step_blocks; k++)
+    nmetrics += 1 + m->steps[k].nreports;
+  LLVMValueRef metrics =
+      nmetrics ? cg_alloca(cg, LLVMArrayType2(D, (uint64_t)nmetrics),
+                           "metrics")
+               : NULL;
+  LLVMValueRef loss_mean = NULL;
+  for (int k = 0, mi = 0; k < nsteps; k++) {
+    cg->step = &steps[k];
+    cg->opt_fn = NULL; // each step's optimizer has its own function
+    const bool *sl = cg->step_live[k];
+    f.grad_at = cg->opt->mpi && cg->step->opt.fn
+                    ? grad_ready_points(cg, plan, sl)
+                    : NULL;
+    f.lr = cg_f32(cg, 0); // unused without a schedule
+    if (cg->step->sched.lr) {
+      LLVMTypeRef ty_ep, ty_rep;
+      LLVMValueRef f_ep = runtime_fn(cg, "nnrt_epoch_number", I,
+                                     (LLVMTypeRef[]){P}, 1, &ty_ep);
+      LLVMValueRef f_rep = runtime_fn(cg, "nnrt_report_lr", cg->t_void,
+                                      (LLVMTypeRef[]){P, D}, 2, &ty_rep);
+      LLVMValueRef ep = call(cg, ty_ep, f_ep, &run, 1);
+      f.lr = schedule_lr(
+          cg,
+          LLVMBuildSIToFP(cg->b, LLVMBuildNSWSub(cg->b, tv, one, ""),
+                          cg->t_f32, ""),
+          LLVMBuildSIToFP(cg->b, ep, cg->t_f32, ""));
+      if (k == 0) // the first step's rate is the one reported
+        call(cg, ty_rep, f_rep,
+             (LLVMValueRef[]){run, LLVMBuildFPExt(cg->b, f.lr, D, "")}, 2);
+    }
+    call_kernels(cg, &f, sl, false);
+    emit_prefetch(cg, &f);            // no row group
+    call_kernels(cg, &f, sl, true); // gradients that update their parameter
+    t0 = prof_start(cg);
+    if (f.grad_at && plan->grad_off < 0) { // --mpi: the gradients summed first
+      LLVMTypeRef ty_gw;
+      LLVMValueRef f_gw = runtime_fn(cg, "nnrt_grad_wait", cg->t_void,
+                                     (LLVMTypeRef[]){P}, 1, &ty_gw);
+      call(cg, ty_gw, f_gw, &run, 1);
+    }
+    if (cg->step->opt.fn) {
+      LLVMValueRef opt = kernel_optimizer(cg);
+      LLVMTypeRef oty = LLVMGlobalGetValueType(opt);
+      // State k of element i is state[k * stride + i], stride covering the
+      // buffers too (the runtime's layout); only trainables are updated.
+      int64_t total = poff[m->params.n];
+      if (plan->grad_off >= 0) { // one pass over every parameter
+        LLVMValueRef lo = cg_i64(cg, 0), cnt = cg_i64(cg, trained);
+        if (f.grad_at) { // --mpi: over this rank's shard [lo, lo + cnt)
+          LLVMTypeRef ty_s;
+          LLVMValueRef f_s = runtime_fn(cg, "nnrt_grad_shard", I,
+                                        (LLVMTypeRef[]){P, P}, 2, &ty_s);
+          LLVMValueRef slot = cg_alloca(cg, I, "shard_lo");
+          cnt = call(cg, ty_s, f_s, (LLVMValueRef[]){run, slot}, 2);
+          lo = LLVMBuildLoad2(cg->b, I, slot, "lo");
+        }
+        LLVMValueRef args[7] = {
+            cg_gep(cg, f.params, lo),
+            cg_gep(cg, fixed_ptr(cg, &f, plan->grad_off), lo),
+            cg_gep(cg, state, lo), cnt, cg_i64(cg, total), tf, f.lr};
+        call(cg, oty, opt, args, 7);
+        if (f.grad_at) { // and every rank's shard to every rank
+          LLVMTypeRef ty_g;
+          LLVMValueRef f_g = runtime_fn(cg, "nnrt_params_gather", cg->t_void,
+                                        (LLVMTypeRef[]){P, P}, 2, &ty_g);
+          call(cg, ty_g, f_g, (LLVMValueRef[]){run, f.params}, 2);
+        }
       }
-      LLVMValueRef args[7] = {cg_gep(cg, f.params, lo),
-                              cg_gep(cg, fixed_ptr(cg, &f, plan->grad_off), lo),
-                              cg_gep(cg, state, lo),
-                              cnt,
-                              cg_i64(cg, total),
-                              tf,
-                              f.lr};
-      call(cg, oty, opt, args, 7);
-      if (f.grad_at) { // and every rank's shard to every rank
-        LLVMTypeRef ty_g;
-        LLVMValueRef f_g = runtime_fn(cg, "nnrt_params_gather", cg->t_void,
-                                      (LLVMTypeRef[]){P, P}, 2, &ty_g);
-        call(cg, ty_g, f_g, (LLVMValueRef[]){run, f.params}, 2);
+      for (int j = 0; j < cg->step->nparams && plan->grad_off < 0; j++) {
+        int i = cg->step->params[j];
+        const IrParam *p = m->params.item[i];
+        if (cg->opt_fused[p->grad->id] == i)
+          continue; // updated by its gradient's kernel
+        LLVMValueRef args[7] = {
+            cg_gep(cg, f.params, cg_i64(cg, poff[i])),
+            value_ptr(cg, &f, p->grad),
+            cg_gep(cg, state, cg_i64(cg, poff[i])),
+            cg_i64(cg, poff[i + 1] - poff[i]),
+            cg_i64(cg, total),
+            tf,
+            f.lr,
+        };
+        call(cg, oty, opt, args, 7);
       }
     }
-    for (int i = 0; i < m->ntrainable && plan->grad_off < 0; i++) {
-      const IrParam *p = m->params.item[i];
-      if (cg->opt_fused[p->grad->id] == i)
-        continue; // updated by its gradient's kernel
-      LLVMValueRef args[7] = {
-          cg_gep(cg, f.params, cg_i64(cg, poff[i])),
-          value_ptr(cg, &f, p->grad),
-          cg_gep(cg, state, cg_i64(cg, poff[i])),
-          cg_i64(cg, poff[i + 1] - poff[i]),
-          cg_i64(cg, total),
-          tf,
-          f.lr,
-      };
-      call(cg, oty, opt, args, 7);
+    // Buffers take their new values (computed from the step's parameters,
+    // and stored apart from every parameter, so nothing read is
+    // overwritten).
+    for (int i = 0; i < m->updates.n; i++) {
+      const IrUpdate *u = m->updates.item[i];
+      if (u->step != k)
+        continue;
+      const IrParam *p = m->params.item[u->param];
+      LLVMBuildMemMove(cg->b, cg_gep(cg, f.params, cg_i64(cg, poff[u->param])),
+                       4, value_ptr(cg, &f, u->value), 4,
+                       cg_i64(cg, 4 * shape_numel(p->shape)));
+    }
+    prof_add(cg, nv + PROF_OPT, t0);
+    if (k == 0)
+      loss_mean = load_scalar(cg, &f, cg->step->objective);
+    for (int r = -1; metrics && r < cg->step->nreports; r++) {
+      const IrValue *v = r < 0 ? cg->step->objective : cg->step->report[r];
+      LLVMValueRef idx[2] = {cg_i64(cg, 0), cg_i64(cg, mi++)};
+      LLVMBuildStore(cg->b, load_scalar(cg, &f, v),
+                     LLVMBuildInBoundsGEP2(
+                         cg->b, LLVMArrayType2(D, (uint64_t)nmetrics),
+                         metrics, idx, 2, ""));
     }
   }
-  // Buffers take their new values (computed from the step's parameters,
-  // and stored apart from every parameter, so nothing read is overwritten).
-  for (int i = 0; i < m->updates.n; i++) {
-    const IrUpdate *u = m->updates.item[i];
-    const IrParam *p = m->params.item[u->param];
-    LLVMBuildMemMove(cg->b, cg_gep(cg, f.params, cg_i64(cg, poff[u->param])),
-                     4, value_ptr(cg, &f, u->value), 4,
-                     cg_i64(cg, 4 * shape_numel(p->shape)));
-  }
-  prof_add(cg, nv + PROF_OPT, t0);
-  if (cg->step->opt.fn) { // --check-numerics: and the parameters after the update
+  cg->step = &steps[0];
+  if (steps[0].opt.fn) { // --check-numerics: and the parameters after the update
     LLVMTypeRef ty_cp;
     LLVMValueRef f_cp = runtime_fn(cg, "nnrt_check_params", cg->t_void,
                                    (LLVMTypeRef[]){P, P}, 2, &ty_cp);
@@ -929,9 +969,14 @@ static LLVMValueRef build_train(Cg *cg, const Plan *plan, const bool *live,
     LLVMBuildBr(cg->b, after);
     LLVMPositionBuilderAtEnd(cg->b, after);
   }
-  LLVMValueRef loss_sum =
-      LLVMBuildFMul(cg->b, load_scalar(cg, &f, cg->step->objective),
-                    LLVMBuildSIToFP(cg->b, f.rows, D, ""), "");
+  if (metrics) {
+    LLVMTypeRef ty_bm;
+    LLVMValueRef f_bm = runtime_fn(cg, "nnrt_batch_metrics", cg->t_void,
+                                   (LLVMTypeRef[]){P, P}, 2, &ty_bm);
+    call(cg, ty_bm, f_bm, (LLVMValueRef[]){run, metrics}, 2);
+  }
+  LLVMValueRef loss_sum = LLVMBuildFMul(
+      cg->b, loss_mean, LLVMBuildSIToFP(cg->b, f.rows, D, ""), "");
   LLVMValueRef correct = load_scalar(cg, &f, m->correct);
   t0 = prof_start(cg);
   LLVMValueRef stop = call(cg, ty_bend, f_bend,
@@ -1013,7 +1058,7 @@ static LLVMValueRef build_infer(Cg *cg, const Plan *plan, const bool *out_set,
   LLVMBuildBr(cg->b, after_copy);
 
   LLVMPositionBuilderAtEnd(cg->b, after_copy);
-  bool has_loss = ev.objective || ev.correct;
+  bool has_loss = ev.objective || ev.correct || m->step_blocks;
   LLVMBuildCondBr(cg->b,
                   has_loss ? LLVMBuildIsNotNull(cg->b, f.y, "")
                            : LLVMConstInt(cg->t_i1, 0, 0),
@@ -1021,12 +1066,27 @@ static LLVMValueRef build_infer(Cg *cg, const Plan *plan, const bool *out_set,
 
   LLVMPositionBuilderAtEnd(cg->b, with_y);
   call_kernels(cg, &f, loss_set, false);
-  LLVMValueRef loss_sum =
-      LLVMBuildFMul(cg->b, load_scalar(cg, &f, ev.objective),
-                    LLVMBuildSIToFP(cg->b, f.rows, D, ""), "");
-  LLVMValueRef correct = load_scalar(cg, &f, ev.correct);
-  LLVMValueRef vals[2] = {loss_sum, correct};
-  for (int i = 0; i < 2; i++) {
+  // stats[0]: the loss (the first step's objective for `step` blocks)
+  // summed over the rows, [1] the correct count, [2 + k] metric k summed.
+  LLVMValueRef rows_d = LLVMBuildSIToFP(cg->b, f.rows, D, "");
+  int nstats = 2;
+  for (int k = 0; k < m->nsteps && m->step_blocks; k++)
+    nstats += 1 + m->steps[k].nreports;
+  LLVMValueRef *vals =
+      arena_alloc(cg->arena, sizeof(LLVMValueRef) * (size_t)nstats);
+  const IrValue *obj = m->step_blocks ? m->steps[0].eval_objective
+                                      : ev.objective;
+  vals[0] = LLVMBuildFMul(cg->b, load_scalar(cg, &f, obj), rows_d, "");
+  vals[1] = load_scalar(cg, &f, ev.correct);
+  for (int k = 0, i = 2; k < m->nsteps && m->step_blocks; k++) {
+    const IrStep *st = &m->steps[k];
+    for (int r = -1; r < st->nreports; r++)
+      vals[i++] = LLVMBuildFMul(
+          cg->b,
+          load_scalar(cg, &f, r < 0 ? st->eval_objective : st->eval_report[r]),
+          rows_d, "");
+  }
+  for (int i = 0; i < nstats; i++) {
     LLVMValueRef idx = cg_i64(cg, i);
     LLVMValueRef p = LLVMBuildInBoundsGEP2(cg->b, D, stats, &idx, 1, "");
     LLVMValueRef cur = LLVMBuildLoad2(cg->b, D, p, "");
@@ -1035,6 +1095,43 @@ static LLVMValueRef build_infer(Cg *cg, const Plan *plan, const bool *out_set,
   LLVMBuildBr(cg->b, done);
 
   LLVMPositionBuilderAtEnd(cg->b, done);
+  LLVMBuildRetVoid(cg->b);
+  return fn;
+}
+
+// ---- nnc_sample ---------------------------------------------------------------
+// void nnc_sample(params, ws, max_batch, rows, key, out): the kernels of
+// `sample = expr` (inference mode, draws keyed by `key`) and the result
+// copied to out (rows x its elements).
+static LLVMValueRef build_sample(Cg *cg, const Plan *plan, const bool *set,
+                                 const int64_t *poff) {
+  const IrModule *m = cg->m;
+  LLVMTypeRef P = cg->t_ptr, I = cg->t_i64;
+  LLVMTypeRef pt[6] = {P, P, I, I, I, P};
+  LLVMValueRef fn = cg_function(cg, "nnc_sample",
+                                LLVMFunctionType(cg->t_void, pt, 6, 0), false);
+  Frame f = {.plan = plan, .poff = poff};
+  f.params = LLVMGetParam(fn, 0);
+  f.ws = LLVMGetParam(fn, 1);
+  f.max_batch = LLVMGetParam(fn, 2);
+  f.rows = LLVMGetParam(fn, 3);
+  f.key = LLVMGetParam(fn, 4);
+  LLVMValueRef out = LLVMGetParam(fn, 5);
+  const char *names[6] = {"params", "ws", "max_batch", "rows", "key", "out"};
+  for (unsigned i = 0; i < 6; i++)
+    LLVMSetValueName2(LLVMGetParam(fn, i), names[i], strlen(names[i]));
+  LLVMPositionBuilderAtEnd(cg->b, block(cg, fn, "entry"));
+  frame_pointers(cg, &f, set);
+  // Row groups are formed for nnc_train: here every kernel runs alone.
+  int n = m->fn->values.n, *group = cg->group;
+  cg->group = arena_alloc(cg->arena, sizeof(int) * (size_t)n);
+  for (int i = 0; i < n; i++)
+    cg->group[i] = -1;
+  call_kernels(cg, &f, set, false);
+  cg->group = group;
+  int64_t bytes = shape_numel(m->sample->shape) * 4;
+  LLVMBuildMemCpy(cg->b, out, 4, value_ptr(cg, &f, m->sample), 4,
+                  cg_mul(cg, f.rows, cg_i64(cg, bytes)));
   LLVMBuildRetVoid(cg->b);
   return fn;
 }
@@ -1118,8 +1215,9 @@ static LLVMValueRef data_spec(Cg *cg, const DataSpec *d) {
 }
 
 static void build_model(Cg *cg, const Plan *train, const Plan *infer,
-                        const int64_t *poff, LLVMValueRef train_fn,
-                        LLVMValueRef infer_fn, LLVMTargetDataRef td) {
+                        const Plan *sample, const int64_t *poff,
+                        LLVMValueRef train_fn, LLVMValueRef infer_fn,
+                        LLVMValueRef sample_fn, LLVMTargetDataRef td) {
   const IrModule *m = cg->m;
   LLVMTypeRef P = cg->t_ptr, I = cg->t_i64, D = cg->t_f64;
   LLVMTypeRef A = LLVMArrayType2(I, NNRT_MAX_RANK);
@@ -1146,23 +1244,61 @@ static void build_model(Cg *cg, const Plan *train, const Plan *infer,
                           ".params", 8)
          : null_ptr(cg);
 
+  // Optimizer state: as many per element as the largest optimizer has;
+  // with several steps, each parameter starts its own optimizer's states.
   const IrOptimizer *o = &cg->step->opt;
-  LLVMValueRef state_init = null_ptr(cg);
-  if (o->fn && o->nstate > 0) {
-    LLVMValueRef *si = arena_alloc(cg->arena, sizeof *si * (size_t)o->nstate);
-    for (int i = 0; i < o->nstate; i++)
-      si[i] = cd(cg, o->state_init[i]);
-    state_init = private_global(cg, LLVMConstArray2(D, si, (uint64_t)o->nstate),
+  int nstate = 0;
+  for (int k = 0; k < m->nsteps; k++)
+    if (m->steps[k].opt.fn && m->steps[k].opt.nstate > nstate)
+      nstate = m->steps[k].opt.nstate;
+  LLVMValueRef state_init = null_ptr(cg), param_state_init = null_ptr(cg);
+  if (nstate > 0) {
+    LLVMValueRef *si = arena_alloc(cg->arena, sizeof *si * (size_t)nstate);
+    for (int i = 0; i < nstate; i++)
+      si[i] = cd(cg, o->fn && i < o->nstate ? o->state_init[i] : 0);
+    state_init = private_global(cg, LLVMConstArray2(D, si, (uint64_t)nstate),
                                 ".state_init", 8);
   }
+  if (nstate > 0 && m->nsteps > 1) {
+    int64_t cells = (int64_t)np * nstate;
+    LLVMValueRef *ps = arena_alloc(cg->arena, sizeof *ps * (size_t)cells);
+    for (int64_t c = 0; c < cells; c++)
+      ps[c] = cd(cg, 0);
+    for (int k = 0; k < m->nsteps; k++) {
+      const IrOptimizer *ok = &m->steps[k].opt;
+      for (int j = 0; ok->fn && j < m->steps[k].nparams; j++)
+        for (int i = 0; i < ok->nstate; i++)
+          ps[(int64_t)m->steps[k].params[j] * nstate + i] =
+              cd(cg, ok->state_init[i]);
+    }
+    param_state_init = private_global(
+        cg, LLVMConstArray2(D, ps, (uint64_t)cells), ".param_state_init", 8);
+  }
+  // Named metrics: each step's objective, then its reports.
+  int nmetrics = 0;
+  for (int k = 0; k < m->nsteps && m->step_blocks; k++)
+    nmetrics += 1 + m->steps[k].nreports;
+  LLVMValueRef metric_names = null_ptr(cg);
+  if (nmetrics) {
+    LLVMValueRef *mn = arena_alloc(cg->arena, sizeof *mn * (size_t)nmetrics);
+    for (int k = 0, i = 0; k < m->nsteps; k++) {
+      mn[i++] = const_str(cg, m->steps[k].name);
+      for (int r = 0; r < m->steps[k].nreports; r++)
+        mn[i++] = const_str(cg, m->steps[k].report_name[r]);
+    }
+    metric_names = private_global(
+        cg, LLVMConstArray2(P, mn, (uint64_t)nmetrics), ".metric_names", 8);
+  }
+  Shape ss = m->sample ? m->sample->shape : shape_scalar();
 
   // NnrtDataSpec and NnrtModel.
   LLVMTypeRef df[11] = {I, P, P, D, I, P, I, I, I, P, P};
   LLVMTypeRef t_data = struct_type(cg, df, 11);
-  LLVMTypeRef mf[30] = {P,      P, I, A, I, I, I, P, I, I, P, t_data,
-                        t_data, I, I, I, D, I, I, I, I, I, P, P, I, I, I, D,
-                        I, P};
-  LLVMTypeRef t_model = struct_type(cg, mf, 30);
+  enum { NMF = 39 };
+  LLVMTypeRef mf[NMF] = {P, P, I, A, I, I, I, P, I, I, P, t_data,
+                         t_data, I, I, I, D, I, I, I, I, I, P, P, I, I, I, D,
+                         I, P, P, I, P, P, I, A, I, I, I};
+  LLVMTypeRef t_model = struct_type(cg, mf, NMF);
   assert(LLVMABISizeOfType(td, t_model) == sizeof(NnrtModel));
   assert(LLVMABISizeOfType(td, t_param) == sizeof(NnrtParamInfo));
   assert(LLVMABISizeOfType(td, t_data) == sizeof(NnrtDataSpec));
@@ -1170,7 +1306,7 @@ static void build_model(Cg *cg, const Plan *train, const Plan *infer,
 
   Shape in = m->input ? m->input->shape : shape_scalar();
   const TrainSpec *ts = &m->train;
-  LLVMValueRef f[30] = {
+  LLVMValueRef f[NMF] = {
       const_str(cg, m->name),
       const_str(cg, m->source_dir),
       ci(cg, in.rank),
@@ -1180,7 +1316,7 @@ static void build_model(Cg *cg, const Plan *train, const Plan *infer,
       ci(cg, np),
       ptable,
       ci(cg, poff[np]),
-      ci(cg, o->fn ? o->nstate : 0),
+      ci(cg, nstate),
       state_init,
       data_spec(cg, &ts->data),
       data_spec(cg, &ts->test),
@@ -1201,15 +1337,26 @@ static void build_model(Cg *cg, const Plan *train, const Plan *infer,
       cd(cg, ts->threshold),
       ci(cg, cg->cpu_mask),
       const_str(cg, cg->cpu_name),
+      param_state_init,
+      ci(cg, nmetrics),
+      metric_names,
+      sample_fn ? sample_fn : null_ptr(cg),
+      ci(cg, ss.rank),
+      dims(cg, ss),
+      ci(cg, m->sample ? shape_numel(ss) : 0),
+      ci(cg, sample ? sample->per_row : 0),
+      ci(cg, sample ? sample->fixed : 0),
   };
   const char *sym = cg->opt->model_symbol ? cg->opt->model_symbol : "nnc_model";
   LLVMValueRef g = LLVMAddGlobal(cg->mod, t_model, sym);
-  LLVMSetInitializer(g, LLVMConstNamedStruct(t_model, f, 30));
+  LLVMSetInitializer(g, LLVMConstNamedStruct(t_model, f, NMF));
   LLVMSetGlobalConstant(g, 1);
   LLVMSetAlignment(g, 8);
   if (cg->opt->no_main) { // a library: only the table is exported
     LLVMSetLinkage(train_fn, LLVMInternalLinkage);
     LLVMSetLinkage(infer_fn, LLVMInternalLinkage);
+    if (sample_fn)
+      LLVMSetLinkage(sample_fn, LLVMInternalLinkage);
   }
   if (cg->opt->embed) { // `--embed W.safetensors`: SYM_weights, SYM_weights_len
     LLVMValueRef data = LLVMConstStringInContext2(
@@ -1288,6 +1435,16 @@ static void form_row_groups(Cg *cg, const bool *live, const bool *out_set,
     cg->group[i] = -1;
   if (cg->opt->no_row_groups)
     return;
+  // Each step runs its own kernels: a group's members belong to the same
+  // steps, so a step that needs one runs the whole group.
+  int nsteps = m->nsteps > 1 ? m->nsteps : 1;
+  uint64_t *steps = arena_alloc(cg->arena, sizeof(uint64_t) * (size_t)n);
+  for (int k = 0; k < nsteps && k < 64; k++)
+    for (int i = 0; i < n; i++)
+      if (cg->step_live[k][i])
+        steps[i] |= UINT64_C(1) << k;
+  if (nsteps > 64)
+    return;
   int lead = -1, size = 0;
   bool *sink = arena_alloc(cg->arena, (size_t)n);
   for (int i = 0; i < n; i++) {
@@ -1298,7 +1455,7 @@ static void form_row_groups(Cg *cg, const bool *live, const bool *out_set,
       continue; // no kernel here: the run goes on
     bool ok = row_groupable(cg, v, &sink[i]) && cg->opt_fused[i] < 0;
     if (ok && lead >= 0 && out_set[i] == out_set[lead] &&
-        loss_set[i] == loss_set[lead]) {
+        loss_set[i] == loss_set[lead] && steps[i] == steps[lead]) {
       PtrVec in = kernel_inputs(cg, v);
       for (int k = 0; k < in.n && ok; k++) {
         int j = ((IrValue *)in.item[k])->id;
@@ -1340,16 +1497,39 @@ static void build_module(Cg *cg, LLVMTargetDataRef td) {
   bool *out_set = arena_alloc(cg->arena, (size_t)n);
   bool *loss_set = arena_alloc(cg->arena, (size_t)n);
   bool *infer_live = arena_alloc(cg->arena, (size_t)n);
-  mark_root(root, m->output);
-  mark_root(root, m->loss);
-  mark_root(root, cg->step->objective);
-  mark_root(root, m->correct);
-  for (int i = 0; i < m->ntrainable; i++)
-    mark_root(root, ((IrParam *)m->params.item[i])->grad);
-  for (int i = 0; i < m->updates.n; i++)
-    mark_root(root, ((IrUpdate *)m->updates.item[i])->value);
-  memcpy(train_live, root, (size_t)n);
-  ir_close_deps(m->fn, train_live);
+  // Each step's kernels: the closure of its objective, its parameters'
+  // gradients, its reports and buffer updates (the first step also
+  // computes the output, loss and correct count that nnrt_batch_end
+  // reports, unless `step` blocks report instead).
+  int nsteps = m->nsteps ? m->nsteps : 1;
+  const IrStep *steps = m->nsteps ? m->steps : cg->step;
+  bool **step_live = arena_alloc(cg->arena, sizeof(bool *) * (size_t)nsteps);
+  for (int k = 0; k < nsteps; k++) {
+    const IrStep *st = &steps[k];
+    bool *sl = step_live[k] = arena_alloc(cg->arena, (size_t)n);
+    if (k == 0 && !m->step_blocks) {
+      mark_root(sl, m->output);
+      mark_root(sl, m->loss);
+      mark_root(sl, m->correct);
+    }
+    mark_root(sl, st->objective);
+    for (int r = 0; r < st->nreports; r++)
+      mark_root(sl, st->report[r]);
+    for (int j = 0; j < st->nparams; j++)
+      mark_root(sl, ((IrParam *)m->params.item[st->params[j]])->grad);
+    for (int i = 0; i < m->updates.n; i++) {
+      const IrUpdate *u = m->updates.item[i];
+      if (u->step == k)
+        mark_root(sl, u->value);
+    }
+    for (int i = 0; i < n; i++)
+      root[i] |= sl[i];
+    ir_close_deps(m->fn, sl);
+    for (int i = 0; i < n; i++)
+      train_live[i] |= sl[i];
+  }
+  cg->step_live = step_live;
+  mark_root(root, m->sample);
   mark_root(root, ev.output);
   mark_root(root, ev.loss);
   mark_root(root, ev.objective);
@@ -1359,6 +1539,15 @@ static void build_module(Cg *cg, LLVMTargetDataRef td) {
   mark_root(loss_set, ev.loss);
   mark_root(loss_set, ev.objective);
   mark_root(loss_set, ev.correct);
+  for (int k = 0; k < m->nsteps; k++) {
+    const IrStep *st = &m->steps[k];
+    mark_root(loss_set, st->eval_objective);
+    mark_root(root, st->eval_objective);
+    for (int r = 0; r < st->nreports; r++) {
+      mark_root(loss_set, st->eval_report[r]);
+      mark_root(root, st->eval_report[r]);
+    }
+  }
   ir_close_deps(m->fn, loss_set);
   for (int i = 0; i < n; i++) {
     if (out_set[i])
@@ -1385,9 +1574,13 @@ static void build_module(Cg *cg, LLVMTargetDataRef td) {
   for (int i = 0; i < n; i++)
     cg->opt_fused[i] = -1;
   // (--mpi: gradients are summed over the ranks before any update)
-  if (cg->step->opt.fn && !cg->opt->no_opt_fusion && !cg->opt->mpi)
-    for (int i = 0; i < m->ntrainable; i++)
-      nfused += fuse_optimizer(cg, i);
+  for (int k = 0; k < nsteps && !cg->opt->no_opt_fusion && !cg->opt->mpi;
+       k++) {
+    cg->step = &steps[k];
+    for (int j = 0; cg->step->opt.fn && j < cg->step->nparams; j++)
+      nfused += fuse_optimizer(cg, cg->step->params[j]);
+  }
+  cg->step = &steps[0];
 
   // Kernel order: nnc_train runs every kernel by id, then the gradient
   // kernels that update their parameter, then the optimizer; nnc_infer runs
@@ -1408,17 +1601,35 @@ static void build_module(Cg *cg, LLVMTargetDataRef td) {
   }
   Plan train, infer;
   plan_storage(cg, &train, train_live, root, train_pos, n + nfused + 1, true,
-               cg->step->opt.fn != NULL);
+               cg->step->opt.fn != NULL && nsteps == 1);
   cg->plan = (CodegenPlan){train.per_row, train.fixed};
   int *fused = cg->opt_fused;
   cg->opt_fused = NULL; // nnc_infer computes no gradients
   plan_storage(cg, &infer, infer_live, root, infer_pos, 2 * n + 2, false,
                false);
   cg->opt_fused = fused;
+  // nnc_sample: the sample expression's kernels, planned on their own.
+  Plan sample;
+  bool *sample_set = NULL;
+  if (m->sample) {
+    sample_set = arena_alloc(cg->arena, (size_t)n);
+    mark_root(sample_set, m->sample);
+    ir_close_deps(m->fn, sample_set);
+    int *sample_pos = arena_alloc(cg->arena, sizeof(int) * (size_t)n);
+    for (int i = 0; i < n; i++)
+      sample_pos[i] = i;
+    cg->opt_fused = NULL;
+    plan_storage(cg, &sample, sample_set, root, sample_pos, n + 1, false,
+                 false);
+    cg->opt_fused = fused;
+  }
   LLVMValueRef train_fn = build_train(cg, &train, train_live, poff);
   LLVMValueRef infer_fn =
       build_infer(cg, &infer, out_set, loss_set, infer_live, poff);
-  build_model(cg, &train, &infer, poff, train_fn, infer_fn, td);
+  LLVMValueRef sample_fn =
+      m->sample ? build_sample(cg, &sample, sample_set, poff) : NULL;
+  build_model(cg, &train, &infer, m->sample ? &sample : NULL, poff, train_fn,
+              infer_fn, sample_fn, td);
   if (!cg->opt->no_main)
     build_main(cg);
 }
@@ -1544,7 +1755,6 @@ static int run(IrModule *m, Ctx *ctx, const CodegenOptions *o,
     return 1;
   }
   static const IrStep no_step; // a model without a train block
-  assert(m->nsteps <= 1 && "sema admits one step per program so far");
   Cg cg = {.m = m, .step = m->nsteps ? &m->steps[0] : &no_step,
            .ctx = ctx, .arena = ctx->arena, .tm = tm, .opt = o,
            .cpu_mask = tgt.mask, .cpu_name = tgt.name};

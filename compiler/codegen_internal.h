@@ -67,6 +67,9 @@ typedef struct Cg {
   // the batch rows (see kernel_get); set by codegen.c before any kernel is
   // built.
   int *group;
+  // Per step of the training program (one without steps): the values its
+  // kernels compute, indexed by value id. Set by codegen.c.
+  bool **step_live;
   // The target's register tiles (cg_target_tiles): accumulator vectors of
   // 16 floats a tile may keep, vectors per GEMM tile row, convolution dot
   // tiles of dot_mi x dot_nj; the widest vector register, in bits.

@@ -597,6 +597,8 @@ LLVMValueRef ew_op(Cg *cg, const IrValue *v, LLVMValueRef *x) {
     return call1(cg, "llvm.floor", x[0]);
   case OP_BROADCAST:
     return x[0]; // the index mapping did the work
+  case OP_DETACH:
+    return x[0];
   case OP_ADD:
     return fmf(LLVMBuildFAdd(b, x[0], x[1], ""), FM_CONTRACT);
   case OP_SUB:
@@ -956,6 +958,7 @@ static LLVMValueRef argmax(Cg *cg, LLVMValueRef p, LLVMValueRef base,
 #define emit_SIN kernel_ew
 #define emit_COS kernel_ew
 #define emit_FLOOR kernel_ew
+#define emit_DETACH kernel_ew
 #define emit_BROADCAST kernel_ew
 #define emit_ADD kernel_ew
 #define emit_SUB kernel_ew

@@ -150,6 +150,7 @@ EW(SIGN, (double)((x[0] > 0) - (x[0] < 0)))
 EW(SIN, sin(x[0]))
 EW(COS, cos(x[0]))
 EW(FLOOR, floor(x[0]))
+EW(DETACH, x[0])
 EW(BROADCAST, x[0])  // the output index space is the target; ew maps back
 EW(ADD, x[0] + x[1])
 EW(SUB, x[0] - x[1])

@@ -70,6 +70,7 @@ NO_ADJ(INPUT) NO_ADJ(LABEL) NO_ADJ(PARAM) NO_ADJ(CONST) NO_ADJ(ARG)
 NO_ADJ(BATCH_SIZE)
 NO_ADJ(RAND_UNIFORM) NO_ADJ(RAND_NORMAL) NO_ADJ(RAND_BERNOULLI)
 NO_ADJ(STEP) NO_ADJ(SIGN) NO_ADJ(FLOOR) NO_ADJ(GT) NO_ADJ(CORRECT)  // piecewise constant
+NO_ADJ(DETACH)  // detach(x): the value of x, the derivative of a constant
 
 // ---- element-wise, one argument ---------------------------------------------
 static void adj_NEG(Grad *g, IrValue *y, IrValue *dy) {
@@ -423,7 +424,7 @@ static void step_grads(IrModule *m, const IrStep *st) {
   grad_of(m->fn, st->objective, wrt, n, out);
   // Clipping by global norm (torch.nn.utils.clip_grad_norm_): every
   // gradient times min(1, c / (||g|| + 1e-6)), ||g|| over all of them.
-  double c = m->train.clip_norm;
+  double c = st->clip_norm > 0 ? st->clip_norm : m->train.clip_norm;
   if (c > 0) {
     Loc loc = m->train.loc;
     IrFn *fn = m->fn;
@@ -451,4 +452,5 @@ void grad_emit(IrModule *m, Ctx *ctx) {
   (void)ctx;  // every rule is total: sema already rejected what has no gradient
   for (int k = 0; k < m->nsteps; k++)
     step_grads(m, &m->steps[k]);
+  m->differentiated = true;
 }

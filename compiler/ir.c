@@ -261,15 +261,24 @@ static void print_modes(FILE *out, const IrModule *m) {
     mark_graph(tr, troots[i]);
   for (int i = 0; i < 4; i++)
     mark_graph(inf, eroots[i]);
-  for (int i = 0; i < m->nsteps; i++)
-    mark_graph(tr, m->steps[i].objective);
+  for (int i = 0; i < m->nsteps; i++) {
+    const IrStep *st = &m->steps[i];
+    mark_graph(tr, st->objective);
+    mark_graph(inf, st->eval_objective);
+    for (int k = 0; k < st->nreports; k++) {
+      mark_graph(tr, st->report[k]);
+      mark_graph(inf, st->eval_report[k]);
+    }
+  }
+  mark_graph(inf, m->sample);
   for (int i = 0; i < m->params.n; i++)
     mark_graph(tr, ((IrParam *)m->params.item[i])->grad);
   for (int i = 0; i < m->updates.n; i++)
     mark_graph(tr, ((IrUpdate *)m->updates.item[i])->value);
   ir_close_deps(m->fn, tr);
   ir_close_deps(m->fn, inf);
-  bool differ = ev.output != m->output;
+  bool differ = ev.output != m->output || m->nsteps > 1 ||
+                (m->nsteps == 1 && m->steps[0].eval_objective);
   for (int i = 0; i < n; i++) {
     const IrValue *v = m->fn->values.item[i];
     const char *mode = NULL;
@@ -334,12 +343,32 @@ void ir_print(FILE *out, const IrModule *m) {
     fprintf(out, "output %%%d\n", m->output->id);
   if (m->loss)
     fprintf(out, "loss %%%d\n", m->loss->id);
-  for (int i = 0; i < m->nsteps; i++)
-    if (m->steps[i].objective) {
-      if (m->nsteps > 1)
-        fprintf(out, "step %s ", m->steps[i].name);
-      fprintf(out, "objective %%%d\n", m->steps[i].objective->id);
+  for (int i = 0; i < m->nsteps; i++) {
+    const IrStep *st = &m->steps[i];
+    bool named = m->nsteps > 1 || st->eval_objective;  // `step` blocks
+    if (!st->objective)
+      continue;
+    if (named) {
+      fprintf(out, "step %s objective %%%d over", st->name,
+              st->objective->id);
+      for (int k = 0; k < st->nparams; k++)
+        fprintf(out, " %s", ((IrParam *)m->params.item[st->params[k]])->name);
+      fputc('\n', out);
+    } else {
+      fprintf(out, "objective %%%d\n", st->objective->id);
     }
+    for (int k = 0; k < st->nreports; k++)
+      fprintf(out, "step %s report %s %%%d\n", st->name, st->report_name[k],
+              st->report[k]->id);
+    if (st->eval_objective)
+      fprintf(out, "eval step %s objective %%%d\n", st->name,
+              st->eval_objective->id);
+    for (int k = 0; k < st->nreports && st->eval_objective; k++)
+      fprintf(out, "eval step %s report %s %%%d\n", st->name,
+              st->report_name[k], st->eval_report[k]->id);
+  }
+  if (m->sample)
+    fprintf(out, "sample %%%d\n", m->sample->id);
   if (m->correct)
     fprintf(out, "correct %%%d\n", m->correct->id);
   // The inference graph, when it differs from the training graph.

@@ -206,6 +206,8 @@ typedef struct IrUpdate {
   int param;              // index into IrModule.params (a buffer)
   IrValue *value;
   Loc loc;
+  int step;               // the step whose lowering made it (applied after
+                          // that step's update)
 } IrUpdate;
 
 // The roots of one mode's graph. The training and the inference graphs
@@ -278,6 +280,14 @@ typedef struct IrStep {
   IrOptimizer opt;
   IrSchedule sched;       // sched.name NULL: the optimizer's own lr
   Loc loc;
+  // Numbers reported per epoch beside the objective (`report NAME` in a
+  // step): unbatched scalars of the training graph, and the same in the
+  // inference graph (for the test set).
+  int nreports;
+  const char **report_name;
+  IrValue **report, **eval_report;
+  IrValue *eval_objective; // the objective in the inference graph, or NULL
+  double clip_norm;       // > 0: this step's gradients clipped to this norm
 } IrStep;
 
 typedef struct TrainSpec {
@@ -317,6 +327,12 @@ typedef struct IrModule {
   IrStep *steps;          // the training program, in order (none without
   int nsteps;             // a train block)
   TrainSpec train;
+  IrValue *sample;        // `sample = expr` (inference graph, batched, no
+                          // input): what `./model sample` draws, or NULL
+  bool differentiated;    // grad_emit ran: detach(x) may become x
+  bool step_blocks;       // the train block has `step`s: the steps'
+                          // objectives and reports are what training
+                          // reports (no loss, output or accuracy)
 } IrModule;
 
 // The module's first step; a new one (over every trainable parameter, no

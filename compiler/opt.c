@@ -44,10 +44,13 @@ static void slots_add(Slots *s, IrValue **p) {
 // Roots of m->fn: input, label, both graphs' output, loss, objective and
 // correct, every PARAM leaf, every gradient and every buffer update.
 static Slots slots_main(IrModule *m) {
+  int nreports = 0;
+  for (int i = 0; i < m->nsteps; i++)
+    nreports += 2 * m->steps[i].nreports;
   Slots s = {arena_alloc(m->fn->arena,
                          sizeof(IrValue **) *
-                             (size_t)(10 + 2 * m->params.n + m->updates.n +
-                                      m->nsteps)),
+                             (size_t)(11 + 2 * m->params.n + m->updates.n +
+                                      2 * m->nsteps + nreports)),
              0};
   slots_add(&s, &m->input);
   slots_add(&s, &m->label);
@@ -60,6 +63,15 @@ static Slots slots_main(IrModule *m) {
   slots_add(&s, &m->eval.loss);
   slots_add(&s, &m->eval.objective);
   slots_add(&s, &m->eval.correct);
+  slots_add(&s, &m->sample);
+  for (int i = 0; i < m->nsteps; i++) {
+    IrStep *st = &m->steps[i];
+    slots_add(&s, &st->eval_objective);
+    for (int k = 0; k < st->nreports; k++) {
+      slots_add(&s, &st->report[k]);
+      slots_add(&s, &st->eval_report[k]);
+    }
+  }
   for (int i = 0; i < m->updates.n; i++)
     slots_add(&s, &((IrUpdate *)m->updates.item[i])->value);
   for (int i = 0; i < m->params.n; i++) {
@@ -84,6 +96,7 @@ static Slots slots_opt(IrOptimizer *o) {
 // ---- one simplify pass ------------------------------------------------------
 typedef struct Opt {
   IrFn *fn;
+  bool after_grad;   // the gradients exist: detach(x) is just x
   IrValue **repl;    // repl[old id]: what replaces that value (itself if kept)
   IrValue **table;   // CSE hash table of kept values, open addressing
   uint64_t mask;     // table capacity - 1
@@ -236,6 +249,8 @@ static IrValue *rewrite(Opt *o, IrValue *v) {
   // log(softmax(x)) underflows to log(0) for confident predictions.
   if (!r && v->op == OP_LOG && v->arg[0]->op == OP_SOFTMAX)
     r = ir_unary(o->fn, OP_LOG_SOFTMAX, v->arg[0]->arg[0], v->loc);
+  if (!r && v->op == OP_DETACH && o->after_grad)
+    r = v->arg[0];
   if (!r)
     r = step_of_relu(o, v);
   if (!r)
@@ -249,7 +264,7 @@ static IrValue *rewrite(Opt *o, IrValue *v) {
 
 // Rewrites fn, updates the slots and drops dead values. Returns whether
 // anything changed.
-static bool simplify_pass(IrFn *fn, Slots *s) {
+static bool simplify_pass(IrFn *fn, Slots *s, bool after_grad) {
   Arena *a = fn->arena;
   ir_renumber(fn);
   PtrVec old = fn->values;
@@ -257,6 +272,7 @@ static bool simplify_pass(IrFn *fn, Slots *s) {
   while (cap < 4 * (uint64_t)old.n)
     cap *= 2;
   Opt o = {.fn = fn,
+           .after_grad = after_grad,
            .repl = arena_alloc(a, sizeof(IrValue *) * (size_t)(old.n + 1)),
            .table = arena_alloc(a, sizeof(IrValue *) * cap),
            .mask = cap - 1};
@@ -308,8 +324,8 @@ static bool simplify_pass(IrFn *fn, Slots *s) {
   return o.changed;
 }
 
-static void simplify_fn(IrFn *fn, Slots *s) {
-  for (int round = 0; round < 16 && simplify_pass(fn, s); round++)
+static void simplify_fn(IrFn *fn, Slots *s, bool after_grad) {
+  for (int round = 0; round < 16 && simplify_pass(fn, s, after_grad); round++)
     ;
 }
 
@@ -317,12 +333,12 @@ void opt_simplify(IrModule *m, Ctx *ctx) {
   (void)ctx;
   if (m->fn) {
     Slots s = slots_main(m);
-    simplify_fn(m->fn, &s);
+    simplify_fn(m->fn, &s, m->differentiated);
   }
   for (int i = 0; i < m->nsteps; i++)
     if (m->steps[i].opt.fn) {
       Slots s = slots_opt(&m->steps[i].opt);
-      simplify_fn(m->steps[i].opt.fn, &s);
+      simplify_fn(m->steps[i].opt.fn, &s, true);
     }
 }
 

@@ -40,6 +40,7 @@ const char *sval_describe(Sema *s, SVal v) {
   case SV_INIT: return "an initializer";
   case SV_FUNC: return "a function";
   case SV_LIST: return "a list";
+  case SV_RECORD: return "several named results";
   case SV_POISON: return "an invalid value";
   }
   unreachable();
@@ -74,7 +75,7 @@ static const Builtin builtins[] = {
     {"step", BK_EW1, OP_STEP, 0, 0},     {"abs", BK_EW1, OP_ABS, 0, 0},
     {"sign", BK_EW1, OP_SIGN, 0, 0},     {"max", BK_EW2, OP_MAX, 0, 0},
     {"sin", BK_EW1, OP_SIN, 0, 0},       {"cos", BK_EW1, OP_COS, 0, 0},
-    {"floor", BK_EW1, OP_FLOOR, 0, 0},
+    {"floor", BK_EW1, OP_FLOOR, 0, 0},   {"detach", BK_EW1, OP_DETACH, 0, 0},
     {"min", BK_EW2, OP_MIN, 0, 0},       {"sum", BK_REDUCE, OP_SUM, 0, 0},
     {"mean", BK_REDUCE, OP_MEAN, 0, 0},  {"softmax", BK_REDUCE, OP_SOFTMAX, 0, 0},
     {"log_softmax", BK_REDUCE, OP_LOG_SOFTMAX, 0, 0},
@@ -374,6 +375,7 @@ static double fold_unary(Op op, double x) {
   case OP_SIN: return sin(x);
   case OP_COS: return cos(x);
   case OP_FLOOR: return floor(x);
+  case OP_DETACH: return x;
   default: unreachable();
   }
 }
@@ -620,6 +622,29 @@ static void fan_of(Shape sh, int64_t *fan_in, int64_t *fan_out) {
   }
 }
 
+ModelUse *sema_model_use(Sema *s, const char *name) {
+  for (int i = 0; i < s->model_uses.n; i++) {
+    ModelUse *u = s->model_uses.item[i];
+    if (strcmp(u->name, name) == 0)
+      return u;
+  }
+  ModelUse *u = arena_alloc(s->arena, sizeof *u);
+  u->name = name;
+  ptrvec_push(s->arena, &s->model_uses, u);
+  return u;
+}
+
+static void model_use_add(Sema *s, Frame *f, IrParam *p) {
+  for (int i = 0; i < f->nmodels; i++) {
+    PtrVec *v = &f->models[i]->params;
+    bool seen = false;
+    for (int k = 0; k < v->n && !seen; k++)
+      seen = v->item[k] == p;
+    if (!seen)
+      ptrvec_push(s->arena, v, p);
+  }
+}
+
 static void declare_param(Sema *s, Frame *f, Ast *st) {
   Shape shape;
   if (s->fn != s->m->fn) {
@@ -647,12 +672,23 @@ static void declare_param(Sema *s, Frame *f, Ast *st) {
                          ? arena_printf(s->arena, "%s.%s", f->prefix, st->name)
                          : st->name;
   bool buffer = st->kind == AST_BUFFER;
+  if (s->step_params && f->nmodels == 0) {
+    diag_error(s->diag, st->loc,
+               "%s belong to models: a step can call a layer with "
+               "parameters only inside a model",
+               buffer ? "buffers" : "parameters");
+    frame_bind(s, f, st->name, sval_poison());
+    return;
+  }
   for (int i = 0; i < s->m->params.n; i++) {
     IrParam *q = s->m->params.item[i];
     if (strcmp(q->name, name) != 0)
       continue;
-    if (s->eval_pass && q->buffer == buffer && shape_eq(q->shape, shape)) {
-      // The inference graph reads the training graph's parameters.
+    if ((s->eval_pass || f->shared) && q->buffer == buffer &&
+        shape_eq(q->shape, shape)) {
+      // The inference graph reads the training graph's parameters, and
+      // every call of a model reads the same ones.
+      model_use_add(s, f, q);
       frame_bind(s, f, st->name, sval_tensor(q->value, st->loc));
       return;
     }
@@ -670,6 +706,7 @@ static void declare_param(Sema *s, Frame *f, Ast *st) {
   p->value = ir_leaf(s->m->fn, OP_PARAM, shape, false, s->m->params.n, name,
                      st->loc);
   ptrvec_push(s->arena, &s->m->params, p);
+  model_use_add(s, f, p);
   frame_bind(s, f, st->name, sval_tensor(p->value, st->loc));
 }
 
@@ -794,10 +831,53 @@ SVal sema_eval_body(Sema *s, Frame *f, Ast *decl) {
   return sval_poison();
 }
 
+static SVal check_result(Sema *s, Frame *f, Ast *decl, SVal r);
+
+// A model's several results `-> (mu: f32[20], logvar: f32[20])`: a record
+// with exactly those names, each of its declared shape.
+static SVal check_results(Sema *s, Frame *f, Ast *decl, SVal r) {
+  Ast *res = decl->ret;
+  if (r.kind != SV_RECORD) {
+    diag_error(s->diag, r.loc,
+               "%s declares %d named results but returns %s; return them "
+               "as (%s = ..., ...)",
+               decl->name, res->formals.n, sval_describe(s, r),
+               ((Ast *)res->formals.item[0])->name);
+    return sval_poison();
+  }
+  bool ok = r.nitems == res->formals.n;
+  for (int i = 0; ok && i < res->formals.n; i++)
+    ok = strcmp(r.fields[i], ((Ast *)res->formals.item[i])->name) == 0;
+  if (!ok) {
+    diag_error(s->diag, r.loc,
+               "%s must return its declared results in order", decl->name);
+    diag_note(s->diag, res->loc, "declared here");
+    return sval_poison();
+  }
+  for (int i = 0; i < r.nitems; i++) {
+    Ast *formal = res->formals.item[i];
+    Ast one = {.kind = AST_MODEL, .name = arena_printf(s->arena, "%s.%s",
+                                                       decl->name,
+                                                       formal->name),
+               .loc = decl->loc, .ret = formal->a};
+    if (!formal->a) {
+      diag_error(s->diag, formal->loc, "result '%s' needs a type",
+                 formal->name);
+      return sval_poison();
+    }
+    r.items[i] = check_result(s, f, &one, r.items[i]);
+    if (r.items[i].kind == SV_POISON)
+      return sval_poison();
+  }
+  return r;
+}
+
 // Checks a result against the declaration's `-> type`.
 static SVal check_result(Sema *s, Frame *f, Ast *decl, SVal r) {
   if (!decl->ret || r.kind == SV_POISON)
     return r;
+  if (decl->ret->kind == AST_RESULTS)
+    return check_results(s, f, decl, r);
   Shape want;
   if (!eval_shape(s, f, decl->ret, &want))
     return sval_poison();
@@ -810,6 +890,18 @@ static SVal check_result(Sema *s, Frame *f, Ast *decl, SVal r) {
     return sval_poison();
   }
   return r;
+}
+
+// A model called again numbers its layers from 1 again: forgets the
+// instance counters under its prefix.
+static void model_counters_reset(Sema *s, const char *prefix) {
+  size_t n = strlen(prefix);
+  for (int i = 0; i < s->counters.n; i++) {
+    Counter *c = s->counters.item[i];
+    if (strncmp(c->key, prefix, n) == 0 &&
+        (c->key[n] == '/' || c->key[n] == '.'))
+      c->n = 0;
+  }
 }
 
 static SVal instantiate(Sema *s, Frame *f, Ast *decl, SVal *pos, int npos,
@@ -852,11 +944,25 @@ static SVal instantiate(Sema *s, Frame *f, Ast *decl, SVal *pos, int npos,
   }
   // Every layer call is an instance (dense_1, maxpool2d_1) that names its
   // parameters and gets a row in the summary; losses are plain functions.
-  bool layer = decl->kind != AST_LOSS;
-  Frame callee = {.prefix = layer ? instance_name(s, f, decl->name) : f->prefix,
+  // A model is one set of parameters whatever calls it: its instance is
+  // its name (the train block's model has none), and the layers inside
+  // are numbered afresh at each call, so each call finds the same ones.
+  bool model = decl->kind == AST_MODEL;
+  bool layer = decl->kind != AST_LOSS && !model;
+  const char *prefix = layer ? instance_name(s, f, decl->name) : f->prefix;
+  if (model) {
+    prefix = decl == s->train_model ? "" : decl->name;
+    model_counters_reset(s, prefix);
+  }
+  Frame callee = {.prefix = prefix,
                   .call = call,
                   .depth = f->depth + 1,
-                  .layer_depth = f->layer_depth + (layer ? 1 : 0)};
+                  .layer_depth = f->layer_depth + (layer ? 1 : 0),
+                  .nmodels = f->nmodels,
+                  .shared = f->shared || model};
+  memcpy(callee.models, f->models, sizeof f->models);
+  if (model && callee.nmodels < MAX_MODEL_NEST)
+    callee.models[callee.nmodels++] = sema_model_use(s, decl->name);
   bool ok = true;
   for (int j = 0; j < nformals; j++) {
     Ast *formal = decl->formals.item[j];
@@ -1190,6 +1296,52 @@ static SVal eval_call(Sema *s, Frame *f, Ast *e) {
   return sema_apply(s, f, fn, pos, npos, names, named, nnamed, e);
 }
 
+// (mu = expr, logvar = expr): a model's several results.
+static SVal eval_record(Sema *s, Frame *f, Ast *e) {
+  SVal v = {.kind = SV_RECORD, .loc = e->loc, .builtin = -1};
+  v.nitems = e->list.n;
+  v.items = arena_alloc(s->arena, sizeof(SVal) * (size_t)(e->list.n + 1));
+  v.fields = arena_alloc(s->arena, sizeof(char *) * (size_t)(e->list.n + 1));
+  for (int i = 0; i < e->list.n; i++) {
+    Ast *it = e->list.item[i];
+    for (int j = 0; j < i; j++)
+      if (strcmp(v.fields[j], it->name) == 0) {
+        diag_error(s->diag, it->loc, "result '%s' is given twice", it->name);
+        return sval_poison();
+      }
+    v.fields[i] = it->name;
+    v.items[i] = sema_eval(s, f, it->a);
+    if (v.items[i].kind == SV_POISON)
+      return sval_poison();
+  }
+  return v;
+}
+
+// r.name: one of a model's results.
+static SVal eval_field(Sema *s, Frame *f, Ast *e) {
+  SVal r = sema_eval(s, f, e->a);
+  if (r.kind == SV_POISON)
+    return r;
+  if (r.kind != SV_RECORD) {
+    diag_error(s->diag, e->loc, "'.%s': %s has no named results", e->name,
+               sval_describe(s, r));
+    return sval_poison();
+  }
+  for (int i = 0; i < r.nitems; i++)
+    if (strcmp(r.fields[i], e->name) == 0) {
+      SVal v = r.items[i];
+      v.loc = e->loc;
+      return v;
+    }
+  char known[256] = "";
+  for (int i = 0; i < r.nitems; i++)
+    snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s",
+             i ? ", " : "", r.fields[i]);
+  diag_error(s->diag, e->loc, "no result named '%s' (the results are %s)",
+             e->name, known);
+  return sval_poison();
+}
+
 static SVal eval_list(Sema *s, Frame *f, Ast *e) {
   SVal v = {.kind = SV_LIST, .loc = e->loc, .builtin = -1};
   v.nitems = e->list.n;
@@ -1220,6 +1372,10 @@ SVal sema_eval(Sema *s, Frame *f, Ast *e) {
     return eval_call(s, f, e);
   case AST_LIST:
     return eval_list(s, f, e);
+  case AST_RECORD:
+    return eval_record(s, f, e);
+  case AST_FIELD:
+    return eval_field(s, f, e);
   default:
     diag_error(s->diag, e->loc, "expected an expression");
     return sval_poison();
@@ -1264,7 +1420,8 @@ static IrValue *lower_model(Sema *s, Ast *model) {
                x->name);
     return NULL;
   }
-  Frame f = {.prefix = ""};
+  Frame f = {.prefix = "", .shared = true, .nmodels = 1};
+  f.models[0] = sema_model_use(s, model->name);
   Shape in;
   if (!eval_shape(s, &f, x->a, &in))
     return NULL;
@@ -1366,6 +1523,7 @@ SemaResult sema_lower(Ctx *ctx, Program *prog) {
   m->train.threshold = 0.5;
   s.m = m;
   s.fn = m->fn;
+  s.train_model = model;
   // The training graph, then (if that went well) the inference graph: the
   // same source lowered with `training` = 0, reading the same parameters.
   s.training = true;
@@ -1388,13 +1546,23 @@ SemaResult sema_lower(Ctx *ctx, Program *prog) {
   }
   m->fn->share = false;
   params_order(m);
-  if (m->nsteps == 1) {  // the train block's step updates every parameter
+  if (m->nsteps == 1 && !s.step_params) {
+    // the train block's one step updates every parameter
     IrStep *st = &m->steps[0];
     st->nparams = m->ntrainable;
     st->params =
         arena_alloc(ctx->arena, sizeof(int) * (size_t)(st->nparams + 1));
     for (int i = 0; i < st->nparams; i++)
       st->params[i] = i;
+  }
+  for (int k = 0; s.step_params && k < m->nsteps; k++) {
+    // `step` blocks: the parameters their `over` named, by final index
+    IrStep *st = &m->steps[k];
+    PtrVec *ps = &s.step_params[k];
+    st->nparams = ps->n;
+    st->params = arena_alloc(ctx->arena, sizeof(int) * (size_t)(ps->n + 1));
+    for (int i = 0; i < ps->n; i++)
+      st->params[i] = ((IrParam *)ps->item[i])->value->attr.index;
   }
   // Any value too large (a product of two large operands, say) is reported
   // once, at the first that is.

@@ -14,6 +14,7 @@ typedef enum SValKind {
   SV_INIT,     // an initializer (he_normal, constant(0.1), ...)
   SV_FUNC,     // a callable: a declaration or a builtin
   SV_LIST,     // [a, b, ...]
+  SV_RECORD,   // a model's several named results: items named by fields
 } SValKind;
 
 typedef struct SVal SVal;
@@ -26,8 +27,9 @@ struct SVal {
   Init init;
   Ast *decl;          // SV_FUNC: a layer/loss/model/optimizer declaration
   int builtin;        // SV_FUNC: index into the builtin table, or -1
-  SVal *items;        // SV_LIST
+  SVal *items;        // SV_LIST, SV_RECORD
   int nitems;
+  const char **fields; // SV_RECORD: the name of each item
 };
 
 // A lexical binding; frames chain them newest first.
@@ -37,12 +39,27 @@ typedef struct Binding {
   SVal val;
 } Binding;
 
+// The parameters a model's calls use (its own and those of the models it
+// calls): what a step's `over = model` updates.
+typedef struct ModelUse {
+  const char *name;
+  PtrVec params;       // IrParam*, each once
+} ModelUse;
+
+enum { MAX_MODEL_NEST = 8 };
+
 typedef struct Frame {
   Binding *vars;
   const char *prefix;  // instance path for parameter names ("" for the model)
   int depth;           // instantiation depth (recursion guard)
   int layer_depth;     // for the summary table
   Ast *call;           // the call that instantiated this frame, or NULL
+  // The models being lowered, innermost last: parameters this frame
+  // declares or reuses are recorded in each (a model's parameters are
+  // shared by all its calls, where a layer's belong to one instance).
+  ModelUse *models[MAX_MODEL_NEST];
+  int nmodels;
+  bool shared;         // a model's frame: a parameter that exists is reused
 } Frame;
 
 typedef struct Counter {
@@ -69,7 +86,19 @@ typedef struct Sema {
   PtrVec penalties;    // IrValue*: `penalty` terms of the training pass
   Ast *top_call;       // the model-level call being instantiated
   Loc batch_stats_at;  // first batch statistic in training (file NULL: none)
+  Ast *train_model;    // the train block's model (its parameters have no
+                       // prefix, so checkpoints of one-model programs keep
+                       // their names)
+  PtrVec model_uses;   // ModelUse*
+  bool has_steps;      // the train block has `step` blocks (no labels
+                       // needed: steps say what they compare)
+  PtrVec *step_params; // per step of a train block with `step`s: the
+                       // IrParam* it updates (indices come after
+                       // params_order); NULL outside such a block
 } Sema;
+
+// The parameter record of model `name` (created on first use).
+ModelUse *sema_model_use(Sema *s, const char *name);
 
 SVal sval_poison(void);
 SVal sval_num(double v, Loc loc);
@@ -103,5 +132,16 @@ SVal sema_window(Sema *s, const char *name, SVal *pos, int npos,
 // for the training graph's output, and the loss and metrics of the
 // inference graph's.
 void sema_train(Sema *s, Ast *train, IrValue *output, IrValue *eval_output);
+// The optimizer call e (`adam(lr = 1e-3)`) as step's update rule; with
+// `scheduled`, lr becomes an argument of the rule. *lr gets the call's lr.
+void sema_optimizer(Sema *s, Ast *e, bool scheduled, double *lr,
+                    IrStep *step);
+// `schedule = NAME(args)` as step's schedule (lr: the optimizer's).
+void sema_schedule(Sema *s, Ast *e, double lr, IrStep *step);
+
+// sema_step.c: a train block with `step` blocks (several objectives,
+// models and optimizers). defaults: the block's optimizer, schedule,
+// warmup and sample settings (each NULL when absent).
+void sema_steps(Sema *s, Ast *train, Ast **defaults);
 
 #endif

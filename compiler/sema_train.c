@@ -13,9 +13,9 @@
 static const char *const settings[] = {
     "data", "test", "loss", "optimizer", "batch", "epochs", "seed",
     "validation", "metrics", "schedule", "warmup", "clip_norm", "l1", "l2",
-    "early_stopping", "shuffle", "stop_when_perfect",
+    "early_stopping", "shuffle", "stop_when_perfect", "sample",
 };
-enum { S_OPTIMIZER = 3, S_BATCH = 4, S_SCHEDULE = 9 };
+enum { S_OPTIMIZER = 3, S_BATCH = 4, S_SCHEDULE = 9, S_SAMPLE = 17 };
 enum { NSETTINGS = sizeof settings / sizeof settings[0] };
 
 // ---- numbers ----------------------------------------------------------------------
@@ -207,7 +207,7 @@ static void lower_data(Sema *s, Frame *f, Ast *e, DataSpec *d) {
       d->path_y = path_arg(s, a.pos[1], e->name);
       return;
     }
-    if (!shape_eq(m->input->shape, m->output->shape))
+    if (!shape_eq(m->input->shape, m->output->shape) && !s->has_steps)
       diag_error(s->diag, e->loc,
                  "idx(images) without labels trains the model to reproduce its "
                  "input, but it takes %s and predicts %s",
@@ -329,8 +329,8 @@ static IrValue *lower_correct(Sema *s, IrValue *output, Loc loc) {
 }
 
 // ---- the optimizer ---------------------------------------------------------------------------
-static void lower_optimizer(Sema *s, Ast *e, bool scheduled, double *lr) {
-  IrModule *m = s->m;
+void sema_optimizer(Sema *s, Ast *e, bool scheduled, double *lr,
+                    IrStep *step) {
   if (e->kind != AST_NAME && e->kind != AST_CALL) {
     diag_error(s->diag, e->loc, "expected an optimizer, like adam(lr = 1e-3)");
     return;
@@ -381,7 +381,7 @@ static void lower_optimizer(Sema *s, Ast *e, bool scheduled, double *lr) {
                  a->name);
   }
   // The update rule, as a scalar program over ARG leaves.
-  IrOptimizer *o = &ir_main_step(m)->opt;
+  IrOptimizer *o = &step->opt;
   Ast *update = NULL;
   PtrVec states = {0};
   for (int i = 0; i < decl->body.n; i++) {
@@ -489,8 +489,7 @@ static void lower_optimizer(Sema *s, Ast *e, bool scheduled, double *lr) {
 // `schedule = NAME(args)`: the declaration's body, with `lr` the
 // optimizer's learning rate, `epoch` and `iteration` arguments of the
 // program, becomes the step's schedule.
-static void lower_schedule(Sema *s, Ast *e, double lr) {
-  IrModule *m = s->m;
+void sema_schedule(Sema *s, Ast *e, double lr, IrStep *step) {
   const char *name = e->kind == AST_NAME || e->kind == AST_CALL ? e->name : NULL;
   Ast *decl = name ? sema_find_schedule(s, name) : NULL;
   if (!decl) {
@@ -501,7 +500,7 @@ static void lower_schedule(Sema *s, Ast *e, double lr) {
                name ? " '" : "", name ? name : "", name ? "'" : "");
     return;
   }
-  IrSchedule *sc = &ir_main_step(m)->sched;
+  IrSchedule *sc = &step->sched;
   IrFn *saved = s->fn;
   s->fn = sc->fn = ir_fn_new(s->arena);
   sc->name = decl->name;
@@ -606,13 +605,29 @@ void sema_train(Sema *s, Ast *train, IrValue *output, IrValue *eval_output) {
   Frame f = {.prefix = ""};
   Ast *given[NSETTINGS] = {0};
   double lr = NAN;  // the optimizer's `lr`, for the schedule
-  // One step: the loss over every trainable parameter.
-  IrStep *step = ir_main_step(m);
+  // `step` blocks make a program of several steps (sema_step.c); without
+  // them, one step: the loss over every trainable parameter.
+  bool steps = false;
+  for (int i = 0; i < train->body.n; i++) {
+    Ast *st = train->body.item[i];
+    steps |= st && st->kind == AST_STEP;
+  }
+  s->has_steps = steps;
+  IrStep one = {0};
+  IrStep *step = steps ? &one : ir_main_step(m);
   step->loc = train->loc;
   for (int i = 0; i < train->body.n; i++) {
     Ast *st = train->body.item[i];
-    if (!st)
+    if (!st || st->kind == AST_STEP)
       continue;
+    if (st->kind == AST_OPT_INSTANCE) {
+      if (!steps)
+        diag_error(s->diag, st->loc,
+                   "a named optimizer is for the steps of a train block; "
+                   "without 'step' blocks, write 'optimizer = %s(...)'",
+                   st->a && st->a->name ? st->a->name : "adam");
+      continue;
+    }
     int k = -1;
     for (int j = 0; j < NSETTINGS; j++)
       if (st->kind == AST_ASSIGN && strcmp(st->name, settings[j]) == 0)
@@ -622,7 +637,7 @@ void sema_train(Sema *s, Ast *train, IrValue *output, IrValue *eval_output) {
                  "unknown setting '%s' (known: data, test, loss, optimizer, "
                  "batch, epochs, seed, validation, metrics, schedule, warmup, "
                  "clip_norm, l1, l2, early_stopping, shuffle, "
-                 "stop_when_perfect)",
+                 "stop_when_perfect, sample)",
                  st->name ? st->name : "?");
       continue;
     }
@@ -637,12 +652,29 @@ void sema_train(Sema *s, Ast *train, IrValue *output, IrValue *eval_output) {
   for (int k = 0; k < NSETTINGS; k++) {
     Ast *st = given[k];
     if (!st) {
-      if (k <= 3 && k != 1)  // data, loss and optimizer are required
+      // data, loss and optimizer are required (steps say what they minimize)
+      if (k == 0 || (!steps && (k == 2 || k == 3)))
         diag_error(s->diag, train->loc, "train block needs a '%s' setting",
                    settings[k]);
       continue;
     }
     Ast *e = st->a;
+    if (steps && (k == 2 || k == 8 || k == 12 || k == 13)) {
+      diag_error(s->diag, st->loc,
+                 "with 'step' blocks, each step says what it minimizes: "
+                 "'%s' belongs in a step (as 'minimize', 'report' or "
+                 "'penalty')",
+                 settings[k]);
+      continue;
+    }
+    if (steps && (k == 3 || k == S_SCHEDULE || k == 10))
+      continue;  // defaults of the steps (sema_steps)
+    if (!steps && k == S_SAMPLE) {
+      diag_error(s->diag, st->loc,
+                 "sample is for programs with 'step' blocks (generative "
+                 "models)");
+      continue;
+    }
     switch (k) {
     case 0: lower_data(s, &f, e, &t->data); break;
     case 1: lower_data(s, &f, e, &t->test); break;
@@ -662,7 +694,7 @@ void sema_train(Sema *s, Ast *train, IrValue *output, IrValue *eval_output) {
       s->training = true;
       break;
     }
-    case 3: lower_optimizer(s, e, given[S_SCHEDULE] != NULL, &lr); break;
+    case 3: sema_optimizer(s, e, given[S_SCHEDULE] != NULL, &lr, step); break;
     case 4: t->batch = setting_int(s, &f, e, "batch", 1, 32); break;
     case 5: t->epochs = setting_int(s, &f, e, "epochs", 0, 1); break;
     case 6: t->seed = setting_int(s, &f, e, "seed", 0, 1); break;
@@ -676,7 +708,7 @@ void sema_train(Sema *s, Ast *train, IrValue *output, IrValue *eval_output) {
     case 8: lower_metrics(s, &f, e); break;
     case 9:
       if (step->opt.lr_arg > 0)
-        lower_schedule(s, e, lr);
+        sema_schedule(s, e, lr, step);
       break;
     case 10: step->sched.warmup = setting_int(s, &f, e, "warmup", 0, 0); break;
     case 11: t->clip_norm = setting_nonneg(s, &f, e, "clip_norm"); break;
@@ -691,13 +723,19 @@ void sema_train(Sema *s, Ast *train, IrValue *output, IrValue *eval_output) {
       break;
     }
   }
-  if (given[10] && !given[S_SCHEDULE])
+  if (given[10] && !given[S_SCHEDULE] && !steps)
     diag_error(s->diag, given[10]->loc,
                "warmup needs a schedule ('schedule = constant' keeps lr)");
   if (t->patience > 0 && t->validation == 0 && t->test.kind == DATA_NONE)
     diag_error(s->diag, given[14]->loc,
                "early_stopping watches the validation loss: it needs "
                "'validation = fraction' or a 'test' set");
+  if (steps) {
+    Ast *defaults[4] = {given[3] ? given[3]->a : NULL,
+                        given[S_SCHEDULE] ? given[S_SCHEDULE]->a : NULL,
+                        given[10] ? given[10]->a : NULL, given[S_SAMPLE]};
+    sema_steps(s, train, defaults);
+  }
   if (step->objective && (t->l1 > 0 || t->l2 > 0)) {
     IrValue *w = weight_penalty(s, t->l1, t->l2, t->loc);
     if (w)

@@ -103,7 +103,7 @@ static const char *same(const Shape *in, const bool *inb, Shape *out,
   RULE(id) { (void)attr; return same(in, inb, out, outb); }
 UNARY(NEG) UNARY(EXP) UNARY(LOG) UNARY(SQRT) UNARY(TANH) UNARY(SIGMOID)
 UNARY(RELU) UNARY(STEP) UNARY(ABS) UNARY(SIGN)
-UNARY(SIN) UNARY(COS) UNARY(FLOOR)
+UNARY(SIN) UNARY(COS) UNARY(FLOOR) UNARY(DETACH)
 
 // Numpy broadcasting, right-aligned; the batch axis broadcasts too.
 static const char *broadcast(const Shape *in, const bool *inb, Shape *out,

@@ -186,7 +186,7 @@ static int lex_scan(Parser *p, YYSTYPE *val) {
       ";"            { return lex_tok(p, tok, cur, RAW_SEMI); }
       "|>"           { return lex_tok(p, tok, cur, PIPE); }
       "->"           { return lex_tok(p, tok, cur, ARROW); }
-      [-+*/@^{}(),:=] | "[" | "]" { return lex_tok(p, tok, cur, *tok); }
+      [-+*/@^{}(),:=.] | "[" | "]" { return lex_tok(p, tok, cur, *tok); }
 
       "import"       { return lex_tok(p, tok, cur, IMPORT); }
       "layer"        { return lex_tok(p, tok, cur, LAYER); }

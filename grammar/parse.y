@@ -86,6 +86,8 @@ static Ast *if_new(Parser *p, Ast *cond, AstList then, AstList otherwise,
                    Loc loc);
 static Ast *call_new(Parser *p, const char *name, AstList args, Loc loc);
 static Ast *list_new(Parser *p, AstList items, Loc loc);
+static Ast *step_new(Parser *p, const char *word, Loc loc, const char *name,
+                     AstList body);
 static Ast *pipe_new(Parser *p, Ast *lhs, Ast *rhs);
 static Ast *expr_checked(Parser *p, Ast *e);
 }
@@ -118,13 +120,15 @@ static Ast *expr_checked(Parser *p, Ast *e);
 %left '*' '/' '@'
 %precedence NEG
 %right '^'
+%precedence '.'
 
 %nterm <Ast *> decl formal type type_opt default_opt result_opt stmt
-%nterm <Ast *> full_expr expr arg
+%nterm <Ast *> full_expr expr arg step_item
 %nterm <const char *> setting_name
 %nterm <AstList> formals formal_list formal_seq body block stmts
 %nterm <AstList> opt_items opt_item state_list names_opt names settings
-%nterm <AstList> dims_opt dims args_opt args exprs_opt exprs
+%nterm <AstList> dims_opt dims args_opt args exprs_opt exprs step_items
+%nterm <AstList> record_items
 
 %%
 
@@ -148,6 +152,10 @@ decl
       { $$ = decl_new(p, AST_LAYER, @1, $2, $3, $4, $5); }
   | MODEL NAME formals ARROW type block
       { $$ = decl_new(p, AST_MODEL, @1, $2, $3, $5, $6); }
+  | MODEL NAME formals ARROW '(' formal_seq ')' block
+      { $$ = decl_new(p, AST_MODEL, @1, $2, $3,
+                      decl_new(p, AST_RESULTS, @5, NULL, $6, NULL,
+                               (AstList){0}), $8); }
   | LOSS NAME formals result_opt body
       { $$ = decl_new(p, AST_LOSS, @1, $2, $3, $4, $5); }
   | OPTIMIZER NAME formals '{' opt_items '}'
@@ -278,8 +286,31 @@ settings
   : %empty                            { $$ = (AstList){0}; }
   | settings setting_name '=' full_expr NEWLINE
       { $$ = list_add(p, $1, node_new(p, AST_ASSIGN, @2, $2, $4, NULL)); }
+  | settings OPTIMIZER NAME '=' full_expr NEWLINE
+      { $$ = list_add(p, $1, node_new(p, AST_OPT_INSTANCE, @2, $3, $5, NULL)); }
+  | settings NAME NAME '{' step_items '}' NEWLINE
+      { $$ = list_add(p, $1, step_new(p, $2, @2, $3, $5)); }
   | settings error NEWLINE            { $$ = $1; }
   | settings error skip_block NEWLINE { $$ = $1; }
+  ;
+
+// The body of a `step NAME { ... }`: statements as in a layer, `minimize
+// expr`, `report NAME`, and its settings (`over = ...`, `optimizer = ...`).
+step_items
+  : %empty                            { $$ = (AstList){0}; }
+  | step_items step_item NEWLINE      { $$ = list_add(p, $1, $2); }
+  | step_items error NEWLINE          { $$ = $1; }
+  | step_items error skip_block NEWLINE { $$ = $1; }
+  ;
+
+step_item
+  : stmt
+  | NAME full_expr
+      { $$ = node_new(p, AST_WORD, @1, $1, $2, NULL); }
+  | OPTIMIZER '=' full_expr
+      { $$ = node_new(p, AST_ASSIGN, @1, "optimizer", $3, NULL); }
+  | SCHEDULE '=' full_expr
+      { $$ = node_new(p, AST_ASSIGN, @1, "schedule", $3, NULL); }
   ;
 
 // `loss = ...` and `optimizer = ...` are settings: keywords name them too.
@@ -311,7 +342,7 @@ skip_tok
   | RETURN
   | STATE | BUFFER | IF | ELSE | PENALTY | UPDATE | F32 | F64 | INT | FLOAT
   | '+' | '-' | '*' | '/' | '@' | '^' | '(' | ')' | '[' | ']' | ',' | '='
-  | ':'
+  | ':' | '.'
   ;
 
 // An expression where the grammar needs one whole (not a subexpression).
@@ -331,7 +362,18 @@ expr
   | NAME                { $$ = ast_name(p->arena, AST_NAME, $1, @1); }
   | NAME '(' args_opt ')'             { $$ = call_new(p, $1, $3, @1); }
   | '(' expr ')'                      { $$ = $2; }
+  | '(' record_items ')'              { $$ = list_new(p, $2, @1);
+                                        $$->kind = AST_RECORD; }
+  | expr '.' NAME
+      { $$ = node_new(p, AST_FIELD, @2, $3, $1, NULL); }
   | '[' exprs_opt ']'                 { $$ = list_new(p, $2, @1); }
+  ;
+
+record_items
+  : NAME '=' expr
+      { $$ = list_one(p, node_new(p, AST_NAMED_ARG, @1, $1, $3, NULL)); }
+  | record_items ',' NAME '=' expr
+      { $$ = list_add(p, $1, node_new(p, AST_NAMED_ARG, @3, $3, $5, NULL)); }
   ;
 
 args_opt
@@ -447,7 +489,7 @@ static bool is_expr_start(yysymbol_kind_t t) {
 }
 
 static bool is_operator(yysymbol_kind_t t) {
-  static const int ops[] = {'+', '-', '*', '/', '@', '^', '(', '['};
+  static const int ops[] = {'+', '-', '*', '/', '@', '^', '(', '[', '.'};
   for (size_t i = 0; i < sizeof ops / sizeof *ops; i++)
     if (t == YYTRANSLATE(ops[i]))
       return true;
@@ -609,6 +651,20 @@ static Ast *list_new(Parser *p, AstList items, Loc loc) {
   Ast *l = ast_new(p->arena, AST_LIST, loc);
   l->list = items;
   return l;
+}
+
+// `step NAME { ... }` in a train block; any other word before the name is
+// a syntax error (`step` stays an ordinary name elsewhere: step(x) is the
+// Heaviside function).
+static Ast *step_new(Parser *p, const char *word, Loc loc, const char *name,
+                     AstList body) {
+  if (strcmp(word, "step") != 0)
+    parse_error(p, loc, "expected 'step NAME { ... }' or a setting 'NAME = "
+                        "value', got '%s %s'", word, name);
+  Ast *st = ast_new(p->arena, AST_STEP, loc);
+  st->name = name;
+  st->body = body;
+  return st;
 }
 
 // `a |> f(args)` is f(a, args) and `a |> f` is f(a).

@@ -325,6 +325,12 @@ int nnrt_data_open(NnrtData *d, const NnrtDataSpec *spec, const NnrtModel *m,
   case NNRT_DATA_IDX:
     rc = nnrt_data_find(spec->path_x, m->source_dir, d->path, sizeof d->path,
                         err);
+    if (!rc && !spec->path_y && m->nmetrics > 0 &&
+        m->out_numel != m->in_numel && spec->nclasses == 0) {
+      // A program of steps (a GAN) that needs no labels: they read as 0.
+      rc = nnrt_idx_load_images(d, err);
+      break;
+    }
     if (!rc && !spec->path_y) {  // idx(images): learn to reproduce the input
       if (m->out_numel != m->in_numel || spec->nclasses > 0)
         rc = nnrt_fail(err, "%s: without a labels file the target is the "

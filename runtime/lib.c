@@ -20,6 +20,7 @@ struct NnrtLib {
   float *params;
   float *ws;
   int64_t max_batch;
+  double *stats;                 // infer's 2 + nmetrics sums (unused here)
 };
 
 static void set_err(char *err, size_t cap, const NnrtErr *e) {
@@ -84,8 +85,10 @@ NnrtLib *nnrt_lib_create(const NnrtModel *m, const char *path,
     l->max_batch = max_batch;
     l->params = nnrt_alloc_array(m->param_numel, sizeof(float));
     l->ws = nnrt_alloc_array(ws, sizeof(float));
+    l->stats = nnrt_alloc_array(m->nmetrics > 0 ? 2 + m->nmetrics : 2,
+                                sizeof(double));
   }
-  if (!l || !l->params || !l->ws) {
+  if (!l || !l->params || !l->ws || !l->stats) {
     nnrt_lib_free(l);
     nnrt_fail(&e, "out of memory (parameters and workspace)");
     set_err(err, cap, &e);
@@ -108,9 +111,8 @@ int nnrt_lib_run(NnrtLib *l, const float *x, int64_t rows, float *out) {
   const NnrtModel *m = l->m;
   for (int64_t s = 0; s < rows; s += l->max_batch) {
     int64_t n = rows - s < l->max_batch ? rows - s : l->max_batch;
-    double stats[2] = {0, 0};
     m->infer(l->params, l->ws, l->max_batch, x + s * m->in_numel, NULL, n,
-             out + s * m->out_numel, stats);
+             out + s * m->out_numel, l->stats);
   }
   return 0;
 }
@@ -124,5 +126,6 @@ void nnrt_lib_free(NnrtLib *l) {
     return;
   nnrt_free(l->params);
   nnrt_free(l->ws);
+  nnrt_free(l->stats);
   nnrt_free(l);
 }

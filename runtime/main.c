@@ -1,5 +1,6 @@
 // main.c — nnrt_main: the command line of a training binary, and the eval
-// and predict commands (train lives in run.c, reconstruct in reconstruct.c).
+// and predict commands (train lives in run.c, reconstruct in reconstruct.c,
+// sample in sample.c).
 //
 // Consumes argv and the model table; produces an exit code: 0 success,
 // 1 a runtime error (bad data, bad checkpoint, out of memory, divergence),
@@ -28,27 +29,28 @@ int nnrt_fail(NnrtErr *err, const char *fmt, ...) {
 // ---- the command line -------------------------------------------------------
 enum { T = 1 << NNRT_CMD_TRAIN, E = 1 << NNRT_CMD_EVAL,
        P = 1 << NNRT_CMD_PREDICT, R = 1 << NNRT_CMD_RECONSTRUCT,
-       L = 1 << NNRT_CMD_PLOT };
+       L = 1 << NNRT_CMD_PLOT, S = 1 << NNRT_CMD_SAMPLE };
 
 static const struct Option {
   const char *name;  // without "--"
   int value;         // takes a value
   int commands;      // where it is allowed (T, E, P)
 } options[] = {
-    {"epochs", 1, T}, {"batch", 1, T | E | P | R}, {"seed", 1, T},
+    {"epochs", 1, T}, {"batch", 1, T | E | P | R | S}, {"seed", 1, T | S},
     {"limit", 1, T},  {"save", 1, T},          {"no-save", 0, T},
-    {"load", 1, T | E | P | R}, {"json", 0, T | E},
-    {"quiet", 0, T | E | P | R | L}, {"out", 1, R | L}, {"count", 1, R},
-    {"threads", 1, T | E | P | R}, {"pin-threads", 0, T | E | P | R},
+    {"load", 1, T | E | P | R | S}, {"json", 0, T | E},
+    {"quiet", 0, T | E | P | R | L | S}, {"out", 1, R | L | S},
+    {"count", 1, R | S},
+    {"threads", 1, T | E | P | R | S}, {"pin-threads", 0, T | E | P | R | S},
     {"no-shuffle", 0, T}, {"stop-when-perfect", 0, T},
     {"log", 1, T}, {"no-log", 0, T},
-    {"help", 0, T | E | P | R | L}, {"save-every", 1, T},
+    {"help", 0, T | E | P | R | L | S}, {"save-every", 1, T},
     {"check-numerics", 0, T},
 };
 
-enum { NCOMMANDS = 5 };
+enum { NCOMMANDS = 6 };
 static const char *const command_names[NCOMMANDS] = {
-    "train", "eval", "predict", "reconstruct", "plot"};
+    "train", "eval", "predict", "reconstruct", "plot", "sample"};
 
 // The model's training defaults, with fallbacks for a table that gives none.
 static void set_defaults(const NnrtModel *m, NnrtOptions *o) {
@@ -70,17 +72,22 @@ static void usage(FILE *f, const NnrtModel *m, const char *prog) {
           "accuracy\n"
           "       %s predict [--load FILE] INPUT   predictions for a CSV, IDX "
           "or NPY file\n"
-          "       %s reconstruct [--load FILE] [--out FILE.pgm] [--count N]\n"
+          "       %s reconstruct [--load FILE] [--out FILE.png] [--count N]\n"
           "              a picture of test inputs above their reconstructions "
           "(autoencoders)\n"
+          "       %s sample [--load FILE] [--out FILE.png] [--count N] "
+          "[--seed N]\n"
+          "              a grid of samples from the train block's 'sample' "
+          "(generators)\n"
           "       %s plot LOG.csv [-o FILE.svg]   loss and accuracy curves of "
           "a training log\n"
           "\n"
           "options:\n"
           "  --epochs N      epochs to train (default %lld)\n"
           "  --batch N       examples per step (default %lld)\n"
-          "  --seed N        seed for initialization and shuffling "
-          "(default %lld)\n"
+          "  --seed N        seed for initialization and shuffling; sample: "
+          "for the draws\n"
+          "                  (default %lld)\n"
           "  --limit N       use only the first N training examples (default: "
           "all)\n"
           "  --save FILE     checkpoint file (default %s.safetensors)\n"
@@ -95,7 +102,7 @@ static void usage(FILE *f, const NnrtModel *m, const char *prog) {
           "(with the\n"
           "                  optimizer state and epoch count saved with "
           "them);\n"
-          "                  eval, predict, reconstruct: default "
+          "                  eval, predict, reconstruct, sample: default "
           "%s.safetensors\n"
           "  --no-shuffle    every epoch in the training data's order%s\n"
           "  --stop-when-perfect\n"
@@ -113,20 +120,24 @@ static void usage(FILE *f, const NnrtModel *m, const char *prog) {
           "per CPU)\n"
           "  --pin-threads   bind each thread to its own CPU (default: not "
           "bound)\n"
-          "  --out FILE      reconstruct: the picture (default "
-          "%s-reconstruct.pgm);\n"
-          "                  plot (also -o): the SVG (default curves.svg)\n"
-          "  --count N       reconstruct: examples to show (default 16)\n"
+          "  --out FILE      reconstruct (also -o): the picture, PNG or .pgm "
+          "(default\n"
+          "                  %s-reconstruct.png); sample: the grid (default\n"
+          "                  %s-samples.png); plot: the SVG (default "
+          "curves.svg)\n"
+          "  --count N       reconstruct: examples to show (default 16); "
+          "sample: samples\n"
+          "                  to draw, 8 to a row (default 64)\n"
           "  --help          this text\n"
           "\n"
           "Relative data paths are searched in $NNC_DATA (folders separated "
           "by ':'),\nthe model's source folder and /usr/share/datasets.\n",
-          prog, m->name ? m->name : "", prog, prog, prog, prog,
+          prog, m->name ? m->name : "", prog, prog, prog, prog, prog,
           (long long)d.epochs, (long long)d.batch, (long long)d.seed, prog,
           prog, prog, d.no_shuffle ? " (set by the .nn file)" : "",
           d.stop_when_perfect ? "\n                  (set by the .nn file)"
                               : "",
-          prog);
+          prog, prog);
 }
 
 static int usage_error(const NnrtOptions *o, const char *fmt, ...)
@@ -171,7 +182,7 @@ static int parse_args(const NnrtModel *m, int argc, char **argv,
       c++;
     if (c == NCOMMANDS)
       return usage_error(o, "unknown command '%s' (expected train, eval, "
-                         "predict, reconstruct or plot)", argv[i]);
+                         "predict, reconstruct, sample or plot)", argv[i]);
     o->command = (NnrtCommand)c;
     i++;
   }
@@ -266,6 +277,7 @@ static int parse_args(const NnrtModel *m, int argc, char **argv,
     if (rc > 0)
       return rc;
     o->batch_set |= !strcmp(n, "batch");
+    o->count_set |= !strcmp(n, "count");
     if (v && !*v)
       return usage_error(o, "option '--%s' needs a value", n);
   }
@@ -286,6 +298,8 @@ static int parse_args(const NnrtModel *m, int argc, char **argv,
                        "writes)");
   if (o->log && o->no_log)
     return usage_error(o, "--log and --no-log contradict each other");
+  if (o->command == NNRT_CMD_SAMPLE && !o->count_set)
+    o->count = 64;
   return -1;
 }
 
@@ -338,13 +352,19 @@ static int eval_command(const NnrtModel *m, const NnrtOptions *o,
     rc = nnrt_fail(err, "%s: no examples", d.path);
   if (!rc)
     rc = nnrt_eval_open(&e, m, eval_rows(o, d.rows), 0, err);
+  double *metrics = NULL;
+  if (!rc && m->nmetrics > 0 &&
+      !(metrics = nnrt_alloc_array(m->nmetrics, sizeof(double))))
+    rc = nnrt_fail(err, "out of memory (%lld metrics)",
+                   (long long)m->nmetrics);
   if (!rc) {
     double loss, acc;
-    nnrt_evaluate_dist(m, params, &e, &d, 0, d.rows, o->dist, &loss, &acc);
+    nnrt_evaluate_dist(m, params, &e, &d, 0, d.rows, o->dist, &loss, &acc,
+                       metrics);
     // Inference alone: gathering the batches is not timed.
     double seconds = e.infer_seconds;
     double rate = seconds > 0 ? (double)d.rows / seconds : 0;
-    char line[512];
+    char line[8192];
     if (o->json) {
       snprintf(line, sizeof line, "{\"%s_loss\":", set);
       nnrt_json_number(line, sizeof line, loss);
@@ -352,6 +372,11 @@ static int eval_command(const NnrtModel *m, const NnrtOptions *o,
         snprintf(line + strlen(line), sizeof line - strlen(line),
                  ",\"%s_accuracy\":", set);
         nnrt_json_number(line, sizeof line, acc);
+      }
+      for (int64_t k = 0; k < m->nmetrics; k++) {
+        snprintf(line + strlen(line), sizeof line - strlen(line),
+                 ",\"%s_%s\":", set, m->metric_names[k]);
+        nnrt_json_number(line, sizeof line, metrics[k]);
       }
       snprintf(line + strlen(line), sizeof line - strlen(line),
                ",\"examples\":%lld,\"seconds\":", (long long)d.rows);
@@ -367,6 +392,9 @@ static int eval_command(const NnrtModel *m, const NnrtOptions *o,
       if (m->accuracy == 1)
         n += snprintf(line + n, sizeof line - (size_t)n,
                       "  %s_accuracy %.2f%%", set, 100 * acc);
+      for (int64_t k = 0; k < m->nmetrics && n < (int)sizeof line - 256; k++)
+        n += snprintf(line + n, sizeof line - (size_t)n, "  %s_%s %.4f", set,
+                      m->metric_names[k], metrics[k]);
       snprintf(line + n, sizeof line - (size_t)n,
                "  (%lld examples)  %.3f s  %s samples/s", (long long)d.rows,
                seconds, rs);
@@ -374,6 +402,7 @@ static int eval_command(const NnrtModel *m, const NnrtOptions *o,
     if (!o->dist || o->dist->rank == 0)
       printf("%s\n", line);
   }
+  nnrt_free(metrics);
   nnrt_eval_close(&e);
   nnrt_data_close(&d);
   nnrt_free(params);
@@ -409,8 +438,7 @@ static int predict_command(const NnrtModel *m, const NnrtOptions *o,
   for (int64_t s = 0; !rc && s < d.rows; s += e.max_batch) {
     int64_t n = d.rows - s < e.max_batch ? d.rows - s : e.max_batch;
     nnrt_data_gather(&d, NULL, s, n, e.x, NULL);
-    double stats[2] = {0, 0};
-    m->infer(params, e.ws, e.max_batch, e.x, NULL, n, e.out, stats);
+    m->infer(params, e.ws, e.max_batch, e.x, NULL, n, e.out, e.stats);
     for (int64_t r = 0; r < n; r++)
       print_prediction(e.out + r * m->out_numel, m->out_numel, m->threshold);
   }
@@ -422,17 +450,49 @@ static int predict_command(const NnrtModel *m, const NnrtOptions *o,
   return rc;
 }
 
-static int reconstruct_command(const NnrtModel *m, const NnrtOptions *o,
-                               NnrtErr *err) {
+// reconstruct and sample: the weights, then the picture.
+static int picture_command(const NnrtModel *m, const NnrtOptions *o,
+                           NnrtErr *err) {
   float *params = load_params(m, o, err);
   if (!params)
     return -1;
-  int rc = nnrt_reconstruct_command(m, o, params, err);
+  int rc = o->command == NNRT_CMD_SAMPLE
+               ? nnrt_sample_command(m, o, params, err)
+               : nnrt_reconstruct_command(m, o, params, err);
   nnrt_free(params);
   return rc;
 }
 
 // ---- nnrt_main --------------------------------------------------------------
+// Metric k's name becomes keys NAME, val_NAME, test_NAME of JSON lines and
+// columns of the CSV log: a non-empty identifier (letters, digits, '_',
+// '.'), none used twice, none a key the runtime writes itself.
+static int check_metric_name(const NnrtModel *m, int64_t k, NnrtErr *err) {
+  static const char *const reserved[] = {
+      "epoch", "loss", "accuracy", "mistakes", "seconds", "samples_per_s",
+      "lr", "examples"};
+  const char *name = m->metric_names[k];
+  int ok = name && *name && strlen(name) < 48;
+  for (const char *c = name; ok && *c; c++)
+    ok = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+         (*c >= '0' && *c <= '9') || *c == '_' || *c == '.';
+  if (!ok)
+    return nnrt_fail(err, "the model table is inconsistent (metric %lld "
+                     "has no usable name)", (long long)k);
+  int taken = !strncmp(name, "val_", 4) || !strncmp(name, "test_", 5) ||
+              !strncmp(name, "train_", 6);
+  for (size_t r = 0; r < sizeof reserved / sizeof reserved[0]; r++)
+    taken |= !strcmp(name, reserved[r]);
+  if (taken)
+    return nnrt_fail(err, "the model table is inconsistent (metric name "
+                     "'%s' is one of the runtime's keys)", name);
+  for (int64_t j = 0; j < k; j++)
+    if (!strcmp(m->metric_names[j], name))
+      return nnrt_fail(err, "the model table is inconsistent (metric name "
+                       "'%s' twice)", name);
+  return 0;
+}
+
 // The table codegen emitted must be self-consistent; this catches a
 // mismatched compiler and runtime before anything indexes out of bounds.
 static int check_model(const NnrtModel *m, NnrtErr *err) {
@@ -441,6 +501,21 @@ static int check_model(const NnrtModel *m, NnrtErr *err) {
       m->nstate < 0 || (m->nstate && !m->state_init))
     return nnrt_fail(err, "the model table is inconsistent (rebuild the "
                      "program with a matching nnc)");
+  if (m->nmetrics < 0 || (m->nmetrics > 0 && !m->metric_names))
+    return nnrt_fail(err, "the model table is inconsistent (metrics)");
+  for (int64_t k = 0; k < m->nmetrics; k++)
+    if (check_metric_name(m, k, err))
+      return -1;
+  if (m->sample) {
+    int64_t n = 1;
+    for (int64_t k = 0; k < m->sample_rank && k < NNRT_MAX_RANK; k++)
+      n = m->sample_dim[k] > 0 && n <= INT64_MAX / m->sample_dim[k]
+              ? n * m->sample_dim[k] : -1;
+    if (m->sample_rank < 0 || m->sample_rank > NNRT_MAX_RANK ||
+        m->sample_numel <= 0 || n != m->sample_numel ||
+        m->sample_ws_per_row < 0 || m->sample_ws_fixed < 0)
+      return nnrt_fail(err, "the model table is inconsistent (sample)");
+  }
   for (int64_t i = 0; i < m->nparams; i++) {
     const NnrtParamInfo *p = &m->params[i];
     if (!p->name || p->offset < 0 || p->numel < 0 ||
@@ -493,7 +568,9 @@ int nnrt_main_dist(const NnrtModel *m, int argc, char **argv,
   o.prog = base;
   o.argv0 = argv0 ? argv0 : base;
   snprintf(o.default_ckpt, sizeof o.default_ckpt, "%s.safetensors", base);
-  snprintf(o.default_pgm, sizeof o.default_pgm, "%s-reconstruct.pgm", base);
+  snprintf(o.default_png, sizeof o.default_png, "%s-reconstruct.png", base);
+  snprintf(o.default_samples, sizeof o.default_samples, "%s-samples.png",
+           base);
   set_defaults(m, &o);
   int rc = parse_args(m, argc, argv, &o);
   if (rc >= 0)
@@ -521,6 +598,11 @@ int nnrt_main_dist(const NnrtModel *m, int argc, char **argv,
             (long long)m->in_numel, (long long)m->out_numel);
     return 2;
   }
+  if (o.command == NNRT_CMD_SAMPLE && !m->sample) {
+    fprintf(stderr, "%s: this model has no 'sample' expression in its train "
+            "block (model '%s')\n", o.prog, m->name ? m->name : "");
+    return 2;
+  }
   start_threads(&o);
   if (o.command == NNRT_CMD_TRAIN) {
     rc = nnrt_train_command(m, &o);
@@ -532,7 +614,7 @@ int nnrt_main_dist(const NnrtModel *m, int argc, char **argv,
     else if (o.command == NNRT_CMD_PREDICT)
       rc = predict_command(m, &o, &err);
     else
-      rc = reconstruct_command(m, &o, &err);
+      rc = picture_command(m, &o, &err);
     if (rc) {
       fprintf(stderr, "%s: %s\n", o.prog, err.msg);
       rc = 1;

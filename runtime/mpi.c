@@ -346,7 +346,7 @@ void nnrt_params_gather(NnrtRun *run, float *params) {
 }
 
 // ---- what run.c calls through NnrtDist --------------------------------------
-// v[0, n) summed over the ranks in rank order (n <= 16).
+// v[0, n) summed over the ranks in rank order.
 static void dist_sum(NnrtDist *d, double *v, int n) {
   Mpi *mp = (Mpi *)d;
   double all[16 * 64], *buf = all;

@@ -82,6 +82,12 @@ typedef void NnrtInferFn(const float *params, float *ws, int64_t max_batch,
                          const float *x, const float *y, int64_t rows,
                          float *out, double *stats);
 
+// `sample = expr` in the train block (a generator's output from fresh
+// draws): `rows` examples (rows <= max_batch) into out (rows x
+// sample_numel floats), the draws keyed by `key` (nnrt_rng.h). Generated.
+typedef void NnrtSampleFn(const float *params, float *ws, int64_t max_batch,
+                          int64_t rows, int64_t key, float *out);
+
 typedef struct NnrtModel {
   const char *name;              // model name
   const char *source_dir;        // folder of the .nn file (data search)
@@ -112,6 +118,18 @@ typedef struct NnrtModel {
                                  // above it (accuracy's threshold, 0.5)
   int64_t cpu_features;          // NNRT_CPU_FEATURES bits the code needs
   const char *cpu_name;          // the nnc --cpu it was built for
+  // Training programs of several steps (train blocks with `step`s):
+  const double *param_state_init; // nparams x nstate initial states (each
+                                 // parameter's optimizer), or NULL:
+                                 // state_init for every parameter
+  int64_t nmetrics;              // numbers reported per batch and epoch by
+  const char *const *metric_names; // name: each step's objective, then the
+                                 // `report`s (nnrt_batch_metrics)
+  NnrtSampleFn *sample;          // NULL: no `sample` expression
+  int64_t sample_rank;           // one sample's shape
+  int64_t sample_dim[NNRT_MAX_RANK];
+  int64_t sample_numel;
+  int64_t sample_ws_per_row, sample_ws_fixed; // workspace floats for sample
 } NnrtModel;
 
 // ---- called by the generated main ------------------------------------------
@@ -154,6 +172,15 @@ void nnrt_batch_prefetch(NnrtRun *run, int64_t i, float *x, float *y);
 // when training must stop (interrupt, loss not finite).
 int64_t nnrt_batch_end(NnrtRun *run, int64_t rows, double loss_sum,
                        double correct);
+// A model with named metrics (model->nmetrics > 0): called once per batch,
+// before that batch's nnrt_batch_end, with model->nmetrics values, value k
+// the batch's mean of metric k (metric_names[k]). The runtime averages each
+// over the epoch weighted by the batch rows nnrt_batch_end reports, and
+// prints them by name in the epoch line, the JSON lines and the training
+// log. (Evaluation gets them from infer: with nmetrics > 0, stats has
+// 2 + nmetrics entries and infer adds metric k summed over rows to
+// stats[2 + k].)
+void nnrt_batch_metrics(NnrtRun *run, const double *values);
 // Ends an epoch: metrics line, evaluation, checkpoint. Nonzero means stop.
 int64_t nnrt_epoch_end(NnrtRun *run, int64_t epoch);
 // --check-numerics: nonzero when generated code must pass every kernel's

@@ -6,9 +6,10 @@
 // idx.c and csv.c (loading and batching), checkpoint.c (safetensors),
 // progress.c (progress bar, metrics lines), pool.c (the thread pool), run.c
 // (the training run and the callbacks generated code calls), reconstruct.c
-// (the autoencoder picture), main.c (the command line, eval and
-// predict) and, in libnnrt_mpi.a only, mpi.c (data parallelism, reached
-// through NnrtDist). Functions that can fail return 0 on success and -1 on failure
+// (the autoencoder picture), png.c (PNG files and image grids), sample.c
+// (the generator's picture), main.c (the command line, eval and predict)
+// and, in libnnrt_mpi.a only, mpi.c (data parallelism, reached through
+// NnrtDist). Functions that can fail return 0 on success and -1 on failure
 // after writing a message into an NnrtErr; they never print and never exit,
 // so only nnrt_main decides what reaches the user and the exit code.
 #ifndef NNRT_INTERNAL_H
@@ -250,6 +251,12 @@ typedef struct NnrtMetrics {
   double lr;                        // the epoch's last learning rate
   int has_mistakes;                 // misclassified training examples are
   int64_t mistakes;                 // counted (a single thresholded output)
+  // The model's named metrics (NnrtModel.nmetrics, nnrt_batch_metrics):
+  int64_t nmetrics;                 // 0: none, and the pointers are unused
+  const char *const *metric_names;
+  const double *metrics;            // the epoch's means (rows-weighted)
+  const double *val_metrics;        // with has_val: the validation means
+  const double *test_metrics;       // with has_test: the test means
 } NnrtMetrics;
 
 // The human line ("epoch 1/5  loss 0.5123 ...") or one JSON object; no '\n'.
@@ -263,7 +270,7 @@ void nnrt_format_rate(char *buf, size_t cap, double rate);
 // ---- run.c, main.c ----------------------------------------------------------
 typedef enum NnrtCommand {
   NNRT_CMD_TRAIN, NNRT_CMD_EVAL, NNRT_CMD_PREDICT, NNRT_CMD_RECONSTRUCT,
-  NNRT_CMD_PLOT,
+  NNRT_CMD_PLOT, NNRT_CMD_SAMPLE,
 } NnrtCommand;
 
 typedef struct NnrtDist NnrtDist;  // below
@@ -278,18 +285,21 @@ typedef struct NnrtOptions {
   int batch_set;                 // --batch was given (eval, predict)
   const char *save, *load;       // NULL: the default checkpoint
   const char *input;             // predict INPUT
-  const char *out;               // reconstruct --out; NULL: default_pgm
-  int64_t count;                 // reconstruct --count (default 16)
+  const char *out;               // reconstruct, sample --out; NULL: default
+  int64_t count;                 // reconstruct --count (default 16), sample
+                                 // --count (default 64)
   const char *prog;              // program name for messages
   const char *argv0;             // as typed, for "try './model --help'"
   char default_ckpt[4096];       // "<basename of argv[0]>.safetensors"
-  char default_pgm[4096];        // "<basename of argv[0]>-reconstruct.pgm"
+  char default_png[4096];        // "<basename of argv[0]>-reconstruct.png"
   int no_shuffle;                // --no-shuffle or shuffle = false
   int stop_when_perfect;         // --stop-when-perfect or the train setting
   const char *log;               // train --log FILE; NULL: beside the checkpoint
   int no_log;                    // train --no-log
   int64_t save_every;            // --save-every N: also save every N steps
   int check_numerics;            // --check-numerics
+  int count_set;                 // --count was given
+  char default_samples[4096];    // "<basename of argv[0]>-samples.png"
   NnrtDist *dist;                // MPI ranks (mpi.c), or NULL
 } NnrtOptions;
 
@@ -298,16 +308,19 @@ typedef struct NnrtEval {
   int64_t max_batch;             // rows per infer call
   float *x, *y, *out, *ws;
   double infer_seconds;          // time spent inside model->infer so far
+  double *stats;                 // 2 + nmetrics sums for one infer call
 } NnrtEval;
 
 int nnrt_eval_open(NnrtEval *e, const NnrtModel *m, int64_t rows,
                    int want_out, NnrtErr *err);
 void nnrt_eval_close(NnrtEval *e);
-// Mean loss and accuracy over rows [first, first+rows) of d; adds the time
-// spent in model->infer to e->infer_seconds.
+// Mean loss and accuracy over rows [first, first+rows) of d, and when
+// metrics is not NULL the means of the model's nmetrics named metrics
+// (infer's stats[2 + k]); adds the time spent in model->infer to
+// e->infer_seconds.
 void nnrt_evaluate(const NnrtModel *m, const float *params, NnrtEval *e,
                    const NnrtData *d, int64_t first, int64_t rows,
-                   double *loss, double *accuracy);
+                   double *loss, double *accuracy, double *metrics);
 
 // Data parallelism (runtime/mpi.c; NULL in a plain run): what run.c and
 // main.c need of MPI, as functions, so libnnrt.a itself needs no MPI.
@@ -319,7 +332,7 @@ struct NnrtDist {
   int equal;                     // every rank's shard has as many rows
                                  // (the sum is then scaled, not each part)
   int agreed;                    // the ranks stopped together: exit cleanly
-  // v[0, n) := its sum over the ranks, added in rank order (n <= 16).
+  // v[0, n) := its sum over the ranks, added in rank order.
   void (*sum)(struct NnrtDist *d, double *v, int n);
   // p[0, n) := the sum over the ranks of w * p (w: that rank's weight).
   void (*average)(struct NnrtDist *d, float *p, int64_t n, double w);
@@ -341,44 +354,91 @@ int nnrt_main_dist(const NnrtModel *m, int argc, char **argv, NnrtDist *dist);
 // without dist).
 void nnrt_dist_shard(const NnrtDist *dist, int64_t rows, int64_t *lo,
                      int64_t *n);
-// nnrt_evaluate over every rank's share of the rows, reduced.
+// nnrt_evaluate over every rank's share of the rows, reduced (the named
+// metrics too, when metrics is not NULL).
 void nnrt_evaluate_dist(const NnrtModel *m, const float *params, NnrtEval *e,
                         const NnrtData *d, int64_t first, int64_t rows,
-                        NnrtDist *dist, double *loss, double *accuracy);
+                        NnrtDist *dist, double *loss, double *accuracy,
+                        double *metrics);
 
 // The train command; returns the exit code.
 int nnrt_train_command(const NnrtModel *m, const NnrtOptions *o);
 
 // ---- plot.c -----------------------------------------------------------------
 // Opens the per-epoch CSV (append: keep the rows already there, as a resumed
-// run does) and writes its header line if it is new; NULL after err.
-FILE *nnrt_log_open(const char *path, int append, NnrtErr *err);
+// run does) and writes its header line if it is new, with a column NAME,
+// val_NAME and test_NAME for each of m's named metrics (m may be NULL);
+// NULL after err.
+FILE *nnrt_log_open(const char *path, int append, const NnrtModel *m,
+                    NnrtErr *err);
 // One row; -1 when writing failed.
 int nnrt_log_epoch(FILE *f, const NnrtMetrics *m);
 // plot INPUT.csv [--out FILE.svg]: loss and accuracy curves as SVG.
 int nnrt_plot_command(const NnrtOptions *o, NnrtErr *err);
 
-// ---- reconstruct.c ----------------------------------------------------------
-// A grayscale picture, row-major, one byte per pixel.
+// ---- reconstruct.c, png.c -----------------------------------------------------
+// A picture, row-major, `channels` bytes per pixel (1: gray, 3: RGB).
 typedef struct NnrtImage {
   int64_t width, height;
   uint8_t *pixels;               // nnrt_alloc'd
+  int64_t channels;
 } NnrtImage;
 
-// The size one example is drawn at: the last two dimensions of the input
-// (channels, if several, are averaged); a rank-1 input of a square size as
-// the square; otherwise one row of pixels.
+// How a tensor of shape dim[0..rank) (numel values) is drawn: rank >= 2:
+// the last two dimensions are height and width and the rest `channels`
+// (when they divide numel); rank 1 (or 0) of a square size: that square,
+// one channel; otherwise one row of numel pixels.
+void nnrt_image_shape(int64_t rank, const int64_t *dim, int64_t numel,
+                      int64_t *channels, int64_t *height, int64_t *width);
+// The size one example is drawn at (nnrt_image_shape of the input).
 void nnrt_example_size(const NnrtModel *m, int64_t *height, int64_t *width);
 // The grid of n examples: rows of up to 8 inputs (x, n x in_numel), each
 // above a row of their reconstructions (out), with a 2-pixel gray (128)
 // gutter around every image. A value v is drawn as round(255 * v) after
-// clamping it to [0, 1] (NaN as 0).
+// clamping it to [0, 1] (NaN as 0); three channels in color, any other
+// number of channels as their mean in gray.
 int nnrt_reconstruct_grid(NnrtImage *img, const NnrtModel *m, const float *x,
                           const float *out, int64_t n, NnrtErr *err);
-// Writes img as a binary PGM (P5, maxval 255), atomically.
+// Writes img as a binary PGM (P5, maxval 255; color as the mean of its
+// channels), atomically.
 int nnrt_pgm_write(const char *path, const NnrtImage *img, NnrtErr *err);
+
+// The PNG file of img (8 bits, channels 1 gray or 3 RGB) in memory: *out
+// (nnrt_alloc'd) of *len bytes. filter 0..4 filters every row with that
+// PNG filter type (None, Sub, Up, Average, Paeth); -1 picks per row the
+// one with the least sum of absolute filtered values.
+int nnrt_png_encode(const NnrtImage *img, int filter, uint8_t **out,
+                    size_t *len, NnrtErr *err);
+// Writes img as a PNG, atomically (FILE.tmp, fsync, rename).
+int nnrt_png_write(const char *path, const NnrtImage *img, NnrtErr *err);
+// A PGM when path ends in .pgm (any case), otherwise a PNG.
+int nnrt_image_write(const char *path, const NnrtImage *img, NnrtErr *err);
+// A gray (128) picture of channels (1 or 3) bytes per pixel for
+// cells_x x cells_y images of h x w pixels with `gutter` pixels around each:
+// cells_x * (w + gutter) + gutter wide, cells_y * (h + gutter) + gutter high.
+int nnrt_image_alloc(NnrtImage *img, int64_t cells_x, int64_t cells_y,
+                     int64_t h, int64_t w, int64_t gutter, int64_t channels,
+                     NnrtErr *err);
+// Draws one example (channels x h x w floats, channels first) with its top
+// left corner at (x0, y0): RGB when both it and img have three channels,
+// otherwise the mean of its channels in gray. v is drawn as
+// round(255 * clamp(v, 0, 1)), NaN as 0.
+void nnrt_image_draw(NnrtImage *img, const float *e, int64_t channels,
+                     int64_t h, int64_t w, int64_t x0, int64_t y0);
+// n images (x: n x channels x h x w floats) in rows of `cols`, each with a
+// gray gutter of `gutter` pixels around it; RGB when channels == 3.
+int nnrt_image_grid(NnrtImage *img, const float *x, int64_t n,
+                    int64_t channels, int64_t h, int64_t w, int64_t cols,
+                    int64_t gutter, NnrtErr *err);
 // The reconstruct command with loaded params (errors in err, -1).
 int nnrt_reconstruct_command(const NnrtModel *m, const NnrtOptions *o,
                              const float *params, NnrtErr *err);
+
+// ---- sample.c ---------------------------------------------------------------
+// The sample command with loaded params: o->count samples from
+// model->sample into a grid of 8 columns at o->out (default
+// o->default_samples); errors in err, -1.
+int nnrt_sample_command(const NnrtModel *m, const NnrtOptions *o,
+                        const float *params, NnrtErr *err);
 
 #endif

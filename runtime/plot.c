@@ -7,7 +7,8 @@
 // a file (any columns in any order, by their header names) and draws two
 // panels, loss and accuracy against the epoch, one polyline per series
 // (train, validation, test) with a point per epoch, axes with rounded ticks
-// and a legend. The SVG is plain SVG 1.1 (lines, polylines, circles, text),
+// and a legend; a log with named metrics (columns NAME, val_NAME,
+// test_NAME, see NnrtModel.nmetrics) gets a third panel with them. The SVG is plain SVG 1.1 (lines, polylines, circles, text),
 // so browsers, rsvg-convert and Inkscape all show it; every series is a
 // <polyline id="loss-train"> etc. so that tests can read it back.
 #include <errno.h>
@@ -22,15 +23,22 @@ static const char *const log_columns =
     "epoch,loss,accuracy,val_loss,val_accuracy,test_loss,test_accuracy,"
     "seconds";
 
-FILE *nnrt_log_open(const char *path, int append, NnrtErr *err) {
+FILE *nnrt_log_open(const char *path, int append, const NnrtModel *m,
+                    NnrtErr *err) {
   FILE *f = fopen(path, append ? "a" : "w");
   if (!f) {
     nnrt_fail(err, "%s: cannot write the training log (%s)", path,
               strerror(errno));
     return NULL;
   }
-  if (!append || ftell(f) == 0)
-    fprintf(f, "%s\n", log_columns);
+  if (!append || ftell(f) == 0) {
+    fprintf(f, "%s", log_columns);
+    static const char *const prefix[3] = {"", "val_", "test_"};
+    for (int s = 0; m && s < 3; s++)
+      for (int64_t k = 0; k < m->nmetrics; k++)
+        fprintf(f, ",%s%s", prefix[s], m->metric_names[k]);
+    fputc('\n', f);
+  }
   fflush(f);
   return f;
 }
@@ -51,16 +59,23 @@ int nnrt_log_epoch(FILE *f, const NnrtMetrics *m) {
   cell(f, m->has_test, m->test_loss);
   cell(f, m->has_test && m->has_accuracy, m->test_accuracy);
   cell(f, 1, m->seconds);
+  for (int64_t k = 0; k < m->nmetrics; k++)
+    cell(f, m->metrics != NULL, m->metrics ? m->metrics[k] : 0);
+  for (int64_t k = 0; k < m->nmetrics; k++)
+    cell(f, m->has_val && m->val_metrics, m->val_metrics ? m->val_metrics[k] : 0);
+  for (int64_t k = 0; k < m->nmetrics; k++)
+    cell(f, m->has_test && m->test_metrics,
+         m->test_metrics ? m->test_metrics[k] : 0);
   fputc('\n', f);
   return fflush(f) || ferror(f) ? -1 : 0;
 }
 
 // ---- reading it back --------------------------------------------------------
-enum { MAX_COLS = 16, MAX_ROWS = 100000 };
+enum { MAX_COLS = 64, MAX_ROWS = 100000 };
 
 typedef struct Table {
   int ncols;
-  char names[MAX_COLS][32];
+  char names[MAX_COLS][64];
   int64_t nrows;
   double *v; // nrows x ncols, NAN where empty
 } Table;
@@ -163,15 +178,62 @@ static Axis nice_axis(double lo, double hi, int ticks) {
                 step};
 }
 
+enum { MAX_SERIES = 24 };
+
+typedef struct Series {
+  const char *col;     // the column drawn
+  char id[96];         // the polyline's id is "<panel id>-<id>"
+  const char *color, *dash;  // dash: NULL for a solid line
+  const char *label;   // its legend entry, or NULL for none
+} Series;
+
 typedef struct Panel {
   const char *title, *id;
-  const char *cols[3]; // train, validation, test column names
+  int nseries;
+  Series s[MAX_SERIES];
   int left;            // x of the plot area
 } Panel;
 
 static const char *const series_name[3] = {"train", "validation", "test"};
 static const char *const series_id[3] = {"train", "val", "test"};
 static const char *const series_color[3] = {"#1f77b4", "#2ca02c", "#d62728"};
+static const char *const series_dash[3] = {NULL, NULL, "6,3"};
+// The named metrics: a color each; validation dotted, test dashed.
+static const char *const metric_color[6] = {"#1f77b4", "#d62728", "#2ca02c",
+                                            "#9467bd", "#ff7f0e", "#8c564b"};
+static const char *const metric_dash[3] = {NULL, "2,3", "6,3"};
+static const char *const metric_prefix[3] = {"", "val_", "test_"};
+
+// The loss or accuracy panel: its train, validation and test columns.
+static Panel standard_panel(const char *name, int left) {
+  Panel pn;
+  memset(&pn, 0, sizeof pn);
+  pn.title = pn.id = name;
+  pn.left = left;
+  static const char *const cols[2][3] = {
+      {"loss", "val_loss", "test_loss"},
+      {"accuracy", "val_accuracy", "test_accuracy"}};
+  int a = strcmp(name, "loss") != 0;
+  for (int i = 0; i < 3; i++) {
+    Series *se = &pn.s[pn.nseries++];
+    se->col = cols[a][i];
+    snprintf(se->id, sizeof se->id, "%s", series_id[i]);
+    se->color = series_color[i], se->dash = series_dash[i];
+    se->label = series_name[i];
+  }
+  return pn;
+}
+
+// A column the runtime writes itself, or one of its val_ / test_ forms.
+static int standard_column(const char *name) {
+  static const char *const std[] = {"epoch", "loss", "accuracy", "seconds",
+                                    "val_loss", "val_accuracy", "test_loss",
+                                    "test_accuracy"};
+  for (size_t i = 0; i < sizeof std / sizeof std[0]; i++)
+    if (!strcmp(name, std[i]))
+      return 1;
+  return !strncmp(name, "val_", 4) || !strncmp(name, "test_", 5);
+}
 
 typedef struct Plot {
   const Table *t;
@@ -189,8 +251,8 @@ static double py(const Axis *y, double v) {
 // Whether the panel has any finite value; its value range.
 static int panel_range(const Plot *p, const Panel *pn, double *lo, double *hi) {
   *lo = INFINITY, *hi = -INFINITY;
-  for (int s = 0; s < 3; s++) {
-    int c = col_index(p->t, pn->cols[s]);
+  for (int s = 0; s < pn->nseries; s++) {
+    int c = col_index(p->t, pn->s[s].col);
     for (int64_t r = 0; c >= 0 && r < p->t->nrows; r++) {
       double v = p->t->v[r * p->t->ncols + c];
       if (isfinite(v)) {
@@ -252,18 +314,21 @@ static void draw_panel(const Plot *p, const Panel *pn) {
           pn->left + PW / 2, TOP + PH + 38);
   // Series.
   int legend = 0;
-  for (int s = 0; s < 3; s++) {
-    int c = col_index(p->t, pn->cols[s]);
+  for (int s = 0; s < pn->nseries; s++) {
+    const Series *se = &pn->s[s];
+    int c = col_index(p->t, se->col);
     int64_t n = 0;
     for (int64_t r = 0; c >= 0 && r < p->t->nrows; r++)
       n += isfinite(p->t->v[r * p->t->ncols + c]);
     if (!n)
       continue;
+    char dash[48] = "";
+    if (se->dash)
+      snprintf(dash, sizeof dash, " stroke-dasharray=\"%s\"", se->dash);
     fprintf(f,
             "<polyline id=\"%s-%s\" class=\"series\" fill=\"none\" "
             "stroke=\"%s\" stroke-width=\"2\"%s points=\"",
-            pn->id, series_id[s], series_color[s],
-            s == 2 ? " stroke-dasharray=\"6,3\"" : "");
+            pn->id, se->id, se->color, dash);
     for (int64_t r = 0; r < p->t->nrows; r++) {
       double v = p->t->v[r * p->t->ncols + c];
       if (isfinite(v))
@@ -275,20 +340,22 @@ static void draw_panel(const Plot *p, const Panel *pn) {
       double v = p->t->v[r * p->t->ncols + c];
       if (isfinite(v))
         fprintf(f, "<circle cx=\"%.2f\" cy=\"%.2f\" r=\"3\" fill=\"%s\"/>\n",
-                px(p, pn, p->t->v[r * p->t->ncols]), py(&y, v),
-                series_color[s]);
+                px(p, pn, p->t->v[r * p->t->ncols]), py(&y, v), se->color);
     }
-    // The legend: one row under the axis label, out of the data's way.
-    int lx = pn->left + 60 + 110 * legend++, ly = TOP + PH + 62;
+    if (!se->label)
+      continue;
+    // The legend: rows of three under the axis label, out of the data's way.
+    int lx = pn->left + 10 + 125 * (legend % 3);
+    int ly = TOP + PH + 62 + 18 * (legend / 3);
+    legend++;
     fprintf(f,
             "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"%s\" "
             "stroke-width=\"2\"%s/>\n",
-            lx, ly, lx + 25, ly, series_color[s],
-            s == 2 ? " stroke-dasharray=\"6,3\"" : "");
+            lx, ly, lx + 25, ly, se->color, dash);
     fprintf(f,
             "<text class=\"legend\" x=\"%d\" y=\"%d\" font-size=\"12\">"
             "%s</text>\n",
-            lx + 30, ly + 4, series_name[s]);
+            lx + 30, ly + 4, se->label);
   }
   fprintf(f, "</g>\n");
 }
@@ -314,6 +381,38 @@ static int write_svg(FILE *f, void *ctx) {
     if (p.x.lo < 0)
       p.x.lo = 0;
   }
+  // The named metrics (columns the runtime does not write itself) get a
+  // third panel: each its own color, its val_ and test_ forms dotted and
+  // dashed; the legend names each metric once.
+  Panel met;
+  memset(&met, 0, sizeof met);
+  met.title = "metrics", met.id = "metrics", met.left = LEFT0 + 2 * (PW + GAP);
+  int nmet = 0;
+  for (int c = 0; c < t->ncols; c++) {
+    if (standard_column(t->names[c]) || met.nseries + 3 > MAX_SERIES)
+      continue;
+    for (int k = 0; k < 3; k++) {
+      char col[96];
+      snprintf(col, sizeof col, "%s%s", metric_prefix[k], t->names[c]);
+      int ci = col_index(t, col);
+      if (ci < 0)
+        continue;
+      Series *se = &met.s[met.nseries++];
+      se->col = t->names[ci];
+      snprintf(se->id, sizeof se->id, "%s", col);
+      se->color = metric_color[nmet % 6], se->dash = metric_dash[k];
+      se->label = k == 0 ? t->names[c] : NULL;
+    }
+    nmet++;
+  }
+  Panel loss = standard_panel("loss", LEFT0);
+  Panel acc = standard_panel("accuracy", LEFT0 + PW + GAP);
+  double lo, hi;
+  int has_acc = panel_range(&p, &acc, &lo, &hi);
+  if (!has_acc)  // (a generative model) the metrics take its place
+    met.left = acc.left;
+  int width = nmet && has_acc ? W + PW + GAP : W;
+  int height = H + 18 * (nmet > 3 ? (nmet - 1) / 3 : 0);
   fprintf(f,
           "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
           "<svg xmlns=\"http://www.w3.org/2000/svg\" version=\"1.1\" "
@@ -321,14 +420,16 @@ static int write_svg(FILE *f, void *ctx) {
           "font-family=\"Helvetica, Arial, sans-serif\">\n"
           "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
           "<title>training curves of %s</title>\n",
-          W, H, W, H, job->title);
-  Panel loss = {"loss", "loss", {"loss", "val_loss", "test_loss"}, LEFT0};
-  Panel acc = {"accuracy",
-               "accuracy",
-               {"accuracy", "val_accuracy", "test_accuracy"},
-               LEFT0 + PW + GAP};
+          width, height, width, height, job->title);
   draw_panel(&p, &loss);
   draw_panel(&p, &acc);
+  if (nmet) {
+    if (nmet > 1)  // which line is which evaluation
+      fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"11\" "
+              "text-anchor=\"middle\">solid: train, dotted: validation, "
+              "dashed: test</text>\n", met.left + PW / 2, TOP - 6);
+    draw_panel(&p, &met);
+  }
   fprintf(f, "</svg>\n");
   return ferror(f) ? -1 : 0;
 }

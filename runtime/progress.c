@@ -5,7 +5,9 @@
 // about ten times a second, so drawing never shows up in samples/s. It is
 // redrawn in place with "\r" and erased before anything else is printed.
 // The epoch summary is formatted here as either a human line or one JSON
-// object; the caller chooses the stream. Formatting is pure (into a buffer)
+// object (the model's named metrics by name after the loss and accuracy,
+// and val_NAME, test_NAME with the evaluations); the caller chooses the
+// stream. Formatting is pure (into a buffer)
 // so tests can check the exact text.
 #include <math.h>
 #include <string.h>
@@ -131,7 +133,7 @@ static void json_key(char *buf, size_t cap, const char *key, double v) {
 }
 
 static void human_loss(char *buf, size_t cap, const char *key, double v) {
-  char s[32], t[64];
+  char s[32], t[256];
   fmt_loss(s, sizeof s, v);
   snprintf(t, sizeof t, "  %s %s", key, s);
   add(buf, cap, "%s", t);
@@ -141,6 +143,19 @@ static void human_pct(char *buf, size_t cap, const char *key, double v) {
   char t[64];
   snprintf(t, sizeof t, "  %s %.2f%%", key, 100 * v);
   add(buf, cap, "%s", t);
+}
+
+// The named metrics (values v, NULL: none) as "prefixNAME" keys.
+static void named(char *buf, size_t cap, const NnrtMetrics *m,
+                  const char *prefix, const double *v, int json) {
+  for (int64_t k = 0; v && k < m->nmetrics; k++) {
+    char key[160];
+    snprintf(key, sizeof key, "%s%s", prefix, m->metric_names[k]);
+    if (json)
+      json_key(buf, cap, key, v[k]);
+    else
+      human_loss(buf, cap, key, v[k]);
+  }
 }
 
 void nnrt_metrics_format(char *buf, size_t cap, const NnrtMetrics *m,
@@ -155,15 +170,18 @@ void nnrt_metrics_format(char *buf, size_t cap, const NnrtMetrics *m,
       json_key(buf, cap, "accuracy", m->accuracy);
     if (m->has_mistakes)
       json_key(buf, cap, "mistakes", (double)m->mistakes);
+    named(buf, cap, m, "", m->metrics, 1);
     if (m->has_val) {
       json_key(buf, cap, "val_loss", m->val_loss);
       if (m->has_accuracy)
         json_key(buf, cap, "val_accuracy", m->val_accuracy);
+      named(buf, cap, m, "val_", m->val_metrics, 1);
     }
     if (m->has_test) {
       json_key(buf, cap, "test_loss", m->test_loss);
       if (m->has_accuracy)
         json_key(buf, cap, "test_accuracy", m->test_accuracy);
+      named(buf, cap, m, "test_", m->test_metrics, 1);
     }
     if (m->has_lr)
       json_key(buf, cap, "lr", m->lr);
@@ -182,15 +200,18 @@ void nnrt_metrics_format(char *buf, size_t cap, const NnrtMetrics *m,
     snprintf(t, sizeof t, "  mistakes %lld", (long long)m->mistakes);
     add(buf, cap, "%s", t);
   }
+  named(buf, cap, m, "", m->metrics, 0);
   if (m->has_val) {
     human_loss(buf, cap, "val_loss", m->val_loss);
     if (m->has_accuracy)
       human_pct(buf, cap, "val_accuracy", m->val_accuracy);
+    named(buf, cap, m, "val_", m->val_metrics, 0);
   }
   if (m->has_test) {
     human_loss(buf, cap, "test_loss", m->test_loss);
     if (m->has_accuracy)
       human_pct(buf, cap, "test_accuracy", m->test_accuracy);
+    named(buf, cap, m, "test_", m->test_metrics, 0);
   }
   if (m->has_lr) {
     char lr[48];

@@ -1,95 +1,82 @@
 // reconstruct.c — `./model reconstruct`: for an autoencoder (a model whose
-// prediction has as many values as its input), a PGM picture of the first
-// test examples above their reconstructions, and their mean squared error.
+// prediction has as many values as its input), a picture of the first test
+// examples above their reconstructions, and their mean squared error; also
+// the image shapes and the PGM writer the pictures of png.c share.
 //
 // Consumes the model, loaded parameters and its test data (the training data
-// when there is none); produces one binary PGM file, written atomically
-// (FILE.tmp, fsync, rename), and one line on stdout. The picture shows the
-// values the model sees (inputs after `scale`, so 1/255 maps pixels to
-// 0..1) with 0 black and 1 white; the error is computed on the same values.
+// when there is none); produces one PNG file (a PGM when the name ends in
+// .pgm), written atomically (FILE.tmp, fsync, rename), and one line on
+// stdout. The picture shows the values the model sees (inputs after
+// `scale`, so 1/255 maps pixels to 0..1) with 0 black and 1 white, in color
+// for three channels; the error is computed on the same values.
 #include <math.h>
 #include <string.h>
 
 #include "nnrt_internal.h"
 
-enum { PER_ROW = 8, GUTTER = 2, GRAY = 128 };
+enum { PER_ROW = 8, GUTTER = 2 };
 
-void nnrt_example_size(const NnrtModel *m, int64_t *height, int64_t *width) {
-  int64_t n = m->in_numel;
-  *height = 1, *width = n;
-  if (m->in_rank >= 2 && m->in_rank <= NNRT_MAX_RANK) {
-    int64_t h = m->in_dim[m->in_rank - 2], w = m->in_dim[m->in_rank - 1];
-    if (h > 0 && w > 0 && n % (h * w) == 0)
-      *height = h, *width = w;
+void nnrt_image_shape(int64_t rank, const int64_t *dim, int64_t numel,
+                      int64_t *channels, int64_t *height, int64_t *width) {
+  *channels = 1, *height = 1, *width = numel;
+  if (rank >= 2 && rank <= NNRT_MAX_RANK) {
+    int64_t h = dim[rank - 2], w = dim[rank - 1];
+    if (h > 0 && w > 0 && numel % (h * w) == 0)
+      *channels = numel / (h * w), *height = h, *width = w;
     return;
   }
-  int64_t s = (int64_t)sqrt((double)n);
-  while (s * s > n)
+  int64_t s = (int64_t)sqrt((double)numel);
+  while (s > 0 && s * s > numel)
     s--;
-  while ((s + 1) * (s + 1) <= n)
+  while ((s + 1) * (s + 1) <= numel)
     s++;
-  if (s * s == n)
+  if (s * s == numel)
     *height = s, *width = s;
 }
 
-static uint8_t shade(double v) {
-  if (!(v >= 0))  // negative or NaN
-    v = 0;
-  if (v > 1)
-    v = 1;
-  return (uint8_t)(v * 255 + 0.5);
-}
-
-// Example e (in_numel values, channels first) at (x0, y0) of img.
-static void draw(NnrtImage *img, const float *e, int64_t h, int64_t w,
-                 int64_t channels, int64_t x0, int64_t y0) {
-  for (int64_t r = 0; r < h; r++)
-    for (int64_t c = 0; c < w; c++) {
-      double v = 0;
-      for (int64_t k = 0; k < channels; k++)
-        v += e[k * h * w + r * w + c];
-      img->pixels[(y0 + r) * img->width + x0 + c] = shade(v / (double)channels);
-    }
+void nnrt_example_size(const NnrtModel *m, int64_t *height, int64_t *width) {
+  int64_t channels;
+  nnrt_image_shape(m->in_rank, m->in_dim, m->in_numel, &channels, height,
+                   width);
 }
 
 int nnrt_reconstruct_grid(NnrtImage *img, const NnrtModel *m, const float *x,
                           const float *out, int64_t n, NnrtErr *err) {
   memset(img, 0, sizeof *img);
-  int64_t h, w;
-  nnrt_example_size(m, &h, &w);
-  int64_t channels = m->in_numel / (h * w);
+  int64_t ch, h, w;
+  nnrt_image_shape(m->in_rank, m->in_dim, m->in_numel, &ch, &h, &w);
   int64_t cols = n < PER_ROW ? n : PER_ROW;
   int64_t rows = 2 * ((n + PER_ROW - 1) / PER_ROW);
-  int64_t width, height, size;
-  if (n <= 0 || __builtin_mul_overflow(cols, w + GUTTER, &width) ||
-      __builtin_mul_overflow(rows, h + GUTTER, &height) ||
-      __builtin_add_overflow(width, GUTTER, &width) ||
-      __builtin_add_overflow(height, GUTTER, &height) ||
-      __builtin_mul_overflow(width, height, &size))
-    return nnrt_fail(err, "the picture of %lld examples would be too large",
-                     (long long)n);
-  img->pixels = nnrt_alloc_array(size, 1);
-  if (!img->pixels)
-    return nnrt_fail(err, "out of memory (a %lld x %lld picture)",
-                     (long long)width, (long long)height);
-  img->width = width, img->height = height;
-  memset(img->pixels, GRAY, (size_t)size);
+  if (n <= 0)
+    return nnrt_fail(err, "no examples to draw");
+  if (nnrt_image_alloc(img, cols, rows, h, w, GUTTER, ch == 3 ? 3 : 1, err))
+    return -1;
   for (int64_t i = 0; i < n; i++) {
     int64_t x0 = GUTTER + i % PER_ROW * (w + GUTTER);
     int64_t y0 = GUTTER + 2 * (i / PER_ROW) * (h + GUTTER);
-    draw(img, x + i * m->in_numel, h, w, channels, x0, y0);
-    draw(img, out + i * m->in_numel, h, w, channels, x0, y0 + h + GUTTER);
+    nnrt_image_draw(img, x + i * m->in_numel, ch, h, w, x0, y0);
+    nnrt_image_draw(img, out + i * m->in_numel, ch, h, w, x0,
+                    y0 + h + GUTTER);
   }
   return 0;
 }
 
+// A gray PGM; a color picture is written as the mean of its channels.
 static int write_pgm(FILE *f, void *ctx) {
   const NnrtImage *img = ctx;
-  size_t size = (size_t)(img->width * img->height);
+  int64_t ch = img->channels > 0 ? img->channels : 1;
   if (fprintf(f, "P5\n%lld %lld\n255\n", (long long)img->width,
-              (long long)img->height) < 0 ||
-      fwrite(img->pixels, 1, size, f) != size)
+              (long long)img->height) < 0)
     return -1;
+  for (int64_t y = 0; y < img->height; y++)
+    for (int64_t x = 0; x < img->width; x++) {
+      const uint8_t *px = img->pixels + (y * img->width + x) * ch;
+      int s = 0;
+      for (int64_t k = 0; k < ch; k++)
+        s += px[k];
+      if (putc((int)((s + ch / 2) / ch), f) == EOF)
+        return -1;
+    }
   return 0;
 }
 
@@ -110,7 +97,7 @@ int nnrt_reconstruct_command(const NnrtModel *m, const NnrtOptions *o,
   }
   if (spec->kind == NNRT_DATA_NONE)
     return nnrt_fail(err, "the model has no data to reconstruct");
-  const char *path = o->out ? o->out : o->default_pgm;
+  const char *path = o->out ? o->out : o->default_png;
   NnrtData d;
   NnrtEval e = {0};
   NnrtImage img = {0};
@@ -138,15 +125,14 @@ int nnrt_reconstruct_command(const NnrtModel *m, const NnrtOptions *o,
     int64_t k = n - s < e.max_batch ? n - s : e.max_batch;
     float *xs = x + s * m->in_numel, *os = out + s * m->in_numel;
     nnrt_data_gather(&d, NULL, s, k, xs, NULL);
-    double stats[2] = {0, 0};
-    m->infer(params, e.ws, e.max_batch, xs, NULL, k, os, stats);
+    m->infer(params, e.ws, e.max_batch, xs, NULL, k, os, e.stats);
     for (int64_t j = 0; j < k * m->in_numel; j++)
       sq += ((double)os[j] - xs[j]) * ((double)os[j] - xs[j]);
   }
   if (!rc)
     rc = nnrt_reconstruct_grid(&img, m, x, out, n, err);
   if (!rc)
-    rc = nnrt_pgm_write(path, &img, err);
+    rc = nnrt_image_write(path, &img, err);
   if (!rc) {
     double mse = sq / ((double)n * (double)m->in_numel);
     printf("%s  mse %.6g  (%lld %s example%s)\n", path, mse, (long long)n,

@@ -106,6 +106,14 @@ struct NnrtRun {
                                  // wrote last; 0 when an epoch's save came
                                  // after it (or none was written)
   int64_t saves;                 // checkpoints written by this run
+  // Named metrics (m->nmetrics; nnrt_batch_metrics): one block of
+  // 5 x nmetrics doubles, NULL without metrics.
+  double *metric_block;
+  double *pending;               // the values of the batch about to end
+  int has_pending;               // nnrt_batch_metrics came since the last end
+  double *metric_sum;            // this epoch: value x rows, summed
+  double metric_rows;            // rows of the batches that reported them
+  double *metric_mean, *val_metrics, *test_metrics;  // for NnrtMetrics
   // Data parallelism (nnc --mpi, see mpi.c): NULL in a plain run. Each rank
   // trains on its shard of every batch; only rank 0 prints and saves
   // (`silent` on the others).
@@ -150,7 +158,9 @@ int nnrt_eval_open(NnrtEval *e, const NnrtModel *m, int64_t rows,
                                        sizeof(float))
                     : NULL;
   e->ws = nnrt_alloc_array(ws, sizeof(float));
-  if (!e->x || !e->y || (want_out && !e->out) || !e->ws) {
+  e->stats = nnrt_alloc_array(m->nmetrics > 0 ? 2 + m->nmetrics : 2,
+                              sizeof(double));
+  if (!e->x || !e->y || (want_out && !e->out) || !e->ws || !e->stats) {
     nnrt_eval_close(e);
     return nnrt_fail(err, "out of memory (evaluation buffers)");
   }
@@ -162,25 +172,34 @@ void nnrt_eval_close(NnrtEval *e) {
   nnrt_free(e->y);
   nnrt_free(e->out);
   nnrt_free(e->ws);
+  nnrt_free(e->stats);
   memset(e, 0, sizeof *e);
 }
 
 void nnrt_evaluate(const NnrtModel *m, const float *params, NnrtEval *e,
                    const NnrtData *d, int64_t first, int64_t rows,
-                   double *loss, double *accuracy) {
+                   double *loss, double *accuracy, double *metrics) {
+  int64_t nm = m->nmetrics > 0 ? m->nmetrics : 0;
   double sum[2] = {0, 0};
+  for (int64_t k = 0; metrics && k < nm; k++)
+    metrics[k] = 0;
   for (int64_t s = 0; s < rows; s += e->max_batch) {
     int64_t n = rows - s < e->max_batch ? rows - s : e->max_batch;
     nnrt_data_gather(d, NULL, first + s, n, e->x, e->y);
-    double stats[2] = {0, 0};
+    double *stats = e->stats;
+    memset(stats, 0, sizeof(double) * (size_t)(2 + nm));
     double t0 = nnrt_now();
     m->infer(params, e->ws, e->max_batch, e->x, e->y, n, NULL, stats);
     e->infer_seconds += nnrt_now() - t0;
     sum[0] += stats[0];
     sum[1] += stats[1];
+    for (int64_t k = 0; metrics && k < nm; k++)
+      metrics[k] += stats[2 + k];
   }
   *loss = rows ? sum[0] / (double)rows : 0;
   *accuracy = rows ? sum[1] / (double)rows : 0;
+  for (int64_t k = 0; metrics && k < nm; k++)
+    metrics[k] = rows ? metrics[k] / (double)rows : 0;
 }
 
 void nnrt_dist_shard(const NnrtDist *dist, int64_t rows, int64_t *lo,
@@ -196,20 +215,35 @@ void nnrt_dist_shard(const NnrtDist *dist, int64_t rows, int64_t *lo,
 
 void nnrt_evaluate_dist(const NnrtModel *m, const float *params, NnrtEval *e,
                         const NnrtData *d, int64_t first, int64_t rows,
-                        NnrtDist *dist, double *loss, double *accuracy) {
+                        NnrtDist *dist, double *loss, double *accuracy,
+                        double *metrics) {
   if (!dist || dist->size <= 1) {
-    nnrt_evaluate(m, params, e, d, first, rows, loss, accuracy);
+    nnrt_evaluate(m, params, e, d, first, rows, loss, accuracy, metrics);
     return;
   }
-  int64_t lo, n;
+  int64_t lo, n, nm = metrics && m->nmetrics > 0 ? m->nmetrics : 0;
   nnrt_dist_shard(dist, rows, &lo, &n);
   double l = 0, a = 0;
+  for (int64_t k = 0; k < nm; k++)
+    metrics[k] = 0;
   if (n > 0)
-    nnrt_evaluate(m, params, e, d, first + lo, n, &l, &a);
-  double v[2] = {l * (double)n, a * (double)n};
-  dist->sum(dist, v, 2);
-  *loss = rows ? v[0] / (double)rows : 0;
-  *accuracy = rows ? v[1] / (double)rows : 0;
+    nnrt_evaluate(m, params, e, d, first + lo, n, &l, &a, metrics);
+  // The sums of this shard (means x rows), then the means of all rows.
+  double v[2 + 64], *sv = nm > 64 ? nnrt_alloc_array(2 + nm, sizeof(double))
+                                  : v;
+  if (!sv)  // (out of memory: the metrics of this shard alone)
+    nm = 0, sv = v;
+  sv[0] = l * (double)n;
+  sv[1] = a * (double)n;
+  for (int64_t k = 0; k < nm; k++)
+    sv[2 + k] = metrics[k] * (double)n;
+  dist->sum(dist, sv, (int)(2 + nm));
+  *loss = rows ? sv[0] / (double)rows : 0;
+  *accuracy = rows ? sv[1] / (double)rows : 0;
+  for (int64_t k = 0; k < nm; k++)
+    metrics[k] = rows ? sv[2 + k] / (double)rows : 0;
+  if (sv != v)
+    nnrt_free(sv);
 }
 
 // ---- callbacks from generated code ------------------------------------------
@@ -283,6 +317,10 @@ int64_t nnrt_epoch_begin(NnrtRun *r, int64_t epoch) {
   r->step = r->first / r->batch;
   r->seen = 0;
   r->loss_sum = r->correct = 0;
+  for (int64_t k = 0; k < r->m->nmetrics; k++)
+    r->metric_sum[k] = 0;
+  r->metric_rows = 0;
+  r->has_pending = 0;
   if (r->o->no_shuffle)
     for (int64_t k = 0; k < r->ntrain; k++)
       r->perm[k] = k;
@@ -355,6 +393,12 @@ void nnrt_check_params(NnrtRun *r, const float *params) {
   }
 }
 
+void nnrt_batch_metrics(NnrtRun *r, const double *values) {
+  for (int64_t k = 0; k < r->m->nmetrics; k++)
+    r->pending[k] = values[k];
+  r->has_pending = r->m->nmetrics > 0;
+}
+
 // The ranks' step results summed, and their stops agreed on: buffers
 // (running statistics) averaged by shard size, the loss and correct count
 // of the whole batch, and a stop on any rank stops every rank here.
@@ -368,15 +412,33 @@ static int dist_step(NnrtRun *r, int64_t *rows, double *loss_sum,
       b0 = m->params[k].offset;
   if (b0 < m->param_numel)  // buffers sit after the trainable parameters
     d->average(d, r->params + b0, m->param_numel - b0, d->weight);
-  double v[5] = {(double)*rows, *rows ? *loss_sum : 0, *rows ? *correct : 0,
-                 interrupts != 0, r->stop != STOP_NONE};
-  d->sum(d, v, 5);
-  *rows = (int64_t)v[0];
-  *loss_sum = v[1];
-  *correct = v[2];
-  *interrupted = v[3] > 0;
-  if (v[4] > 0 && !r->stop)
+  // The named metrics of the batch are this shard's means: summed as
+  // value x rows, then the mean of the whole batch.
+  int64_t nm = r->has_pending ? m->nmetrics : 0;
+  double v[5 + 64] = {(double)*rows, *rows ? *loss_sum : 0,
+                      *rows ? *correct : 0, interrupts != 0,
+                      r->stop != STOP_NONE};
+  double *mv = nm > 64 ? nnrt_alloc_array(5 + nm, sizeof(double)) : v;
+  if (!mv) {
+    nnrt_fail(&r->err, "out of memory (%lld metrics)", (long long)nm);
+    stop_at(r, STOP_ERROR, r->epoch + 1, r->step);
+    return 1;
+  }
+  if (mv != v)
+    memcpy(mv, v, sizeof(double) * 5);
+  for (int64_t k = 0; k < nm; k++)
+    mv[5 + k] = *rows ? r->pending[k] * (double)*rows : 0;
+  d->sum(d, mv, (int)(5 + nm));
+  *rows = (int64_t)mv[0];
+  *loss_sum = mv[1];
+  *correct = mv[2];
+  *interrupted = mv[3] > 0;
+  for (int64_t k = 0; k < nm; k++)
+    r->pending[k] = *rows ? mv[5 + k] / (double)*rows : 0;
+  if (mv[4] > 0 && !r->stop)
     stop_at(r, STOP_PEER, r->epoch + 1, r->step);
+  if (mv != v)
+    nnrt_free(mv);
   return r->stop != STOP_NONE;
 }
 
@@ -397,6 +459,12 @@ int64_t nnrt_batch_end(NnrtRun *r, int64_t rows, double loss_sum,
   r->seen += rows;
   r->loss_sum += loss_sum;
   r->correct += correct;
+  if (r->has_pending) {  // batch means, weighted by the batch's rows
+    for (int64_t k = 0; k < r->m->nmetrics; k++)
+      r->metric_sum[k] += r->pending[k] * (double)rows;
+    r->metric_rows += (double)rows;
+    r->has_pending = 0;
+  }
   if (r->o->save_every > 0 && r->save_path &&
       r->steps % r->o->save_every == 0 && r->first + r->seen < r->ntrain) {
     // (the epoch's last step is saved by nnrt_epoch_end with its metrics)
@@ -539,20 +607,33 @@ int64_t nnrt_epoch_end(NnrtRun *r, int64_t epoch) {
   mt.samples_per_s = seconds > 0 ? (double)r->seen / seconds : 0;
   mt.has_lr = r->has_lr;
   mt.lr = r->lr;
+  if (m->nmetrics > 0) {
+    mt.nmetrics = m->nmetrics;
+    mt.metric_names = m->metric_names;
+    for (int64_t k = 0; k < m->nmetrics; k++)
+      r->metric_mean[k] = r->metric_rows > 0
+                              ? r->metric_sum[k] / r->metric_rows
+                              : NAN;  // the code never reported them
+    mt.metrics = r->metric_mean;
+    mt.val_metrics = r->val_metrics;
+    mt.test_metrics = r->test_metrics;
+  }
   if (r->nval > 0) {
     mt.has_val = 1;
     nnrt_evaluate_dist(m, r->params, &r->eval, &r->train, r->ntrain, r->nval,
-                       r->dist, &mt.val_loss, &mt.val_accuracy);
+                       r->dist, &mt.val_loss, &mt.val_accuracy,
+                       r->val_metrics);
   }
   if (r->has_test) {
     mt.has_test = 1;
     nnrt_evaluate_dist(m, r->params, &r->eval, &r->test, 0, r->test.rows,
-                       r->dist, &mt.test_loss, &mt.test_accuracy);
+                       r->dist, &mt.test_loss, &mt.test_accuracy,
+                       r->test_metrics);
   }
   FILE *notes = (!r->o->json || !r->o->quiet) && !r->silent ? r->human : NULL;
   int64_t converged = r->converged_epoch;
   note_mistakes(r, &mt);
-  char line[1024];
+  char line[8192];
   if (r->o->json && !r->silent) {
     nnrt_metrics_format(line, sizeof line, &mt, 1);
     printf("%s\n", line);
@@ -682,13 +763,35 @@ static int setup(NnrtRun *r, const NnrtModel *m, const NnrtOptions *o) {
     ws = -1;
   r->state = nnrt_alloc_array(nstate, sizeof(float));
   r->ws = nnrt_alloc_array(ws, sizeof(float));
+  if (m->nmetrics > 0) {
+    int64_t nm = m->nmetrics;
+    r->metric_block = nnrt_alloc_array(5 * nm, sizeof(double));
+    if (r->metric_block) {
+      r->pending = r->metric_block, r->metric_sum = r->pending + nm;
+      r->metric_mean = r->metric_sum + nm, r->val_metrics = r->metric_mean + nm;
+      r->test_metrics = r->val_metrics + nm;
+    }
+  }
   if (!r->perm || !r->params || !r->state || !r->ws ||
-      (m->patience > 0 && !r->best))
+      (m->patience > 0 && !r->best) || (m->nmetrics > 0 && !r->metric_block))
     return nnrt_fail(err, "out of memory (%lld parameters, %lld workspace "
                      "floats)", (long long)m->param_numel, (long long)ws);
   for (int64_t k = 0; k < m->nstate; k++)
     for (int64_t i = 0; i < m->param_numel; i++)
       r->state[k * m->param_numel + i] = (float)m->state_init[k];
+  // Programs of several steps: each parameter starts its own optimizer's
+  // state (buffers have none: their rows are not read).
+  for (int64_t p = 0; m->param_state_init && p < m->nparams; p++) {
+    const NnrtParamInfo *pi = &m->params[p];
+    if (pi->buffer)
+      continue;
+    for (int64_t k = 0; k < m->nstate; k++) {
+      float v = (float)m->param_state_init[p * m->nstate + k];
+      float *s = r->state + k * m->param_numel + pi->offset;
+      for (int64_t i = 0; i < pi->numel; i++)
+        s[i] = v;
+    }
+  }
   int64_t eval_rows = r->nval > r->test.rows ? r->nval : r->test.rows;
   if (eval_rows > 0 && nnrt_eval_open(&r->eval, m, eval_rows, 0, err))
     return -1;
@@ -714,6 +817,7 @@ static void teardown(NnrtRun *r) {
   nnrt_free(r->params);
   nnrt_free(r->best);
   nnrt_free(r->perm);
+  nnrt_free(r->metric_block);
   nnrt_data_close(&r->test);
   nnrt_data_close(&r->train);
   if (r->log)
@@ -823,7 +927,7 @@ static int open_log(NnrtRun *r) {
   } else {
     return 0;
   }
-  r->log = nnrt_log_open(r->log_path, r->epoch0 > 0, &r->err);
+  r->log = nnrt_log_open(r->log_path, r->epoch0 > 0, r->m, &r->err);
   return r->log ? 0 : -1;
 }
 

@@ -53,5 +53,15 @@ for nn in "$ROOT"/tests/torch/*.nn; do
     compare "$fix.expected_buffers" "$name.buffers" "the running statistics" 1e-5
     checked="$checked, running statistics"
   fi
+  # Programs of steps: each other metric by name (NAME.expected_KEY).
+  for want in "$fix".expected_*; do
+    [ -f "$want" ] || continue
+    key=${want##*.expected_}
+    case $key in lr|test|buffers) continue ;; esac
+    grep '^{' "$name.json" |
+      sed -n "s/.*\"$key\": *\([-0-9.eE+]*\).*/\1/p" >"$name.$key"
+    compare "$want" "$name.$key" "$key" 1e-4
+    checked="$checked, $key"
+  done
   echo "ok: $name matches PyTorch over $(wc -l <"$name.loss") epochs ($checked)"
 done

@@ -1,7 +1,9 @@
 // nnrt_reconstruct_test.c — `./model reconstruct` and eval's timing keys.
 // A fake autoencoder in C (4x4 one-channel images on inline data; the
 // "reconstruction" is 1.5 x - bias, so some values fall outside [0, 1] and
-// must be clamped) checks the PGM header, size, layout and pixel values, the
+// must be clamped) checks the PNG (decoded by png_decode.h: chunks, CRCs,
+// inflate, filters) and the PGM written for a .pgm name: size, layout and
+// pixel values, the
 // printed mean squared error, the atomic write (no temp file left, a failed
 // rename leaving the old file alone), the default file name, training data
 // when there is no test set, the image size rules, and the error (exit 2)
@@ -12,6 +14,7 @@
 #include <sys/stat.h>
 
 #include "nnrt_test.h"
+#include "png_decode.h"
 
 // A copy of a path that outlives in_dir's rotating buffers.
 static const char *kept(const char *s) {
@@ -93,6 +96,23 @@ typedef struct Pgm {
   size_t size;
 } Pgm;
 
+// A gray PNG, decoded and checked (the pixels then live in data).
+static Pgm read_png(const char *path) {
+  Pgm p;
+  memset(&p, 0, sizeof p);
+  char *file = read_all(path, &p.size);
+  cr_assert_not_null(file, "%s missing", path);
+  Png png;
+  cr_assert_eq(png_decode((const uint8_t *)file, p.size, &png), 0, "%s: %s",
+               path, png.error);
+  free(file);
+  cr_assert_eq(png.channels, 1);
+  p.w = png.width, p.h = png.height;
+  p.data = (char *)png.px;
+  p.px = png.px;
+  return p;
+}
+
 static Pgm read_pgm(const char *path) {
   Pgm p;
   memset(&p, 0, sizeof p);
@@ -126,14 +146,25 @@ Test(reconstruct, grid_pixels_and_mse) {
   const char *dir = tmpdir();
   NnrtModel m = ae_model();
   const char *ck = write_ckpt(&m, dir);
-  const char *out = kept(in_dir(dir, "grid.pgm"));
+  const char *out = kept(in_dir(dir, "grid.png"));
   char *argv[] = {"./ae", "reconstruct", "--load", (char *)ck, "--out",
                   (char *)out, NULL};
   Captured c = run_main(&m, dir, argv);
   cr_assert_eq(c.rc, 0, "%s", c.err);
-  cr_assert_eq(access(in_dir(dir, "grid.pgm.tmp"), F_OK), -1);
+  cr_assert_eq(access(in_dir(dir, "grid.png.tmp"), F_OK), -1);
+  // The same picture as a PGM when the name says so.
+  const char *pgm = kept(in_dir(dir, "grid.pgm"));
+  char *argv_pgm[] = {"./ae", "reconstruct", "--load", (char *)ck, "-o",
+                      (char *)pgm, NULL};
+  Captured c2 = run_main(&m, dir, argv_pgm);
+  cr_assert_eq(c2.rc, 0, "%s", c2.err);
+  Pgm q = read_pgm(pgm);
   // 10 examples (fewer than the default 16): 8 per row, so two row pairs.
-  Pgm p = read_pgm(out);
+  Pgm p = read_png(out);
+  cr_assert(q.w == p.w && q.h == p.h);
+  cr_assert_eq(memcmp(q.px, p.px, (size_t)(p.w * p.h)), 0);
+  free(q.data);
+  captured_free(&c2);
   cr_assert_eq(p.w, 8 * SIDE + 9 * 2);
   cr_assert_eq(p.h, 4 * SIDE + 5 * 2);
   float scale = (float)(1 / 255.0);
@@ -195,9 +226,9 @@ Test(reconstruct, count_default_name_and_batches) {
                   NULL};
   Captured c = run_main(&m, dir, argv);
   cr_assert_eq(c.rc, 0, "%s", c.err);
-  cr_assert(strstr(c.out, "prog-reconstruct.pgm  mse "), "%s", c.out);
+  cr_assert(strstr(c.out, "prog-reconstruct.png  mse "), "%s", c.out);
   cr_assert(strstr(c.out, "(3 test examples)"), "%s", c.out);
-  Pgm p = read_pgm("prog-reconstruct.pgm");
+  Pgm p = read_png("prog-reconstruct.png");
   cr_assert_eq(p.w, 3 * SIDE + 4 * 2);
   cr_assert_eq(p.h, 2 * SIDE + 3 * 2);
   cr_assert_eq(at(&p, 2 + 2 * (SIDE + 2) + 1, 2), raw_pixel(2, 1));
@@ -211,7 +242,7 @@ Test(reconstruct, count_default_name_and_batches) {
   c = run_main(&m, dir, one);
   cr_assert_eq(c.rc, 0, "%s", c.err);
   cr_assert(strstr(c.out, "(1 test example)\n"), "%s", c.out);
-  p = read_pgm("prog-reconstruct.pgm");
+  p = read_png("prog-reconstruct.png");
   cr_assert_eq(p.w, SIDE + 4);
   cr_assert_eq(p.h, 2 * SIDE + 6);
   free(p.data);
@@ -229,7 +260,7 @@ Test(reconstruct, training_data_when_no_test_set) {
   cr_assert_eq(c.rc, 0, "%s", c.err);
   cr_assert(strstr(c.err, "ae: the model has no test data; reconstructing "
                    "training examples\n"), "%s", c.err);
-  cr_assert(strstr(c.out, "ae-reconstruct.pgm  mse "), "%s", c.out);
+  cr_assert(strstr(c.out, "ae-reconstruct.png  mse "), "%s", c.out);
   cr_assert(strstr(c.out, "(10 training examples)"), "%s", c.out);
   captured_free(&c);
   char *quiet[] = {"./ae", "reconstruct", "--quiet", "--load", (char *)ck,
@@ -253,7 +284,7 @@ Test(reconstruct, atomic_write) {
                   (char *)out, NULL};
   Captured c = run_main(&m, dir, argv);
   cr_assert_eq(c.rc, 0, "%s", c.err);
-  Pgm p = read_pgm(out);  // checks the exact size
+  Pgm p = read_pgm(out);  // checks the exact size (p.pgm: a PGM)
   free(p.data);
   captured_free(&c);
   // The rename fails (the target is a folder): the folder stays, the
@@ -315,15 +346,16 @@ Test(reconstruct, not_an_autoencoder_and_usage) {
   char *help[] = {"./ae", "--help", NULL};
   c = run_main(&m, dir, help);
   cr_assert_eq(c.rc, 0);
-  cr_assert(strstr(c.out, "ae reconstruct [--load FILE] [--out FILE.pgm] "
+  cr_assert(strstr(c.out, "ae reconstruct [--load FILE] [--out FILE.png] "
                    "[--count N]"), "%s", c.out);
-  cr_assert(strstr(c.out, "(default ae-reconstruct.pgm)"), "%s", c.out);
+  cr_assert(strstr(c.out, "ae-reconstruct.png); sample: the grid"), "%s",
+            c.out);
   captured_free(&c);
   char *unknown[] = {"./ae", "draw", NULL};
   c = run_main(&m, dir, unknown);
   cr_assert_eq(c.rc, 2);
-  cr_assert(strstr(c.err, "expected train, eval, predict, reconstruct or plot"),
-            "%s", c.err);
+  cr_assert(strstr(c.err, "expected train, eval, predict, reconstruct, sample "
+                   "or plot"), "%s", c.err);
   captured_free(&c);
 }
 

@@ -213,3 +213,111 @@ Test(stdlib_grad, penalties) {
       "}\n";
   check_gradients(text, NULL);
 }
+
+// ---- generative models: programs of `step` blocks ---------------------------
+// One step over every model, so step 0's objective is what every gradient
+// is of (check_gradients differentiates ir_main_step's objective).
+static const char *step_program(const char *objective, char *buf, size_t n) {
+  snprintf(buf, n,
+           "model enc(x: f32[4]) -> (mu: f32[2], logvar: f32[2]) {\n"
+           "    h = x |> dense(3, init = normal(0, 1)) |> tanh\n"
+           "    return (mu = h |> dense(2, init = normal(0, 1)),\n"
+           "            logvar = h |> dense(2, init = normal(0, 1)))\n"
+           "}\n"
+           "model dec(z: f32[2]) -> f32[4] {\n"
+           "    return z |> dense(4, init = normal(0, 1))\n"
+           "}\n"
+           "model m(x: f32[4]) -> f32[4] {\n"
+           "    return dec(enc(x).mu)\n"
+           "}\n"
+           "train m {\n"
+           "    data = inline([[0, 0, 0, 0]], [[0, 0, 0, 0]])\n"
+           "    step s {\n"
+           "        e = enc(input)\n"
+           "        z = e.mu + exp(0.5 * e.logvar) * normal(e.mu)\n"
+           "        y = dec(z)\n"
+           "        minimize %s\n"
+           "        over = [enc, dec]\n"
+           "        optimizer = sgd\n"
+           "    }\n"
+           "}\n",
+           objective);
+  return buf;
+}
+
+// The VAE terms (with the reparameterized draw fixed by the key), the
+// Gaussian likelihood and the GAN losses on logits.
+Test(stdlib_grad, generative_terms) {
+  static const char *const objectives[] = {
+      "gaussian_kl(e.mu, e.logvar) + 0.1 * sum(y)",
+      "bernoulli_nll(y, sigmoid(input))",
+      "gaussian_nll(y, input)",
+      "gaussian_nll(y, input, sigma = 0.7)",
+      "bernoulli_nll(y, sigmoid(input)) + gaussian_kl(e.mu, e.logvar)",
+      "gan_d_loss(sum(y), sum(e.mu))",
+      "gan_g_loss(sum(y) - 1)",
+  };
+  for (size_t k = 0; k < sizeof objectives / sizeof objectives[0]; k++) {
+    char buf[4096];
+    check_gradients(step_program(objectives[k], buf, sizeof buf), NULL);
+  }
+}
+
+// The symbolic gradient of every parameter of `text`'s first step, at the
+// parameters check_gradients would use.
+static void step_grads_at(const char *text, double *out, int64_t cap) {
+  Compiled c;
+  IrModule *m = compile_source(&c, text);
+  unsigned seed = 11;
+  double input[BATCH * 4], label[BATCH * 4];
+  for (int i = 0; i < BATCH * 4; i++)
+    input[i] = pseudo(&seed), label[i] = 0;
+  double *param[16];
+  cr_assert(m->params.n <= 16);
+  for (int p = 0; p < m->params.n; p++) {
+    int64_t n = shape_numel(((IrParam *)m->params.item[p])->shape);
+    param[p] = arena_alloc(&c.arena, sizeof(double) * (size_t)n);
+    for (int64_t i = 0; i < n; i++)
+      param[p][i] = 0.5 * pseudo(&seed);
+  }
+  EvalEnv env = {.batch = BATCH, .input = input, .label = label,
+                 .param = param, .step_key = 99};
+  Arena scratch = {0};
+  double **val = eval_fn(&scratch, m->fn, &env);
+  int64_t at = 0;
+  for (int p = 0; p < m->ntrainable; p++) {
+    IrParam *ip = m->params.item[p];
+    int64_t n = shape_numel(ip->shape);
+    for (int64_t i = 0; i < n; i++, at++) {
+      cr_assert_lt(at, cap);
+      out[at] = ip->grad ? val[ip->grad->id][i] : NAN;
+    }
+  }
+  arena_free(&scratch);
+  compiled_free(&c);
+}
+
+// detach(x) is x with no gradient: minimizing gaussian_kl(...) plus
+// detach(the likelihood) gives the encoder exactly the gradient of the KL
+// term alone, and the decoder (reached only through detach) a zero one.
+Test(stdlib_grad, detach_stops_gradients) {
+  char a[4096], b[4096];
+  double ga[256], gb[256];
+  for (int i = 0; i < 256; i++)
+    ga[i] = gb[i] = 0;
+  step_grads_at(step_program("gaussian_kl(e.mu, e.logvar) + "
+                             "detach(gaussian_nll(y, input)) + 0 * sum(y)",
+                             a, sizeof a),
+                ga, 256);
+  step_grads_at(step_program("gaussian_kl(e.mu, e.logvar) + 0 * sum(y)", b,
+                             sizeof b),
+                gb, 256);
+  int nonzero = 0;
+  for (int i = 0; i < 256; i++) {
+    cr_expect(fabs(ga[i] - gb[i]) <= 1e-12 * (1 + fabs(gb[i])),
+              "gradient %d: %g with detach, %g without the term", i, ga[i],
+              gb[i]);
+    nonzero += ga[i] != 0;
+  }
+  cr_assert_gt(nonzero, 0);
+}
