@@ -101,6 +101,24 @@ mpi 2 ./fashion_mlp_bn $T --save bn2.safetensors >/dev/null
 cmp bn1.safetensors bn2.safetensors
 echo "ok: batch norm and dropout on 2 ranks: same weights on both, same bytes twice"
 
+# 5b. A program of two steps (the GAN: discriminator, then generator, each
+# with its own Adam; no gradient block, so each step's gradients are summed
+# whole before its update) with named metrics: one rank is the plain
+# binary, two ranks repeat their bytes and report the metrics once.
+compile gan
+cp gan gan_plain
+compile gan --mpi
+G="train --limit 512 --epochs 1 --threads 1 --quiet --no-log"
+./gan_plain $G --save g0.safetensors >/dev/null
+./gan $G --save g1.safetensors >/dev/null
+cmp g0.safetensors g1.safetensors
+mpi 2 ./gan $G --save g2.safetensors >g2.txt
+mpi 2 ./gan $G --save g3.safetensors >/dev/null
+cmp g2.safetensors g3.safetensors
+grep -q "d_loss .* d_acc .* g_loss" g2.txt || { echo "FAIL: GAN metrics on 2 ranks:"; cat g2.txt; exit 1; }
+check "$(wc -l <g2.txt)" "=" 1 "GAN on 2 ranks: one epoch line"
+echo "ok: GAN (two steps, two optimizers) on 2 ranks: deterministic; on 1 the plain bytes"
+
 # 6. A rank killed mid-run (SIGKILL at its 400th gradient hand-off, in
 # epoch 3 of 4: 24 steps an epoch, 6 gradients a step): the job ends within
 # seconds, rank 0 says why and which checkpoint survives.
