@@ -1503,6 +1503,15 @@ static void build_module(Cg *cg, LLVMTargetDataRef td) {
   // reports, unless `step` blocks report instead).
   int nsteps = m->nsteps ? m->nsteps : 1;
   const IrStep *steps = m->nsteps ? m->steps : cg->step;
+  for (int k = 0; k < m->nsteps; k++) {
+    IrStep *st = &m->steps[k];
+    if (st->params)
+      continue;  // NULL: every trainable parameter (ir.h)
+    st->nparams = m->ntrainable;
+    st->params = arena_alloc(cg->arena, sizeof(int) * (size_t)(m->ntrainable + 1));
+    for (int i = 0; i < m->ntrainable; i++)
+      st->params[i] = i;
+  }
   bool **step_live = arena_alloc(cg->arena, sizeof(bool *) * (size_t)nsteps);
   for (int k = 0; k < nsteps; k++) {
     const IrStep *st = &steps[k];

@@ -345,6 +345,7 @@ static IrValue *c_unary(IrModule *m, IrValue *x) {
       un(m, OP_SIGN, x),
       bin(m, OP_MUL, un(m, OP_SIN, bin(m, OP_MUL, x, p)), un(m, OP_COS, x)),
       un(m, OP_FLOOR, bin(m, OP_MUL, x, cst(m, 3))),
+      bin(m, OP_MUL, un(m, OP_DETACH, bin(m, OP_MUL, x, p)), p),
       un(m, OP_STEP, bin(m, OP_SUB, x, p)),
       un(m, OP_LOG, x2p1),
       bin(m, OP_MUL, un(m, OP_SQRT, x2p1), s),

@@ -383,7 +383,7 @@ Test(errors, several_in_one_run) {
                 "t.nn:6:1: error: unexpected '}', expected an expression\n"
                 "    }\n"
                 "    ^\n"
-                "t.nn:9:11: error: unexpected number '128', expected '='\n"
+                "t.nn:9:11: error: unexpected number '128', expected one of a name, '='\n"
                 "        batch 128\n"
                 "              ^\n"
                 "t.nn:10:14: error: unexpected '=', expected an expression\n"
