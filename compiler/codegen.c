@@ -42,7 +42,7 @@ _Static_assert((int)INIT_HE_NORMAL == (int)NNRT_INIT_HE_NORMAL &&
 _Static_assert((int)DATA_INLINE == (int)NNRT_DATA_INLINE &&
                    (int)DATA_CSV == (int)NNRT_DATA_CSV,
                "DataKind and NnrtDataKind differ");
-_Static_assert(sizeof(NnrtModel) == 8 * (27 + NNRT_MAX_RANK + 2 * 11 + 8 +
+_Static_assert(sizeof(NnrtModel) == 8 * (28 + NNRT_MAX_RANK + 2 * 11 + 8 +
                                           NNRT_MAX_RANK),
                "NnrtModel changed: update build_model");
 
@@ -575,13 +575,50 @@ static void emit_check(Cg *cg, Frame *f, const Kernel *k) {
   LLVMPositionBuilderAtEnd(cg->b, cont);
 }
 
+// An element as a double (the runtime's callbacks take doubles).
+static LLVMValueRef to_f64(Cg *cg, LLVMValueRef x) {
+  return cg->elt_size == 8 ? x : LLVMBuildFPExt(cg->b, x, cg->t_f64, "");
+}
+
 // A scalar root as a double (0 when absent).
 static LLVMValueRef load_scalar(Cg *cg, Frame *f, const IrValue *v) {
   if (!v)
     return LLVMConstReal(cg->t_f64, 0);
   assert(shape_numel(v->shape) == 1 && !v->batched);
-  return LLVMBuildFPExt(cg->b, cg_load(cg, value_ptr(cg, f, v), cg_i64(cg, 0)),
-                        cg->t_f64, "");
+  return to_f64(cg, cg_load(cg, value_ptr(cg, f, v), cg_i64(cg, 0)));
+}
+
+// f64 models: the runtime's batch data are floats. widen turns n floats at
+// src into elements at dst, the last first, so dst may be src itself (a
+// buffer sized for n elements: float i is read before any wider store
+// reaches it); narrow writes n elements as floats (predictions).
+static void widen(Cg *cg, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef n) {
+  Loop l;
+  LLVMValueRef i = loop_begin(cg, &l, n, "w");
+  LLVMValueRef j = LLVMBuildNSWSub(cg->b, LLVMBuildNSWSub(cg->b, n, i, ""),
+                                   cg_i64(cg, 1), "");
+  LLVMValueRef x = LLVMBuildLoad2(
+      cg->b, cg->t_f32, LLVMBuildInBoundsGEP2(cg->b, cg->t_f32, src, &j, 1, ""),
+      "");
+  LLVMSetAlignment(x, 4);
+  cg_store(cg, LLVMBuildFPExt(cg->b, x, cg->t_elt, ""), dst, j);
+  loop_end(cg, &l);
+}
+
+static void narrow(Cg *cg, LLVMValueRef dst, LLVMValueRef src,
+                   LLVMValueRef n) {
+  Loop l;
+  LLVMValueRef i = loop_begin(cg, &l, n, "n");
+  LLVMValueRef x = LLVMBuildFPTrunc(cg->b, cg_load(cg, src, i), cg->t_f32, "");
+  LLVMSetAlignment(
+      LLVMBuildStore(cg->b, x,
+                     LLVMBuildInBoundsGEP2(cg->b, cg->t_f32, dst, &i, 1, "")),
+      4);
+  loop_end(cg, &l);
+}
+
+static int64_t numel_of(const IrValue *v) {
+  return v ? shape_numel(v->shape) : 0;
 }
 
 // --mpi: nnrt_grad_ready(run, g, n) for every gradient final after the
@@ -821,6 +858,10 @@ static LLVMValueRef build_train(Cg *cg, const Plan *plan, const bool *live,
   LLVMValueRef t0 = prof_start(cg);
   f.rows = call(cg, ty_fetch, f_fetch, (LLVMValueRef[]){run, iv, f.x, f.y}, 4);
   LLVMSetValueName2(f.rows, "B", 1);
+  if (cg->elt_size == 8) {
+    widen(cg, f.x, f.x, cg_mul(cg, f.rows, cg_i64(cg, numel_of(m->input))));
+    widen(cg, f.y, f.y, cg_mul(cg, f.rows, cg_i64(cg, numel_of(m->label))));
+  }
   prof_add(cg, nv + PROF_FETCH, t0);
   f.prefetch_args[0] = run;
   f.prefetch_args[1] = LLVMBuildNSWAdd(cg->b, iv, one, "");
@@ -830,7 +871,7 @@ static LLVMValueRef build_train(Cg *cg, const Plan *plan, const bool *live,
   LLVMValueRef tv =
       LLVMBuildNSWAdd(cg->b, LLVMBuildLoad2(cg->b, I, t, ""), one, "");
   LLVMBuildStore(cg->b, tv, t);
-  LLVMValueRef tf = LLVMBuildSIToFP(cg->b, tv, cg->t_f32, "");
+  LLVMValueRef tf = LLVMBuildSIToFP(cg->b, tv, cg->t_elt, "");
   f.state = state;
   f.tf = tf;
   if (m->ndraws) {
@@ -871,11 +912,10 @@ static LLVMValueRef build_train(Cg *cg, const Plan *plan, const bool *live,
       f.lr = schedule_lr(
           cg,
           LLVMBuildSIToFP(cg->b, LLVMBuildNSWSub(cg->b, tv, one, ""),
-                          cg->t_f32, ""),
-          LLVMBuildSIToFP(cg->b, ep, cg->t_f32, ""));
+                          cg->t_elt, ""),
+          LLVMBuildSIToFP(cg->b, ep, cg->t_elt, ""));
       if (k == 0) // the first step's rate is the one reported
-        call(cg, ty_rep, f_rep,
-             (LLVMValueRef[]){run, LLVMBuildFPExt(cg->b, f.lr, D, "")}, 2);
+        call(cg, ty_rep, f_rep, (LLVMValueRef[]){run, to_f64(cg, f.lr)}, 2);
     }
     call_kernels(cg, &f, sl, false);
     emit_prefetch(cg, &f);            // no row group
@@ -940,9 +980,10 @@ static LLVMValueRef build_train(Cg *cg, const Plan *plan, const bool *live,
       if (u->step != k)
         continue;
       const IrParam *p = m->params.item[u->param];
+      unsigned al = (unsigned)cg->elt_size;
       LLVMBuildMemMove(cg->b, cg_gep(cg, f.params, cg_i64(cg, poff[u->param])),
-                       4, value_ptr(cg, &f, u->value), 4,
-                       cg_i64(cg, 4 * shape_numel(p->shape)));
+                       al, value_ptr(cg, &f, u->value), al,
+                       cg_i64(cg, cg->elt_size * shape_numel(p->shape)));
     }
     prof_add(cg, nv + PROF_OPT, t0);
     if (k == 0)
@@ -1036,6 +1077,17 @@ static LLVMValueRef build_infer(Cg *cg, const Plan *plan, const bool *out_set,
   // Draws in the inference graph (sampling a generative model) use step 0's
   // key of the model's default seed.
   f.key = LLVMConstInt(cg->t_i64, nnrt_infer_key(m->train.seed), 0);
+  if (cg->elt_size == 8) { // the float x and y as elements, in the workspace
+    LLVMValueRef y = f.y;
+    f.x = cg_gep(cg, f.ws, cg_mul(cg, f.max_batch, cg_i64(cg, plan->x_off[0])));
+    f.y = cg_gep(cg, f.ws, cg_mul(cg, f.max_batch, cg_i64(cg, plan->y_off[0])));
+    widen(cg, f.x, LLVMGetParam(fn, 3),
+          cg_mul(cg, f.rows, cg_i64(cg, numel_of(m->input))));
+    LLVMValueRef ny = LLVMBuildSelect(
+        cg->b, LLVMBuildIsNull(cg->b, y, ""), cg_i64(cg, 0),
+        cg_mul(cg, f.rows, cg_i64(cg, numel_of(m->label))), "");
+    widen(cg, f.y, y, ny);
+  }
   frame_pointers(cg, &f, live);
   call_kernels(cg, &f, out_set, false);
   LLVMBuildCondBr(cg->b, LLVMBuildIsNotNull(cg->b, out, ""), copy, after_copy);
@@ -1045,7 +1097,16 @@ static LLVMValueRef build_infer(Cg *cg, const Plan *plan, const bool *out_set,
   const IrValue *o = ev.output;
   int64_t bytes = shape_numel(o->shape) * 4;
   LLVMValueRef src = value_ptr(cg, &f, o);
-  if (o->batched) {
+  if (cg->elt_size == 8) { // predictions are floats
+    Loop l;
+    LLVMValueRef r = loop_begin(cg, &l, f.rows, "r");
+    LLVMValueRef n = cg_i64(cg, bytes / 4);
+    narrow(cg,
+           LLVMBuildInBoundsGEP2(cg->b, cg->t_f32, out,
+                                 (LLVMValueRef[]){cg_mul(cg, r, n)}, 1, ""),
+           o->batched ? cg_gep(cg, src, cg_mul(cg, r, n)) : src, n);
+    loop_end(cg, &l);
+  } else if (o->batched) {
     LLVMBuildMemCpy(cg->b, out, 4, src, 4,
                     cg_mul(cg, f.rows, cg_i64(cg, bytes)));
   } else { // one prediction for every row
@@ -1060,7 +1121,7 @@ static LLVMValueRef build_infer(Cg *cg, const Plan *plan, const bool *out_set,
   LLVMPositionBuilderAtEnd(cg->b, after_copy);
   bool has_loss = ev.objective || ev.correct || m->step_blocks;
   LLVMBuildCondBr(cg->b,
-                  has_loss ? LLVMBuildIsNotNull(cg->b, f.y, "")
+                  has_loss ? LLVMBuildIsNotNull(cg->b, LLVMGetParam(fn, 4), "")
                            : LLVMConstInt(cg->t_i1, 0, 0),
                   with_y, done);
 
@@ -1130,8 +1191,12 @@ static LLVMValueRef build_sample(Cg *cg, const Plan *plan, const bool *set,
   call_kernels(cg, &f, set, false);
   cg->group = group;
   int64_t bytes = shape_numel(m->sample->shape) * 4;
-  LLVMBuildMemCpy(cg->b, out, 4, value_ptr(cg, &f, m->sample), 4,
-                  cg_mul(cg, f.rows, cg_i64(cg, bytes)));
+  if (cg->elt_size == 8) // samples are floats
+    narrow(cg, out, value_ptr(cg, &f, m->sample),
+           cg_mul(cg, f.rows, cg_i64(cg, bytes / 4)));
+  else
+    LLVMBuildMemCpy(cg->b, out, 4, value_ptr(cg, &f, m->sample), 4,
+                    cg_mul(cg, f.rows, cg_i64(cg, bytes)));
   LLVMBuildRetVoid(cg->b);
   return fn;
 }
@@ -1294,10 +1359,10 @@ static void build_model(Cg *cg, const Plan *train, const Plan *infer,
   // NnrtDataSpec and NnrtModel.
   LLVMTypeRef df[11] = {I, P, P, D, I, P, I, I, I, P, P};
   LLVMTypeRef t_data = struct_type(cg, df, 11);
-  enum { NMF = 39 };
+  enum { NMF = 40 };
   LLVMTypeRef mf[NMF] = {P, P, I, A, I, I, I, P, I, I, P, t_data,
                          t_data, I, I, I, D, I, I, I, I, I, P, P, I, I, I, D,
-                         I, P, P, I, P, P, I, A, I, I, I};
+                         I, P, P, I, P, P, I, A, I, I, I, I};
   LLVMTypeRef t_model = struct_type(cg, mf, NMF);
   assert(LLVMABISizeOfType(td, t_model) == sizeof(NnrtModel));
   assert(LLVMABISizeOfType(td, t_param) == sizeof(NnrtParamInfo));
@@ -1346,6 +1411,7 @@ static void build_model(Cg *cg, const Plan *train, const Plan *infer,
       ci(cg, m->sample ? shape_numel(ss) : 0),
       ci(cg, sample ? sample->per_row : 0),
       ci(cg, sample ? sample->fixed : 0),
+      ci(cg, cg->elt_size),
   };
   const char *sym = cg->opt->model_symbol ? cg->opt->model_symbol : "nnc_model";
   LLVMValueRef g = LLVMAddGlobal(cg->mod, t_model, sym);
@@ -1614,7 +1680,8 @@ static void build_module(Cg *cg, LLVMTargetDataRef td) {
   cg->plan = (CodegenPlan){train.per_row, train.fixed};
   int *fused = cg->opt_fused;
   cg->opt_fused = NULL; // nnc_infer computes no gradients
-  plan_storage(cg, &infer, infer_live, root, infer_pos, 2 * n + 2, false,
+  plan_storage(cg, &infer, infer_live, root, infer_pos, 2 * n + 2,
+               cg->elt_size == 8,
                false);
   cg->opt_fused = fused;
   // nnc_sample: the sample expression's kernels, planned on their own.
@@ -1766,7 +1833,8 @@ static int run(IrModule *m, Ctx *ctx, const CodegenOptions *o,
   static const IrStep no_step; // a model without a train block
   Cg cg = {.m = m, .step = m->nsteps ? &m->steps[0] : &no_step,
            .ctx = ctx, .arena = ctx->arena, .tm = tm, .opt = o,
-           .cpu_mask = tgt.mask, .cpu_name = tgt.name};
+           .cpu_mask = tgt.mask, .cpu_name = tgt.name,
+           .elt_size = m->dtype == DT_F64 ? 8 : 4};
   cg_target_tiles(&cg, tgt.mask);
   cg.lc = LLVMContextCreate();
   cg.mod = LLVMModuleCreateWithNameInContext(m->name ? m->name : "nnc", cg.lc);
@@ -1783,6 +1851,7 @@ static int run(IrModule *m, Ctx *ctx, const CodegenOptions *o,
   cg.t_i64 = LLVMInt64TypeInContext(cg.lc);
   cg.t_f32 = LLVMFloatTypeInContext(cg.lc);
   cg.t_f64 = LLVMDoubleTypeInContext(cg.lc);
+  cg.t_elt = cg.elt_size == 8 ? cg.t_f64 : cg.t_f32;
   cg.t_ptr = LLVMPointerTypeInContext(cg.lc, 0);
 
   build_module(&cg, td);

@@ -107,7 +107,7 @@ static LLVMValueRef lanes_below(Cg *cg, LLVMValueRef n) {
 // &p[i] without `inbounds`: masked accesses may start before or past the
 // buffer (their masked-off lanes are never touched).
 static LLVMValueRef gep(Cg *cg, LLVMValueRef p, LLVMValueRef i) {
-  return LLVMBuildGEP2(cg->b, cg->t_f32, p, &i, 1, "");
+  return LLVMBuildGEP2(cg->b, cg->t_elt, p, &i, 1, "");
 }
 
 static LLVMValueRef intrinsic(Cg *cg, const char *name, LLVMTypeRef *ov,
@@ -121,13 +121,13 @@ static LLVMValueRef intrinsic(Cg *cg, const char *name, LLVMTypeRef *ov,
 
 // Pointers p + idx[i] for an i32 index vector.
 static LLVMValueRef vptrs(Cg *cg, LLVMValueRef p, LLVMValueRef idx) {
-  return LLVMBuildGEP2(cg->b, cg->t_f32, p, &idx, 1, "");
+  return LLVMBuildGEP2(cg->b, cg->t_elt, p, &idx, 1, "");
 }
 
 static LLVMValueRef gather(Cg *cg, LLVMValueRef p, LLVMValueRef idx,
                            LLVMValueRef mask) {
   LLVMTypeRef ov[2] = {cg_vty(cg), LLVMVectorType(cg->t_ptr, VL)};
-  LLVMValueRef args[4] = {vptrs(cg, p, idx), i32c(cg, 4), mask,
+  LLVMValueRef args[4] = {vptrs(cg, p, idx), i32c(cg, cg->elt_size), mask,
                           LLVMConstNull(cg_vty(cg))};
   return intrinsic(cg, "llvm.masked.gather", ov, 2, args, 4);
 }
@@ -135,7 +135,7 @@ static LLVMValueRef gather(Cg *cg, LLVMValueRef p, LLVMValueRef idx,
 static void scatter(Cg *cg, LLVMValueRef v, LLVMValueRef p, LLVMValueRef idx,
                     LLVMValueRef mask) {
   LLVMTypeRef ov[2] = {cg_vty(cg), LLVMVectorType(cg->t_ptr, VL)};
-  LLVMValueRef args[4] = {v, vptrs(cg, p, idx), i32c(cg, 4), mask};
+  LLVMValueRef args[4] = {v, vptrs(cg, p, idx), i32c(cg, cg->elt_size), mask};
   intrinsic(cg, "llvm.masked.scatter", ov, 2, args, 4);
 }
 
@@ -216,7 +216,8 @@ static LLVMValueRef to_i32(Cg *cg, LLVMValueRef x) {
 
 static void memzero(Cg *cg, LLVMValueRef p, LLVMValueRef nfloats) {
   LLVMBuildMemSet(cg->b, p, LLVMConstInt(cg->t_i8, 0, 0),
-                  cg_mul(cg, nfloats, i64c(cg, 4)), 4);
+                  cg_mul(cg, nfloats, i64c(cg, cg->elt_size)),
+                  (unsigned)cg->elt_size);
 }
 
 // A loop over [lo, hi) (runtime bounds); returns the index.
@@ -1428,7 +1429,7 @@ static LLVMValueRef epi_value(const Epi *e, const IrValue *v, LLVMValueRef o,
     if (v->op == OP_CONST)
       return cg_splat(cg, cg_f32(cg, v->attr.num));
     if (v->op == OP_BATCH_SIZE)
-      return cg_splat(cg, LLVMBuildSIToFP(cg->b, e->k->rows, cg->t_f32, ""));
+      return cg_splat(cg, LLVMBuildSIToFP(cg->b, e->k->rows, cg->t_elt, ""));
     assert(prims[v->op].kind == PK_EW);
     LLVMValueRef x[MAX_ARGS];
     for (int i = 0; i < v->narg; i++)
@@ -1487,14 +1488,14 @@ void emit_CONV_W(Kern *k, const IrValue *v) {
   Loop le, lt;
   if (c.ov) { // dw[g og + ol][r] = sum over tasks of S_t[g ck + r][ol]
     LLVMValueRef e = loop_begin(cg, &le, i64c(cg, nw), "e");
-    LLVMValueRef slot = cg_alloca(cg, cg->t_f32, "sum");
+    LLVMValueRef slot = cg_alloca(cg, cg->t_elt, "sum");
     LLVMBuildStore(cg->b, cg_load(cg, k->scratch, e), slot);
     LLVMValueRef t = loop_begin(cg, &lt, sub(cg, nt, i64c(cg, 1)), "t");
     LLVMValueRef toff =
         cg_add(cg, cg_mul(cg, cg_add(cg, t, i64c(cg, 1)), i64c(cg, per)), e);
     LLVMBuildStore(cg->b,
                    LLVMBuildFAdd(cg->b,
-                                 LLVMBuildLoad2(cg->b, cg->t_f32, slot, ""),
+                                 LLVMBuildLoad2(cg->b, cg->t_elt, slot, ""),
                                  cg_load(cg, k->scratch, toff), ""),
                    slot);
     loop_end(cg, &lt);
@@ -1503,7 +1504,7 @@ void emit_CONV_W(Kern *k, const IrValue *v) {
     LLVMValueRef ol = LLVMBuildURem(cg->b, e, i64c(cg, c.og), "");
     LLVMValueRef gi = LLVMBuildUDiv(cg->b, gr, i64c(cg, c.ck), "");
     LLVMValueRef r = LLVMBuildURem(cg->b, gr, i64c(cg, c.ck), "");
-    cg_store(cg, LLVMBuildLoad2(cg->b, cg->t_f32, slot, ""), k->out,
+    cg_store(cg, LLVMBuildLoad2(cg->b, cg->t_elt, slot, ""), k->out,
              cg_add(cg,
                     cg_mul(cg, cg_add(cg, cg_mul(cg, gi, i64c(cg, c.og)), ol),
                            i64c(cg, c.ck)),
@@ -1885,11 +1886,12 @@ static void slab_copy(Kern *k, const IrValue *big, LLVMValueRef bigp,
       cg_add(cg, small->batched ? cg_mul(cg, r, i64c(cg, sn)) : i64c(cg, 0),
              cg_mul(cg, o, i64c(cg, chunk)));
   LLVMValueRef bp = cg_gep(cg, bigp, bo), sp = cg_gep(cg, smallp, so);
-  LLVMValueRef bytes = i64c(cg, chunk * 4);
+  LLVMValueRef bytes = i64c(cg, chunk * cg->elt_size);
+  unsigned al = (unsigned)cg->elt_size;
   if (to_big)
-    LLVMBuildMemCpy(cg->b, bp, 4, sp, 4, bytes);
+    LLVMBuildMemCpy(cg->b, bp, al, sp, al, bytes);
   else
-    LLVMBuildMemCpy(cg->b, sp, 4, bp, 4, bytes);
+    LLVMBuildMemCpy(cg->b, sp, al, bp, al, bytes);
   loop_end(cg, &lo);
   loop_end(cg, &lr);
 }

@@ -80,6 +80,12 @@ typedef struct Cg {
   const CodegenOptions *opt; // the options of this code generation
   int64_t cpu_mask;          // NNRT_CPU_FEATURES the target has
   const char *cpu_name;      // its --cpu name
+  // The model's element type (float, or double in f64 models) and its size
+  // in bytes, the alignment of every element access. Vectors keep 16 lanes
+  // in both (an f64 vector is two zmm registers): the tiled kernels'
+  // lane logic is shared, and codegen_target.c halves the tiles for f64.
+  LLVMTypeRef t_elt;
+  int elt_size;
 } Cg;
 
 // The CPU chosen with --cpu (codegen_target.c).

@@ -33,22 +33,22 @@ LLVMValueRef cg_i64(Cg *cg, int64_t v) {
 }
 
 LLVMValueRef cg_f32(Cg *cg, double v) {
-  return LLVMConstReal(cg->t_f32, v);
+  return LLVMConstReal(cg->t_elt, v);
 }
 
 LLVMValueRef cg_gep(Cg *cg, LLVMValueRef p, LLVMValueRef i) {
-  return LLVMBuildInBoundsGEP2(cg->b, cg->t_f32, p, &i, 1, "");
+  return LLVMBuildInBoundsGEP2(cg->b, cg->t_elt, p, &i, 1, "");
 }
 
 LLVMValueRef cg_load(Cg *cg, LLVMValueRef p, LLVMValueRef i) {
-  LLVMValueRef l = LLVMBuildLoad2(cg->b, cg->t_f32, cg_gep(cg, p, i), "");
-  LLVMSetAlignment(l, 4);
+  LLVMValueRef l = LLVMBuildLoad2(cg->b, cg->t_elt, cg_gep(cg, p, i), "");
+  LLVMSetAlignment(l, (unsigned)cg->elt_size);
   return l;
 }
 
 void cg_store(Cg *cg, LLVMValueRef v, LLVMValueRef p, LLVMValueRef i) {
   LLVMValueRef s = LLVMBuildStore(cg->b, v, cg_gep(cg, p, i));
-  LLVMSetAlignment(s, 4);
+  LLVMSetAlignment(s, (unsigned)cg->elt_size);
 }
 
 static bool is_const_int(LLVMValueRef v, int64_t c) {
@@ -177,7 +177,7 @@ static void nest_end(Cg *cg, Nest *ns) {
 
 // ---- vectors of 16 floats ------------------------------------------------------
 LLVMTypeRef cg_vty(Cg *cg) {
-  return LLVMVectorType(cg->t_f32, 16);
+  return LLVMVectorType(cg->t_elt, 16);
 }
 
 LLVMValueRef cg_splat(Cg *cg, LLVMValueRef x) {
@@ -210,13 +210,13 @@ static LLVMValueRef masked_op(Cg *cg, const char *name, LLVMTypeRef vt,
 
 LLVMValueRef cg_vload_n(Cg *cg, LLVMValueRef p, LLVMValueRef mask,
                         unsigned lanes) {
-  LLVMTypeRef vt = LLVMVectorType(cg->t_f32, lanes);
+  LLVMTypeRef vt = LLVMVectorType(cg->t_elt, lanes);
   if (!mask) {
     LLVMValueRef l = LLVMBuildLoad2(cg->b, vt, p, "");
-    LLVMSetAlignment(l, 4);
+    LLVMSetAlignment(l, (unsigned)cg->elt_size);
     return l;
   }
-  LLVMValueRef args[4] = {p, LLVMConstInt(cg->t_i32, 4, 0), mask,
+  LLVMValueRef args[4] = {p, LLVMConstInt(cg->t_i32, (unsigned)cg->elt_size, 0), mask,
                           LLVMConstNull(vt)};
   return masked_op(cg, "llvm.masked.load", vt, args);
 }
@@ -224,10 +224,10 @@ LLVMValueRef cg_vload_n(Cg *cg, LLVMValueRef p, LLVMValueRef mask,
 void cg_vstore_n(Cg *cg, LLVMValueRef v, LLVMValueRef p, LLVMValueRef mask) {
   if (!mask) {
     LLVMValueRef s = LLVMBuildStore(cg->b, v, p);
-    LLVMSetAlignment(s, 4);
+    LLVMSetAlignment(s, (unsigned)cg->elt_size);
     return;
   }
-  LLVMValueRef args[4] = {v, p, LLVMConstInt(cg->t_i32, 4, 0), mask};
+  LLVMValueRef args[4] = {v, p, LLVMConstInt(cg->t_i32, (unsigned)cg->elt_size, 0), mask};
   masked_op(cg, "llvm.masked.store", LLVMTypeOf(v), args);
 }
 
@@ -294,7 +294,7 @@ LLVMValueRef tile_loop_begin(Cg *cg, TileLoop *l, LLVMValueRef T, int n,
   LLVMPositionBuilderAtEnd(b, l->body);
   l->t = LLVMBuildPhi(b, cg->t_i64, "t");
   for (int i = 0; i < n; i++) {
-    l->init[i] = zero ? LLVMConstNull(LLVMVectorType(cg->t_f32, 16)) : acc[i];
+    l->init[i] = zero ? LLVMConstNull(LLVMVectorType(cg->t_elt, 16)) : acc[i];
     acc[i] = l->phi[i] = LLVMBuildPhi(b, LLVMTypeOf(l->init[i]), "");
   }
   return l->t;
@@ -526,6 +526,8 @@ static LLVMValueRef fma3(Cg *cg, LLVMValueRef a, LLVMValueRef b,
 // inf anyway) and NaN passes through.
 static LLVMValueRef emit_exp(Cg *cg, LLVMValueRef x) {
   LLVMBuilderRef b = cg->b;
+  if (cg->elt_size == 8) // f64: the exact libm exp the interpreter uses
+    return call1(cg, "llvm.exp", x);
   LLVMValueRef xc = LLVMBuildSelect(b, fcmp(cg, LLVMRealOGT, x, fk(cg, x, 89)),
                                     fk(cg, x, 89), x, "");
   xc = LLVMBuildSelect(b, fcmp(cg, LLVMRealOLT, xc, fk(cg, x, -104)),
@@ -672,7 +674,7 @@ static LLVMValueRef compute(Kern *k, const IrValue *v, const Idx *ix) {
   if (v->op == OP_CONST)
     return cg_f32(cg, v->attr.num);
   if (v->op == OP_BATCH_SIZE)
-    return LLVMBuildSIToFP(cg->b, k->rows, cg->t_f32, "");
+    return LLVMBuildSIToFP(cg->b, k->rows, cg->t_elt, "");
   assert(prims[v->op].kind == PK_EW);
   LLVMValueRef x[MAX_ARGS];
   for (int i = 0; i < v->narg; i++)
@@ -793,7 +795,12 @@ static void kernel_draw(Kern *k, const IrValue *v) {
         LLVMBuildFMul(b, u2, LLVMConstReal(cg->t_f64, 6.283185307179586), "");
     x = LLVMBuildFMul(b, r, cg_intrinsic(cg, "llvm.cos", &a, 1), "");
   }
-  cg_store(cg, LLVMBuildFPTrunc(b, x, cg->t_f32, ""), k->out, c);
+  // Rounded to float in f64 models too: the interpreter's draws are the
+  // f32 model's, whatever the element type.
+  x = LLVMBuildFPTrunc(b, x, cg->t_f32, "");
+  if (cg->elt_size == 8)
+    x = LLVMBuildFPExt(b, x, cg->t_elt, "");
+  cg_store(cg, x, k->out, c);
   loop_end(cg, &l);
 }
 #define emit_RAND_UNIFORM kernel_draw
@@ -808,14 +815,14 @@ static void kernel_sum(Kern *k, const IrValue *v, bool mean) {
   Nest rows = {0}, els = {0};
   Idx ix = {.sp = sp, .mode = max_mode(IX_ROWS, tree_mode(cg, x, sp))};
   rows_begin(k, &rows, sp, &ix);
-  LLVMValueRef acc = cg_alloca(cg, cg->t_f32, "acc");
+  LLVMValueRef acc = cg_alloca(cg, cg->t_elt, "acc");
   LLVMBuildStore(cg->b, cg_f32(cg, 0), acc);
   elems_begin(k, &els, sp.shape, ix.mode == IX_AXES, &ix);
-  LLVMValueRef a = LLVMBuildLoad2(cg->b, cg->t_f32, acc, "");
+  LLVMValueRef a = LLVMBuildLoad2(cg->b, cg->t_elt, acc, "");
   LLVMBuildStore(
       cg->b, fmf(LLVMBuildFAdd(cg->b, a, elem(k, x, &ix), ""), FM_REDUCE), acc);
   nest_end(cg, &els);
-  LLVMValueRef s = LLVMBuildLoad2(cg->b, cg->t_f32, acc, "");
+  LLVMValueRef s = LLVMBuildLoad2(cg->b, cg->t_elt, acc, "");
   if (mean)
     s = LLVMBuildFMul(cg->b, s, cg_f32(cg, 1.0 / (double)shape_numel(x->shape)),
                       "");
@@ -831,14 +838,15 @@ static void kernel_sum_to(Kern *k, const IrValue *v, bool batch_mean) {
   const IrValue *x = v->arg[0];
   Space sp = {x->shape, x->batched};
   int64_t tn = shape_numel(v->shape);
-  LLVMValueRef len = cg_i64(cg, tn * 4);
+  LLVMValueRef len = cg_i64(cg, tn * cg->elt_size);
   if (k->row && v->batched) // this row of the target
     LLVMBuildMemSet(cg->b,
                     cg_gep(cg, k->out, cg_mul(cg, k->row, cg_i64(cg, tn))),
-                    LLVMConstInt(cg->t_i8, 0, 0), len, 4);
+                    LLVMConstInt(cg->t_i8, 0, 0), len, (unsigned)cg->elt_size);
   else if (!k->row) // (a row group zeroes its sums before the loop)
     LLVMBuildMemSet(cg->b, k->out, LLVMConstInt(cg->t_i8, 0, 0),
-                    v->batched ? cg_mul(cg, k->rows, len) : len, 4);
+                    v->batched ? cg_mul(cg, k->rows, len) : len,
+                    (unsigned)cg->elt_size);
   IxMode mode =
       max_mode(tree_mode(cg, x, sp), ix_need(v->shape, v->batched, sp));
   Nest ns = {0};
@@ -852,7 +860,7 @@ static void kernel_sum_to(Kern *k, const IrValue *v, bool batch_mean) {
   if (batch_mean && !k->row) { // (a row group scales after the loop)
     LLVMValueRef inv =
         LLVMBuildFDiv(cg->b, cg_f32(cg, 1),
-                      LLVMBuildSIToFP(cg->b, k->rows, cg->t_f32, ""), "");
+                      LLVMBuildSIToFP(cg->b, k->rows, cg->t_elt, ""), "");
     Loop l;
     LLVMValueRef j = loop_begin(cg, &l, cg_i64(cg, tn), "j");
     cg_store(cg, LLVMBuildFMul(cg->b, cg_load(cg, k->out, j), inv, ""), k->out,
@@ -883,25 +891,25 @@ static void kernel_softmax(Kern *k, const IrValue *v, bool log) {
   if (k->row)
     r = cg_add(cg, cg_mul(cg, k->row, cg_i64(cg, lead)), r);
   LLVMValueRef base = cg_mul(cg, r, cg_i64(cg, n));
-  LLVMValueRef mx = cg_alloca(cg, cg->t_f32, "max");
+  LLVMValueRef mx = cg_alloca(cg, cg->t_elt, "max");
   LLVMBuildStore(cg->b, cg_f32(cg, -INFINITY), mx);
   LLVMValueRef j = loop_begin(cg, &lj, cg_i64(cg, n), "j");
-  LLVMValueRef xm[2] = {LLVMBuildLoad2(cg->b, cg->t_f32, mx, ""),
+  LLVMValueRef xm[2] = {LLVMBuildLoad2(cg->b, cg->t_elt, mx, ""),
                         cg_load(cg, xp, cg_add(cg, base, j))};
   LLVMBuildStore(cg->b, cg_intrinsic(cg, "llvm.maxnum", xm, 2), mx);
   loop_end(cg, &lj);
-  LLVMValueRef m = LLVMBuildLoad2(cg->b, cg->t_f32, mx, "");
-  LLVMValueRef sum = cg_alloca(cg, cg->t_f32, "sum");
+  LLVMValueRef m = LLVMBuildLoad2(cg->b, cg->t_elt, mx, "");
+  LLVMValueRef sum = cg_alloca(cg, cg->t_elt, "sum");
   LLVMBuildStore(cg->b, cg_f32(cg, 0), sum);
   j = loop_begin(cg, &lj, cg_i64(cg, n), "j");
   LLVMValueRef e = emit_exp(
       cg, LLVMBuildFSub(cg->b, cg_load(cg, xp, cg_add(cg, base, j)), m, ""));
-  LLVMValueRef s = LLVMBuildLoad2(cg->b, cg->t_f32, sum, "");
+  LLVMValueRef s = LLVMBuildLoad2(cg->b, cg->t_elt, sum, "");
   LLVMBuildStore(cg->b, fmf(LLVMBuildFAdd(cg->b, s, e, ""), FM_REDUCE), sum);
   if (!log)
     cg_store(cg, e, k->out, cg_add(cg, base, j));
   loop_end(cg, &lj);
-  s = LLVMBuildLoad2(cg->b, cg->t_f32, sum, "");
+  s = LLVMBuildLoad2(cg->b, cg->t_elt, sum, "");
   if (log) {
     // x - max - log(sum)
     LLVMValueRef c = LLVMBuildFAdd(cg->b, m, call1(cg, "llvm.log", s), "");
@@ -922,14 +930,14 @@ static void kernel_softmax(Kern *k, const IrValue *v, bool log) {
 // The index of the first maximum of p[base .. base+n).
 static LLVMValueRef argmax(Cg *cg, LLVMValueRef p, LLVMValueRef base,
                            int64_t n) {
-  LLVMValueRef bv = cg_alloca(cg, cg->t_f32, "best");
+  LLVMValueRef bv = cg_alloca(cg, cg->t_elt, "best");
   LLVMValueRef bi = cg_alloca(cg, cg->t_i64, "besti");
   LLVMBuildStore(cg->b, cg_load(cg, p, base), bv);
   LLVMBuildStore(cg->b, cg_i64(cg, 0), bi);
   Loop l;
   LLVMValueRef j = loop_begin(cg, &l, cg_i64(cg, n), "j");
   LLVMValueRef x = cg_load(cg, p, cg_add(cg, base, j));
-  LLVMValueRef cur = LLVMBuildLoad2(cg->b, cg->t_f32, bv, "");
+  LLVMValueRef cur = LLVMBuildLoad2(cg->b, cg->t_elt, bv, "");
   LLVMValueRef gt = fcmp(cg, LLVMRealOGT, x, cur); // strict: first max wins
   LLVMBuildStore(cg->b, LLVMBuildSelect(cg->b, gt, x, cur, ""), bv);
   LLVMBuildStore(cg->b,
@@ -1121,7 +1129,8 @@ static void emit_group(Kern *kern, const PtrVec *g) {
     row_groupable(cg, v, &sink);
     if (sink)
       LLVMBuildMemSet(cg->b, kern->outp[i], LLVMConstInt(cg->t_i8, 0, 0),
-                      cg_i64(cg, 4 * shape_numel(v->shape)), 4);
+                      cg_i64(cg, cg->elt_size * shape_numel(v->shape)),
+                      (unsigned)cg->elt_size);
   }
   Loop l;
   kern->row = loop_begin(cg, &l, kern->rows, "row");
@@ -1138,7 +1147,7 @@ static void emit_group(Kern *kern, const PtrVec *g) {
       continue;
     LLVMValueRef inv =
         LLVMBuildFDiv(cg->b, cg_f32(cg, 1),
-                      LLVMBuildSIToFP(cg->b, kern->rows, cg->t_f32, ""), "");
+                      LLVMBuildSIToFP(cg->b, kern->rows, cg->t_elt, ""), "");
     Loop lj;
     LLVMValueRef j =
         loop_begin(cg, &lj, cg_i64(cg, shape_numel(v->shape)), "j");
@@ -1174,7 +1183,7 @@ const Kernel *kernel_get(Cg *cg, const IrValue *v) {
   if (k->key)
     pt[k->nout + k->nin + k->scratch] = cg->t_i64;
   if (nopt)
-    pt[np - 3] = pt[np - 2] = cg->t_f32;
+    pt[np - 3] = pt[np - 2] = cg->t_elt;
   pt[np - 1] = cg->t_i64;
   k->ty = LLVMFunctionType(cg->t_void, pt, (unsigned)np, 0);
   k->fn =
@@ -1424,7 +1433,7 @@ LLVMValueRef kernel_optimizer(Cg *cg) {
     return cg->opt_fn;
   const IrOptimizer *o = &cg->step->opt;
   LLVMTypeRef pt[7] = {cg->t_ptr, cg->t_ptr, cg->t_ptr, cg->t_i64,
-                       cg->t_i64, cg->t_f32, cg->t_f32};
+                       cg->t_i64, cg->t_elt, cg->t_elt};
   LLVMTypeRef ty = LLVMFunctionType(cg->t_void, pt, 7, 0);
   LLVMValueRef fn = cg_function(cg, "nnc.opt", ty, true);
   // After simplification a gradient may be a parameter's own buffer

@@ -211,7 +211,7 @@ static LLVMValueRef epi(Gemm *g, const IrValue *v, LLVMValueRef row,
     if (v->op == OP_CONST)
       return cg_splat(cg, cg_f32(cg, v->attr.num));
     if (v->op == OP_BATCH_SIZE)
-      return cg_splat(cg, LLVMBuildSIToFP(cg->b, g->k->rows, cg->t_f32, ""));
+      return cg_splat(cg, LLVMBuildSIToFP(cg->b, g->k->rows, cg->t_elt, ""));
     assert(prims[v->op].kind == PK_EW);
     LLVMValueRef x[MAX_ARGS];
     for (int i = 0; i < v->narg; i++)

@@ -197,6 +197,10 @@ void cg_target_tiles(Cg *cg, int64_t mask) {
     cg->dot_mi = 2, cg->dot_nj = 1;
   }
   cg->fma = mask >> bit_fma & 1 ? "llvm.fma" : "llvm.fmuladd";
+  if (cg->elt_size == 8) { // f64: a vector of 16 doubles takes two registers
+    cg->accs = cg->accs > 1 ? cg->accs / 2 : 1;
+    cg->dot_mi = cg->dot_mi > 1 ? cg->dot_mi / 2 : 1;
+  }
 }
 
 void codegen_llvm_version(unsigned *major, unsigned *minor, unsigned *patch) {

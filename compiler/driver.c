@@ -357,16 +357,17 @@ static void print_summary(FILE *out, SemaResult *r, const CodegenPlan *plan) {
             28 - 2 * li->depth, li->name, shape_str(a, li->shape, false) + 3,
             (long long)li->nparams);
   }
+  double es = m->dtype == DT_F64 ? 8 : 4;  // bytes per element
   int64_t total = 0, buffers = 0;
   for (int i = 0; i < m->params.n; i++) {
     const IrParam *p = m->params.item[i];
     *(p->buffer ? &buffers : &total) += shape_numel(p->shape);
   }
   fprintf(out, "total parameters: %lld (%s)\n", (long long)total,
-          human(a, 4.0 * (double)total, "B"));
+          human(a, es * (double)total, "B"));
   if (buffers)
     fprintf(out, "buffers (running statistics): %lld (%s)\n",
-            (long long)buffers, human(a, 4.0 * (double)buffers, "B"));
+            (long long)buffers, human(a, es * (double)buffers, "B"));
   fprintf(out, "forward FLOPs per example: %s\n",
           human(a, (double)forward_flops(m), "FLOP"));
   if (plan) {  // what the training binary allocates at the default batch
@@ -376,9 +377,9 @@ static void print_summary(FILE *out, SemaResult *r, const CodegenPlan *plan) {
     int64_t ws = plan->ws_per_row * batch + plan->ws_fixed;
     fprintf(out, "training memory at batch %lld: %s (parameters and %d "
             "optimizer state%s %s, workspace %s; the data set comes on top)\n",
-            (long long)batch, human(a, 4.0 * (double)(params + ws), "B"),
+            (long long)batch, human(a, es * (double)(params + ws), "B"),
             nstate, nstate == 1 ? "" : "s",
-            human(a, 4.0 * (double)params, "B"), human(a, 4.0 * (double)ws, "B"));
+            human(a, es * (double)params, "B"), human(a, es * (double)ws, "B"));
   }
 }
 
@@ -396,7 +397,8 @@ static int check_memory(const Options *o, Ctx *ctx, IrModule *m) {
   double state = params * (1 + (m->nsteps ? m->steps[0].opt.nstate : 0));
   double ws = (double)plan.ws_per_row * (double)m->train.batch +
               (double)plan.ws_fixed;
-  double need = 4.0 * (state + ws);
+  double es = m->dtype == DT_F64 ? 8 : 4;
+  double need = es * (state + ws);
   double limit = (double)o->max_memory;
   const char *what = "--max-memory";
   if (o->max_memory <= 0) {
@@ -411,7 +413,7 @@ static int check_memory(const Options *o, Ctx *ctx, IrModule *m) {
              "training '%s' needs %s of memory at batch %lld (parameters and "
              "optimizer state %s, workspace %s), more than %s (%s)",
              m->name, human(a, need, "B"), (long long)m->train.batch,
-             human(a, 4.0 * state, "B"), human(a, 4.0 * ws, "B"), what,
+             human(a, es * state, "B"), human(a, es * ws, "B"), what,
              human(a, limit, "B"));
   return 1;
 }
@@ -613,6 +615,11 @@ static int compile(Options *o, Ctx *ctx) {
   }
   if (o->stage == STAGE_BINARY && check_memory(o, ctx, m))
     return 1;
+  if (o->mpi && m->dtype == DT_F64) {  // (mpi.c sums and averages f32)
+    fprintf(stderr, "nnc: error: --mpi: f64 models are not supported yet (the "
+            "ranks exchange f32 gradients); build it without --mpi\n");
+    return 1;
+  }
   double t_mid = now();
   CodegenOptions cg = {.opt_level = o->opt_level,
                        .cpu = o->cpu,

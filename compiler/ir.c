@@ -20,6 +20,7 @@ const char *const init_names[INIT_COUNT] = {
 IrFn *ir_fn_new(Arena *a) {
   IrFn *fn = arena_alloc(a, sizeof *fn);
   fn->arena = a;
+  fn->dtype = DT_F32;
   return fn;
 }
 
@@ -42,6 +43,9 @@ IrValue *ir_prim(IrFn *fn, Op op, IrValue **arg, Attr attr, Loc loc) {
     v->arg[i] = arg[i];
   v->attr = attr;
   v->loc = loc;
+  v->dtype = v->narg ? arg[0]->dtype : fn->dtype;
+  for (int i = 1; i < v->narg; i++)
+    assert(arg[i]->dtype == v->dtype && "sema mixed element types");
   const char *why = ir_check(op, arg, &attr, &v->shape, &v->batched);
   assert(!why && "sema admitted an ill-shaped primitive");
   (void)why;
@@ -136,7 +140,7 @@ static void print_num(FILE *out, double x) {
 }
 
 static void print_type(FILE *out, const IrValue *v) {
-  fprintf(out, "f32[%s", v->batched ? "B" : "");
+  fprintf(out, "%s[%s", dtype_str(v->dtype), v->batched ? "B" : "");
   for (int i = 0; i < v->shape.rank; i++)
     fprintf(out, "%s%lld", (i || v->batched) ? ", " : "",
             (long long)v->shape.dim[i]);

@@ -10,6 +10,7 @@
 #ifndef NNC_IR_H
 #define NNC_IR_H
 
+#include "ast.h"  // DType
 #include "common.h"
 
 enum { MAX_RANK = 6, MAX_ARGS = 2 };
@@ -128,6 +129,8 @@ struct IrValue {
   const char *layer;      // set by sema: the innermost layer instance that
                           // made it ("dense_1", "block_1.dense_2"), or NULL
   Loc layer_call;         // where that instance was called
+  DType dtype;            // element type, DT_F32 or DT_F64: a leaf's is its
+                          // function's, any other value's its arguments'
 };
 
 typedef struct IrFn {
@@ -137,6 +140,8 @@ typedef struct IrFn {
                           // of a new one (sema's second, inference-mode
                           // lowering: what does not depend on the mode is
                           // built once)
+  DType dtype;            // element type of its leaves and constants
+                          // (DT_F32 unless sema says otherwise)
 } IrFn;
 
 IrFn *ir_fn_new(Arena *a);
@@ -333,6 +338,9 @@ typedef struct IrModule {
   bool step_blocks;       // the train block has `step`s: the steps'
                           // objectives and reports are what training
                           // reports (no loss, output or accuracy)
+  // The element type of every value, parameter, gradient and optimizer
+  // state: a model is f32 or f64 as a whole (its declared input type).
+  DType dtype;
 } IrModule;
 
 // The module's first step; a new one (over every trainable parameter, no

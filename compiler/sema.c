@@ -32,9 +32,16 @@ SVal sval_tensor(IrValue *t, Loc loc) {
   return (SVal){.kind = SV_TENSOR, .t = t, .loc = loc, .builtin = -1};
 }
 
+// A shape as the model's type, "f64[3, 4]" (shape_str says f32).
+static char *type_of(Sema *s, Shape sh, bool batched) {
+  char *t = shape_str(s->arena, sh, batched);
+  memcpy(t, dtype_str(s->dtype), 3);
+  return t;
+}
+
 const char *sval_describe(Sema *s, SVal v) {
   switch (v.kind) {
-  case SV_TENSOR: return shape_str(s->arena, v.t->shape, false);
+  case SV_TENSOR: return type_of(s, v.t->shape, false);
   case SV_NUM: return "a number";
   case SV_STR: return "a string";
   case SV_INIT: return "an initializer";
@@ -321,7 +328,7 @@ IrValue *sema_tensor_of(Sema *s, SVal v, Loc loc) {
 static void note_origin(Sema *s, SVal v) {
   if (v.kind == SV_TENSOR && v.t->loc.file)
     diag_note(s->diag, v.t->loc, "%s comes from here",
-              shape_str(s->arena, v.t->shape, false));
+              type_of(s, v.t->shape, false));
 }
 
 // Builds `op` over tensors after checking its shape rule; reports both
@@ -337,11 +344,11 @@ SVal sema_build(Sema *s, Op op, SVal *args, Attr attr, Loc loc,
   if (why) {
     if (prims[op].arity == 2)
       diag_error(s->diag, loc, "%s: %s (%s and %s)", opname, why,
-                 shape_str(s->arena, in[0]->shape, false),
-                 shape_str(s->arena, in[1]->shape, false));
+                 type_of(s, in[0]->shape, false),
+                 type_of(s, in[1]->shape, false));
     else
       diag_error(s->diag, loc, "%s: %s (%s)", opname, why,
-                 shape_str(s->arena, in[0]->shape, false));
+                 type_of(s, in[0]->shape, false));
     for (int i = 0; i < prims[op].arity; i++)
       note_origin(s, args[i]);
     return sval_poison();
@@ -463,11 +470,11 @@ static bool eval_dim(Sema *s, Frame *f, Ast *e, int64_t *out) {
                  "%s: dimension '%s' must be a positive integer, got %s%s%s%s",
                  f->call->name, dim_text(s, e), got,
                  input ? " (the input is " : "",
-                 input ? shape_str(s->arena, input->shape, false) : "",
+                 input ? type_of(s, input->shape, false) : "",
                  input ? ")" : "");
       if (input)
         diag_note(s->diag, input->loc, "%s comes from here",
-                  shape_str(s->arena, input->shape, false));
+                  type_of(s, input->shape, false));
     } else {
       diag_error(s->diag, e->loc,
                  "a dimension must be a positive integer, got %s", got);
@@ -478,13 +485,21 @@ static bool eval_dim(Sema *s, Frame *f, Ast *e, int64_t *out) {
   return true;
 }
 
-static bool check_dtype(Sema *s, Ast *type) {
-  if (type->dtype == DT_F64) {
-    diag_error(s->diag, type->loc,
-               "f64 tensors are parsed but not compiled yet; use f32");
-    return false;
-  }
-  return true;
+// A model is f32 or f64 as a whole: its input's type decides, and every
+// tensor type in the model's own declaration must say the same. A layer's
+// `f32` stands for the element type of the model that calls it (so the
+// stdlib's layers, written in f32, serve f64 models too); a layer that
+// says f64 needs an f64 model.
+static bool check_dtype(Sema *s, Frame *f, Ast *type) {
+  if (type->dtype == s->dtype || (type->dtype == DT_F32 && f && f->call))
+    return true;
+  diag_error(s->diag, type->loc,
+             "%s tensor in an %s model: a model's tensors all have one "
+             "element type",
+             dtype_str(type->dtype), dtype_str(s->dtype));
+  diag_note(s->diag, s->dtype_at, "the model's input makes it %s",
+            dtype_str(s->dtype));
+  return false;
 }
 
 // Tensors hold at most SHAPE_MAX_NUMEL elements (2^40, 4 TiB of floats), so
@@ -496,7 +511,7 @@ static bool check_size(Sema *s, Shape sh, Loc loc) {
   if (n <= SHAPE_MAX_NUMEL)
     return true;
   diag_error(s->diag, loc, "a tensor of %s (%.3g elements) is too large; the "
-             "most is 2^40 elements", shape_str(s->arena, sh, false), n);
+             "most is 2^40 elements", type_of(s, sh, false), n);
   return false;
 }
 
@@ -506,7 +521,7 @@ static bool eval_shape(Sema *s, Frame *f, Ast *type, Shape *out) {
     diag_error(s->diag, type->loc, "expected a tensor type such as f32[10]");
     return false;
   }
-  if (!check_dtype(s, type))
+  if (!check_dtype(s, f, type))
     return false;
   if (type->list.n > MAX_RANK) {
     diag_error(s->diag, type->loc, "tensors have at most %d axes", MAX_RANK);
@@ -545,7 +560,7 @@ static bool bind_formal(Sema *s, Frame *callee, Ast *decl, Ast *formal,
     frame_bind(s, callee, formal->name, arg);
     return true;
   }
-  if (!check_dtype(s, type)) {
+  if (!check_dtype(s, callee, type)) {
     frame_bind(s, callee, formal->name, sval_poison());
     return false;
   }
@@ -579,7 +594,7 @@ static bool bind_formal(Sema *s, Frame *callee, Ast *decl, Ast *formal,
                            ? "; did you mean to flatten?"
                            : "";
     diag_error(s->diag, arg.loc, "%s expects %s but got %s%s", decl->name,
-               want, shape_str(s->arena, got, false), hint);
+               want, type_of(s, got, false), hint);
     note_origin(s, arg);
     diag_note(s->diag, formal->loc, "'%s' is declared here", formal->name);
     frame_bind(s, callee, formal->name, sval_poison());
@@ -739,7 +754,7 @@ static void buffer_update(Sema *s, Frame *f, Ast *st) {
   if (v.kind != SV_TENSOR || v.t->batched || !shape_eq(v.t->shape, p->shape)) {
     diag_error(s->diag, st->a->loc,
                "update '%s': the buffer is %s but the new value is %s",
-               st->name, shape_str(s->arena, p->shape, false),
+               st->name, type_of(s, p->shape, false),
                sval_describe(s, v));
     return;
   }
@@ -883,9 +898,9 @@ static SVal check_result(Sema *s, Frame *f, Ast *decl, SVal r) {
     return sval_poison();
   if (r.kind != SV_TENSOR || !shape_eq(r.t->shape, want)) {
     diag_error(s->diag, r.loc, "%s returns %s but declares %s", decl->name,
-               r.kind == SV_TENSOR ? shape_str(s->arena, r.t->shape, false)
+               r.kind == SV_TENSOR ? type_of(s, r.t->shape, false)
                                    : sval_describe(s, r),
-               shape_str(s->arena, want, false));
+               type_of(s, want, false));
     diag_note(s->diag, decl->ret->loc, "declared here");
     return sval_poison();
   }
@@ -1422,6 +1437,8 @@ static IrValue *lower_model(Sema *s, Ast *model) {
   }
   Frame f = {.prefix = "", .shared = true, .nmodels = 1};
   f.models[0] = sema_model_use(s, model->name);
+  s->dtype = s->m->dtype = s->fn->dtype = x->a->dtype;
+  s->dtype_at = x->a->loc;
   Shape in;
   if (!eval_shape(s, &f, x->a, &in))
     return NULL;

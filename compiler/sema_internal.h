@@ -95,6 +95,8 @@ typedef struct Sema {
   PtrVec *step_params; // per step of a train block with `step`s: the
                        // IrParam* it updates (indices come after
                        // params_order); NULL outside such a block
+  DType dtype;         // the model's element type (its input's), DT_F32
+  Loc dtype_at;        // where the model's input type says it
 } Sema;
 
 // The parameter record of model `name` (created on first use).

@@ -408,6 +408,7 @@ void sema_optimizer(Sema *s, Ast *e, bool scheduled, double *lr,
   }
   IrFn *saved = s->fn;
   s->fn = o->fn = ir_fn_new(s->arena);
+  o->fn->dtype = s->dtype;  // the update runs in the parameters' type
   o->name = decl->name;
   o->nstate = states.n;
   o->state_name = arena_alloc(s->arena, sizeof(char *) * (size_t)(states.n + 1));

@@ -91,13 +91,13 @@ static void buf_json_string(Buf *b, const char *s) {
 
 // One tensor entry shaped like parameter p, named prefix + p->name.
 static void buf_tensor(Buf *b, const char *prefix, const NnrtParamInfo *p,
-                       int64_t *off) {
+                       size_t es, int64_t *off) {
   buf_add(b, ",\"%s", prefix);
   buf_json_chars(b, p->name);
-  buf_add(b, "\":{\"dtype\":\"F32\",\"shape\":[");
+  buf_add(b, "\":{\"dtype\":\"%s\",\"shape\":[", es == 8 ? "F64" : "F32");
   for (int64_t d = 0; d < p->rank; d++)
     buf_add(b, "%s%lld", d ? "," : "", (long long)p->dim[d]);
-  int64_t bytes = p->numel * (int64_t)sizeof(float);
+  int64_t bytes = p->numel * (int64_t)es;
   buf_add(b, "],\"data_offsets\":[%lld,%lld]}", (long long)*off,
           (long long)(*off + bytes));
   *off += bytes;
@@ -115,13 +115,13 @@ static void build_header(Buf *b, const NnrtModel *m, int with_state,
   buf_add(b, "}");
   int64_t off = 0;
   for (int64_t i = 0; i < m->nparams; i++)
-    buf_tensor(b, "", &m->params[i], &off);
+    buf_tensor(b, "", &m->params[i], nnrt_elt(m), &off);
   for (int64_t k = 0; with_state && k < m->nstate; k++) {
     char prefix[48];
     snprintf(prefix, sizeof prefix, "optimizer.%lld.", (long long)k);
     for (int64_t i = 0; i < m->nparams; i++)
       if (!m->params[i].buffer)  // buffers have no optimizer state
-        buf_tensor(b, prefix, &m->params[i], &off);
+        buf_tensor(b, prefix, &m->params[i], nnrt_elt(m), &off);
   }
   buf_add(b, "}");
   while (!b->oom && b->len % 8)
@@ -222,14 +222,13 @@ typedef struct SaveCtx {
 
 // Parameter p's floats at base (params or one optimizer state), in the
 // order of its declared shape.
-static int write_param(FILE *f, const NnrtParamInfo *p, const float *base) {
-  const float *src = base + p->offset;
+static int write_param(FILE *f, const NnrtParamInfo *p, const float *base,
+                       size_t es) {
+  const void *src = nnrt_elt_ptr(es, base, p->offset);
   if (!p->transposed)
-    return fwrite(src, sizeof(float), (size_t)p->numel, f) == (size_t)p->numel
-               ? 0
-               : -1;
+    return fwrite(src, es, (size_t)p->numel, f) == (size_t)p->numel ? 0 : -1;
   for (int64_t i = 0; i < p->numel; i++)
-    if (fwrite(src + nnrt_param_at(p, i), sizeof(float), 1, f) != 1)
+    if (fwrite(nnrt_elt_ptr(es, src, nnrt_param_at(p, i)), es, 1, f) != 1)
       return -1;
   return 0;
 }
@@ -244,12 +243,14 @@ static int write_all(FILE *f, void *ctx) {
       fwrite(c->h->p, 1, c->h->len, f) != c->h->len)
     return -1;
   for (int64_t i = 0; i < m->nparams; i++)
-    if (write_param(f, &m->params[i], c->params))
+    if (write_param(f, &m->params[i], c->params, nnrt_elt(m)))
       return -1;
   for (int64_t k = 0; c->state && k < m->nstate; k++)
     for (int64_t i = 0; i < m->nparams; i++)
       if (!m->params[i].buffer &&
-          write_param(f, &m->params[i], c->state + k * m->param_numel))
+          write_param(f, &m->params[i],
+                      nnrt_elt_ptr(nnrt_elt(m), c->state, k * m->param_numel),
+                      nnrt_elt(m)))
         return -1;
   return 0;
 }
@@ -662,13 +663,18 @@ static void shape_str(char *buf, size_t cap, int rank, const int64_t *dim) {
 
 // Checks the entry of a tensor shaped like p, called prefix + p->name.
 static int check(const char *path, const char *prefix, const NnrtParamInfo *p,
-                 const Entry *e, uint64_t data_size, NnrtErr *err) {
+                 const Entry *e, uint64_t data_size, size_t es, NnrtErr *err) {
   const char *name = p->name;
   if (!e->found)
     return nnrt_fail(err, "%s: missing tensor '%s%s'", path, prefix, name);
-  if (strcmp(e->dtype, "F32"))
+  const char *want_dt = es == 8 ? "F64" : "F32";
+  if (strcmp(e->dtype, want_dt))
     return nnrt_fail(err, "%s: tensor '%s%s' has dtype %s; the model expects "
-                     "F32", path, prefix, name, e->dtype);
+                     "%s%s", path, prefix, name, e->dtype, want_dt,
+                     !strcmp(e->dtype, "F32") || !strcmp(e->dtype, "F64")
+                         ? es == 8 ? " (a checkpoint of an f32 model?)"
+                                   : " (a checkpoint of an f64 model?)"
+                         : "");
   int same = e->rank == p->rank;
   for (int d = 0; same && d < e->rank; d++)
     same = e->dim[d] == p->dim[d];
@@ -684,30 +690,30 @@ static int check(const char *path, const char *prefix, const NnrtParamInfo *p,
                      "outside the %llu bytes of data", path, prefix, name,
                      (unsigned long long)e->begin, (unsigned long long)e->end,
                      (unsigned long long)data_size);
-  if (e->end - e->begin != (uint64_t)p->numel * sizeof(float))
+  if (e->end - e->begin != (uint64_t)p->numel * es)
     return nnrt_fail(err, "%s: tensor '%s%s' has %llu bytes of data; its "
                      "shape needs %llu", path, prefix, name,
                      (unsigned long long)(e->end - e->begin),
-                     (unsigned long long)p->numel * sizeof(float));
+                     (unsigned long long)p->numel * es);
   return 0;
 }
 
 // Reads the tensor of entry e into parameter p's place at base.
 static int read_tensor(FILE *f, const char *path, uint64_t data_start,
                        const char *prefix, const NnrtParamInfo *p,
-                       const Entry *e, float *base, NnrtErr *err) {
-  float *dst = base + p->offset;
+                       const Entry *e, float *base, size_t es, NnrtErr *err) {
+  void *dst = nnrt_elt_ptr(es, base, p->offset);
   int ok = !fseeko(f, (off_t)(data_start + e->begin), SEEK_SET);
   if (ok && !p->transposed)
-    ok = fread(dst, sizeof(float), (size_t)p->numel, f) == (size_t)p->numel;
+    ok = fread(dst, es, (size_t)p->numel, f) == (size_t)p->numel;
   for (int64_t i = 0; ok && p->transposed && i < p->numel; i++)
-    ok = fread(dst + nnrt_param_at(p, i), sizeof(float), 1, f) == 1;
+    ok = fread(nnrt_elt_ptr(es, dst, nnrt_param_at(p, i)), es, 1, f) == 1;
   if (!ok)
     return nnrt_fail(err, "%s: read error in tensor '%s%s'", path, prefix,
                      p->name);
   // Training never saves a non-finite value (run.c), so one is damage.
   for (int64_t i = 0; i < p->numel; i++) {
-    float v = dst[nnrt_param_at(p, i)];
+    double v = nnrt_elt_get(es, dst, nnrt_param_at(p, i));
     if (!isfinite(v))
       return nnrt_fail(err, "%s: tensor '%s%s' holds a non-finite value (%g) "
                        "at element %lld", path, prefix, p->name, (double)v,
@@ -792,7 +798,7 @@ static int load(FILE *f, const char *path, Want *w, float *params,
     return -1;
   uint64_t data_size = size - 8 - n;
   for (int64_t i = 0; i < m->nparams; i++)
-    if (check(path, "", &m->params[i], &found[i], data_size, err))
+    if (check(path, "", &m->params[i], &found[i], data_size, nnrt_elt(m), err))
       return -1;
   // (after the parameters: a missing tensor or a shape says more about a
   // checkpoint of another model)
@@ -809,7 +815,7 @@ static int load(FILE *f, const char *path, Want *w, float *params,
         snprintf(prefix, sizeof prefix, "optimizer.%lld.", (long long)k);
         if (!m->params[i].buffer &&
             check(path, prefix, &m->params[i], &sf[k * m->nparams + i],
-                  data_size, err))
+                  data_size, nnrt_elt(m), err))
           return -1;
       }
   }
@@ -820,7 +826,7 @@ static int load(FILE *f, const char *path, Want *w, float *params,
     return -1;
   for (int64_t i = 0; i < m->nparams; i++)
     if (read_tensor(f, path, 8 + n, "", &m->params[i], &found[i], params,
-                    err))
+                    nnrt_elt(m), err))
       return -1;
   for (int64_t k = 0; state && *status == NNRT_STATE_RESTORED &&
                       k < m->nstate; k++)
@@ -830,7 +836,8 @@ static int load(FILE *f, const char *path, Want *w, float *params,
       const NnrtParamInfo *p = &m->params[i];
       if (!p->buffer &&
           read_tensor(f, path, 8 + n, prefix, p, &sf[k * m->nparams + i],
-                      state + k * m->param_numel, err))
+                      nnrt_elt_ptr(nnrt_elt(m), state, k * m->param_numel),
+                      nnrt_elt(m), err))
         return -1;
     }
   return 0;

@@ -16,7 +16,13 @@ static double fan(int64_t f) {
 
 int nnrt_init_param(const NnrtParamInfo *p, int64_t index, uint64_t seed,
                     float *params, NnrtErr *err) {
-  float *w = params + p->offset;
+  return nnrt_init_param_elt(p, index, seed, params, 4, err);
+}
+
+// f64 models get the doubles themselves (f32 ones, those rounded).
+int nnrt_init_param_elt(const NnrtParamInfo *p, int64_t index, uint64_t seed,
+                        void *params, size_t es, NnrtErr *err) {
+  void *w = nnrt_elt_ptr(es, params, p->offset);
   uint64_t key = nnrt_rng_key(seed, NNRT_STREAM_INIT, (uint64_t)index);
   double fi = fan(p->fan_in), fo = fan(p->fan_out);
   double lo = 0, hi = 0, mean = 0, std = 0;
@@ -58,7 +64,7 @@ int nnrt_init_param(const NnrtParamInfo *p, int64_t index, uint64_t seed,
       v = lo;
     else
       v = lo + (hi - lo) * nnrt_rng_uniform(key, (uint64_t)i);
-    w[nnrt_param_at(p, i)] = (float)v;
+    nnrt_elt_set(es, w, nnrt_param_at(p, i), v);
   }
   return 0;
 }
@@ -66,7 +72,7 @@ int nnrt_init_param(const NnrtParamInfo *p, int64_t index, uint64_t seed,
 int nnrt_init_params(const NnrtModel *m, uint64_t seed, float *params,
                      NnrtErr *err) {
   for (int64_t i = 0; i < m->nparams; i++)
-    if (nnrt_init_param(&m->params[i], i, seed, params, err))
+    if (nnrt_init_param_elt(&m->params[i], i, seed, params, nnrt_elt(m), err))
       return -1;
   return 0;
 }

@@ -83,8 +83,8 @@ NnrtLib *nnrt_lib_create(const NnrtModel *m, const char *path,
   if (l) {
     l->m = m;
     l->max_batch = max_batch;
-    l->params = nnrt_alloc_array(m->param_numel, sizeof(float));
-    l->ws = nnrt_alloc_array(ws, sizeof(float));
+    l->params = nnrt_alloc_array(m->param_numel, nnrt_elt(m));
+    l->ws = nnrt_alloc_array(ws, nnrt_elt(m));
     l->stats = nnrt_alloc_array(m->nmetrics > 0 ? 2 + m->nmetrics : 2,
                                 sizeof(double));
   }

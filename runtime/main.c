@@ -313,7 +313,7 @@ static float *load_params(const NnrtModel *m, const NnrtOptions *o,
               path);
     return NULL;
   }
-  float *params = nnrt_alloc_array(m->param_numel, sizeof(float));
+  float *params = nnrt_alloc_array(m->param_numel, nnrt_elt(m));
   int64_t epoch;
   if (!params)
     nnrt_fail(err, "out of memory (%lld parameters)",

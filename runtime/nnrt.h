@@ -130,6 +130,10 @@ typedef struct NnrtModel {
   int64_t sample_dim[NNRT_MAX_RANK];
   int64_t sample_numel;
   int64_t sample_ws_per_row, sample_ws_fixed; // workspace floats for sample
+  int64_t elt_size;              // bytes per element of params, state and
+                                 // workspace: 4 (f32 models) or 8 (f64);
+                                 // batch data, inputs and predictions
+                                 // stay float either way
 } NnrtModel;
 
 // ---- called by the generated main ------------------------------------------

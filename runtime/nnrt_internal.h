@@ -50,6 +50,29 @@ double nnrt_rng_normal(uint64_t key, uint64_t counter);
 // perm = a permutation of 0..n-1 that depends only on (seed, epoch).
 void nnrt_shuffle(int64_t *perm, int64_t n, uint64_t seed, int64_t epoch);
 
+// ---- elements ---------------------------------------------------------------
+// Parameters, optimizer state and workspace hold elements of
+// NnrtModel.elt_size bytes: floats, or doubles for f64 models. They keep
+// the type `float *` in the runtime's signatures (what every f32 model
+// has); these read and write element i either way. A table without the
+// field (0) is f32.
+static inline size_t nnrt_elt(const NnrtModel *m) {
+  return m->elt_size == 8 ? 8 : 4;
+}
+static inline double nnrt_elt_get(size_t es, const void *p, int64_t i) {
+  return es == 8 ? ((const double *)p)[i] : (double)((const float *)p)[i];
+}
+static inline void nnrt_elt_set(size_t es, void *p, int64_t i, double v) {
+  if (es == 8)
+    ((double *)p)[i] = v;
+  else
+    ((float *)p)[i] = (float)v;
+}
+// &p[i] for elements of es bytes.
+static inline void *nnrt_elt_ptr(size_t es, const void *p, int64_t i) {
+  return (char *)p + (size_t)i * es;
+}
+
 // ---- init.c -----------------------------------------------------------------
 // Fills parameter `index` (at params + p->offset) from its initializer.
 // Where element i (row-major in p's declared shape) of parameter p lives,
@@ -63,6 +86,9 @@ static inline int64_t nnrt_param_at(const NnrtParamInfo *p, int64_t i) {
 
 int nnrt_init_param(const NnrtParamInfo *p, int64_t index, uint64_t seed,
                     float *params, NnrtErr *err);
+// The same for params of elements of es bytes (4 or 8, see nnrt_elt).
+int nnrt_init_param_elt(const NnrtParamInfo *p, int64_t index, uint64_t seed,
+                        void *params, size_t es, NnrtErr *err);
 // Every parameter of the model.
 int nnrt_init_params(const NnrtModel *m, uint64_t seed, float *params,
                      NnrtErr *err);

@@ -157,7 +157,7 @@ int nnrt_eval_open(NnrtEval *e, const NnrtModel *m, int64_t rows,
   e->out = want_out ? nnrt_alloc_array(e->max_batch * m->out_numel,
                                        sizeof(float))
                     : NULL;
-  e->ws = nnrt_alloc_array(ws, sizeof(float));
+  e->ws = nnrt_alloc_array(ws, nnrt_elt(m));
   e->stats = nnrt_alloc_array(m->nmetrics > 0 ? 2 + m->nmetrics : 2,
                               sizeof(double));
   if (!e->x || !e->y || (want_out && !e->out) || !e->ws || !e->stats) {
@@ -359,20 +359,22 @@ static int save(NnrtRun *r);
 int64_t nnrt_check_numerics(NnrtRun *r) { return r->o->check_numerics; }
 
 // The first non-finite value of p[0, n), or -1.
-static int64_t first_nonfinite(const float *p, int64_t n) {
+static int64_t first_nonfinite(size_t es, const void *p, int64_t n) {
   for (int64_t i = 0; i < n; i++)
-    if (!isfinite(p[i]))
+    if (!isfinite(nnrt_elt_get(es, p, i)))
       return i;
   return -1;
 }
 
 void nnrt_check_values(NnrtRun *r, const float *p, int64_t n,
                        const char *what) {
-  int64_t i = r->stop ? -1 : first_nonfinite(p, n);
+  size_t es = nnrt_elt(r->m);
+  int64_t i = r->stop ? -1 : first_nonfinite(es, p, n);
   if (i < 0)
     return;
   nnrt_fail(&r->err, "the first non-finite value (%g) is element %lld of "
-            "%s, at epoch %lld, step %lld", (double)p[i], (long long)i, what,
+            "%s, at epoch %lld, step %lld", nnrt_elt_get(es, p, i),
+            (long long)i, what,
             (long long)(r->epoch + 1), (long long)(r->step + 1));
   stop_at(r, STOP_NUMERICS, r->epoch + 1, r->step + 1);
 }
@@ -381,13 +383,15 @@ void nnrt_check_params(NnrtRun *r, const float *params) {
   const NnrtModel *m = r->m;
   for (int64_t k = 0; !r->stop && k < m->nparams; k++) {
     const NnrtParamInfo *p = &m->params[k];
-    int64_t i = first_nonfinite(params + p->offset, p->numel);
+    size_t es = nnrt_elt(m);
+    int64_t i =
+        first_nonfinite(es, nnrt_elt_ptr(es, params, p->offset), p->numel);
     if (i < 0)
       continue;
     nnrt_fail(&r->err, "the first non-finite value (%g) is in parameter "
               "'%s' after the optimizer's update, at epoch %lld, step %lld "
               "(its gradient was finite: the step was too large)",
-              (double)params[p->offset + i], p->name,
+              nnrt_elt_get(es, params, p->offset + i), p->name,
               (long long)(r->epoch + 1), (long long)(r->step + 1));
     stop_at(r, STOP_NUMERICS, r->epoch + 1, r->step + 1);
   }
@@ -550,7 +554,7 @@ static int ranks_agree(NnrtRun *r) {
 
 static int params_finite(const NnrtRun *r) {
   for (int64_t i = 0; i < r->m->param_numel; i++)
-    if (!isfinite(r->params[i]))
+    if (!isfinite(nnrt_elt_get(nnrt_elt(r->m), r->params, i)))
       return 0;
   return 1;
 }
@@ -564,12 +568,12 @@ static void early_stopping(NnrtRun *r, double loss) {
     r->best_loss = loss;
     r->best_epoch = r->epoch + 1;
     r->since_best = 0;
-    memcpy(r->best, r->params, sizeof(float) * (size_t)m->param_numel);
+    memcpy(r->best, r->params, nnrt_elt(m) * (size_t)m->param_numel);
     return;
   }
   if (++r->since_best < m->patience)
     return;
-  memcpy(r->params, r->best, sizeof(float) * (size_t)m->param_numel);
+  memcpy(r->params, r->best, nnrt_elt(m) * (size_t)m->param_numel);
   if (!r->o->quiet && !r->silent)
     fprintf(r->human,
             "early stopping: no better %s loss for %lld epochs; restored the "
@@ -752,17 +756,17 @@ static int setup(NnrtRun *r, const NnrtModel *m, const NnrtOptions *o) {
   r->seed = (uint64_t)o->seed;
   int64_t max_batch = r->batch < r->ntrain ? r->batch : r->ntrain;
   r->perm = nnrt_alloc_array(r->ntrain, sizeof(int64_t));
-  r->params = nnrt_alloc_array(m->param_numel, sizeof(float));
+  r->params = nnrt_alloc_array(m->param_numel, nnrt_elt(m));
   if (m->patience > 0)
-    r->best = nnrt_alloc_array(m->param_numel, sizeof(float));
+    r->best = nnrt_alloc_array(m->param_numel, nnrt_elt(m));
   int64_t nstate, ws;
   if (__builtin_mul_overflow(m->nstate, m->param_numel, &nstate))
     nstate = -1;
   if (__builtin_mul_overflow(m->train_ws_per_row, max_batch, &ws) ||
       __builtin_add_overflow(ws, m->train_ws_fixed, &ws))
     ws = -1;
-  r->state = nnrt_alloc_array(nstate, sizeof(float));
-  r->ws = nnrt_alloc_array(ws, sizeof(float));
+  r->state = nnrt_alloc_array(nstate, nnrt_elt(m));
+  r->ws = nnrt_alloc_array(ws, nnrt_elt(m));
   if (m->nmetrics > 0) {
     int64_t nm = m->nmetrics;
     r->metric_block = nnrt_alloc_array(5 * nm, sizeof(double));
@@ -778,19 +782,19 @@ static int setup(NnrtRun *r, const NnrtModel *m, const NnrtOptions *o) {
                      "floats)", (long long)m->param_numel, (long long)ws);
   for (int64_t k = 0; k < m->nstate; k++)
     for (int64_t i = 0; i < m->param_numel; i++)
-      r->state[k * m->param_numel + i] = (float)m->state_init[k];
+      nnrt_elt_set(nnrt_elt(m), r->state, k * m->param_numel + i,
+                   m->state_init[k]);
   // Programs of several steps: each parameter starts its own optimizer's
   // state (buffers have none: their rows are not read).
   for (int64_t p = 0; m->param_state_init && p < m->nparams; p++) {
     const NnrtParamInfo *pi = &m->params[p];
     if (pi->buffer)
       continue;
-    for (int64_t k = 0; k < m->nstate; k++) {
-      float v = (float)m->param_state_init[p * m->nstate + k];
-      float *s = r->state + k * m->param_numel + pi->offset;
+    for (int64_t k = 0; k < m->nstate; k++)
       for (int64_t i = 0; i < pi->numel; i++)
-        s[i] = v;
-    }
+        nnrt_elt_set(nnrt_elt(m), r->state,
+                     k * m->param_numel + pi->offset + i,
+                     m->param_state_init[p * m->nstate + k]);
   }
   int64_t eval_rows = r->nval > r->test.rows ? r->nval : r->test.rows;
   if (eval_rows > 0 && nnrt_eval_open(&r->eval, m, eval_rows, 0, err))

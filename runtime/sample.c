@@ -34,7 +34,7 @@ int nnrt_sample_command(const NnrtModel *m, const NnrtOptions *o,
   if (__builtin_mul_overflow(n, m->sample_numel, &total))
     total = -1;
   const char *path = o->out ? o->out : o->default_samples;
-  float *ws = nnrt_alloc_array(ws_len, sizeof(float));
+  float *ws = nnrt_alloc_array(ws_len, nnrt_elt(m));
   float *out = nnrt_alloc_array(total, sizeof(float));
   NnrtImage img = {0};
   int rc = 0;
