@@ -47,6 +47,8 @@ if ldd plain | grep -q libmpi; then
 fi
 ldd fashion_mlp | grep -q libmpi || { echo "FAIL: --mpi did not link MPI"; exit 1; }
 echo "ok: only the --mpi binary links libmpi"
+expect_error 1 "f64 models are not supported yet" \
+  "$NNC" --mpi "$ROOT/tests/golden/ir-f64.nn" -o f64_mpi
 T="train --limit 3000 --epochs 2 --threads 1 --quiet --no-log"
 
 # 1. N = 1 is today's binary, with or without mpirun.
