@@ -325,6 +325,11 @@ typedef struct Frame {
   // nnc_train: the run, and whether --check-numerics asked for every
   // kernel's output to be checked (an i1; NULL: no checks are emitted).
   LLVMValueRef run, check;
+  // nnc_train of --mpi builds: per trainable parameter, the kernel after
+  // which its gradient is final and read by no other kernel (then handed
+  // to nnrt_grad_ready), or -1 (no allreduce: not computed by a kernel, or
+  // shared with an earlier parameter). NULL otherwise.
+  const int *grad_at;
 } Frame;
 
 static void emit_prefetch(Cg *cg, Frame *f) {
@@ -475,6 +480,7 @@ static void prof_print(Cg *cg) {
 // after every other kernel, when nothing reads the parameters any more),
 // else all but those.
 static void emit_check(Cg *cg, Frame *f, const Kernel *k);
+static void emit_grad_ready(Cg *cg, Frame *f, int at);
 
 static void call_kernels(Cg *cg, Frame *f, const bool *set, bool fused_opt) {
   for (int i = 0; i < cg->m->fn->values.n; i++) {
@@ -514,6 +520,8 @@ static void call_kernels(Cg *cg, Frame *f, const bool *set, bool fused_opt) {
       prof_add(cg, i, t0);
     if (f->check)
       emit_check(cg, f, k);
+    if (f->grad_at)
+      emit_grad_ready(cg, f, i);
   }
 }
 
@@ -616,6 +624,61 @@ static void narrow(Cg *cg, LLVMValueRef dst, LLVMValueRef src,
 
 static int64_t numel_of(const IrValue *v) {
   return v ? shape_numel(v->shape) : 0;
+}
+
+// --mpi: nnrt_grad_ready(run, g, n) for every gradient final after the
+// kernel at `at` (see Frame.grad_at), so the runtime can start summing it
+// over the ranks while the rest of the backward pass runs.
+static void emit_grad_ready(Cg *cg, Frame *f, int at) {
+  const IrModule *m = cg->m;
+  LLVMTypeRef P = cg->t_ptr, I = cg->t_i64, ty;
+  LLVMValueRef fn = runtime_fn(cg, "nnrt_grad_ready", cg->t_void,
+                               (LLVMTypeRef[]){P, P, I}, 3, &ty);
+  for (int j = 0; j < m->ntrainable; j++) {
+    if (f->grad_at[j] != at)
+      continue;
+    const IrParam *p = m->params.item[j];
+    LLVMValueRef args[3] = {f->run, value_ptr(cg, f, p->grad),
+                            cg_i64(cg, shape_numel(p->shape))};
+    LLVMBuildCall2(cg->b, ty, fn, args, 3, "");
+  }
+}
+
+// Frame.grad_at for --mpi: for each parameter the current step updates,
+// the position (a kernel's value id, a row group at its leader) after which
+// its gradient is complete and no later kernel of the step reads it (the
+// runtime scales it in place and receives into it); -1 for the others.
+static const int *grad_ready_points(Cg *cg, const Plan *plan,
+                                    const bool *live) {
+  const IrModule *m = cg->m;
+  const IrStep *st = cg->step;
+  int n = m->fn->values.n;
+  int *at = arena_alloc(cg->arena, sizeof(int) * (size_t)(m->ntrainable + 1));
+  for (int j = 0; j < m->ntrainable; j++)
+    at[j] = -1;
+  for (int q = 0; q < st->nparams; q++) {
+    int j = st->params[q];
+    const IrValue *g = owner(plan, ((IrParam *)m->params.item[j])->grad);
+    if (!has_kernel(plan, g->id))
+      continue; // a parameter or a constant: the same on every rank
+    bool shared = false;
+    for (int k = 0; k < q && !shared; k++)
+      shared = owner(plan, ((IrParam *)m->params.item[st->params[k]])->grad) ==
+               g;
+    if (shared)
+      continue; // summed once, for the first parameter
+    at[j] = cg->group[g->id] >= 0 ? cg->group[g->id] : g->id;
+    for (int i = 0; i < n; i++) {
+      if (!live[i] || !has_kernel(plan, i))
+        continue;
+      int pos = cg->group[i] >= 0 ? cg->group[i] : i;
+      PtrVec in = kernel_inputs(cg, m->fn->values.item[i]);
+      for (int k = 0; k < in.n; k++)
+        if (owner(plan, in.item[k]) == g && pos > at[j])
+          at[j] = pos;
+    }
+  }
+  return at;
 }
 
 // A declaration of a runtime function.
@@ -747,6 +810,18 @@ static LLVMValueRef build_train(Cg *cg, const Plan *plan, const bool *live,
   LLVMValueRef f_chk =
       runtime_fn(cg, "nnrt_check_numerics", I, (LLVMTypeRef[]){P}, 1, &ty_chk);
   f.run = run;
+  int64_t trained = poff[m->ntrainable];
+  if (cg->opt->mpi && cg->step->opt.fn) {
+    if (plan->grad_off >= 0) { // each rank updates its shard of the block
+      LLVMTypeRef ty_l;
+      LLVMValueRef f_l = runtime_fn(cg, "nnrt_grad_layout", cg->t_void,
+                                    (LLVMTypeRef[]){P, P, I}, 3, &ty_l);
+      call(cg, ty_l, f_l,
+           (LLVMValueRef[]){run, fixed_ptr(cg, &f, plan->grad_off),
+                            cg_i64(cg, trained)},
+           3);
+    }
+  }
   f.check = LLVMBuildICmp(cg->b, LLVMIntNE,
                           LLVMBuildCall2(cg->b, ty_chk, f_chk, &run, 1, ""),
                           zero, "check");
@@ -828,6 +903,9 @@ static LLVMValueRef build_train(Cg *cg, const Plan *plan, const bool *live,
     cg->step = &steps[k];
     cg->opt_fn = NULL; // each step's optimizer has its own function
     const bool *sl = cg->step_live[k];
+    f.grad_at = cg->opt->mpi && cg->step->opt.fn
+                    ? grad_ready_points(cg, plan, sl)
+                    : NULL;
     f.lr = cg_f32(cg, 0); // unused without a schedule
     if (cg->step->sched.lr) {
       LLVMTypeRef ty_ep, ty_rep;
@@ -848,21 +926,39 @@ static LLVMValueRef build_train(Cg *cg, const Plan *plan, const bool *live,
     emit_prefetch(cg, &f);            // no row group
     call_kernels(cg, &f, sl, true); // gradients that update their parameter
     t0 = prof_start(cg);
+    if (f.grad_at && plan->grad_off < 0) { // --mpi: the gradients summed first
+      LLVMTypeRef ty_gw;
+      LLVMValueRef f_gw = runtime_fn(cg, "nnrt_grad_wait", cg->t_void,
+                                     (LLVMTypeRef[]){P}, 1, &ty_gw);
+      call(cg, ty_gw, f_gw, &run, 1);
+    }
     if (cg->step->opt.fn) {
       LLVMValueRef opt = kernel_optimizer(cg);
       LLVMTypeRef oty = LLVMGlobalGetValueType(opt);
       // State k of element i is state[k * stride + i], stride covering the
       // buffers too (the runtime's layout); only trainables are updated.
-      int64_t total = poff[m->params.n], trained = poff[m->ntrainable];
+      int64_t total = poff[m->params.n];
       if (plan->grad_off >= 0) { // one pass over every parameter
-        LLVMValueRef args[7] = {f.params,
-                                fixed_ptr(cg, &f, plan->grad_off),
-                                state,
-                                cg_i64(cg, trained),
-                                cg_i64(cg, total),
-                                tf,
-                                f.lr};
+        LLVMValueRef lo = cg_i64(cg, 0), cnt = cg_i64(cg, trained);
+        if (f.grad_at) { // --mpi: over this rank's shard [lo, lo + cnt)
+          LLVMTypeRef ty_s;
+          LLVMValueRef f_s = runtime_fn(cg, "nnrt_grad_shard", I,
+                                        (LLVMTypeRef[]){P, P}, 2, &ty_s);
+          LLVMValueRef slot = cg_alloca(cg, I, "shard_lo");
+          cnt = call(cg, ty_s, f_s, (LLVMValueRef[]){run, slot}, 2);
+          lo = LLVMBuildLoad2(cg->b, I, slot, "lo");
+        }
+        LLVMValueRef args[7] = {
+            cg_gep(cg, f.params, lo),
+            cg_gep(cg, fixed_ptr(cg, &f, plan->grad_off), lo),
+            cg_gep(cg, state, lo), cnt, cg_i64(cg, total), tf, f.lr};
         call(cg, oty, opt, args, 7);
+        if (f.grad_at) { // and every rank's shard to every rank
+          LLVMTypeRef ty_g;
+          LLVMValueRef f_g = runtime_fn(cg, "nnrt_params_gather", cg->t_void,
+                                        (LLVMTypeRef[]){P, P}, 2, &ty_g);
+          call(cg, ty_g, f_g, (LLVMValueRef[]){run, f.params}, 2);
+        }
       }
       for (int j = 0; j < cg->step->nparams && plan->grad_off < 0; j++) {
         int i = cg->step->params[j];
@@ -1351,11 +1447,13 @@ static void build_model(Cg *cg, const Plan *train, const Plan *infer,
 }
 
 // int main(int argc, char **argv) { return nnrt_main(&nnc_model, argc, argv); }
+// (nnrt_mpi_main in --mpi builds)
 static void build_main(Cg *cg) {
   LLVMTypeRef I32 = cg->t_i32, P = cg->t_ptr;
   LLVMTypeRef ty;
   LLVMValueRef nnrt_main =
-      runtime_fn(cg, "nnrt_main", I32, (LLVMTypeRef[]){P, I32, P}, 3, &ty);
+      runtime_fn(cg, cg->opt->mpi ? "nnrt_mpi_main" : "nnrt_main", I32,
+                 (LLVMTypeRef[]){P, I32, P}, 3, &ty);
   LLVMTypeRef main_ty = LLVMFunctionType(I32, (LLVMTypeRef[]){I32, P}, 2, 0);
   LLVMValueRef fn = cg_function(cg, "main", main_ty, false);
   LLVMPositionBuilderAtEnd(cg->b, block(cg, fn, "entry"));
@@ -1557,7 +1655,9 @@ static void build_module(Cg *cg, LLVMTargetDataRef td) {
   int nfused = 0;
   for (int i = 0; i < n; i++)
     cg->opt_fused[i] = -1;
-  for (int k = 0; k < nsteps && !cg->opt->no_opt_fusion; k++) {
+  // (--mpi: gradients are summed over the ranks before any update)
+  for (int k = 0; k < nsteps && !cg->opt->no_opt_fusion && !cg->opt->mpi;
+       k++) {
     cg->step = &steps[k];
     for (int j = 0; cg->step->opt.fn && j < cg->step->nparams; j++)
       nfused += fuse_optimizer(cg, cg->step->params[j]);

@@ -37,6 +37,9 @@ typedef struct CodegenOptions {
   const char *model_symbol; // the NnrtModel table's name (NULL: nnc_model)
   const void *embed;      // bytes of a safetensors file to embed as
   size_t embed_len;       // `<model_symbol>_weights` (and `..._weights_len`)
+  bool mpi;               // data parallel (nnc --mpi): gradients handed to
+                          // nnrt_grad_ready / nnrt_grad_wait before the
+                          // optimizer (never fused), main is nnrt_mpi_main
 } CodegenOptions;
 
 // Whether NAME is a --cpu choice ("native", "x86-64-v3", "skylake", ...),

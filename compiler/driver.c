@@ -57,6 +57,7 @@ typedef struct Options {
   const char *embed; // --embed W.safetensors (--emit=lib)
   bool one_object, no_row_groups, no_opt_fusion, profile;
   int64_t max_memory;  // bytes training may need; 0: the machine's memory
+  bool mpi;            // --mpi: data-parallel over MPI (docs/distributed.md)
 } Options;
 
 static void usage(FILE *out) {
@@ -98,6 +99,9 @@ static void usage(FILE *out) {
       "                    [fused]\n"
       "  --profile         the binary prints cycles per kernel after training\n"
       "                    [off]\n"
+      "  --mpi             a data-parallel binary: mpirun -np N ./model train\n"
+      "                    trains on N ranks (links Open MPI; docs/\n"
+      "                    distributed.md) [off: no MPI dependency]\n"
       "  --link-flags      print what a program linking an --emit=lib library\n"
       "                    needs after it, and exit\n"
       "  --version         print nnc's version and its LLVM, and exit\n"
@@ -199,6 +203,8 @@ static int parse_args(int argc, char **argv, Options *o) {
       o->no_opt_fusion = true;
     } else if (strcmp(a, "--profile") == 0) {
       o->profile = true;
+    } else if (strcmp(a, "--mpi") == 0) {
+      o->mpi = true;
     } else if (strcmp(a, "--link-flags") == 0) {
       printf("%s%s-lz -lm -lpthread\n", NNC_LINK_FLAGS,
              *NNC_LINK_FLAGS ? " " : "");
@@ -229,6 +235,11 @@ static int parse_args(int argc, char **argv, Options *o) {
   }
   if (o->embed && o->stage != STAGE_LIB) {
     fprintf(stderr, "nnc: error: --embed goes with --emit=lib\n");
+    return 2;
+  }
+  if (o->mpi && o->stage == STAGE_LIB) {
+    fprintf(stderr, "nnc: error: --mpi builds a training binary, not a "
+            "library (--emit=lib)\n");
     return 2;
   }
   return 0;
@@ -416,8 +427,9 @@ static int check_memory(const Options *o, Ctx *ctx, IrModule *m) {
 
 // Runs `cc OBJECT RUNTIME -lz -lm -lpthread -o OUTPUT` without a shell.
 static int link_binary(Arena *a, const char *obj, const char *obj2,
-                       const char *runtime, const char *output) {
-  const char *argv[32];
+                       const char *runtime, const char *mpi_runtime,
+                       const char *output) {
+  const char *argv[48];
   int n = 0;
   argv[n++] = "cc";
   char *flags = arena_strdup(a, NNC_LINK_FLAGS);
@@ -426,7 +438,15 @@ static int link_binary(Arena *a, const char *obj, const char *obj2,
   argv[n++] = obj;
   if (obj2)
     argv[n++] = obj2;
-  argv[n++] = runtime;
+  if (mpi_runtime) {  // libnnrt_mpi.a, then MPI itself (NNC_MPI_LINK)
+    argv[n++] = mpi_runtime;
+    argv[n++] = runtime;
+    char *libs = arena_strdup(a, NNC_MPI_LINK);
+    for (char *tok = strtok(libs, " "); tok && n < 40; tok = strtok(NULL, " "))
+      argv[n++] = tok;
+  } else {
+    argv[n++] = runtime;
+  }
   argv[n++] = "-lz";
   argv[n++] = "-lm";
   argv[n++] = "-lpthread";
@@ -602,12 +622,18 @@ static int compile(Options *o, Ctx *ctx) {
   }
   if (o->stage == STAGE_BINARY && check_memory(o, ctx, m))
     return 1;
+  if (o->mpi && m->dtype == DT_F64) {  // (mpi.c sums and averages f32)
+    fprintf(stderr, "nnc: error: --mpi: f64 models are not supported yet (the "
+            "ranks exchange f32 gradients); build it without --mpi\n");
+    return 1;
+  }
   double t_mid = now();
   CodegenOptions cg = {.opt_level = o->opt_level,
                        .cpu = o->cpu,
                        .no_row_groups = o->no_row_groups,
                        .no_opt_fusion = o->no_opt_fusion,
-                       .profile = o->profile};
+                       .profile = o->profile,
+                       .mpi = o->mpi};
   // nnc FILE.nn --train MODEL names the binary after the model.
   const char *output =
       o->output ? o->output
@@ -632,6 +658,16 @@ static int compile(Options *o, Ctx *ctx) {
   }
   if (o->stage == STAGE_LIB)
     return emit_lib(o, m, ctx, &cg, output, runtime);
+  const char *mpi_runtime = NULL;
+  if (o->mpi) {
+    mpi_runtime = beside_exe(a, dir, (const char *const[]){
+        "libnnrt_mpi.a", "../lib/nnc/libnnrt_mpi.a", NULL});
+    if (!mpi_runtime || !*NNC_MPI_LINK) {
+      fprintf(stderr, "nnc: error: --mpi: this nnc was built without MPI "
+              "(install libopenmpi-dev and rebuild nnc)\n");
+      return 1;
+    }
+  }
   // Two objects: codegen compiles the kernels in two halves on two threads.
   int fd = mkstemps(tmp_obj, 2), fd2 = fd < 0 ? -1 : mkstemps(tmp_obj2, 2);
   if (fd < 0 || fd2 < 0) {
@@ -653,7 +689,7 @@ static int compile(Options *o, Ctx *ctx) {
   double t_cg = now();
   if (rc == 0)
     rc = link_binary(a, tmp_obj, cg.out_path2 ? tmp_obj2 : NULL, runtime,
-                     output);
+                     mpi_runtime, output);
   unlink(tmp_obj);
   unlink(tmp_obj2);
   if (o->timing)

@@ -379,7 +379,8 @@ static int eval_command(const NnrtModel *m, const NnrtOptions *o,
                    (long long)m->nmetrics);
   if (!rc) {
     double loss, acc;
-    nnrt_evaluate(m, params, &e, &d, 0, d.rows, &loss, &acc, metrics);
+    nnrt_evaluate_dist(m, params, &e, &d, 0, d.rows, o->dist, &loss, &acc,
+                       metrics);
     // Inference alone: gathering the batches is not timed.
     double seconds = e.infer_seconds;
     double rate = seconds > 0 ? (double)d.rows / seconds : 0;
@@ -418,7 +419,8 @@ static int eval_command(const NnrtModel *m, const NnrtOptions *o,
                "  (%lld examples)  %.3f s  %s samples/s", (long long)d.rows,
                seconds, rs);
     }
-    printf("%s\n", line);
+    if (!o->dist || o->dist->rank == 0)
+      printf("%s\n", line);
   }
   nnrt_free(metrics);
   nnrt_eval_close(&e);
@@ -565,6 +567,12 @@ static int check_model(const NnrtModel *m, NnrtErr *err) {
 static void start_threads(const NnrtOptions *o) {
   int64_t cpus = nnrt_pool_default_threads();  // before pinning changes it
   int64_t want = o->threads > 0 ? o->threads : cpus;
+  if (o->dist && o->threads <= 0) {  // MPI ranks share this machine's CPUs
+    const char *local = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+    int64_t ranks = local && atoll(local) > 0 ? atoll(local) : o->dist->size;
+    want = cpus / ranks > 0 ? cpus / ranks : 1;
+    cpus = want;  // (no note about oversubscription)
+  }
   int64_t got = nnrt_pool_start(want, o->pin_threads);
   if (o->quiet)
     return;
@@ -578,8 +586,14 @@ static void start_threads(const NnrtOptions *o) {
 }
 
 int nnrt_main(const NnrtModel *m, int argc, char **argv) {
+  return nnrt_main_dist(m, argc, argv, NULL);
+}
+
+int nnrt_main_dist(const NnrtModel *m, int argc, char **argv,
+                   NnrtDist *dist) {
   NnrtOptions o;
   memset(&o, 0, sizeof o);
+  o.dist = dist;
   const char *argv0 = argc > 0 && argv[0] && *argv[0] ? argv[0] : NULL;
   const char *base = argv0 ? strrchr(argv0, '/') : NULL;
   base = base ? base + 1 : argv0;
@@ -627,6 +641,8 @@ int nnrt_main(const NnrtModel *m, int argc, char **argv) {
   start_threads(&o);
   if (o.command == NNRT_CMD_TRAIN) {
     rc = nnrt_train_command(m, &o);
+  } else if (dist && dist->rank > 0 && o.command != NNRT_CMD_EVAL) {
+    rc = 0;  // predict and reconstruct run on rank 0 alone
   } else {
     if (o.command == NNRT_CMD_EVAL)
       rc = eval_command(m, &o, &err);

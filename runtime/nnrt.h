@@ -209,6 +209,23 @@ void nnrt_check_values(NnrtRun *run, const float *p, int64_t n,
                        const char *what);
 void nnrt_check_params(NnrtRun *run, const float *params);
 
+// ---- data parallelism (binaries built with `nnc --mpi`, runtime/mpi.c) -----
+// The generated main of an --mpi binary calls this instead of nnrt_main.
+int nnrt_mpi_main(const NnrtModel *model, int argc, char **argv);
+// After the backward kernel that finished gradient g[0, n): scales it by
+// this rank's share of the global batch and starts summing it over the
+// ranks. nnrt_grad_wait, before the optimizer, waits for every sum.
+void nnrt_grad_ready(NnrtRun *run, float *g, int64_t n);
+void nnrt_grad_wait(NnrtRun *run);
+// With the gradient block (laid out like the n trainable floats of params,
+// announced once by nnrt_grad_layout before the first step), each rank
+// updates only its shard: nnrt_grad_shard waits for the sums of its shard
+// and returns its size, its first element in *lo; after the optimizer's
+// pass over it, nnrt_params_gather brings every rank every shard.
+void nnrt_grad_layout(NnrtRun *run, float *block, int64_t n);
+int64_t nnrt_grad_shard(NnrtRun *run, int64_t *lo);
+void nnrt_params_gather(NnrtRun *run, float *params);
+
 // ---- the inference library (`nnc --emit=lib`, see lib.c) ---------------------
 // A context: the model's parameters and an inference workspace for up to
 // max_batch rows. Weights come from the safetensors file at path, or when

@@ -7,8 +7,9 @@
 // progress.c (progress bar, metrics lines), pool.c (the thread pool), run.c
 // (the training run and the callbacks generated code calls), reconstruct.c
 // (the autoencoder picture), png.c (PNG files and image grids), sample.c
-// (the generator's picture) and main.c (the command line, eval and
-// predict). Functions that can fail return 0 on success and -1 on failure
+// (the generator's picture), main.c (the command line, eval and predict)
+// and, in libnnrt_mpi.a only, mpi.c (data parallelism, reached through
+// NnrtDist). Functions that can fail return 0 on success and -1 on failure
 // after writing a message into an NnrtErr; they never print and never exit,
 // so only nnrt_main decides what reaches the user and the exit code.
 #ifndef NNRT_INTERNAL_H
@@ -303,6 +304,8 @@ typedef enum NnrtCommand {
   NNRT_CMD_PLOT, NNRT_CMD_SAMPLE,
 } NnrtCommand;
 
+typedef struct NnrtDist NnrtDist;  // below
+
 typedef struct NnrtOptions {
   NnrtCommand command;
   int64_t epochs, batch, seed;   // model defaults unless given
@@ -330,6 +333,7 @@ typedef struct NnrtOptions {
   char default_samples[4096];    // "<basename of argv[0]>-samples.png"
   int64_t length;                // sample --length (default 500)
   double temperature;            // sample --temperature (default 1)
+  NnrtDist *dist;                // MPI ranks (mpi.c), or NULL
 } NnrtOptions;
 
 // Buffers for running model->infer over a data set in chunks.
@@ -356,6 +360,44 @@ void nnrt_evaluate(const NnrtModel *m, const float *params, NnrtEval *e,
 // logits divided by o->temperature; printed to stdout.
 int nnrt_sample_text(const NnrtModel *m, const NnrtOptions *o,
                      const float *params, NnrtErr *err);
+// Data parallelism (runtime/mpi.c; NULL in a plain run): what run.c and
+// main.c need of MPI, as functions, so libnnrt.a itself needs no MPI.
+struct NnrtDist {
+  int rank, size;                // this process, of size ranks
+  const char *prog;              // program name for messages
+  double weight;                 // rows of this rank's shard / rows of the
+                                 // global batch (set by nnrt_batch_fetch)
+  int equal;                     // every rank's shard has as many rows
+                                 // (the sum is then scaled, not each part)
+  int agreed;                    // the ranks stopped together: exit cleanly
+  // v[0, n) := its sum over the ranks, added in rank order.
+  void (*sum)(struct NnrtDist *d, double *v, int n);
+  // p[0, n) := the sum over the ranks of w * p (w: that rank's weight).
+  void (*average)(struct NnrtDist *d, float *p, int64_t n, double w);
+  // What a rank ended by mpirun (a peer died) says about the checkpoint.
+  void (*saved)(struct NnrtDist *d, const char *kept);
+  // 1 when every rank passes the same h (a hash of its weights).
+  int (*same)(struct NnrtDist *d, uint64_t h);
+  // The optimizer state of every rank's shard to every rank (each rank
+  // updates only its shard of the parameters; a no-op when it updates all).
+  void (*gather_state)(struct NnrtDist *d, float *state, int64_t nstate,
+                       int64_t stride);
+};
+
+// The run's NnrtDist, or NULL.
+NnrtDist *nnrt_run_dist(NnrtRun *run);
+// nnrt_main with data parallelism (dist NULL: nnrt_main itself).
+int nnrt_main_dist(const NnrtModel *m, int argc, char **argv, NnrtDist *dist);
+// Rows [*lo, *lo + *n) of `rows` are this rank's share (all of them
+// without dist).
+void nnrt_dist_shard(const NnrtDist *dist, int64_t rows, int64_t *lo,
+                     int64_t *n);
+// nnrt_evaluate over every rank's share of the rows, reduced (the named
+// metrics too, when metrics is not NULL).
+void nnrt_evaluate_dist(const NnrtModel *m, const float *params, NnrtEval *e,
+                        const NnrtData *d, int64_t first, int64_t rows,
+                        NnrtDist *dist, double *loss, double *accuracy,
+                        double *metrics);
 
 // The train command; returns the exit code.
 int nnrt_train_command(const NnrtModel *m, const NnrtOptions *o);

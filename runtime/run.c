@@ -22,6 +22,12 @@
 // interrupted epoch already trained on, and hands the step count to the
 // optimizer through nnrt_step_start. With the same seed and batch size the
 // resumed run is bit-identical to one that was never stopped.
+//
+// Data parallelism (NnrtRun.dist, from mpi.c; docs/distributed.md): each
+// rank gathers its share of every batch, nnrt_batch_end sums the ranks'
+// results and stop flags (so every rank stops at the same step), the
+// evaluation is sharded and summed, and only rank 0 prints, logs and
+// writes checkpoints.
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -29,6 +35,7 @@
 #include <unistd.h>
 
 #include "nnrt_internal.h"
+#include "nnrt_rng.h"
 
 enum { EVAL_BATCH = 1000 };
 
@@ -37,6 +44,7 @@ typedef enum NnrtStop {
   STOP_EARLY,  // early stopping: the best weights are back, a clean exit
   STOP_CONVERGED,  // --stop-when-perfect: an epoch made no mistake
   STOP_NUMERICS,                 // --check-numerics found a NaN or infinity
+  STOP_PEER,                     // another MPI rank stopped the run
 } NnrtStop;
 
 // A batch gathered in the background (nnrt_batch_prefetch).
@@ -106,6 +114,11 @@ struct NnrtRun {
   double *metric_sum;            // this epoch: value x rows, summed
   double metric_rows;            // rows of the batches that reported them
   double *metric_mean, *val_metrics, *test_metrics;  // for NnrtMetrics
+  // Data parallelism (nnc --mpi, see mpi.c): NULL in a plain run. Each rank
+  // trains on its shard of every batch; only rank 0 prints and saves
+  // (`silent` on the others).
+  NnrtDist *dist;
+  int silent;
 };
 
 // Global mutable state, unavoidable: a signal handler can only reach the
@@ -189,6 +202,50 @@ void nnrt_evaluate(const NnrtModel *m, const float *params, NnrtEval *e,
     metrics[k] = rows ? metrics[k] / (double)rows : 0;
 }
 
+void nnrt_dist_shard(const NnrtDist *dist, int64_t rows, int64_t *lo,
+                     int64_t *n) {
+  if (!dist || dist->size <= 1) {
+    *lo = 0;
+    *n = rows;
+    return;
+  }
+  *lo = rows * dist->rank / dist->size;
+  *n = rows * (dist->rank + 1) / dist->size - *lo;
+}
+
+void nnrt_evaluate_dist(const NnrtModel *m, const float *params, NnrtEval *e,
+                        const NnrtData *d, int64_t first, int64_t rows,
+                        NnrtDist *dist, double *loss, double *accuracy,
+                        double *metrics) {
+  if (!dist || dist->size <= 1) {
+    nnrt_evaluate(m, params, e, d, first, rows, loss, accuracy, metrics);
+    return;
+  }
+  int64_t lo, n, nm = metrics && m->nmetrics > 0 ? m->nmetrics : 0;
+  nnrt_dist_shard(dist, rows, &lo, &n);
+  double l = 0, a = 0;
+  for (int64_t k = 0; k < nm; k++)
+    metrics[k] = 0;
+  if (n > 0)
+    nnrt_evaluate(m, params, e, d, first + lo, n, &l, &a, metrics);
+  // The sums of this shard (means x rows), then the means of all rows.
+  double v[2 + 64], *sv = nm > 64 ? nnrt_alloc_array(2 + nm, sizeof(double))
+                                  : v;
+  if (!sv)  // (out of memory: the metrics of this shard alone)
+    nm = 0, sv = v;
+  sv[0] = l * (double)n;
+  sv[1] = a * (double)n;
+  for (int64_t k = 0; k < nm; k++)
+    sv[2 + k] = metrics[k] * (double)n;
+  dist->sum(dist, sv, (int)(2 + nm));
+  *loss = rows ? sv[0] / (double)rows : 0;
+  *accuracy = rows ? sv[1] / (double)rows : 0;
+  for (int64_t k = 0; k < nm; k++)
+    metrics[k] = rows ? sv[2 + k] / (double)rows : 0;
+  if (sv != v)
+    nnrt_free(sv);
+}
+
 // ---- callbacks from generated code ------------------------------------------
 // The rows of batch i of the current epoch.
 static int64_t batch_rows(const NnrtRun *r, int64_t i) {
@@ -196,12 +253,17 @@ static int64_t batch_rows(const NnrtRun *r, int64_t i) {
   return r->ntrain - first < r->batch ? r->ntrain - first : r->batch;
 }
 
-// Gathers batch i into x and y, prefetching the rows of batch i + 1.
+// Gathers (this rank's share of) batch i into x and y, prefetching the
+// rows of batch i + 1.
 static void batch_gather(const NnrtRun *r, int64_t i, float *x, float *y) {
   int64_t first = r->first + i * r->batch, rows = batch_rows(r, i);
-  int64_t next = first + rows;
-  nnrt_data_gather_ahead(&r->train, r->perm, first, rows, x, y, next,
-                         r->ntrain - next < rows ? r->ntrain - next : rows);
+  int64_t lo, n, nlo = 0, nn = 0;
+  nnrt_dist_shard(r->dist, rows, &lo, &n);
+  if (i + 1 < r->nb)
+    nnrt_dist_shard(r->dist, batch_rows(r, i + 1), &nlo, &nn);
+  int64_t next = first + rows + nlo;
+  nnrt_data_gather_ahead(&r->train, r->perm, first + lo, n, x, y, next,
+                         nn < n ? nn : n);
 }
 
 static void prefetch_task(void *ctx, int64_t t) {
@@ -231,12 +293,19 @@ void nnrt_report_lr(NnrtRun *r, double lr) {
 }
 
 int64_t nnrt_step_key(NnrtRun *r, int64_t t) {
-  return (int64_t)nnrt_rng_key(r->seed, NNRT_STREAM_DRAW, (uint64_t)t);
+  uint64_t key = nnrt_rng_key(r->seed, NNRT_STREAM_DRAW, (uint64_t)t);
+  // Each rank's shard draws its own numbers (docs/distributed.md): the same
+  // key would give row k of every shard the same dropout mask.
+  if (r->dist && r->dist->size > 1)
+    key = nnrt_mix64(key ^ ((uint64_t)(r->dist->rank + 1) * NNRT_GOLDEN));
+  return (int64_t)key;
 }
+
+NnrtDist *nnrt_run_dist(NnrtRun *r) { return r->dist; }
 
 int64_t nnrt_epoch_begin(NnrtRun *r, int64_t epoch) {
   prefetch_settle(r, -1, NULL, NULL);  // before the order changes
-  if (interrupts)
+  if (interrupts && !r->dist)  // (ranks agree on stops in nnrt_batch_end)
     stop_at(r, STOP_INTERRUPT, r->epoch0 + epoch + 1, 0);
   if (r->stop || epoch < 0 || epoch >= r->epochs)
     return 0;
@@ -269,7 +338,13 @@ int64_t nnrt_batch_fetch(NnrtRun *r, int64_t i, float *x, float *y) {
     return 0;
   if (!ready)
     batch_gather(r, i, x, y);
-  return batch_rows(r, i);
+  if (!r->dist)
+    return batch_rows(r, i);
+  int64_t lo, n, rows = batch_rows(r, i);
+  nnrt_dist_shard(r->dist, rows, &lo, &n);
+  r->dist->weight = (double)n / (double)rows;
+  r->dist->equal = rows % r->dist->size == 0;
+  return n;
 }
 
 void nnrt_batch_prefetch(NnrtRun *r, int64_t i, float *x, float *y) {
@@ -328,10 +403,56 @@ void nnrt_batch_metrics(NnrtRun *r, const double *values) {
   r->has_pending = r->m->nmetrics > 0;
 }
 
+// The ranks' step results summed, and their stops agreed on: buffers
+// (running statistics) averaged by shard size, the loss and correct count
+// of the whole batch, and a stop on any rank stops every rank here.
+static int dist_step(NnrtRun *r, int64_t *rows, double *loss_sum,
+                     double *correct, int *interrupted) {
+  NnrtDist *d = r->dist;
+  const NnrtModel *m = r->m;
+  int64_t b0 = m->param_numel;
+  for (int64_t k = 0; k < m->nparams; k++)
+    if (m->params[k].buffer && m->params[k].offset < b0)
+      b0 = m->params[k].offset;
+  if (b0 < m->param_numel)  // buffers sit after the trainable parameters
+    d->average(d, r->params + b0, m->param_numel - b0, d->weight);
+  // The named metrics of the batch are this shard's means: summed as
+  // value x rows, then the mean of the whole batch.
+  int64_t nm = r->has_pending ? m->nmetrics : 0;
+  double v[5 + 64] = {(double)*rows, *rows ? *loss_sum : 0,
+                      *rows ? *correct : 0, interrupts != 0,
+                      r->stop != STOP_NONE};
+  double *mv = nm > 64 ? nnrt_alloc_array(5 + nm, sizeof(double)) : v;
+  if (!mv) {
+    nnrt_fail(&r->err, "out of memory (%lld metrics)", (long long)nm);
+    stop_at(r, STOP_ERROR, r->epoch + 1, r->step);
+    return 1;
+  }
+  if (mv != v)
+    memcpy(mv, v, sizeof(double) * 5);
+  for (int64_t k = 0; k < nm; k++)
+    mv[5 + k] = *rows ? r->pending[k] * (double)*rows : 0;
+  d->sum(d, mv, (int)(5 + nm));
+  *rows = (int64_t)mv[0];
+  *loss_sum = mv[1];
+  *correct = mv[2];
+  *interrupted = mv[3] > 0;
+  for (int64_t k = 0; k < nm; k++)
+    r->pending[k] = *rows ? mv[5 + k] / (double)*rows : 0;
+  if (mv[4] > 0 && !r->stop)
+    stop_at(r, STOP_PEER, r->epoch + 1, r->step);
+  if (mv != v)
+    nnrt_free(mv);
+  return r->stop != STOP_NONE;
+}
+
 int64_t nnrt_batch_end(NnrtRun *r, int64_t rows, double loss_sum,
                        double correct) {
   r->step++;
   r->steps++;  // the optimizer has updated, whatever the loss
+  int interrupted = interrupts != 0;
+  if (r->dist && dist_step(r, &rows, &loss_sum, &correct, &interrupted))
+    return 1;
   if (r->stop == STOP_NUMERICS)
     return 1;
   if (!isfinite(loss_sum)) {
@@ -358,7 +479,7 @@ int64_t nnrt_batch_end(NnrtRun *r, int64_t rows, double loss_sum,
     r->unsaved_steps = 0;
     r->saved_step = r->steps;
   }
-  if (interrupts) {
+  if (interrupted) {
     stop_at(r, STOP_INTERRUPT, r->epoch + 1, r->step);
     return 1;
   }
@@ -375,8 +496,19 @@ int64_t nnrt_batch_end(NnrtRun *r, int64_t rows, double loss_sum,
 static int save(NnrtRun *r) {
   int64_t into = r->epoch == r->epochs_done ? r->first + r->seen : 0;
   NnrtTrainPos pos = {r->epochs_done, r->steps, into};
-  int rc = nnrt_checkpoint_write(r->save_path, r->m, r->params, r->state,
-                                 &pos, &r->err);
+  int rc = 0;
+  if (r->dist)  // each rank holds the optimizer state of its shard
+    r->dist->gather_state(r->dist, r->state, r->m->nstate, r->m->param_numel);
+  if (!r->dist || r->dist->rank == 0)  // the weights are the same everywhere
+    rc = nnrt_checkpoint_write(r->save_path, r->m, r->params, r->state, &pos,
+                               &r->err);
+  if (!rc && r->dist) {
+    char kept[4096 + 128];
+    snprintf(kept, sizeof kept, "the last checkpoint, %s (epoch %lld, step "
+             "%lld), is whole; train --load %s resumes from it", r->save_path,
+             (long long)r->epochs_done, (long long)r->steps, r->save_path);
+    r->dist->saved(r->dist, kept);
+  }
   const char *hook = getenv("NNRT_TEST_KILL_AFTER_SAVE");
   if (!rc && hook && atoll(hook) == ++r->saves)
     raise(SIGKILL);
@@ -402,6 +534,24 @@ static void note_mistakes(NnrtRun *r, NnrtMetrics *mt) {
   r->converged_epoch = mt->epoch;
 }
 
+// Data parallelism keeps the weights and optimizer state of every rank the
+// same, bit for bit; checked once an epoch (FNV-1a over their bytes).
+static int ranks_agree(NnrtRun *r) {
+  const NnrtModel *m = r->m;
+  r->dist->gather_state(r->dist, r->state, m->nstate, m->param_numel);
+  uint64_t h = 0xcbf29ce484222325u;
+  const float *blocks[2] = {r->params, r->state};
+  int64_t lens[2] = {m->param_numel, m->nstate * m->param_numel};
+  for (int k = 0; k < 2; k++) {
+    for (int64_t i = 0; i < lens[k]; i++) {
+      uint32_t w;
+      memcpy(&w, &blocks[k][i], sizeof w);
+      h = (h ^ w) * 0x100000001b3u;
+    }
+  }
+  return r->dist->same(r->dist, h);
+}
+
 static int params_finite(const NnrtRun *r) {
   for (int64_t i = 0; i < r->m->param_numel; i++)
     if (!isfinite(nnrt_elt_get(nnrt_elt(r->m), r->params, i)))
@@ -424,7 +574,7 @@ static void early_stopping(NnrtRun *r, double loss) {
   if (++r->since_best < m->patience)
     return;
   memcpy(r->params, r->best, nnrt_elt(m) * (size_t)m->param_numel);
-  if (!r->o->quiet)
+  if (!r->o->quiet && !r->silent)
     fprintf(r->human,
             "early stopping: no better %s loss for %lld epochs; restored the "
             "weights of epoch %lld (loss %.4f)\n",
@@ -444,6 +594,12 @@ int64_t nnrt_epoch_end(NnrtRun *r, int64_t epoch) {
     return 1;
   }
   const NnrtModel *m = r->m;
+  if (r->dist && r->dist->size > 1 && !ranks_agree(r)) {
+    nnrt_fail(&r->err, "the ranks' weights differ after epoch %lld (a bug "
+              "in the data-parallel runtime)", (long long)(r->epoch + 1));
+    stop_at(r, STOP_ERROR, r->epoch + 1, r->step);
+    return 1;
+  }
   NnrtMetrics mt = {0};
   mt.epoch = r->epoch + 1;
   mt.epochs = r->epoch0 + r->epochs;
@@ -468,24 +624,26 @@ int64_t nnrt_epoch_end(NnrtRun *r, int64_t epoch) {
   }
   if (r->nval > 0) {
     mt.has_val = 1;
-    nnrt_evaluate(m, r->params, &r->eval, &r->train, r->ntrain, r->nval,
-                  &mt.val_loss, &mt.val_accuracy, r->val_metrics);
+    nnrt_evaluate_dist(m, r->params, &r->eval, &r->train, r->ntrain, r->nval,
+                       r->dist, &mt.val_loss, &mt.val_accuracy,
+                       r->val_metrics);
   }
   if (r->has_test) {
     mt.has_test = 1;
-    nnrt_evaluate(m, r->params, &r->eval, &r->test, 0, r->test.rows,
-                  &mt.test_loss, &mt.test_accuracy, r->test_metrics);
+    nnrt_evaluate_dist(m, r->params, &r->eval, &r->test, 0, r->test.rows,
+                       r->dist, &mt.test_loss, &mt.test_accuracy,
+                       r->test_metrics);
   }
-  FILE *notes = !r->o->json || !r->o->quiet ? r->human : NULL;
+  FILE *notes = (!r->o->json || !r->o->quiet) && !r->silent ? r->human : NULL;
   int64_t converged = r->converged_epoch;
   note_mistakes(r, &mt);
   char line[8192];
-  if (r->o->json) {
+  if (r->o->json && !r->silent) {
     nnrt_metrics_format(line, sizeof line, &mt, 1);
     printf("%s\n", line);
     fflush(stdout);
   }
-  if (!r->o->json || !r->o->quiet) {
+  if ((!r->o->json || !r->o->quiet) && !r->silent) {
     nnrt_metrics_format(line, sizeof line, &mt, 0);
     fprintf(r->human, "%s\n", line);
   }
@@ -512,7 +670,10 @@ int64_t nnrt_epoch_end(NnrtRun *r, int64_t epoch) {
     stop_at(r, STOP_ERROR, r->epoch + 1, r->step);
     return 1;
   }
-  if (interrupts) {
+  double interrupted = interrupts != 0;
+  if (r->dist)  // every rank stops here if one was interrupted
+    r->dist->sum(r->dist, &interrupted, 1);
+  if (interrupted > 0) {
     stop_at(r, STOP_INTERRUPT, r->epoch + 1, r->step);
     return 1;
   }
@@ -542,7 +703,7 @@ static int resume(NnrtRun *r, const char *path) {
   if (r->epochs > INT64_MAX - r->epoch0)  // "train forever" stays so
     r->epochs = INT64_MAX - r->epoch0;
   r->steps = st == NNRT_STATE_RESTORED ? pos.step : 0;
-  if (r->o->quiet)
+  if (r->o->quiet || r->silent)
     return 0;
   char at[128] = "";
   if (pos.epoch >= 0 || st == NNRT_STATE_RESTORED) {
@@ -649,7 +810,7 @@ static int setup(NnrtRun *r, const NnrtModel *m, const NnrtOptions *o) {
   r->count_mistakes = m->accuracy == 1 &&
                       (m->out_numel == 1 || o->stop_when_perfect);
   r->last_mistakes = -1;
-  r->progress.enabled = !o->quiet && isatty(STDERR_FILENO);
+  r->progress.enabled = !o->quiet && !r->silent && isatty(STDERR_FILENO);
   return 0;
 }
 
@@ -681,7 +842,31 @@ static int report_stop(NnrtRun *r) {
              (long long)r->saved_epoch);
   else
     snprintf(kept, sizeof kept, "no weights were saved");
+  if (r->silent) {  // rank 0 tells the user; this rank only its own error
+    switch (r->stop) {
+    case STOP_NUMERICS:
+    case STOP_ERROR:
+      fprintf(stderr, "%s: rank %d of %d: %s\n", prog, r->dist->rank,
+              r->dist->size, r->err.msg);
+      return 1;
+    case STOP_INTERRUPT:  // rank 0 saves: this rank's shard goes with it
+      if (r->save_path && r->unsaved_steps > 0)
+        save(r);
+      return 130;
+    case STOP_DIVERGED:
+    case STOP_BAD_WEIGHTS:
+    case STOP_PEER:
+      return 1;
+    default:
+      return 0;
+    }
+  }
   switch (r->stop) {
+  case STOP_PEER:
+    fprintf(stderr, "%s: another rank stopped the run at epoch %lld, step "
+            "%lld (its message says why); %s\n", prog,
+            (long long)r->stop_epoch, (long long)r->stop_step, kept);
+    return 1;
   case STOP_NONE:
   case STOP_EARLY:
     break;
@@ -731,7 +916,7 @@ static int report_stop(NnrtRun *r) {
 // with --no-log or --no-save and no --log. A resumed run appends to it.
 static int open_log(NnrtRun *r) {
   const NnrtOptions *o = r->o;
-  if (o->no_log)
+  if (o->no_log || r->silent)  // rank 0 writes the log
     return 0;
   if (!o->log && r->save_path) {
     size_t n = strlen(r->save_path);
@@ -755,6 +940,8 @@ int nnrt_train_command(const NnrtModel *m, const NnrtOptions *o) {
   memset(&r, 0, sizeof r);
   r.m = m;
   r.o = o;
+  r.dist = o->dist;
+  r.silent = r.dist && r.dist->rank > 0;
   if (setup(&r, m, o)) {
     fprintf(stderr, "%s: %s\n", o->prog, r.err.msg);
     teardown(&r);
@@ -784,7 +971,9 @@ int nnrt_train_command(const NnrtModel *m, const NnrtOptions *o) {
   sigaction(SIGINT, &old, NULL);
   nnrt_progress_clear(&r.progress);
   int rc = report_stop(&r);
-  if (rc == 0 && !o->quiet) {
+  if (r.dist)  // an error on one rank only leaves the others waiting
+    r.dist->agreed = r.stop != STOP_ERROR;
+  if (rc == 0 && !o->quiet && !r.silent) {
     if (r.save_path && r.saved_epoch > 0)
       fprintf(stderr, "weights saved to %s\n", r.save_path);
     if (r.stop == STOP_CONVERGED)
@@ -800,7 +989,7 @@ int nnrt_train_command(const NnrtModel *m, const NnrtOptions *o) {
   // separable (XOR), or it needed more epochs.
   if (rc == 0 && r.stop == STOP_NONE && o->stop_when_perfect &&
       !r.converged_epoch && r.last_mistakes > 0 &&
-      (!o->json || !o->quiet))
+      (!o->json || !o->quiet) && !r.silent)
     fprintf(r.human, "not converged: every epoch misclassified training "
             "examples (%lld of %lld in epoch %lld)\n",
             (long long)r.last_mistakes,

@@ -2,7 +2,7 @@
 # Installs what nnc needs from Debian's archive, only when something is
 # missing, so it is cheap to run again. Usage: sh scripts/deps.sh [--bench]
 set -eu
-pkgs="gcc make cmake re2c bison llvm-19-dev libcriterion-dev zlib1g-dev dataset-fashion-mnist binutils python3 qemu-user graphviz clang-19 libclang-rt-19-dev file pngcheck"
+pkgs="gcc make cmake re2c bison llvm-19-dev libcriterion-dev zlib1g-dev dataset-fashion-mnist binutils python3 qemu-user graphviz clang-19 libclang-rt-19-dev file pngcheck openmpi-bin libopenmpi-dev"
 if [ "${1:-}" = "--bench" ]; then
   pkgs="$pkgs python3 python3-torch python3-numpy libopenblas0-openmp hyperfine"
 fi
