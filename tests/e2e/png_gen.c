@@ -85,7 +85,7 @@ int main(int argc, char **argv) {
   m.nstate = 1, m.state_init = state_init;
   m.param_state_init = param_state_init;
   NnrtDataSpec d = {NNRT_DATA_INLINE, NULL, NULL, 1, 0, NULL, ROWS, 1, 1,
-                    data_x, data_y};
+                    data_x, data_y, 0, 0, 0, 0, 0};
   m.train_data = d, m.test_data = d;
   m.batch = 4, m.epochs = 2, m.seed = 1;
   m.train_ws_per_row = 2, m.infer_ws_fixed = 1;
